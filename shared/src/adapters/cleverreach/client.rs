@@ -1,0 +1,1 @@
+//! Adapter: CleverReach REST v3 client (in progress).

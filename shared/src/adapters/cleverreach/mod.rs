@@ -1,0 +1,3 @@
+//! Adapter: CleverReach REST API v3.
+
+pub mod client;

@@ -1,0 +1,1 @@
+//! Adapter: Dataverse Web API client (in progress).

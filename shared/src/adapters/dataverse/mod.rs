@@ -1,0 +1,4 @@
+//! Adapter: Dataverse (Dynamics 365). Webhook bodies in, Web API out.
+
+pub mod client;
+pub mod webhook;

@@ -1,0 +1,1 @@
+//! Adapter: Dataverse webhook bodies (RemoteExecutionContext) into ChangeEvent (in progress).

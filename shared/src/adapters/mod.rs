@@ -1,0 +1,6 @@
+//! Adapters: the edge of the hexagon. Each translates one outside system's wire format into the
+//! domain's types and classifies its failures (see [`crate::error::Retryable`]).
+
+pub mod cleverreach;
+pub mod dataverse;
+pub mod http;

@@ -1,0 +1,196 @@
+//! Domain: a change in the CRM, normalised from a Dataverse webhook body.
+//!
+//! Level-triggered design (DESIGN §4): the event says *which* record changed and carries what a
+//! worker cannot re-read any more (the pre-image of a deleted record, the members named by a
+//! membership message). Workers re-read the current state and reconcile.
+//!
+//! This is the connector's own message format (it travels through SQS as JSON), not the wire
+//! format of Dataverse.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The SDK message that caused the change (`MessageName`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub enum CrmMessage {
+    Create,
+    Update,
+    Delete,
+    /// One member added to a static list (AddMemberList).
+    AddMember,
+    /// Many members added to a static list (AddListMembersList).
+    AddListMembers,
+    /// One member removed from a static list (RemoveMemberList).
+    RemoveMember,
+    /// A list (or other item) added to a campaign or campaign activity.
+    AddItem,
+    /// A list (or other item) removed from a campaign or campaign activity.
+    RemoveItem,
+    Associate,
+    Disassociate,
+    /// Any other message, kept by name so that it can be logged and ignored.
+    Other(String),
+}
+
+impl CrmMessage {
+    pub fn from_name(name: &str) -> CrmMessage {
+        match name {
+            "Create" => CrmMessage::Create,
+            "Update" => CrmMessage::Update,
+            "Delete" => CrmMessage::Delete,
+            "AddMember" => CrmMessage::AddMember,
+            "AddListMembers" => CrmMessage::AddListMembers,
+            "RemoveMember" => CrmMessage::RemoveMember,
+            "AddItem" => CrmMessage::AddItem,
+            "RemoveItem" => CrmMessage::RemoveItem,
+            "Associate" => CrmMessage::Associate,
+            "Disassociate" => CrmMessage::Disassociate,
+            other => CrmMessage::Other(other.to_string()),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            CrmMessage::Create => "Create",
+            CrmMessage::Update => "Update",
+            CrmMessage::Delete => "Delete",
+            CrmMessage::AddMember => "AddMember",
+            CrmMessage::AddListMembers => "AddListMembers",
+            CrmMessage::RemoveMember => "RemoveMember",
+            CrmMessage::AddItem => "AddItem",
+            CrmMessage::RemoveItem => "RemoveItem",
+            CrmMessage::Associate => "Associate",
+            CrmMessage::Disassociate => "Disassociate",
+            CrmMessage::Other(name) => name,
+        }
+    }
+}
+
+/// A reference to a CRM row: logical name and lower-case GUID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RecordRef {
+    pub entity: String,
+    pub id: String,
+}
+
+/// One attribute value of a CRM row, decoded from the webhook's typed JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum AttrValue {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Number(f64),
+    Text(String),
+    /// A date-time as milliseconds since the Unix epoch, UTC (`/Date(ms±hhmm)/`).
+    DateTime(i64),
+    /// A choice (OptionSetValue), e.g. statecode.
+    Choice(i64),
+    /// A multi-select choice.
+    Choices(Vec<i64>),
+    Money(f64),
+    /// A lookup (EntityReference).
+    Reference {
+        entity: String,
+        id: String,
+        name: Option<String>,
+    },
+    /// A value of a type the connector does not interpret, kept as its JSON text.
+    Opaque(String),
+}
+
+impl AttrValue {
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            AttrValue::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            AttrValue::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    pub fn as_choice(&self) -> Option<i64> {
+        match self {
+            AttrValue::Choice(v) | AttrValue::Int(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    pub fn as_reference(&self) -> Option<RecordRef> {
+        match self {
+            AttrValue::Reference { entity, id, .. } => Some(RecordRef {
+                entity: entity.clone(),
+                id: id.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Attribute values of one row, keyed by logical attribute name.
+pub type Attributes = BTreeMap<String, AttrValue>;
+
+/// A CRM change, normalised. Built by the Dataverse webhook adapter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    /// Dataverse's `OperationId`: the same operation delivered twice has the same id.
+    pub operation_id: String,
+    /// Dataverse's `CorrelationId`, carried through queues and logs.
+    pub correlation_id: String,
+    pub message: CrmMessage,
+    /// `PrimaryEntityName`, e.g. `contact`, `list`, `campaign`.
+    pub entity: String,
+    /// `PrimaryEntityId` (lower-case GUID). For list membership messages: the list; for
+    /// AddItem/RemoveItem: the campaign or campaign activity.
+    pub record_id: String,
+    /// `UserId`: the user the operation ran as.
+    pub user_id: String,
+    /// `InitiatingUserId`: who started it (compare with the connector's application user to
+    /// recognise the connector's own writes).
+    pub initiating_user_id: String,
+    pub organization_id: String,
+    pub organization_name: String,
+    /// `OperationCreatedOn` in ms since the epoch, when present.
+    pub occurred_at_ms: Option<i64>,
+    pub depth: i64,
+    /// The changed attributes (the `Target` entity of Create/Update), without images.
+    pub target: Attributes,
+    /// The registered pre-image (or the merged pre-images), when the step has one.
+    pub pre_image: Option<Attributes>,
+    /// The registered post-image (or the merged post-images), when the step has one.
+    pub post_image: Option<Attributes>,
+    /// Rows the message names besides the primary one: the member(s) of AddMember,
+    /// AddListMembers and RemoveMember, the item of AddItem/RemoveItem, the related rows of
+    /// Associate/Disassociate.
+    pub related: Vec<RecordRef>,
+    /// Dataverse dropped the parameters and images because the body exceeded 256 KB
+    /// (`x-ms-dynamics-msg-size-exceeded`): the worker must re-read everything.
+    pub size_exceeded: bool,
+    /// The `tag` shared variable, when the writer set one (the connector tags its own writes).
+    pub tag: Option<String>,
+}
+
+impl ChangeEvent {
+    /// The value of an attribute after the change: from the target, else the post-image.
+    pub fn value_after(&self, attribute: &str) -> Option<&AttrValue> {
+        self.target
+            .get(attribute)
+            .or_else(|| self.post_image.as_ref().and_then(|img| img.get(attribute)))
+    }
+
+    /// The value of an attribute before the change (pre-image).
+    pub fn value_before(&self, attribute: &str) -> Option<&AttrValue> {
+        self.pre_image.as_ref().and_then(|img| img.get(attribute))
+    }
+
+    /// True when the change touched this attribute (it is in the target).
+    pub fn touched(&self, attribute: &str) -> bool {
+        self.target.contains_key(attribute)
+    }
+}

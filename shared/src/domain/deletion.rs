@@ -1,0 +1,1 @@
+//! Domain: deletion (in progress).

@@ -1,0 +1,1 @@
+//! Domain: naming (in progress).

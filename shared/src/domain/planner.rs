@@ -1,0 +1,1 @@
+//! Domain: planner (in progress).

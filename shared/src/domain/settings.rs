@@ -1,0 +1,1 @@
+//! Domain: settings (in progress).

@@ -1,0 +1,1 @@
+//! CleverReach simulator (in progress).

@@ -1,0 +1,1 @@
+//! Dataverse simulator (in progress).

@@ -1,0 +1,10 @@
+//! The sandbox: stateful simulators of the Dataverse Web API (with webhooks) and of the
+//! CleverReach REST API v3, speaking the wire formats of `shared/ref` (DESIGN §8), plus the
+//! helpers the end-to-end tests use.
+//!
+//! Both simulators run in-process for tests (bound to 127.0.0.1 on an ephemeral or chosen port)
+//! or as the `sandbox` binary. Both accept fault injection (see [`faults`]).
+
+pub mod cleverreach;
+pub mod dataverse;
+pub mod faults;
