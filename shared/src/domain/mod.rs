@@ -14,3 +14,4 @@ pub mod receiver;
 pub mod recipient;
 pub mod rules;
 pub mod settings;
+pub mod source;
