@@ -515,10 +515,15 @@ fn find_tag(
         return Ok(Some(tag));
     }
     let mut current = context;
-    for _ in 0..MAX_NESTING {
-        let Some(parent) = current.get("ParentContext").and_then(Value::as_object) else {
-            return Ok(None);
-        };
+    let mut level = 0;
+    while let Some(parent) = current.get("ParentContext").and_then(Value::as_object) {
+        level += 1;
+        if level > MAX_NESTING {
+            return Err(WebhookError::TooDeep {
+                field: "ParentContext".to_string(),
+                limit: MAX_NESTING,
+            });
+        }
         let same_record = parent.get("PrimaryEntityName").and_then(Value::as_str) == Some(entity)
             && parent
                 .get("PrimaryEntityId")
@@ -537,10 +542,7 @@ fn find_tag(
         }
         current = parent;
     }
-    Err(WebhookError::TooDeep {
-        field: "ParentContext".to_string(),
-        limit: MAX_NESTING,
-    })
+    Ok(None)
 }
 
 /// The connector tags its writes with a string; a `tag` of another type is someone else's.

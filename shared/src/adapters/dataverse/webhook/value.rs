@@ -88,13 +88,45 @@ pub fn row_shape(object: &Map<String, Value>) -> Option<RowShape> {
     }
 }
 
-/// A short rendering of a JSON value for error texts (bodies can be large).
+/// A short rendering of a JSON value for error texts. Only the start is serialized: a wrong value
+/// can be most of a 256 KB body.
 pub fn describe(value: &Value) -> String {
-    const LIMIT: usize = 60;
-    let text = value.to_string();
-    match text.char_indices().nth(LIMIT) {
+    const CHARS: usize = 60;
+    let mut out = Bounded {
+        bytes: Vec::new(),
+        limit: CHARS * 4 + 4,
+    };
+    let complete = serde_json::to_writer(&mut out, value).is_ok();
+    let text = match std::str::from_utf8(&out.bytes) {
+        Ok(text) => text,
+        Err(err) => std::str::from_utf8(&out.bytes[..err.valid_up_to()]).unwrap_or_default(),
+    };
+    match text.char_indices().nth(CHARS) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
+        None if !complete => format!("{text}…"),
+        None => text.to_string(),
+    }
+}
+
+/// A writer that refuses to grow past its limit, which stops the serializer early.
+struct Bounded {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = self.limit.saturating_sub(self.bytes.len());
+        if room == 0 {
+            return Err(std::io::Error::other("error text long enough"));
+        }
+        let taken = room.min(buf.len());
+        self.bytes.extend_from_slice(&buf[..taken]);
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -492,7 +524,22 @@ mod tests {
     fn a_long_value_is_shortened_in_error_texts() {
         let long = Value::String("ä".repeat(500));
         let text = describe(&long);
-        assert!(text.chars().count() <= 61, "{text}");
-        assert!(text.ends_with('…'));
+        assert_eq!(text.chars().count(), 61, "{text}");
+        assert!(text.starts_with("\"ää") && text.ends_with('…'), "{text}");
+        let wide = Value::Array((0..10_000).map(Value::from).collect());
+        assert!(describe(&wide).starts_with("[0,1,2,3,"));
+        assert!(describe(&wide).ends_with('…'));
+    }
+
+    #[test]
+    fn a_short_value_is_shown_whole_in_error_texts() {
+        assert_eq!(
+            describe(&serde_json::json!({"Value": "3"})),
+            "{\"Value\":\"3\"}"
+        );
+        assert_eq!(
+            describe(&Value::String("ä".repeat(58))),
+            format!("\"{}\"", "ä".repeat(58))
+        );
     }
 }
