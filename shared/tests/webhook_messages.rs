@@ -213,6 +213,16 @@ mod webhook {
     }
 
     #[test]
+    fn an_update_of_the_empty_guid_is_refused() {
+        let mut body = sample();
+        body["PrimaryEntityId"] = json!(EMPTY);
+        assert_eq!(
+            refuse(&body),
+            format!("PrimaryEntityId is not a non-empty GUID: \"{EMPTY}\"")
+        );
+    }
+
+    #[test]
     fn a_member_message_without_any_list_id_is_refused() {
         let body = message(
             "RemoveMember",

@@ -93,9 +93,19 @@ pub fn parse_change_event(body: &[u8], size_exceeded: bool) -> Result<ChangeEven
         Some(params) => Target::read(params, &message)?,
         None => Target::Absent,
     };
-    let record_id = match primary_id.filter(|id| id != EMPTY_GUID) {
-        Some(id) => id,
-        None => fallback_record_id(&message, &mut entity, params.as_ref(), &target)?,
+    let record_id = match primary_id {
+        Some(id) if id != EMPTY_GUID => id,
+        primary => {
+            let fallback = fallback_record_id(&message, &mut entity, params.as_ref(), &target)?;
+            fallback.ok_or_else(|| match primary {
+                Some(empty) => WebhookError::invalid(
+                    "PrimaryEntityId",
+                    "a non-empty GUID",
+                    &Value::String(empty),
+                ),
+                None => WebhookError::missing("PrimaryEntityId"),
+            })?
+        }
     };
     let related = match &params {
         Some(params) => related_records(&message, &entity, params)?,
@@ -323,12 +333,13 @@ impl Target {
 
 /// The record id when `PrimaryEntityId` is missing or empty: membership and item messages name it
 /// in their parameters; Associate/Disassociate (often registered without a table) in `Target`.
+/// `None` for messages that have no other place for it.
 fn fallback_record_id(
     message: &CrmMessage,
     entity: &mut String,
     params: Option<&KeyValues<'_>>,
     target: &Target,
-) -> Result<String, WebhookError> {
+) -> Result<Option<String>, WebhookError> {
     let keys: &[&'static str] = match message {
         CrmMessage::AddMember | CrmMessage::AddListMembers | CrmMessage::RemoveMember => {
             &["ListId"]
@@ -339,26 +350,23 @@ fn fallback_record_id(
         CrmMessage::AddItem | CrmMessage::RemoveItem if entity == "campaign" => &["CampaignId"],
         CrmMessage::AddItem | CrmMessage::RemoveItem => &["CampaignId", "CampaignActivityId"],
         CrmMessage::Associate | CrmMessage::Disassociate => {
-            return match target {
-                Target::Reference(record) => {
-                    if entity.is_empty() || entity == "none" {
-                        entity.clone_from(&record.entity);
-                    }
-                    Ok(record.id.clone())
-                }
-                _ => Err(WebhookError::NoRecordId { fallback: "Target" }),
+            let Target::Reference(record) = target else {
+                return Err(WebhookError::NoRecordId { fallback: "Target" });
             };
+            if entity.is_empty() || entity == "none" {
+                entity.clone_from(&record.entity);
+            }
+            return Ok(Some(record.id.clone()));
         }
-        _ => return Err(WebhookError::missing("PrimaryEntityId")),
+        _ => return Ok(None),
     };
-    for key in keys {
-        if let Some(raw) = params.and_then(|params| params.get_present(key)) {
-            let field = params
-                .map(|params| params.field_of(key))
-                .unwrap_or_default();
-            let id = value::guid(raw, &field)?;
-            if id != EMPTY_GUID {
-                return Ok(id);
+    if let Some(params) = params {
+        for key in keys {
+            if let Some(raw) = params.get_present(key) {
+                let id = value::guid(raw, &params.field_of(key))?;
+                if id != EMPTY_GUID {
+                    return Ok(Some(id));
+                }
             }
         }
     }

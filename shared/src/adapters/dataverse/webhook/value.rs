@@ -402,6 +402,17 @@ mod tests {
     }
 
     #[test]
+    fn type_hints_with_escaped_slashes_are_the_same_hint() {
+        let escaped: Value = serde_json::from_str(
+            r#"{"__type":"OptionSetValue:http:\/\/schemas.microsoft.com\/xrm\/2011\/Contracts","Value":2}"#,
+        )
+        .unwrap();
+        assert_eq!(decode(escaped), AttrValue::Choice(2));
+        let date: Value = serde_json::from_str(r#""\/Date(1506409448000-0700)\/""#).unwrap();
+        assert_eq!(decode(date), AttrValue::DateTime(1_506_409_448_000));
+    }
+
+    #[test]
     fn an_option_set_value_without_an_integer_is_refused() {
         let broken = json!({"__type": "OptionSetValue:http://schemas.microsoft.com/xrm/2011/Contracts", "Value": "3"});
         let err = attr_value(&broken, "statecode").unwrap_err().to_string();
