@@ -832,6 +832,7 @@ fn expect_success(_attempt: u32, raw: RawResponse) -> Result<RawResponse, Datave
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 

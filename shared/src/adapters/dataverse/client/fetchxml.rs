@@ -203,14 +203,14 @@ fn xml_error(err: impl std::fmt::Display) -> String {
     format!("not well-formed XML: {err}")
 }
 
-fn attr_key<'a>(attr: &'a quick_xml::events::attributes::Attribute<'_>) -> Result<&'a str, String> {
-    Ok(attr.key.as_ref())
+fn attr_key<'a>(attr: &'a quick_xml::events::attributes::Attribute<'_>) -> &'a str {
+    attr.key.as_ref()
 }
 
 fn attr_value(element: &BytesStart<'_>, name: &str) -> Result<Option<String>, String> {
     for attr in element.attributes() {
         let attr = attr.map_err(xml_error)?;
-        if attr_key(&attr)? == name {
+        if attr_key(&attr) == name {
             let value = attr
                 .normalized_value(XmlVersion::Implicit1_0)
                 .map_err(xml_error)?;
@@ -283,7 +283,7 @@ fn paged_root(root: &BytesStart<'_>, paging: &Paging<'_>) -> Result<BytesStart<'
     let mut paged = BytesStart::new("fetch");
     for attr in root.attributes() {
         let attr = attr.map_err(xml_error)?;
-        let key = attr_key(&attr)?;
+        let key = attr_key(&attr);
         if matches!(key, "page" | "count" | "paging-cookie") {
             continue;
         }
@@ -349,10 +349,8 @@ impl EntityContent {
                 }
             }
             "all-attributes" => self.all_attributes = true,
-            "order" => {
-                if attr_value(element, "attribute")?.as_deref() == Some(key) {
-                    self.orders_by_key = true;
-                }
+            "order" if attr_value(element, "attribute")?.as_deref() == Some(key) => {
+                self.orders_by_key = true;
             }
             _ => {}
         }
@@ -400,7 +398,7 @@ pub(crate) fn prepare_member_query(
     for name in attributes {
         filter::identifier("FetchXML attribute", name)?;
     }
-    prepare(xml, entity, key, attributes).map_err(|reason| invalid_fetch(reason))
+    prepare(xml, entity, key, attributes).map_err(invalid_fetch)
 }
 
 fn prepare(xml: &str, entity: &str, key: &str, attributes: &[&str]) -> Result<String, String> {
@@ -482,6 +480,7 @@ fn prepare(xml: &str, entity: &str, key: &str, attributes: &[&str]) -> Result<St
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 
