@@ -339,6 +339,40 @@ fn contact_id(n: u32) -> String {
 mod dataverse {
     use super::*;
 
+    /// Compiles only if the client and the futures of its calls can move between threads, as
+    /// handlers on a multi-threaded runtime need; the futures are never polled.
+    #[test]
+    fn the_client_and_its_futures_can_move_between_threads() {
+        fn send<T: Send + 'static>(_: T) {}
+        fn sync_clone<T: Send + Sync + Clone>() {}
+        sync_clone::<DataverseClient>();
+        let config = DataverseConfig::new(
+            Url::parse("https://org.crm.dynamics.com/api/data/v9.2/").unwrap(),
+            Url::parse("https://login.microsoftonline.com/t/oauth2/v2.0/token").unwrap(),
+            "app-id",
+            Secret::new(SECRET),
+            "https://org.crm.dynamics.com/.default",
+        );
+        let client = DataverseClient::new(config).unwrap();
+        let c = client.clone();
+        send(async move {
+            c.query::<Value>("contacts", &Query::new())
+                .next_page()
+                .await
+        });
+        let c = client.clone();
+        send(async move {
+            c.fetch_xml::<Value>("contacts", "<fetch/>")
+                .next_page()
+                .await
+        });
+        let c = client.clone();
+        send(async move { c.batch(Vec::new()).await });
+        let c = client.clone();
+        send(async move { c.create("leads", &json!({})).await });
+        send(async move { client.retrieve::<Value>("leads", "x", &[]).await });
+    }
+
     // ----- tokens --------------------------------------------------------------------------------
 
     #[tokio::test]

@@ -40,6 +40,8 @@ mod token;
 
 pub use batch::{BatchPartResult, BatchRequest, MAX_BATCH_REQUESTS};
 pub use error::{DataverseApiError, DataverseError};
+
+use error::json_reason;
 pub use fetchxml::FetchPages;
 pub use query::{Pages, Query};
 
@@ -196,7 +198,7 @@ impl RawResponse {
 
     fn json<T: DeserializeOwned>(&self, what: &str) -> Result<T, DataverseError> {
         serde_json::from_slice(&self.body)
-            .map_err(|err| DataverseError::decode(&self.request, what, err))
+            .map_err(|err| DataverseError::decode(&self.request, what, json_reason(&err)))
     }
 
     fn header(&self, name: &str) -> Option<&str> {

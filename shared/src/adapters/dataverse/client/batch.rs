@@ -15,7 +15,7 @@
 //! --batch_<id>--
 //! ```
 
-use super::error::{DataverseApiError, DataverseError};
+use super::error::{DataverseApiError, DataverseError, json_reason};
 use super::{RawResponse, check_relative, encode_query_value, filter};
 use reqwest::Method;
 use serde_json::Value;
@@ -344,7 +344,8 @@ fn parse_http_response(content: &str) -> Result<BatchPartResult, String> {
             Ok(value) => Some(value),
             Err(err) if success => {
                 return Err(format!(
-                    "part with status {status} has a body that is not JSON: {err}"
+                    "part with status {status} has a body that is not JSON: {}",
+                    json_reason(&err)
                 ));
             }
             Err(_) => None,

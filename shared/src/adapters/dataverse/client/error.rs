@@ -241,6 +241,31 @@ impl DataverseError {
     }
 }
 
+/// A serde_json error as an error text without the offending value: "invalid type: string
+/// \"max@example.com\", expected u32" would put personal data into logs.
+pub(crate) fn json_reason(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    let quotes_value = ["invalid type", "invalid value", "unknown variant"]
+        .iter()
+        .any(|prefix| text.starts_with(prefix));
+    if err.classify() != serde_json::error::Category::Data || !quotes_value {
+        return text;
+    }
+    let expected = text
+        .split_once(", expected ")
+        .map(|(_, rest)| rest)
+        .unwrap_or("another value");
+    let expected = expected
+        .rsplit_once(" at line ")
+        .map(|(expected, _)| expected)
+        .unwrap_or(expected);
+    format!(
+        "unexpected value (expected {expected}) at line {} column {}",
+        err.line(),
+        err.column()
+    )
+}
+
 /// `err: cause: cause…`, so that "error sending request" says why.
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
@@ -307,6 +332,26 @@ mod tests {
         assert!(!retryable(403));
         assert!(!retryable(404));
         assert!(!retryable(412));
+    }
+
+    #[test]
+    fn a_json_error_names_what_was_expected_but_not_the_value() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Row {
+            #[allow(dead_code)]
+            statecode: u32,
+        }
+        let err = serde_json::from_str::<Row>(r#"{"statecode":"max@example.com"}"#)
+            .err()
+            .map(|e| json_reason(&e))
+            .unwrap_or_default();
+        assert!(err.contains("expected u32"), "{err}");
+        assert!(!err.contains("max@example.com"), "{err}");
+        let missing = serde_json::from_str::<Row>("{}")
+            .err()
+            .map(|e| json_reason(&e))
+            .unwrap_or_default();
+        assert!(missing.contains("missing field `statecode`"), "{missing}");
     }
 
     #[test]

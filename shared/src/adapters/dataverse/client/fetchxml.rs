@@ -5,7 +5,7 @@
 //! holds row values such as names) goes into the `paging-cookie` attribute XML-escaped.
 
 use super::batch::{self, BatchRequest};
-use super::error::DataverseError;
+use super::error::{DataverseError, json_reason};
 use super::{DataverseClient, encode_query_value, filter};
 use percent_encoding::percent_decode_str;
 use quick_xml::events::{BytesEnd, BytesStart, Event};
@@ -180,8 +180,9 @@ impl<T: DeserializeOwned> FetchPages<T> {
                     return Err(part.to_error(&label));
                 }
                 let body = part.body.unwrap_or_default();
-                serde_json::from_value(body)
-                    .map_err(|err| DataverseError::decode(&label, "FetchXML page", err))
+                serde_json::from_value(body).map_err(|err| {
+                    DataverseError::decode(&label, "FetchXML page", json_reason(&err))
+                })
             })
             .await
     }

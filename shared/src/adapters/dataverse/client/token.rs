@@ -4,7 +4,7 @@
 //! concurrent callers with an empty or stale cache cause one token request, not one each.
 
 use super::DataverseConfig;
-use super::error::DataverseError;
+use super::error::{DataverseError, json_reason};
 use crate::secret::Secret;
 use serde::Deserialize;
 use std::time::Duration;
@@ -157,8 +157,9 @@ async fn fetch(
             ));
         }
     }
-    let parsed: TokenResponse = serde_json::from_slice(&body)
-        .map_err(|err| DataverseError::decode(TOKEN_REQUEST, "token response", err))?;
+    let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|err| {
+        DataverseError::decode(TOKEN_REQUEST, "token response", json_reason(&err))
+    })?;
     let expires_in = parsed.expires_in.get().ok_or_else(|| {
         DataverseError::decode(
             TOKEN_REQUEST,
