@@ -210,7 +210,8 @@ impl RawResponse {
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     let seconds: f64 = value.trim().parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    // `try_`: a huge or negative value must not panic.
+    Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// Percent-encoding for one query value: everything but unreserved characters and `,`.
@@ -914,6 +915,27 @@ mod tests {
             assert!(check_relative("path", bad).is_err(), "{bad}");
         }
         assert!(check_relative("path", "lists(1)/Microsoft.Dynamics.CRM.AddMemberList").is_ok());
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_nonsense_is_ignored() {
+        let headers = |value: &str| {
+            let mut map = HeaderMap::new();
+            map.insert(
+                reqwest::header::RETRY_AFTER,
+                HeaderValue::from_str(value).unwrap(),
+            );
+            map
+        };
+        assert_eq!(retry_after(&headers("7")), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after(&headers("0.5")),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(retry_after(&headers("1e30")), None);
+        assert_eq!(retry_after(&headers("-1")), None);
+        assert_eq!(retry_after(&headers("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
     }
 
     #[test]
