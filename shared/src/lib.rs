@@ -11,4 +11,10 @@ pub mod error;
 pub mod secret;
 
 #[cfg(feature = "adapters")]
+pub mod ports;
+
+#[cfg(feature = "adapters")]
 pub mod adapters;
+
+#[cfg(feature = "adapters")]
+pub mod handlers;

@@ -5,6 +5,7 @@
 //! Both simulators run in-process for tests (bound to 127.0.0.1 on an ephemeral or chosen port)
 //! or as the `sandbox` binary. Both accept fault injection (see [`faults`]).
 
+pub mod aws;
 pub mod cleverreach;
 pub mod dataverse;
 pub mod faults;

@@ -4,3 +4,9 @@
 pub mod cleverreach;
 pub mod dataverse;
 pub mod http;
+pub mod memory;
+
+#[cfg(feature = "aws")]
+pub mod secrets_manager;
+#[cfg(feature = "aws")]
+pub mod sqs;

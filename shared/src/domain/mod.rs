@@ -12,6 +12,7 @@ pub mod naming;
 pub mod planner;
 pub mod receiver;
 pub mod recipient;
+pub mod routing;
 pub mod rules;
 pub mod settings;
 pub mod source;

@@ -1,0 +1,150 @@
+//! Adapter: in-process stand-ins for the ports, for tests and the local run.
+
+use crate::domain::change::ChangeEvent;
+use crate::domain::routing::{QueueFamily, deduplication_id};
+use crate::ports::{ChangeQueue, QueueError, SecretError, SecretSource, secret_field};
+use crate::secret::Secret;
+use async_trait::async_trait;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A queued change as the local queue holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedChange {
+    pub family: QueueFamily,
+    pub message_id: String,
+    pub event: ChangeEvent,
+}
+
+/// FIFO queues in memory: de-duplicates by the same id SQS uses, keeps order of arrival.
+#[derive(Default)]
+pub struct InMemoryChangeQueue {
+    state: Mutex<LocalQueues>,
+    unavailable: AtomicBool,
+}
+
+#[derive(Default)]
+struct LocalQueues {
+    queues: BTreeMap<QueueFamily, VecDeque<QueuedChange>>,
+    seen: HashSet<String>,
+    next_id: u64,
+}
+
+impl InMemoryChangeQueue {
+    pub fn new() -> Self {
+        InMemoryChangeQueue::default()
+    }
+
+    /// Makes every following enqueue fail as an unreachable queue would.
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.unavailable.store(unavailable, Ordering::SeqCst);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LocalQueues> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Everything queued and not yet taken, in order, per family.
+    pub fn pending(&self) -> Vec<QueuedChange> {
+        self.lock().queues.values().flatten().cloned().collect()
+    }
+
+    /// Takes up to `max` changes of one family, oldest first.
+    pub fn take(&self, family: QueueFamily, max: usize) -> Vec<QueuedChange> {
+        let mut st = self.lock();
+        let queue = st.queues.entry(family).or_default();
+        let n = max.min(queue.len());
+        queue.drain(..n).collect()
+    }
+
+    /// Puts changes back at the front (a failed delivery), keeping their order.
+    pub fn put_back(&self, family: QueueFamily, changes: Vec<QueuedChange>) {
+        let mut st = self.lock();
+        let queue = st.queues.entry(family).or_default();
+        for change in changes.into_iter().rev() {
+            queue.push_front(change);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().queues.values().all(VecDeque::is_empty)
+    }
+}
+
+#[async_trait]
+impl ChangeQueue for InMemoryChangeQueue {
+    async fn enqueue(&self, family: QueueFamily, event: &ChangeEvent) -> Result<(), QueueError> {
+        if self.unavailable.load(Ordering::SeqCst) {
+            return Err(QueueError::Unavailable {
+                family,
+                reason: "the local queue is switched off".into(),
+            });
+        }
+        let mut st = self.lock();
+        // SQS FIFO keeps de-duplication ids for five minutes; the local queue keeps them for
+        // the whole run, which is stricter and fine for tests and demos.
+        if !st.seen.insert(deduplication_id(event)) {
+            return Ok(());
+        }
+        st.next_id += 1;
+        let message_id = format!("local-{}", st.next_id);
+        st.queues
+            .entry(family)
+            .or_default()
+            .push_back(QueuedChange {
+                family,
+                message_id,
+                event: event.clone(),
+            });
+        Ok(())
+    }
+}
+
+/// Secrets from a fixed map (name → whole secret string).
+#[derive(Default)]
+pub struct StaticSecrets {
+    values: Mutex<BTreeMap<String, Secret>>,
+}
+
+impl StaticSecrets {
+    pub fn new() -> Self {
+        StaticSecrets::default()
+    }
+
+    pub fn with(self, name: &str, value: &str) -> Self {
+        self.set(name, value);
+        self
+    }
+
+    pub fn set(&self, name: &str, value: &str) {
+        self.values
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), Secret::new(value));
+    }
+
+    pub fn remove(&self, name: &str) {
+        self.values
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+}
+
+#[async_trait]
+impl SecretSource for StaticSecrets {
+    async fn secret(&self, name: &str, field: Option<&str>) -> Result<Secret, SecretError> {
+        let whole = self
+            .values
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| SecretError::Unavailable {
+                name: name.to_string(),
+                reason: "not in the local secret store".into(),
+            })?;
+        secret_field(name, &whole, field)
+    }
+}

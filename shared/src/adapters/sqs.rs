@@ -1,0 +1,95 @@
+//! Adapter: SQS FIFO queues for CRM changes (aws-sdk-sqs; endpoint from `AWS_ENDPOINT_URL`).
+
+use crate::domain::change::ChangeEvent;
+use crate::domain::routing::{QueueFamily, deduplication_id, message_group};
+use crate::ports::{ChangeQueue, QueueError};
+use async_trait::async_trait;
+use aws_sdk_sqs::types::MessageAttributeValue;
+use std::collections::BTreeMap;
+
+/// The message attribute carrying the correlation id from the webhook into the workers.
+pub const CORRELATION_ATTRIBUTE: &str = "correlation_id";
+
+/// Queue URLs by family.
+#[derive(Debug, Clone, Default)]
+pub struct QueueUrls(BTreeMap<QueueFamily, String>);
+
+impl QueueUrls {
+    pub fn new() -> Self {
+        QueueUrls::default()
+    }
+
+    pub fn with(mut self, family: QueueFamily, url: impl Into<String>) -> Self {
+        self.0.insert(family, url.into());
+        self
+    }
+
+    pub fn get(&self, family: QueueFamily) -> Option<&str> {
+        self.0.get(&family).map(String::as_str)
+    }
+
+    /// Reads `<FAMILY>_QUEUE_URL` for every family; families without a variable stay
+    /// unconfigured (their events are refused with a clear error).
+    pub fn from_env() -> Self {
+        let mut urls = QueueUrls::new();
+        for family in QueueFamily::ALL {
+            if let Ok(url) = std::env::var(family.queue_url_variable())
+                && !url.trim().is_empty()
+            {
+                urls = urls.with(family, url.trim());
+            }
+        }
+        urls
+    }
+
+    pub fn families(&self) -> impl Iterator<Item = QueueFamily> + '_ {
+        self.0.keys().copied()
+    }
+}
+
+/// Sends changes to the SQS FIFO queue of their family.
+#[derive(Clone)]
+pub struct SqsChangeQueue {
+    client: aws_sdk_sqs::Client,
+    urls: QueueUrls,
+}
+
+impl SqsChangeQueue {
+    pub fn new(client: aws_sdk_sqs::Client, urls: QueueUrls) -> Self {
+        SqsChangeQueue { client, urls }
+    }
+}
+
+#[async_trait]
+impl ChangeQueue for SqsChangeQueue {
+    async fn enqueue(&self, family: QueueFamily, event: &ChangeEvent) -> Result<(), QueueError> {
+        let url = self
+            .urls
+            .get(family)
+            .ok_or(QueueError::NotConfigured(family))?;
+        let body = serde_json::to_string(event).map_err(|e| QueueError::Encode(e.to_string()))?;
+        let correlation = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(if event.correlation_id.is_empty() {
+                "none"
+            } else {
+                event.correlation_id.as_str()
+            })
+            .build()
+            .map_err(|e| QueueError::Encode(e.to_string()))?;
+        self.client
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .message_group_id(message_group(event))
+            .message_deduplication_id(deduplication_id(event))
+            .message_attributes(CORRELATION_ATTRIBUTE, correlation)
+            .send()
+            .await
+            .map_err(|e| QueueError::Unavailable {
+                family,
+                reason: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
+            })?;
+        Ok(())
+    }
+}

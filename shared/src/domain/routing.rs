@@ -1,0 +1,165 @@
+//! Domain: which queue a CRM change goes to, and how it is keyed there (DESIGN §4 "Queues").
+//!
+//! One FIFO queue per entity family; the message group is the record, so changes to one record
+//! are worked in order while different records run in parallel; the de-duplication id comes from
+//! the operation, so a webhook Dataverse delivers twice is queued once.
+
+use super::change::ChangeEvent;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A family of entities that share a queue and a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueFamily {
+    MarketingList,
+    Contact,
+    Lead,
+    Account,
+    Campaign,
+    CampaignActivity,
+}
+
+impl QueueFamily {
+    pub const ALL: [QueueFamily; 6] = [
+        QueueFamily::MarketingList,
+        QueueFamily::Contact,
+        QueueFamily::Lead,
+        QueueFamily::Account,
+        QueueFamily::Campaign,
+        QueueFamily::CampaignActivity,
+    ];
+
+    /// The family of a CRM table, or `None` when the connector has no interest in it.
+    pub fn for_entity(logical_name: &str) -> Option<QueueFamily> {
+        match logical_name {
+            "list" | "listmember" => Some(QueueFamily::MarketingList),
+            "contact" => Some(QueueFamily::Contact),
+            "lead" => Some(QueueFamily::Lead),
+            "account" => Some(QueueFamily::Account),
+            "campaign" | "campaignitem" => Some(QueueFamily::Campaign),
+            "campaignactivity" | "campaignactivityitem" => Some(QueueFamily::CampaignActivity),
+            _ => None,
+        }
+    }
+
+    /// The short name used for queue names, function names and environment variables.
+    pub fn name(self) -> &'static str {
+        match self {
+            QueueFamily::MarketingList => "marketing-list",
+            QueueFamily::Contact => "contact",
+            QueueFamily::Lead => "lead",
+            QueueFamily::Account => "account",
+            QueueFamily::Campaign => "campaign",
+            QueueFamily::CampaignActivity => "campaign-activity",
+        }
+    }
+
+    /// The environment variable holding this family's queue URL, e.g. `CONTACT_QUEUE_URL`.
+    pub fn queue_url_variable(self) -> String {
+        format!("{}_QUEUE_URL", self.name().replace('-', "_").to_uppercase())
+    }
+}
+
+impl fmt::Display for QueueFamily {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The FIFO message group: the record, so its changes are processed in order.
+pub fn message_group(event: &ChangeEvent) -> String {
+    format!("{}:{}", event.entity, event.record_id)
+}
+
+/// The FIFO de-duplication id: operation, message and record. SQS allows up to 128 characters
+/// of letters, digits and punctuation; GUIDs and message names keep well inside that.
+pub fn deduplication_id(event: &ChangeEvent) -> String {
+    let raw = format!(
+        "{}:{}:{}",
+        event.operation_id,
+        event.message.name(),
+        event.record_id
+    );
+    raw.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || c.is_ascii_punctuation())
+        .take(128)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::change::{Attributes, CrmMessage};
+
+    fn event(entity: &str, message: CrmMessage) -> ChangeEvent {
+        ChangeEvent {
+            operation_id: "4af10637-4ea2-e711-8122-000d3aa2331c".into(),
+            correlation_id: "c".into(),
+            message,
+            entity: entity.into(),
+            record_id: "6d81597f-0f9f-e711-8122-000d3aa2331c".into(),
+            user_id: "u".into(),
+            initiating_user_id: "u".into(),
+            organization_id: "o".into(),
+            organization_name: "org".into(),
+            occurred_at_ms: None,
+            depth: 1,
+            target: Attributes::new(),
+            pre_image: None,
+            post_image: None,
+            related: vec![],
+            size_exceeded: false,
+            tag: None,
+        }
+    }
+
+    #[test]
+    fn each_entity_the_connector_cares_about_has_a_queue_and_others_have_none() {
+        assert_eq!(
+            QueueFamily::for_entity("list"),
+            Some(QueueFamily::MarketingList)
+        );
+        assert_eq!(
+            QueueFamily::for_entity("contact"),
+            Some(QueueFamily::Contact)
+        );
+        assert_eq!(QueueFamily::for_entity("lead"), Some(QueueFamily::Lead));
+        assert_eq!(
+            QueueFamily::for_entity("account"),
+            Some(QueueFamily::Account)
+        );
+        assert_eq!(
+            QueueFamily::for_entity("campaignactivity"),
+            Some(QueueFamily::CampaignActivity)
+        );
+        assert_eq!(QueueFamily::for_entity("incident"), None);
+        assert_eq!(QueueFamily::for_entity(""), None);
+    }
+
+    #[test]
+    fn queue_url_variables_are_named_after_the_family() {
+        assert_eq!(
+            QueueFamily::MarketingList.queue_url_variable(),
+            "MARKETING_LIST_QUEUE_URL"
+        );
+        assert_eq!(
+            QueueFamily::CampaignActivity.queue_url_variable(),
+            "CAMPAIGN_ACTIVITY_QUEUE_URL"
+        );
+    }
+
+    #[test]
+    fn the_same_operation_gets_the_same_deduplication_id_and_other_messages_do_not() {
+        let a = event("contact", CrmMessage::Update);
+        let b = event("contact", CrmMessage::Update);
+        let c = event("contact", CrmMessage::Delete);
+        assert_eq!(deduplication_id(&a), deduplication_id(&b));
+        assert_ne!(deduplication_id(&a), deduplication_id(&c));
+        assert!(deduplication_id(&a).len() <= 128);
+        assert_eq!(
+            message_group(&a),
+            "contact:6d81597f-0f9f-e711-8122-000d3aa2331c"
+        );
+    }
+}
