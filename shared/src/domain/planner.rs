@@ -4,14 +4,16 @@
 //!
 //! # Streaming
 //!
-//! Only the current group is held: [`ReconcilePlanner::new`] indexes it without copying its
-//! keys. Candidates are then offered one at a time ([`ReconcilePlanner::offer`]), and every op
-//! that is ready is handed out at once: an e-mail change as soon as it is found, an upsert batch as
-//! soon as it is full. [`ReconcilePlanner::finish`] hands out the last partial batch and the
-//! removals. Besides the group, the planner keeps one small entry per address new to the group
-//! (the address and a state byte, about 60 bytes), because merging candidates and late opt-outs
-//! need to know what was already decided; the candidates' data is never accumulated beyond one
-//! batch. [`plan`] is the same thing for callers that have everything in memory.
+//! Only the current group is held, and compactly: [`ReconcilePlanner::new`] keeps each
+//! receiver's address and state and 128-bit fingerprints of its person data and CRM record (they
+//! are only ever compared), about 150 bytes a receiver with its indexes. Candidates are then
+//! offered one at a time ([`ReconcilePlanner::offer`]), and every op that is ready is handed out
+//! at once: an e-mail change as soon as it is found, an upsert batch as soon as it is full.
+//! [`ReconcilePlanner::finish`] hands out the last partial batch and the removals. Besides the
+//! group, the planner keeps one entry per address new to the group (a fingerprint of the address
+//! and what was decided, 24 bytes plus hash-table slack), because merging candidates and late
+//! opt-outs need to know what was already decided; the candidates' data is never accumulated
+//! beyond one batch. [`plan`] does the same for callers that have everything in memory.
 //!
 //! # Rules
 //!
@@ -57,7 +59,7 @@
 //!    partial batch at the end, removals last. A receiver is never both upserted and removed,
 //!    unless an opt-out for it arrived after its upsert was handed out.
 //! 10. **Calls.** `ceil(upserted / batch_size)` upsert calls, one call per e-mail change and
-//!    `ceil(removed / batch_size)` removal calls.
+//!     `ceil(removed / batch_size)` removal calls.
 //!
 //! # Counting
 //!
@@ -71,12 +73,11 @@ mod index;
 #[cfg(test)]
 mod tests;
 
-use self::index::{HashIndex, NO_RECEIVER};
+use self::index::{Fingerprint, FingerprintMap, Fingerprinter, HashIndex, NO_RECEIVER};
 use super::email::Email;
-use super::receiver::{Candidate, CurrentReceiver, PersonData, ReceiverData, ReceiverState};
-use super::recipient::CrmRef;
+use super::receiver::{Candidate, CurrentReceiver, ReceiverData, ReceiverState};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 /// Receivers per CleverReach call unless configured otherwise (what the official clients use).
 pub const DEFAULT_BATCH_SIZE: usize = 250;
@@ -213,18 +214,22 @@ enum Fate {
         batch: u32,
     },
     KeptOptedOut,
-    /// Moved to a new address; this address is free again.
-    MovedAway,
+    /// Moved to a new address, and upserted there in batch number `batch` if at all; this
+    /// address is free again.
+    MovedAway {
+        batch: Option<u32>,
+    },
     /// An opt-out candidate decided it.
     OptedOut,
 }
 
-/// A receiver of the group at the start, with what the plan decided about it.
+/// A receiver of the group at the start, with what the plan decided about it. Its person data
+/// and CRM record are only ever compared, so fingerprints of them do.
 struct Receiver {
     email: Email,
     state: ReceiverState,
-    person: PersonData,
-    crm: Option<CrmRef>,
+    person: Fingerprint,
+    crm: Option<Fingerprint>,
     fate: Fate,
     /// Next receiver in the same e-mail hash chain.
     next_same_email: u32,
@@ -239,10 +244,9 @@ enum Fresh {
     Added {
         batch: u32,
     },
-    /// The receiver at position `receiver` moved here; `batch` holds its upsert, if any.
+    /// The receiver at position `receiver` moved here.
     MovedIn {
         receiver: u32,
-        batch: Option<u32>,
     },
     Skipped,
     OptedOut,
@@ -266,7 +270,9 @@ pub struct ReconcilePlanner {
     by_email: HashIndex,
     by_crm: HashIndex,
     blocked: HashSet<Email>,
-    fresh: HashMap<Box<str>, Fresh>,
+    /// Addresses decided by this plan that were not (or no longer) in the group, by fingerprint.
+    fresh: FingerprintMap<Fresh>,
+    fingerprints: Fingerprinter,
     /// The upsert batch being filled.
     pending: Vec<ReceiverUpsert>,
     /// Number of the batch being filled.
@@ -298,18 +304,21 @@ impl ReconcilePlanner {
                 batch_size: options.batch_size,
             });
         }
+        let fingerprints = Fingerprinter::new();
         let current = current.into_iter();
         let expected = current.size_hint().0;
         let mut receivers: Vec<Receiver> = Vec::with_capacity(expected);
         let mut by_email = HashIndex::with_capacity(expected);
         for row in current {
-            let hash = by_email.hash(row.email.as_str());
+            let hash = fingerprints.of(row.email.as_str()).table_hash();
+            let person = fingerprints.of(&row.person);
+            let crm = row.crm.as_ref().map(|crm| fingerprints.of(crm));
             if let Some(position) = find_by_email(&receivers, &by_email, hash, &row.email) {
                 let kept = &mut receivers[position];
                 if !kept.state.is_opted_out() && row.state.is_opted_out() {
                     kept.state = row.state;
-                    kept.person = row.person;
-                    kept.crm = row.crm;
+                    kept.person = person;
+                    kept.crm = crm;
                 }
                 continue;
             }
@@ -323,8 +332,8 @@ impl ReconcilePlanner {
             receivers.push(Receiver {
                 email: row.email,
                 state: row.state,
-                person: row.person,
-                crm: row.crm,
+                person,
+                crm,
                 fate: Fate::Unseen,
                 next_same_email,
                 next_same_crm: NO_RECEIVER,
@@ -332,9 +341,9 @@ impl ReconcilePlanner {
         }
         let mut by_crm = HashIndex::with_capacity(receivers.len());
         for (position, receiver) in receivers.iter_mut().enumerate() {
-            if let Some(crm) = &receiver.crm {
+            if let Some(crm) = receiver.crm {
                 // Fits: positions were checked against u32 above.
-                receiver.next_same_crm = by_crm.link(by_crm.hash(crm), position as u32);
+                receiver.next_same_crm = by_crm.link(crm.table_hash(), position as u32);
             }
         }
         let summary = PlanSummary {
@@ -348,7 +357,8 @@ impl ReconcilePlanner {
             by_email,
             by_crm,
             blocked: HashSet::new(),
-            fresh: HashMap::new(),
+            fresh: FingerprintMap::default(),
+            fingerprints,
             pending: Vec::with_capacity(options.batch_size),
             batch: 0,
             opted_out_removals: Vec::new(),
@@ -422,19 +432,24 @@ impl ReconcilePlanner {
     }
 
     fn want(&mut self, data: ReceiverData, ops: &mut Vec<GroupOp>) {
-        let hash = self.by_email.hash(data.email.as_str());
-        let at_start = find_by_email(&self.receivers, &self.by_email, hash, &data.email);
+        let address = self.fingerprints.of(data.email.as_str());
+        let at_start = find_by_email(
+            &self.receivers,
+            &self.by_email,
+            address.table_hash(),
+            &data.email,
+        );
         if let Some(position) = at_start {
             let receiver = &mut self.receivers[position];
             match receiver.fate {
                 // The address is free again: decide it like a new one below.
-                Fate::MovedAway => {}
+                Fate::MovedAway { .. } => {}
                 Fate::Unseen => {
                     if receiver.state.is_opted_out() {
                         receiver.fate = Fate::KeptOptedOut;
                         self.summary.kept_opted_out += 1;
-                    } else if receiver.person == data.person
-                        && receiver.crm.as_ref() == Some(&data.crm)
+                    } else if receiver.person == self.fingerprints.of(&data.person)
+                        && receiver.crm == Some(self.fingerprints.of(&data.crm))
                     {
                         receiver.fate = Fate::Unchanged;
                         self.summary.unchanged += 1;
@@ -451,7 +466,7 @@ impl ReconcilePlanner {
                 }
             }
         }
-        if self.fresh.contains_key(data.email.as_str()) {
+        if self.fresh.contains_key(&address) {
             self.summary.merged += 1;
             return;
         }
@@ -459,7 +474,7 @@ impl ReconcilePlanner {
             Some(position) => self.receivers[position].state.is_opted_out(),
             None => self.blocked.contains(&data.email),
         };
-        let record = self.record_in_group(&data.crm);
+        let record = self.record_in_group(self.fingerprints.of(&data.crm));
         let source = if record.opted_out {
             record.unseen_opted_out.filter(|_| !blocked)
         } else if blocked {
@@ -468,28 +483,31 @@ impl ReconcilePlanner {
             record.unseen_active
         };
         if let Some(source) = source {
-            self.move_receiver(source, data, ops);
+            self.move_receiver(source, address, data, ops);
         } else if record.opted_out || blocked {
-            self.fresh
-                .insert(data.email.as_str().into(), Fresh::Skipped);
+            self.fresh.insert(address, Fresh::Skipped);
             self.summary.skipped_blocked += 1;
         } else {
-            self.fresh.insert(
-                data.email.as_str().into(),
-                Fresh::Added { batch: self.batch },
-            );
+            self.fresh
+                .insert(address, Fresh::Added { batch: self.batch });
             self.summary.added += 1;
             self.push_upsert(data, true, ops);
         }
     }
 
     fn opt_out(&mut self, email: Email) {
-        let hash = self.by_email.hash(email.as_str());
-        if let Some(position) = find_by_email(&self.receivers, &self.by_email, hash, &email) {
+        let address = self.fingerprints.of(email.as_str());
+        let at_start = find_by_email(
+            &self.receivers,
+            &self.by_email,
+            address.table_hash(),
+            &email,
+        );
+        if let Some(position) = at_start {
             let receiver = &mut self.receivers[position];
             let active = !receiver.state.is_opted_out();
             match receiver.fate {
-                Fate::MovedAway => {}
+                Fate::MovedAway { .. } => {}
                 Fate::OptedOut => {
                     self.summary.merged += 1;
                     return;
@@ -511,7 +529,7 @@ impl ReconcilePlanner {
                             self.summary.merged += 1;
                         }
                         Fate::Updated { .. } => self.summary.withdrawn_in_group += 1,
-                        Fate::Unseen | Fate::MovedAway | Fate::OptedOut => {}
+                        Fate::Unseen | Fate::MovedAway { .. } | Fate::OptedOut => {}
                     }
                     self.summary.opted_out += 1;
                     self.summary.opted_out_in_group += 1;
@@ -523,9 +541,8 @@ impl ReconcilePlanner {
                 }
             }
         }
-        let key: &str = email.as_str();
-        let Some(slot) = self.fresh.get_mut(key) else {
-            self.fresh.insert(key.into(), Fresh::OptedOut);
+        let Some(slot) = self.fresh.get_mut(&address) else {
+            self.fresh.insert(address, Fresh::OptedOut);
             self.summary.opted_out += 1;
             return;
         };
@@ -549,17 +566,21 @@ impl ReconcilePlanner {
                 self.summary.withdrawn_added += 1;
                 true
             }
-            Fresh::MovedIn { receiver, batch } => {
+            Fresh::MovedIn { receiver } => {
                 // The move was handed out when it was found, so the candidate keeps its count.
-                if batch == Some(self.batch) {
+                let Some(moved) = self.receivers.get(receiver as usize) else {
+                    return;
+                };
+                let pending = Fate::MovedAway {
+                    batch: Some(self.batch),
+                };
+                if moved.fate == pending {
                     drop_pending(&mut self.pending, &email);
                     self.summary.email_changed_updated -= 1;
                 }
                 self.summary.withdrawn_in_group += 1;
                 self.summary.opted_out_in_group += 1;
-                self.receivers
-                    .get(receiver as usize)
-                    .is_some_and(|moved| !moved.state.is_opted_out())
+                !moved.state.is_opted_out()
             }
         };
         *slot = Fresh::OptedOut;
@@ -571,22 +592,29 @@ impl ReconcilePlanner {
     }
 
     /// Moves the receiver at `source` to the candidate's address (rule 5).
-    fn move_receiver(&mut self, source: usize, data: ReceiverData, ops: &mut Vec<GroupOp>) {
+    fn move_receiver(
+        &mut self,
+        source: usize,
+        address: Fingerprint,
+        data: ReceiverData,
+        ops: &mut Vec<GroupOp>,
+    ) {
         let receiver = &mut self.receivers[source];
-        receiver.fate = Fate::MovedAway;
-        let update = !receiver.state.is_opted_out() && receiver.person != data.person;
+        let update =
+            !receiver.state.is_opted_out() && receiver.person != self.fingerprints.of(&data.person);
+        receiver.fate = Fate::MovedAway {
+            batch: update.then_some(self.batch),
+        };
         ops.push(GroupOp::ChangeEmail {
             from: receiver.email.clone(),
             to: data.email.clone(),
         });
         self.summary.email_changed += 1;
-        let batch = update.then_some(self.batch);
         self.fresh.insert(
-            data.email.as_str().into(),
+            address,
             Fresh::MovedIn {
                 // Fits: positions were checked against u32 when the group was indexed.
                 receiver: source as u32,
-                batch,
             },
         );
         if update {
@@ -595,11 +623,11 @@ impl ReconcilePlanner {
         }
     }
 
-    fn record_in_group(&self, crm: &CrmRef) -> RecordInGroup {
+    fn record_in_group(&self, crm: Fingerprint) -> RecordInGroup {
         let mut record = RecordInGroup::default();
-        let mut position = self.by_crm.head(self.by_crm.hash(crm));
+        let mut position = self.by_crm.head(crm.table_hash());
         while let Some(receiver) = self.receivers.get(position as usize) {
-            if receiver.crm.as_ref() == Some(crm) {
+            if receiver.crm == Some(crm) {
                 let unseen = receiver.fate == Fate::Unseen;
                 let earliest = |found: Option<usize>| {
                     Some(found.map_or(position as usize, |f| f.min(position as usize)))

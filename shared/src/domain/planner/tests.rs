@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::domain::recipient::PersonEntity;
+use crate::domain::receiver::PersonData;
+use crate::domain::recipient::{CrmRef, PersonEntity};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use std::collections::{BTreeMap, BTreeSet};
@@ -783,7 +784,7 @@ fn a_first_sync_hands_out_a_full_batch_exactly_every_batch_size_candidates() {
     let mut planner = ReconcilePlanner::new(Vec::new(), options(batch_size)).unwrap();
     for i in 0..100 {
         let ops = planner.offer(wanted(&format!("r{i}@example.de"), i, "Muster"));
-        if (i as usize + 1) % batch_size == 0 {
+        if (i as usize + 1).is_multiple_of(batch_size) {
             assert_eq!(ops.len(), 1, "candidate {i}");
             assert_eq!(upsert_rows(&ops).len(), batch_size);
         } else {
