@@ -365,20 +365,38 @@ async fn write_batch(
     } else {
         WriteMode::Upsert
     };
+    // The same address twice in one batch: the second row is refused, as CleverReach does.
+    let mut seen = std::collections::HashSet::new();
     let results: Vec<Value> = rows
         .iter()
-        .map(|row| match st.write_row(group_id, row, mode) {
-            RowOutcome::Rejected(message) => Value::String(message),
-            RowOutcome::Inserted(id) | RowOutcome::Updated(id)
-                if endpoint == Endpoint::ReceiversUpsertPlus =>
-            {
-                st.receiver_json(group_id, id, None)
+        .map(|row| {
+            let email = row.get("email").and_then(Value::as_str).unwrap_or_default();
+            if !email.trim().is_empty() && !seen.insert(email_key(email)) {
+                return Value::String(format!("duplicate address '{}'", email.trim()));
             }
-            RowOutcome::Inserted(id) => status_row("insert success", id),
-            RowOutcome::Updated(id) => status_row("update success", id),
+            row_result(&mut st, group_id, row, mode, endpoint)
         })
         .collect();
     ok(Value::Array(results))
+}
+
+fn row_result(
+    st: &mut SimState,
+    group_id: u64,
+    row: &Value,
+    mode: WriteMode,
+    endpoint: Endpoint,
+) -> Value {
+    match st.write_row(group_id, row, mode) {
+        RowOutcome::Rejected(message) => Value::String(message),
+        RowOutcome::Inserted(id) | RowOutcome::Updated(id)
+            if endpoint == Endpoint::ReceiversUpsertPlus =>
+        {
+            st.receiver_json(group_id, id, None)
+        }
+        RowOutcome::Inserted(id) => status_row("insert success", id),
+        RowOutcome::Updated(id) => status_row("update success", id),
+    }
 }
 
 async fn upsert(
