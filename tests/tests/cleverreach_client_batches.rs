@@ -143,11 +143,14 @@ struct Seen {
     body: Value,
 }
 
+/// A scripted answer: status, `Retry-After`, body.
+type Answer = (u16, Option<&'static str>, String);
+
 #[derive(Clone, Default)]
 struct Script {
     seen: Arc<Mutex<Vec<Seen>>>,
     /// Answers for non-attribute requests, in order: (status, Retry-After, body).
-    answers: Arc<Mutex<VecDeque<(u16, Option<&'static str>, String)>>>,
+    answers: Arc<Mutex<VecDeque<Answer>>>,
 }
 
 impl Script {
