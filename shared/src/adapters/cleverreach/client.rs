@@ -644,6 +644,28 @@ mod tests {
         assert!(matches!(e, CleverReachError::Server { status: 502, .. }));
     }
 
+    /// Lambda handlers and spawned tasks need a `Send + Sync` client with `Send` futures.
+    #[allow(dead_code, clippy::let_underscore_future)]
+    fn the_client_and_its_futures_can_cross_threads(
+        client: &CleverReachClient<super::super::tokens::InMemoryTokenStore>,
+        rows: &[(crate::domain::receiver::ReceiverData, bool)],
+        email: &crate::domain::email::Email,
+    ) {
+        fn send<T: Send>(_: T) {}
+        fn send_sync<T: Send + Sync + Clone>(_: &T) {}
+        send_sync(client);
+        send(client.upsert_receivers("1", rows));
+        send(client.create_group("n", true, ""));
+        send(client.ensure_global_attributes(&["a"]));
+        send(client.change_email(email, email));
+        send(client.remove_receivers("1", std::slice::from_ref(email)));
+        send(client.filter_receivers(&super::super::receivers::FilterRequest::new(vec![], vec![])));
+        let mut pages = client.receivers("1", Default::default());
+        send(pages.next_page());
+        send(client.connect_client_credentials());
+        send(client.exchange_code("c", "r"));
+    }
+
     #[test]
     fn a_success_that_is_not_json_is_a_decode_error() {
         assert!(matches!(

@@ -33,6 +33,6 @@ pub use error::{CleverReachError, TokenStoreError};
 pub use groups::{CREATION_MARKER_PREFIX, Group};
 pub use receivers::{
     Account, Bounce, EmailChange, FilterRequest, FilterRule, ListState, Page, ReceiverFilter,
-    ReceiverPages, ReceiverRecord, RejectedReceiver, RemoveReport, UpsertReport,
+    ReceiverPages, ReceiverRecord, ReceiverWrite, RejectedReceiver, RemoveReport, UpsertReport,
 };
 pub use tokens::{InMemoryTokenStore, TokenSet, TokenStore};

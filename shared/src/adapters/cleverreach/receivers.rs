@@ -17,6 +17,23 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
+/// One receiver to write: its data, and whether it is new and should start active.
+/// Implemented for `(ReceiverData, bool)`; the planner's upsert rows can implement it too.
+pub trait ReceiverWrite {
+    fn data(&self) -> &ReceiverData;
+    /// True only for receivers new to the group; `false` never changes anyone's state.
+    fn activate(&self) -> bool;
+}
+
+impl ReceiverWrite for (ReceiverData, bool) {
+    fn data(&self) -> &ReceiverData {
+        &self.0
+    }
+    fn activate(&self) -> bool {
+        self.1
+    }
+}
+
 /// What one [`CleverReachClient::upsert_receivers`] call did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpsertReport {
@@ -287,10 +304,10 @@ impl<S: TokenStore> CleverReachClient<S> {
     /// activate)`: `activate` = this is a new receiver who should start active; `false`
     /// updates data only and never changes anyone's state. The receiver attributes are
     /// created first if missing (once per client).
-    pub async fn upsert_receivers(
+    pub async fn upsert_receivers<R: ReceiverWrite + Sync>(
         &self,
         group_id: &str,
-        receivers: &[(ReceiverData, bool)],
+        receivers: &[R],
     ) -> Result<UpsertReport, CleverReachError> {
         let mut report = UpsertReport {
             batch_size: self
@@ -313,7 +330,7 @@ impl<S: TokenStore> CleverReachClient<S> {
             let now = now_unix();
             let rows: Vec<UpsertRow<'_>> = batch
                 .iter()
-                .map(|(data, activate)| upsert_row(data, *activate, now, source))
+                .map(|r| upsert_row(r.data(), r.activate(), now, source))
                 .collect();
             let body = serde_json::to_value(&rows).map_err(|e| CleverReachError::InvalidInput {
                 message: e.to_string(),
@@ -571,9 +588,9 @@ impl<S: TokenStore> CleverReachClient<S> {
 }
 
 /// Reads an upsert answer: one entry per row, a status object or a bare error string.
-fn tally(
+fn tally<R: ReceiverWrite>(
     report: &mut UpsertReport,
-    batch: &[(ReceiverData, bool)],
+    batch: &[R],
     answer: Value,
 ) -> Result<(), CleverReachError> {
     let rows = match answer {
@@ -588,9 +605,9 @@ fn tally(
             });
         }
     };
-    for ((data, _), row) in batch.iter().zip(rows) {
+    for (write, row) in batch.iter().zip(rows) {
         let reject = |reason: String| RejectedReceiver {
-            email: data.email.clone(),
+            email: write.data().email.clone(),
             reason,
         };
         match &row {
