@@ -160,6 +160,12 @@ impl<S: TokenStore> CleverReachClient<S> {
     /// counts as deleted (the earlier attempt did it).
     pub async fn delete_group(&self, group_id: &str) -> Result<bool, CleverReachError> {
         let url = self.api(&["groups.json", group_id])?;
+        self.delete_once(url).await
+    }
+
+    /// A DELETE that is safe to retry: `true` when this call removed the thing, `false` when
+    /// it was already gone before the first attempt.
+    pub(super) async fn delete_once(&self, url: url::Url) -> Result<bool, CleverReachError> {
         let refreshed = AtomicBool::new(false);
         with_retries(&self.inner.config.retry, |attempt| {
             let (url, refreshed) = (&url, &refreshed);

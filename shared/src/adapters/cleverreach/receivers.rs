@@ -403,11 +403,7 @@ impl<S: TokenStore> CleverReachClient<S> {
         email: &Email,
     ) -> Result<bool, CleverReachError> {
         let url = self.api(&["groups.json", group_id, "receivers", email.as_str()])?;
-        match self.call(Method::DELETE, url, &[], None).await {
-            Ok(_) => Ok(true),
-            Err(CleverReachError::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.delete_once(url).await
     }
 
     /// Changes a receiver's address in every group, keeping its history. Safe to repeat: a
