@@ -34,6 +34,15 @@ impl ReceiverWrite for (ReceiverData, bool) {
     }
 }
 
+impl ReceiverWrite for crate::domain::planner::ReceiverUpsert {
+    fn data(&self) -> &ReceiverData {
+        &self.receiver
+    }
+    fn activate(&self) -> bool {
+        self.activate
+    }
+}
+
 /// What one [`CleverReachClient::upsert_receivers`] call did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpsertReport {
