@@ -1,1 +1,678 @@
-//! Adapter: CleverReach REST v3 client (in progress).
+//! CleverReach adapter: the client core. Builds URLs, sends one request with a valid access
+//! token (refreshing once on 401), classifies the answer, and retries what may be retried.
+//! Operations live in `groups.rs` and `receivers.rs`.
+
+use super::config::CleverReachConfig;
+use super::error::CleverReachError;
+use super::tokens::{TokenSet, TokenStore};
+use super::wire::{ErrorBody, WireTokens};
+use crate::adapters::http::with_retries;
+use crate::secret::Secret;
+use reqwest::{Method, StatusCode, header};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use url::Url;
+
+/// Refresh the access token when it has less than this left, so that a call never starts
+/// with a token about to die.
+const REFRESH_MARGIN_SECS: i64 = 60;
+/// Error texts quote at most this much of an unexpected body.
+const BODY_EXCERPT: usize = 200;
+
+/// The CleverReach REST v3 client. Cheap to clone; clones share tokens and the HTTP pool.
+pub struct CleverReachClient<S: TokenStore> {
+    pub(super) inner: Arc<Inner<S>>,
+}
+
+impl<S: TokenStore> Clone for CleverReachClient<S> {
+    fn clone(&self) -> Self {
+        CleverReachClient {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S: TokenStore> std::fmt::Debug for CleverReachClient<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CleverReachClient")
+            .field("base_url", &self.inner.config.base_url.as_str())
+            .field("client_id", &self.inner.config.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) struct Inner<S> {
+    pub(super) http: reqwest::Client,
+    pub(super) config: CleverReachConfig,
+    pub(super) store: S,
+    tokens: tokio::sync::Mutex<TokenCache>,
+    /// Set once the receiver attributes are known to exist (once per process).
+    pub(super) attributes_ready: tokio::sync::OnceCell<()>,
+}
+
+#[derive(Default)]
+struct TokenCache {
+    loaded: bool,
+    current: Option<TokenSet>,
+    /// A rotated pair that could not be stored yet: saving it again comes first.
+    unsaved: bool,
+}
+
+/// One HTTP answer, read to the end.
+pub(super) struct Answer {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: bytes::Bytes,
+}
+
+pub(super) fn now_unix() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut cut: String = text.chars().take(BODY_EXCERPT).collect();
+    if text.chars().count() > BODY_EXCERPT {
+        cut.push('…');
+    }
+    cut
+}
+
+/// Why a token request failed.
+enum TokenFailure {
+    /// `invalid_grant`: the code or refresh token is used, revoked or unknown.
+    Refused(String),
+    Other(CleverReachError),
+}
+
+impl<S: TokenStore> CleverReachClient<S> {
+    /// A client for `config`, keeping its tokens in `store`.
+    pub fn new(config: CleverReachConfig, store: S) -> Result<Self, CleverReachError> {
+        let mut config = config;
+        if !matches!(config.base_url.scheme(), "http" | "https") {
+            return Err(CleverReachError::Config {
+                message: format!(
+                    "the API URL must be http(s), not {:?}",
+                    config.base_url.as_str()
+                ),
+            });
+        }
+        if !config.base_url.path().ends_with('/') {
+            let path = format!("{}/", config.base_url.path());
+            config.base_url.set_path(&path);
+        }
+        if config.client_id.trim().is_empty() {
+            return Err(CleverReachError::Config {
+                message: "the OAuth client id is empty".into(),
+            });
+        }
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .build()
+            .map_err(|e| CleverReachError::Config {
+                message: format!("cannot build the HTTP client: {}", e.without_url()),
+            })?;
+        Ok(CleverReachClient {
+            inner: Arc::new(Inner {
+                http,
+                config,
+                store,
+                tokens: tokio::sync::Mutex::new(TokenCache::default()),
+                attributes_ready: tokio::sync::OnceCell::new(),
+            }),
+        })
+    }
+
+    /// The token store this client reads and writes.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &CleverReachConfig {
+        &self.inner.config
+    }
+
+    // ---- URLs -------------------------------------------------------------------------
+
+    /// `{base}{segments…}`, each segment percent-encoded (e-mails go into paths).
+    pub(super) fn url(&self, segments: &[&str]) -> Result<Url, CleverReachError> {
+        let mut url = self.inner.config.base_url.clone();
+        url.path_segments_mut()
+            .map_err(|_| CleverReachError::Config {
+                message: "the API URL cannot take a path".into(),
+            })?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// `{base}v3/{segments…}`.
+    pub(super) fn api(&self, segments: &[&str]) -> Result<Url, CleverReachError> {
+        let mut all = Vec::with_capacity(segments.len() + 1);
+        all.push("v3");
+        all.extend_from_slice(segments);
+        self.url(&all)
+    }
+
+    // ---- sending ----------------------------------------------------------------------
+
+    /// Sends one request and reads the whole answer: a broken body is a transport failure,
+    /// never a success.
+    async fn send_raw(&self, builder: reqwest::RequestBuilder) -> Result<Answer, CleverReachError> {
+        let timeout = self.inner.config.request_timeout;
+        let transport = |e: reqwest::Error| {
+            if e.is_timeout() {
+                CleverReachError::Timeout { after: timeout }
+            } else {
+                CleverReachError::Transport {
+                    message: e.without_url().to_string(),
+                }
+            }
+        };
+        let resp = builder
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = resp.bytes().await.map_err(transport)?;
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
+    }
+
+    /// One API request with the current access token; on 401 the token is refreshed
+    /// once per `refreshed` flag and the request sent again.
+    pub(super) async fn send_once(
+        &self,
+        method: &Method,
+        url: &Url,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        refreshed: &AtomicBool,
+    ) -> Result<Value, CleverReachError> {
+        let build = |token: &Secret| {
+            let mut req = self
+                .inner
+                .http
+                .request(method.clone(), url.clone())
+                .bearer_auth(token.expose());
+            if !query.is_empty() {
+                req = req.query(query);
+            }
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            req
+        };
+        let token = self.access_token().await?;
+        let mut answer = self.send_raw(build(&token)).await?;
+        if is_auth_failure(answer.status) && !refreshed.swap(true, Ordering::SeqCst) {
+            tracing::info!(
+                status = answer.status.as_u16(),
+                "CleverReach refused the access token; refreshing once"
+            );
+            let token = self.renew_after_refusal(&token).await?;
+            answer = self.send_raw(build(&token)).await?;
+        }
+        check(answer)
+    }
+
+    /// An API request with retries for what may be retried. Only for idempotent requests.
+    pub(super) async fn call(
+        &self,
+        method: Method,
+        url: Url,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, CleverReachError> {
+        let refreshed = AtomicBool::new(false);
+        with_retries(&self.inner.config.retry, |_| {
+            self.send_once(&method, &url, query, body, &refreshed)
+        })
+        .await
+    }
+
+    /// [`Self::call`] and decode the answer.
+    pub(super) async fn call_as<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<T, CleverReachError> {
+        decode(self.call(method, url, query, body).await?)
+    }
+
+    // ---- tokens -----------------------------------------------------------------------
+
+    /// Connects the account that owns the OAuth app (`client_credentials`) and stores the
+    /// tokens.
+    pub async fn connect_client_credentials(&self) -> Result<(), CleverReachError> {
+        let config = &self.inner.config;
+        let url = self.url(&["oauth", "token.php"])?;
+        let tokens = with_retries(&config.retry, |_| async {
+            let req = self
+                .inner
+                .http
+                .post(url.clone())
+                .basic_auth(&config.client_id, Some(config.client_secret.expose()))
+                .form(&[("grant_type", "client_credentials")]);
+            self.token_request(req).await.map_err(|f| match f {
+                TokenFailure::Refused(why) => CleverReachError::Client {
+                    status: 400,
+                    code: None,
+                    message: format!("the client credentials grant was refused: {why}"),
+                },
+                TokenFailure::Other(e) => e,
+            })
+        })
+        .await?;
+        self.adopt(tokens).await
+    }
+
+    /// Finishes a browser connect: exchanges the authorization `code` CleverReach sent to
+    /// `redirect_uri` for tokens, and stores them.
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+    ) -> Result<(), CleverReachError> {
+        let config = &self.inner.config;
+        let url = self.url(&["oauth", "token.php"])?;
+        let body = serde_json::json!({
+            "grant_type": "authorization_code",
+            "client_id": config.client_id,
+            "client_secret": config.client_secret.expose(),
+            "code": code,
+            "redirect_uri": redirect_uri,
+        });
+        let tokens = with_retries(&config.retry, |_| async {
+            let req = self.inner.http.post(url.clone()).json(&body);
+            self.token_request(req).await.map_err(|f| match f {
+                // A code is single-use: only a new connect can help.
+                TokenFailure::Refused(why) => CleverReachError::ReconnectRequired {
+                    reason: format!("the authorization code was refused ({why}); connect again"),
+                },
+                TokenFailure::Other(e) => e,
+            })
+        })
+        .await?;
+        self.adopt(tokens).await
+    }
+
+    async fn adopt(&self, tokens: TokenSet) -> Result<(), CleverReachError> {
+        let mut cache = self.inner.tokens.lock().await;
+        cache.loaded = true;
+        cache.current = Some(tokens.clone());
+        cache.unsaved = true;
+        self.inner.store.save(&tokens).await?;
+        cache.unsaved = false;
+        Ok(())
+    }
+
+    /// The stored tokens as this client sees them now (loading them if needed).
+    pub async fn tokens(&self) -> Result<Option<TokenSet>, CleverReachError> {
+        let mut cache = self.inner.tokens.lock().await;
+        self.ensure_loaded(&mut cache).await?;
+        Ok(cache.current.clone())
+    }
+
+    async fn ensure_loaded(&self, cache: &mut TokenCache) -> Result<(), CleverReachError> {
+        if !cache.loaded {
+            cache.current = self.inner.store.load().await?;
+            cache.loaded = true;
+        }
+        if cache.unsaved
+            && let Some(tokens) = &cache.current
+        {
+            self.inner.store.save(tokens).await?;
+            cache.unsaved = false;
+        }
+        Ok(())
+    }
+
+    /// A valid access token, refreshed first when it is about to expire.
+    async fn access_token(&self) -> Result<Secret, CleverReachError> {
+        let mut cache = self.inner.tokens.lock().await;
+        self.ensure_loaded(&mut cache).await?;
+        let Some(current) = cache.current.clone() else {
+            return Err(CleverReachError::ReconnectRequired {
+                reason: "no CleverReach tokens are stored; connect CleverReach first".into(),
+            });
+        };
+        if current.expires_at_unix - now_unix() > REFRESH_MARGIN_SECS {
+            return Ok(current.access_token);
+        }
+        self.refresh_locked(&mut cache, current).await
+    }
+
+    /// After the API refused `used`: refresh, unless another caller already did.
+    async fn renew_after_refusal(&self, used: &Secret) -> Result<Secret, CleverReachError> {
+        let mut cache = self.inner.tokens.lock().await;
+        self.ensure_loaded(&mut cache).await?;
+        match cache.current.clone() {
+            Some(current) if current.access_token != *used => Ok(current.access_token),
+            Some(current) => self.refresh_locked(&mut cache, current).await,
+            None => Err(CleverReachError::ReconnectRequired {
+                reason: "no CleverReach tokens are stored; connect CleverReach first".into(),
+            }),
+        }
+    }
+
+    /// Refreshes with `tried`'s refresh token while holding the token lock, so that
+    /// concurrent callers in this process refresh once. A refused refresh re-reads the
+    /// store once: another worker may have rotated the pair and stored the new one.
+    async fn refresh_locked(
+        &self,
+        cache: &mut TokenCache,
+        tried: TokenSet,
+    ) -> Result<Secret, CleverReachError> {
+        let mut tried = tried;
+        let mut reread = false;
+        loop {
+            let Some(refresh) = tried.refresh_token.clone() else {
+                return Err(CleverReachError::ReconnectRequired {
+                    reason: "the access token expired and there is no refresh token".into(),
+                });
+            };
+            match self.refresh_with(&refresh).await {
+                Ok(fresh) => {
+                    cache.current = Some(fresh.clone());
+                    cache.unsaved = true;
+                    // Stored before use: the old refresh token is already dead.
+                    self.inner.store.save(&fresh).await?;
+                    cache.unsaved = false;
+                    return Ok(fresh.access_token);
+                }
+                Err(TokenFailure::Refused(why)) if !reread => {
+                    reread = true;
+                    let stored = self.inner.store.load().await?;
+                    match stored {
+                        Some(newer) if newer != tried => {
+                            tracing::info!(
+                                "the refresh was refused; using the newer tokens from the store"
+                            );
+                            cache.current = Some(newer.clone());
+                            if newer.expires_at_unix - now_unix() > REFRESH_MARGIN_SECS {
+                                return Ok(newer.access_token);
+                            }
+                            tried = newer;
+                        }
+                        _ => {
+                            return Err(CleverReachError::ReconnectRequired {
+                                reason: format!(
+                                    "the refresh token was refused ({why}) and no newer one is stored"
+                                ),
+                            });
+                        }
+                    }
+                }
+                Err(TokenFailure::Refused(why)) => {
+                    return Err(CleverReachError::ReconnectRequired {
+                        reason: format!("the refresh token was refused ({why})"),
+                    });
+                }
+                Err(TokenFailure::Other(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// `grant_type=refresh_token`, with retries for transient failures.
+    async fn refresh_with(&self, refresh: &Secret) -> Result<TokenSet, TokenFailure> {
+        let config = &self.inner.config;
+        let url = self
+            .url(&["oauth", "token.php"])
+            .map_err(TokenFailure::Other)?;
+        with_retries(&config.retry, |_| async {
+            let req = self
+                .inner
+                .http
+                .post(url.clone())
+                .basic_auth(&config.client_id, Some(config.client_secret.expose()))
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh.expose()),
+                ]);
+            self.token_request(req).await
+        })
+        .await
+    }
+
+    /// Sends a token request and reads `{access_token, expires_in, refresh_token}`.
+    async fn token_request(&self, req: reqwest::RequestBuilder) -> Result<TokenSet, TokenFailure> {
+        let answer = self.send_raw(req).await.map_err(TokenFailure::Other)?;
+        let value: Value = if answer.body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&answer.body).unwrap_or(Value::Null)
+        };
+        if !answer.status.is_success() {
+            let err = ErrorBody::from_value(&value);
+            let word = err
+                .as_ref()
+                .and_then(|e| e.oauth_error.clone())
+                .unwrap_or_default();
+            let description = err
+                .as_ref()
+                .and_then(|e| e.message.clone())
+                .unwrap_or_else(|| excerpt(&answer.body));
+            if word == "invalid_grant" {
+                return Err(TokenFailure::Refused(description));
+            }
+            if word == "invalid_client" {
+                return Err(TokenFailure::Other(CleverReachError::Client {
+                    status: answer.status.as_u16(),
+                    code: None,
+                    message: format!(
+                        "CleverReach refused the OAuth client id or secret ({description})"
+                    ),
+                }));
+            }
+            return Err(TokenFailure::Other(classify(
+                answer.status.as_u16(),
+                None,
+                format!("{word} {description}").trim().to_string(),
+                answer.retry_after,
+            )));
+        }
+        let wire: WireTokens = serde_json::from_value(value).map_err(|_| {
+            TokenFailure::Other(CleverReachError::Decode {
+                message: "the token answer has no access_token".into(),
+            })
+        })?;
+        if wire.access_token.is_empty() {
+            return Err(TokenFailure::Other(CleverReachError::Decode {
+                message: "the token answer has an empty access_token".into(),
+            }));
+        }
+        Ok(TokenSet {
+            access_token: Secret::new(wire.access_token),
+            refresh_token: wire
+                .refresh_token
+                .filter(|r| !r.is_empty())
+                .map(Secret::new),
+            expires_at_unix: now_unix() + wire.expires_in.max(0),
+        })
+    }
+}
+
+impl crate::error::Retryable for TokenFailure {
+    fn is_retryable(&self) -> bool {
+        match self {
+            TokenFailure::Refused(_) => false,
+            TokenFailure::Other(e) => e.is_retryable(),
+        }
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            TokenFailure::Refused(_) => None,
+            TokenFailure::Other(e) => e.retry_after(),
+        }
+    }
+}
+
+/// Only 401 means "token no longer valid". The cores also treat 403 as an auth failure, but
+/// CleverReach answers 403 for quota and blocked addresses too, which a refresh cannot fix.
+fn is_auth_failure(status: StatusCode) -> bool {
+    status == StatusCode::UNAUTHORIZED
+}
+
+/// Maps a status (CleverReach's `error.code` when it sent one) to an error.
+fn classify(
+    status: u16,
+    code: Option<i64>,
+    message: String,
+    retry_after: Option<Duration>,
+) -> CleverReachError {
+    let effective = code
+        .filter(|c| (400..600).contains(c))
+        .map(|c| c as u16)
+        .unwrap_or(status);
+    match effective {
+        401 => CleverReachError::Unauthorized,
+        404 => CleverReachError::NotFound { message },
+        409 => CleverReachError::Conflict { message },
+        413 => CleverReachError::TooLarge { message },
+        429 => CleverReachError::Throttled { retry_after },
+        500..=599 => CleverReachError::Server {
+            status,
+            code,
+            message,
+        },
+        _ => CleverReachError::Client {
+            status,
+            code,
+            message,
+        },
+    }
+}
+
+/// A complete answer → its JSON, or the error it stands for. A 2xx carrying an error body
+/// is an error too (the cores prefer `error.code` over the HTTP status).
+fn check(answer: Answer) -> Result<Value, CleverReachError> {
+    let status = answer.status.as_u16();
+    let parsed: Option<Value> = if answer.body.iter().all(u8::is_ascii_whitespace) {
+        Some(Value::Null)
+    } else {
+        serde_json::from_slice(&answer.body).ok()
+    };
+    let error = parsed.as_ref().and_then(ErrorBody::from_value);
+    if answer.status.is_success() {
+        match (parsed, error) {
+            (Some(_), Some(err)) if err.code.is_some_and(|c| c >= 400) => Err(classify(
+                status,
+                err.code,
+                err.message.unwrap_or_default(),
+                answer.retry_after,
+            )),
+            (Some(value), _) => Ok(value),
+            (None, _) => Err(CleverReachError::Decode {
+                message: format!(
+                    "HTTP {status} with a body that is not JSON: {}",
+                    excerpt(&answer.body)
+                ),
+            }),
+        }
+    } else {
+        let (code, message) = match error {
+            Some(err) => (
+                err.code,
+                err.message
+                    .or(err.oauth_error)
+                    .unwrap_or_else(|| excerpt(&answer.body)),
+            ),
+            None => (None, excerpt(&answer.body)),
+        };
+        Err(classify(status, code, message, answer.retry_after))
+    }
+}
+
+pub(super) fn decode<T: DeserializeOwned>(value: Value) -> Result<T, CleverReachError> {
+    serde_json::from_value(value).map_err(|e| CleverReachError::Decode {
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            retry_after: Some(Duration::from_secs(2)),
+            body: bytes::Bytes::from(body.to_string()),
+        }
+    }
+
+    #[test]
+    fn an_error_body_is_classified_by_its_code() {
+        let e = check(answer(
+            404,
+            r#"{"error":{"code":404,"message":"Not Found: invalid receiver"}}"#,
+        ));
+        assert!(
+            matches!(e, Err(CleverReachError::NotFound { ref message }) if message == "Not Found: invalid receiver")
+        );
+        // error.code wins over the HTTP status.
+        let e = check(answer(400, r#"{"error":{"code":409,"message":"exists"}}"#));
+        assert!(matches!(e, Err(CleverReachError::Conflict { .. })));
+        let e = check(answer(200, r#"{"error":{"code":413,"message":"too big"}}"#));
+        assert!(matches!(e, Err(CleverReachError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn throttling_keeps_retry_after_and_server_errors_keep_status() {
+        let e = check(answer(429, "")).unwrap_err();
+        assert!(
+            matches!(e, CleverReachError::Throttled { retry_after: Some(d) } if d == Duration::from_secs(2))
+        );
+        let e = check(answer(502, "<html>bad gateway</html>")).unwrap_err();
+        assert!(matches!(e, CleverReachError::Server { status: 502, .. }));
+    }
+
+    /// Lambda handlers and spawned tasks need a `Send + Sync` client with `Send` futures.
+    #[allow(dead_code, clippy::let_underscore_future)]
+    fn the_client_and_its_futures_can_cross_threads(
+        client: &CleverReachClient<super::super::tokens::InMemoryTokenStore>,
+        rows: &[(crate::domain::receiver::ReceiverData, bool)],
+        email: &crate::domain::email::Email,
+    ) {
+        fn send<T: Send>(_: T) {}
+        fn send_sync<T: Send + Sync + Clone>(_: &T) {}
+        send_sync(client);
+        send(client.upsert_receivers("1", rows));
+        send(client.create_group("n", true, ""));
+        send(client.ensure_global_attributes(&["a"]));
+        send(client.change_email(email, email));
+        send(client.remove_receivers("1", std::slice::from_ref(email)));
+        send(client.filter_receivers(&super::super::receivers::FilterRequest::new(vec![], vec![])));
+        let mut pages = client.receivers("1", Default::default());
+        send(pages.next_page());
+        send(client.connect_client_credentials());
+        send(client.exchange_code("c", "r"));
+    }
+
+    #[test]
+    fn a_success_that_is_not_json_is_a_decode_error() {
+        assert!(matches!(
+            check(answer(200, "<html>")),
+            Err(CleverReachError::Decode { .. })
+        ));
+        assert_eq!(check(answer(200, "true")).unwrap(), Value::Bool(true));
+        assert_eq!(check(answer(200, "")).unwrap(), Value::Null);
+    }
+}

@@ -1,0 +1,760 @@
+//! CleverReach adapter: receivers (ref §3, §5): batched upserts that never touch an existing
+//! receiver's state, removals, address changes, paged reads, the runtime filter, bounces,
+//! the blacklist.
+
+use super::client::{CleverReachClient, decode, now_unix};
+use super::config::{
+    DELETE_BATCH, MAX_BOUNCE_PAGE_SIZE, MAX_PAGE_SIZE, MAX_UPSERT_BATCH, attribute,
+};
+use super::error::CleverReachError;
+use super::tokens::TokenStore;
+use super::wire::{UpsertRow, WireBlacklistEntry, WireBounce, WireReceiver, WireWhoami};
+use crate::domain::email::Email;
+use crate::domain::receiver::{CurrentReceiver, PersonData, ReceiverData, ReceiverState};
+use crate::domain::recipient::{CrmRef, PersonEntity};
+use chrono::{DateTime, Utc};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// One receiver to write: its data, and whether it is new and should start active.
+/// Implemented for `(ReceiverData, bool)`; the planner's upsert rows can implement it too.
+pub trait ReceiverWrite {
+    fn data(&self) -> &ReceiverData;
+    /// True only for receivers new to the group; `false` never changes anyone's state.
+    fn activate(&self) -> bool;
+}
+
+impl ReceiverWrite for (ReceiverData, bool) {
+    fn data(&self) -> &ReceiverData {
+        &self.0
+    }
+    fn activate(&self) -> bool {
+        self.1
+    }
+}
+
+impl ReceiverWrite for crate::domain::planner::ReceiverUpsert {
+    fn data(&self) -> &ReceiverData {
+        &self.receiver
+    }
+    fn activate(&self) -> bool {
+        self.activate
+    }
+}
+
+/// What one [`CleverReachClient::upsert_receivers`] call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpsertReport {
+    pub inserted: usize,
+    pub updated: usize,
+    /// Rows CleverReach refused, with its reason (e.g. `invalid address 'x';`).
+    pub rejected: Vec<RejectedReceiver>,
+    /// Upsert requests that succeeded.
+    pub calls: usize,
+    /// The batch size in use at the end (smaller than configured after a 413).
+    pub batch_size: usize,
+}
+
+/// A receiver CleverReach did not take, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedReceiver {
+    pub email: Email,
+    pub reason: String,
+}
+
+/// What [`CleverReachClient::remove_receivers`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoveReport {
+    pub removed: Vec<Email>,
+    /// Not in the group (any more): nothing to do.
+    pub already_gone: Vec<Email>,
+    pub failed: Vec<RejectedReceiver>,
+}
+
+/// How an address change ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailChange {
+    Changed,
+    /// The old address was gone and the new one present: an earlier attempt did it.
+    AlreadyChanged,
+}
+
+/// Which receivers of a group to list (`type` of the list endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListState {
+    #[default]
+    All,
+    Active,
+    /// Not active: unsubscribed, bounced, or never activated.
+    Inactive,
+    Bounced,
+}
+
+impl ListState {
+    fn wire(self) -> &'static str {
+        match self {
+            ListState::All => "all",
+            ListState::Active => "active",
+            ListState::Inactive => "inactive",
+            ListState::Bounced => "bounce",
+        }
+    }
+}
+
+/// Which receivers to page through, and how many per page (at most 5000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiverFilter {
+    pub state: ListState,
+    pub page_size: usize,
+}
+
+impl Default for ReceiverFilter {
+    fn default() -> Self {
+        ReceiverFilter {
+            state: ListState::All,
+            page_size: MAX_PAGE_SIZE,
+        }
+    }
+}
+
+/// A receiver with the details the back-flow needs (which group, when what happened).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiverRecord {
+    /// CleverReach's receiver ("pool") id.
+    pub id: String,
+    pub group_id: String,
+    pub receiver: CurrentReceiver,
+    pub source: String,
+    pub registered: Option<DateTime<Utc>>,
+    pub activated: Option<DateTime<Utc>>,
+    /// When the receiver unsubscribed (or was deactivated).
+    pub deactivated: Option<DateTime<Utc>>,
+    pub bounced: Option<DateTime<Utc>>,
+}
+
+/// One rule of the runtime filter (`POST /receivers/filter.json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterRule {
+    EmailIs(Email),
+    ActivatedAfter(DateTime<Utc>),
+    /// Unsubscribed/deactivated after this time: the back-flow's cursor.
+    DeactivatedAfter(DateTime<Utc>),
+    RegisteredAfter(DateTime<Utc>),
+    BouncedAfter(DateTime<Utc>),
+}
+
+impl FilterRule {
+    fn wire(&self) -> Value {
+        let (field, logic, condition) = match self {
+            FilterRule::EmailIs(email) => ("email", "eq", email.to_string()),
+            FilterRule::ActivatedAfter(t) => ("activated", "bg", t.timestamp().to_string()),
+            FilterRule::DeactivatedAfter(t) => ("deactivated", "bg", t.timestamp().to_string()),
+            FilterRule::RegisteredAfter(t) => ("registered", "bg", t.timestamp().to_string()),
+            FilterRule::BouncedAfter(t) => ("bounced", "bg", t.timestamp().to_string()),
+        };
+        json!({ "field": field, "logic": logic, "condition": condition })
+    }
+}
+
+/// A runtime filter query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterRequest {
+    /// Group ids; empty = every group of the account.
+    pub groups: Vec<String>,
+    /// `true`: any rule may match (OR); `false`: all must (AND).
+    pub match_any: bool,
+    pub rules: Vec<FilterRule>,
+    /// 0-based.
+    pub page: u32,
+    /// At most 5000.
+    pub page_size: usize,
+}
+
+impl FilterRequest {
+    /// All rules must match, first page of 5000.
+    pub fn new(groups: Vec<String>, rules: Vec<FilterRule>) -> Self {
+        FilterRequest {
+            groups,
+            match_any: false,
+            rules,
+            page: 0,
+            page_size: MAX_PAGE_SIZE,
+        }
+    }
+}
+
+/// One page of a paged read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Rows skipped because their address is not a valid e-mail.
+    pub unreadable: usize,
+    /// Fewer rows than asked for: there is no next page.
+    pub is_last: bool,
+}
+
+/// An account-level bounce record (`GET /bounces.json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounce {
+    pub email: Email,
+    /// `hardbounce`, `permanent`, …
+    pub category: String,
+    pub occurrences: i64,
+    pub last_update: Option<DateTime<Utc>>,
+    pub message: String,
+}
+
+/// The connected CleverReach account (`debug/whoami`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub login_domain: String,
+}
+
+fn time(unix: i64) -> Option<DateTime<Utc>> {
+    if unix > 0 {
+        DateTime::from_timestamp(unix, 0)
+    } else {
+        None
+    }
+}
+
+fn is_guid(text: &str) -> bool {
+    text.len() == 36
+        && text.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// A receiver as the domain sees it; `None` when its address is not a valid e-mail.
+fn current_receiver(w: &WireReceiver) -> Option<CurrentReceiver> {
+    let email = Email::parse(&w.email).ok()?;
+    let state = if w.bounced > 0 {
+        ReceiverState::Bounced
+    } else if w.deactivated > 0 || !w.active {
+        ReceiverState::Deactivated
+    } else {
+        ReceiverState::Active
+    };
+    let attr = |name: &str| w.global_attributes.get(name).cloned().unwrap_or_default();
+    let crm_id = attr(attribute::CRM_ID);
+    let crm_id = crm_id.trim().trim_matches(|c| c == '{' || c == '}');
+    let crm = PersonEntity::from_logical_name(&attr(attribute::CRM_ENTITY))
+        .filter(|_| is_guid(crm_id))
+        .map(|entity| CrmRef::new(entity, crm_id));
+    Some(CurrentReceiver {
+        email,
+        state,
+        person: PersonData {
+            salutation: attr(attribute::SALUTATION),
+            first_name: attr(attribute::FIRST_NAME),
+            last_name: attr(attribute::LAST_NAME),
+            company: attr(attribute::COMPANY),
+        },
+        crm,
+    })
+}
+
+fn record(w: &WireReceiver, group_id: &str) -> Option<ReceiverRecord> {
+    let receiver = current_receiver(w)?;
+    Some(ReceiverRecord {
+        id: w.id.clone(),
+        group_id: if w.group_id.is_empty() || w.group_id == "0" {
+            group_id.to_string()
+        } else {
+            w.group_id.clone()
+        },
+        receiver,
+        source: w.source.clone(),
+        registered: time(w.registered),
+        activated: time(w.activated),
+        deactivated: time(w.deactivated),
+        bounced: time(w.bounced),
+    })
+}
+
+/// The body row for one receiver. `activate` sends registered/activated = now; otherwise no
+/// stamp at all, so an existing receiver's state (unsubscribed, bounced) stays as it is.
+fn upsert_row<'a>(
+    data: &'a ReceiverData,
+    activate: bool,
+    now: i64,
+    source: &'a str,
+) -> UpsertRow<'a> {
+    let mut global = BTreeMap::new();
+    global.insert(attribute::SALUTATION, data.person.salutation.as_str());
+    global.insert(attribute::FIRST_NAME, data.person.first_name.as_str());
+    global.insert(attribute::LAST_NAME, data.person.last_name.as_str());
+    global.insert(attribute::COMPANY, data.person.company.as_str());
+    global.insert(attribute::CRM_ENTITY, data.crm.entity.logical_name());
+    global.insert(attribute::CRM_ID, data.crm.id.as_str());
+    UpsertRow {
+        email: data.email.as_str(),
+        registered: activate.then_some(now),
+        activated: activate.then_some(now),
+        source,
+        global_attributes: global,
+    }
+}
+
+/// Whether a batch-delete row's error string means "not in this group".
+fn means_not_there(reason: &str) -> bool {
+    let reason = reason.to_lowercase();
+    reason.contains("invalid receiver") || reason.contains("not found")
+}
+
+impl<S: TokenStore> CleverReachClient<S> {
+    /// Writes receivers into a group (`/receivers/upsert`), in batches of the configured size
+    /// (at most 1000). A 413 halves the batch for the rest of the call. Each `(data,
+    /// activate)`: `activate` = this is a new receiver who should start active; `false`
+    /// updates data only and never changes anyone's state. The receiver attributes are
+    /// created first if missing (once per client).
+    pub async fn upsert_receivers<R: ReceiverWrite + Sync>(
+        &self,
+        group_id: &str,
+        receivers: &[R],
+    ) -> Result<UpsertReport, CleverReachError> {
+        let mut report = UpsertReport {
+            batch_size: self
+                .inner
+                .config
+                .upsert_batch_size
+                .clamp(1, MAX_UPSERT_BATCH),
+            ..UpsertReport::default()
+        };
+        if receivers.is_empty() {
+            return Ok(report);
+        }
+        self.ensure_receiver_attributes().await?;
+        let url = self.api(&["groups.json", group_id, "receivers", "upsert"])?;
+        let source = self.inner.config.source.as_str();
+        let mut start = 0;
+        while start < receivers.len() {
+            let end = (start + report.batch_size).min(receivers.len());
+            let batch = &receivers[start..end];
+            let now = now_unix();
+            let rows: Vec<UpsertRow<'_>> = batch
+                .iter()
+                .map(|r| upsert_row(r.data(), r.activate(), now, source))
+                .collect();
+            let body = serde_json::to_value(&rows).map_err(|e| CleverReachError::InvalidInput {
+                message: e.to_string(),
+            })?;
+            match self.call(Method::POST, url.clone(), &[], Some(&body)).await {
+                Ok(answer) => {
+                    report.calls += 1;
+                    tally(&mut report, batch, answer)?;
+                    start = end;
+                }
+                Err(CleverReachError::TooLarge { .. }) if report.batch_size > 1 => {
+                    report.batch_size = (report.batch_size / 2).max(1);
+                    tracing::info!(
+                        batch_size = report.batch_size,
+                        "CleverReach said 413; smaller batches"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Removes receivers from a group (batch delete, 250 per call). Addresses not in the
+    /// group are reported as already gone.
+    pub async fn remove_receivers(
+        &self,
+        group_id: &str,
+        emails: &[Email],
+    ) -> Result<RemoveReport, CleverReachError> {
+        let mut report = RemoveReport::default();
+        let url = self.api(&["groups.json", group_id, "receivers", "delete"])?;
+        for batch in emails.chunks(DELETE_BATCH) {
+            let body = Value::Array(batch.iter().map(|e| Value::String(e.to_string())).collect());
+            let answer = self
+                .call(Method::POST, url.clone(), &[], Some(&body))
+                .await?;
+            let rows = match answer {
+                Value::Array(rows) if rows.len() == batch.len() => rows,
+                other => {
+                    return Err(CleverReachError::Decode {
+                        message: format!(
+                            "batch delete of {} answered {}",
+                            batch.len(),
+                            shape(&other)
+                        ),
+                    });
+                }
+            };
+            for (email, row) in batch.iter().zip(rows) {
+                match row {
+                    Value::String(reason) if means_not_there(&reason) => {
+                        report.already_gone.push(email.clone())
+                    }
+                    Value::String(reason) => report.failed.push(RejectedReceiver {
+                        email: email.clone(),
+                        reason,
+                    }),
+                    _ => report.removed.push(email.clone()),
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Removes one receiver; `Ok(false)` when it was not in the group.
+    pub async fn remove_receiver(
+        &self,
+        group_id: &str,
+        email: &Email,
+    ) -> Result<bool, CleverReachError> {
+        let url = self.api(&["groups.json", group_id, "receivers", email.as_str()])?;
+        self.delete_once(url).await
+    }
+
+    /// Changes a receiver's address in every group, keeping its history. Safe to repeat: a
+    /// 404 for the old address while the new one exists means it is already done.
+    pub async fn change_email(
+        &self,
+        old: &Email,
+        new: &Email,
+    ) -> Result<EmailChange, CleverReachError> {
+        if old == new {
+            return Ok(EmailChange::AlreadyChanged);
+        }
+        let url = self.api(&["receivers.json", old.as_str(), "email"])?;
+        let body = json!({ "email": new.as_str() });
+        match self.call(Method::PUT, url, &[], Some(&body)).await {
+            Ok(_) => Ok(EmailChange::Changed),
+            Err(CleverReachError::NotFound { message }) => {
+                let lookup = self.api(&["receivers.json", new.as_str()])?;
+                match self.call(Method::GET, lookup, &[], None).await {
+                    Ok(_) => Ok(EmailChange::AlreadyChanged),
+                    Err(CleverReachError::NotFound { .. }) => Err(CleverReachError::NotFound {
+                        message: format!(
+                            "neither the old nor the new address is a receiver ({message})"
+                        ),
+                    }),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Activates a receiver in a group. Never used on an opt-out: that is the caller's rule.
+    pub async fn activate(&self, group_id: &str, email: &Email) -> Result<(), CleverReachError> {
+        let url = self.api(&[
+            "groups.json",
+            group_id,
+            "receivers",
+            email.as_str(),
+            "activate",
+        ])?;
+        self.call(Method::PUT, url, &[], None).await.map(|_| ())
+    }
+
+    pub async fn deactivate(&self, group_id: &str, email: &Email) -> Result<(), CleverReachError> {
+        let url = self.api(&[
+            "groups.json",
+            group_id,
+            "receivers",
+            email.as_str(),
+            "deactivate",
+        ])?;
+        self.call(Method::PUT, url, &[], None).await.map(|_| ())
+    }
+
+    /// Pages through a group's receivers (0-based pages, at most 5000 each). Read the pages
+    /// before changing the group: removals shift later pages.
+    pub fn receivers(&self, group_id: &str, filter: ReceiverFilter) -> ReceiverPages<S> {
+        ReceiverPages {
+            client: self.clone(),
+            group_id: group_id.to_string(),
+            filter: ReceiverFilter {
+                page_size: filter.page_size.clamp(1, MAX_PAGE_SIZE),
+                ..filter
+            },
+            next: 0,
+            done: false,
+            unreadable: 0,
+        }
+    }
+
+    /// One receiver of a group, `None` when it is not in the group.
+    pub async fn find_receiver(
+        &self,
+        group_id: &str,
+        email: &Email,
+    ) -> Result<Option<ReceiverRecord>, CleverReachError> {
+        let url = self.api(&["groups.json", group_id, "receivers", email.as_str()])?;
+        match self.call(Method::GET, url, &[], None).await {
+            Ok(value) => {
+                let wire: WireReceiver = decode(value)?;
+                Ok(record(&wire, group_id))
+            }
+            Err(CleverReachError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One page of the runtime filter, across the given groups (or all).
+    pub async fn filter_receivers(
+        &self,
+        request: &FilterRequest,
+    ) -> Result<Page<ReceiverRecord>, CleverReachError> {
+        let page_size = request.page_size.clamp(1, MAX_PAGE_SIZE);
+        let body = json!({
+            "groups": request.groups,
+            "operator": if request.match_any { "OR" } else { "AND" },
+            "rules": request.rules.iter().map(FilterRule::wire).collect::<Vec<_>>(),
+            "detail": 0,
+            "page": request.page,
+            "pagesize": page_size,
+        });
+        let url = self.api(&["receivers", "filter.json"])?;
+        let rows: Vec<WireReceiver> = self.call_as(Method::POST, url, &[], Some(&body)).await?;
+        let is_last = rows.len() < page_size;
+        let mut items = Vec::with_capacity(rows.len());
+        let mut unreadable = 0;
+        for row in &rows {
+            match record(row, "") {
+                Some(r) => items.push(r),
+                None => unreadable += 1,
+            }
+        }
+        Ok(Page {
+            items,
+            unreadable,
+            is_last,
+        })
+    }
+
+    /// One page of the account's bounce records (0-based, at most 500 per page).
+    pub async fn bounces(
+        &self,
+        page: u32,
+        page_size: usize,
+    ) -> Result<Page<Bounce>, CleverReachError> {
+        let page_size = page_size.clamp(1, MAX_BOUNCE_PAGE_SIZE);
+        let url = self.api(&["bounces.json"])?;
+        let query = [
+            ("page", page.to_string()),
+            ("pagesize", page_size.to_string()),
+        ];
+        let rows: Vec<WireBounce> = self.call_as(Method::GET, url, &query, None).await?;
+        let is_last = rows.len() < page_size;
+        let mut items = Vec::with_capacity(rows.len());
+        let mut unreadable = 0;
+        for row in rows {
+            match Email::parse(&row.email) {
+                Ok(email) => items.push(Bounce {
+                    email,
+                    category: row.category,
+                    occurrences: row.occurences,
+                    last_update: time(row.last_update),
+                    message: row.bounce_message,
+                }),
+                Err(_) => unreadable += 1,
+            }
+        }
+        Ok(Page {
+            items,
+            unreadable,
+            is_last,
+        })
+    }
+
+    /// The account blacklist's addresses (entries that are not plain addresses, such as
+    /// domain patterns, are left out).
+    pub async fn blacklist(&self) -> Result<Vec<Email>, CleverReachError> {
+        let url = self.api(&["blacklist.json"])?;
+        let rows: Vec<WireBlacklistEntry> = self.call_as(Method::GET, url, &[], None).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| Email::parse(&row.email).ok())
+            .collect())
+    }
+
+    /// The connected account; also a cheap check that the tokens work.
+    pub async fn whoami(&self) -> Result<Account, CleverReachError> {
+        let url = self.api(&["debug", "whoami.json"])?;
+        let me: WireWhoami = self.call_as(Method::GET, url, &[], None).await?;
+        Ok(Account {
+            id: me.id,
+            name: me.name,
+            email: me.email,
+            login_domain: me.login_domain,
+        })
+    }
+}
+
+/// Reads an upsert answer: one entry per row, a status object or a bare error string.
+fn tally<R: ReceiverWrite>(
+    report: &mut UpsertReport,
+    batch: &[R],
+    answer: Value,
+) -> Result<(), CleverReachError> {
+    let rows = match answer {
+        Value::Array(rows) if rows.len() == batch.len() => rows,
+        other => {
+            return Err(CleverReachError::Decode {
+                message: format!(
+                    "an upsert of {} rows answered {}",
+                    batch.len(),
+                    shape(&other)
+                ),
+            });
+        }
+    };
+    for (write, row) in batch.iter().zip(rows) {
+        let reject = |reason: String| RejectedReceiver {
+            email: write.data().email.clone(),
+            reason,
+        };
+        match &row {
+            Value::String(reason) => report.rejected.push(reject(reason.clone())),
+            Value::Object(obj) => match obj.get("status").and_then(Value::as_str) {
+                Some(status) if status.contains("insert") => report.inserted += 1,
+                Some(status)
+                    if status.contains("update")
+                        || status.contains("upsert")
+                        || status.contains("success") =>
+                {
+                    report.updated += 1
+                }
+                Some(status) => report.rejected.push(reject(status.to_string())),
+                // upsertplus-style full receiver objects
+                None if obj.contains_key("email") => report.updated += 1,
+                None => report.rejected.push(reject("unexpected answer row".into())),
+            },
+            other => report
+                .rejected
+                .push(reject(format!("unexpected answer row: {}", shape(other)))),
+        }
+    }
+    Ok(())
+}
+
+/// A short description of a JSON value for error texts (never its content: it may hold
+/// personal data).
+fn shape(value: &Value) -> String {
+    match value {
+        Value::Array(a) => format!("an array of {}", a.len()),
+        Value::Object(_) => "an object".into(),
+        Value::String(_) => "a string".into(),
+        Value::Number(_) => "a number".into(),
+        Value::Bool(b) => format!("{b}"),
+        Value::Null => "nothing".into(),
+    }
+}
+
+/// Pages of a group's receivers; see [`CleverReachClient::receivers`].
+pub struct ReceiverPages<S: TokenStore> {
+    client: CleverReachClient<S>,
+    group_id: String,
+    filter: ReceiverFilter,
+    next: u32,
+    done: bool,
+    unreadable: usize,
+}
+
+impl<S: TokenStore> ReceiverPages<S> {
+    /// The next page, `None` after the last. Receivers whose address is not a valid e-mail
+    /// are skipped and counted in [`Self::unreadable`].
+    pub async fn next_page(&mut self) -> Result<Option<Vec<CurrentReceiver>>, CleverReachError> {
+        if self.done {
+            return Ok(None);
+        }
+        let url = self
+            .client
+            .api(&["groups.json", &self.group_id, "receivers"])?;
+        let query = [
+            ("page", self.next.to_string()),
+            ("pagesize", self.filter.page_size.to_string()),
+            ("type", self.filter.state.wire().to_string()),
+            ("detail", "0".to_string()),
+        ];
+        let rows: Vec<WireReceiver> = self.client.call_as(Method::GET, url, &query, None).await?;
+        self.next += 1;
+        if rows.len() < self.filter.page_size {
+            self.done = true;
+        }
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut page = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match current_receiver(row) {
+                Some(r) => page.push(r),
+                None => self.unreadable += 1,
+            }
+        }
+        if self.unreadable > 0 {
+            tracing::warn!(
+                unreadable = self.unreadable,
+                "receivers with addresses that are not valid e-mails were skipped"
+            );
+        }
+        Ok(Some(page))
+    }
+
+    /// Receivers skipped so far because their address is not a valid e-mail.
+    pub fn unreadable(&self) -> usize {
+        self.unreadable
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn wire(json: Value) -> WireReceiver {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn state_comes_from_bounced_deactivated_and_active() {
+        let base = |bounced: i64, deactivated: i64, active: bool| {
+            current_receiver(&wire(json!({"email": "a@example.com", "bounced": bounced, "deactivated": deactivated, "active": active})))
+                .unwrap()
+                .state
+        };
+        assert_eq!(base(0, 0, true), ReceiverState::Active);
+        assert_eq!(base(0, 17, false), ReceiverState::Deactivated);
+        assert_eq!(base(0, 0, false), ReceiverState::Deactivated);
+        assert_eq!(base(5, 0, false), ReceiverState::Bounced);
+        assert_eq!(base(5, 17, true), ReceiverState::Bounced);
+    }
+
+    #[test]
+    fn the_crm_record_is_read_only_when_entity_and_guid_are_both_valid() {
+        let crm = |entity: &str, id: &str| {
+            current_receiver(&wire(json!({"email": "a@example.com", "active": true,
+                "global_attributes": {"crmentity": entity, "crmid": id}})))
+            .unwrap()
+            .crm
+        };
+        let guid = "6F2B1C3A-0D4E-4F5A-8B6C-7D8E9F0A1B2C";
+        assert_eq!(
+            crm("contact", guid),
+            Some(CrmRef::new(PersonEntity::Contact, guid))
+        );
+        assert_eq!(
+            crm("Lead", &format!("{{{guid}}}")).map(|c| c.entity),
+            Some(PersonEntity::Lead)
+        );
+        assert_eq!(crm("account", guid), None);
+        assert_eq!(crm("contact", "12345"), None);
+        assert_eq!(crm("", ""), None);
+    }
+
+    #[test]
+    fn an_invalid_address_is_not_a_receiver() {
+        assert!(current_receiver(&wire(json!({"email": "no address"}))).is_none());
+    }
+}
