@@ -1,0 +1,599 @@
+//! Adapter: the CRM as the connector sees it — settings, sources, their members as recipients,
+//! and the status written back to sources — on top of the Dataverse Web API client.
+//!
+//! Rows are translated into domain types here and nowhere else. Members are read page by page
+//! (5000 rows a request) so that memory stays flat whatever the list size.
+
+use super::client::{DataverseClient, DataverseError, FetchPages, Pages, Query, filter};
+use super::schema;
+use crate::domain::checklist::Checklist;
+use crate::domain::recipient::{CrmRef, PersonEntity, Recipient, RecipientKind};
+use crate::domain::settings::{LoadedSettings, Settings, SettingsError};
+use crate::domain::source::{GroupId, Source, SourceKind};
+use crate::error::Retryable;
+use serde_json::{Map, Value, json};
+use std::collections::{HashMap, VecDeque};
+
+/// Why the CRM could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CrmError {
+    #[error(transparent)]
+    Api(#[from] DataverseError),
+    #[error("the settings table is not valid: {0}")]
+    Settings(#[from] SettingsError),
+    #[error("{what} is not valid: {problem}")]
+    Invalid { what: String, problem: String },
+}
+
+impl Retryable for CrmError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            CrmError::Api(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            CrmError::Api(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+/// How a marketing list selects its members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListShape {
+    /// `type` true: members come from the FetchXML `query`.
+    pub dynamic: bool,
+    /// `createdfromcode`: which table the members are.
+    pub member_kind: RecipientKind,
+    pub query: Option<String>,
+}
+
+/// A source as read from the CRM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceRecord {
+    pub source: Source,
+    /// Marketing lists only.
+    pub list: Option<ListShape>,
+    /// The source's checklist could not be read (the source then has an empty checklist).
+    pub checklist_problem: Option<String>,
+    /// `crc_resync` is on.
+    pub resync_requested: bool,
+}
+
+/// The CRM through the Web API.
+#[derive(Clone)]
+pub struct DataverseCrm {
+    client: DataverseClient,
+}
+
+fn text(row: &Value, column: &str) -> Option<String> {
+    row.get(column)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+fn flag(row: &Value, column: &str) -> bool {
+    row.get(column).and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn state_active(row: &Value) -> bool {
+    row.get(schema::STATECODE).and_then(Value::as_i64) == Some(0)
+}
+
+fn id(row: &Value, column: &str) -> Option<String> {
+    text(row, column).map(|s| s.to_ascii_lowercase())
+}
+
+/// Checklist of a person; a broken one counts as "no choice" (the person is then not sent to
+/// CleverReach) and is logged with the record id only.
+fn person_checklist(row: &Value, entity: &str, record: &str) -> Checklist {
+    match Checklist::parse(
+        row.get(schema::CHECKLIST)
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+    ) {
+        Ok(checklist) => checklist,
+        Err(e) => {
+            tracing::warn!(entity, record_id = record, error = %e, "unreadable checklist, treated as no choice");
+            Checklist::default()
+        }
+    }
+}
+
+/// A contact row (with lookup annotations) as a recipient in its own right.
+pub fn contact_recipient(row: &Value) -> Option<Recipient> {
+    let contact_id = id(row, "contactid")?;
+    let parent_is_account = row
+        .get("_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname")
+        .and_then(Value::as_str)
+        == Some("account");
+    let company = if parent_is_account {
+        text(
+            row,
+            "_parentcustomerid_value@OData.Community.Display.V1.FormattedValue",
+        )
+    } else {
+        None
+    };
+    Some(Recipient {
+        kind: RecipientKind::Contact,
+        checklist: person_checklist(row, "contact", &contact_id),
+        person: CrmRef::new(PersonEntity::Contact, &contact_id),
+        active: state_active(row),
+        email: text(row, "emailaddress1"),
+        do_not_bulk_email: flag(row, "donotbulkemail"),
+        salutation: text(row, "salutation"),
+        first_name: text(row, "firstname"),
+        last_name: text(row, "lastname"),
+        company,
+    })
+}
+
+/// A lead row as a recipient.
+pub fn lead_recipient(row: &Value) -> Option<Recipient> {
+    let lead_id = id(row, "leadid")?;
+    Some(Recipient {
+        kind: RecipientKind::Lead,
+        checklist: person_checklist(row, "lead", &lead_id),
+        person: CrmRef::new(PersonEntity::Lead, &lead_id),
+        active: state_active(row),
+        email: text(row, "emailaddress1"),
+        do_not_bulk_email: flag(row, "donotbulkemail"),
+        salutation: text(row, "salutation"),
+        first_name: text(row, "firstname"),
+        last_name: text(row, "lastname"),
+        company: text(row, "companyname"),
+    })
+}
+
+/// An account row and its primary contact's row as a recipient: the person is the primary
+/// contact; both must be active; "do not bulk e-mail" on either keeps them out.
+pub fn account_recipient(account: &Value, primary_contact: Option<&Value>) -> Option<Recipient> {
+    id(account, "accountid")?;
+    let contact = primary_contact?;
+    let contact_id = id(contact, "contactid")?;
+    Some(Recipient {
+        kind: RecipientKind::Account,
+        checklist: person_checklist(contact, "contact", &contact_id),
+        person: CrmRef::new(PersonEntity::Contact, &contact_id),
+        active: state_active(account) && state_active(contact),
+        email: text(contact, "emailaddress1"),
+        do_not_bulk_email: flag(account, "donotbulkemail") || flag(contact, "donotbulkemail"),
+        salutation: text(contact, "salutation"),
+        first_name: text(contact, "firstname"),
+        last_name: text(contact, "lastname"),
+        company: text(account, "name"),
+    })
+}
+
+fn member_kind_from_code(code: i64) -> Option<RecipientKind> {
+    match code {
+        1 => Some(RecipientKind::Account),
+        2 => Some(RecipientKind::Contact),
+        4 => Some(RecipientKind::Lead),
+        _ => None,
+    }
+}
+
+fn list_shape(row: &Value) -> Result<ListShape, String> {
+    let code = row
+        .get("createdfromcode")
+        .and_then(Value::as_i64)
+        .ok_or("the list has no member type (createdfromcode)")?;
+    let member_kind =
+        member_kind_from_code(code).ok_or(format!("member type {code} is not 1, 2 or 4"))?;
+    Ok(ListShape {
+        dynamic: flag(row, "type"),
+        member_kind,
+        query: text(row, "query"),
+    })
+}
+
+impl DataverseCrm {
+    pub fn new(client: DataverseClient) -> Self {
+        DataverseCrm { client }
+    }
+
+    pub fn client(&self) -> &DataverseClient {
+        &self.client
+    }
+
+    /// Reads the settings table (DESIGN §6); an invalid setting is an error naming the key.
+    pub async fn load_settings(&self) -> Result<LoadedSettings, CrmError> {
+        let mut pages = self.client.query::<Value>(
+            schema::SETTINGS_SET,
+            &Query::new().select([schema::SETTING_KEY, schema::SETTING_VALUE]),
+        );
+        let mut rows = Vec::new();
+        while let Some(page) = pages.next_page().await? {
+            for row in page {
+                if let Some(key) = row.get(schema::SETTING_KEY).and_then(Value::as_str) {
+                    let value = row
+                        .get(schema::SETTING_VALUE)
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    rows.push((key.to_string(), value.to_string()));
+                }
+            }
+        }
+        Ok(Settings::from_rows(
+            rows.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )?)
+    }
+
+    /// One source, or `None` when it no longer exists.
+    pub async fn source(
+        &self,
+        kind: SourceKind,
+        id: &str,
+    ) -> Result<Option<SourceRecord>, CrmError> {
+        let mut select = vec![
+            kind.primary_key(),
+            kind.name_attribute(),
+            schema::STATECODE,
+            schema::SYNC_FLAG,
+            schema::CHECKLIST,
+            schema::GROUP_ID,
+            schema::RESYNC,
+        ];
+        match kind {
+            SourceKind::MarketingList => select.extend(["type", "createdfromcode", "query"]),
+            SourceKind::CampaignActivity => select.push("description"),
+            SourceKind::Campaign => {}
+        }
+        let Some(row) = self
+            .client
+            .retrieve::<Value>(kind.entity_set(), id, &select)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (checklist, checklist_problem) = match Checklist::parse(
+            row.get(schema::CHECKLIST)
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        ) {
+            Ok(c) => (c, None),
+            Err(e) => (Checklist::default(), Some(e.to_string())),
+        };
+        let list = match kind {
+            SourceKind::MarketingList => {
+                Some(list_shape(&row).map_err(|problem| CrmError::Invalid {
+                    what: format!("marketing list {id}"),
+                    problem,
+                })?)
+            }
+            _ => None,
+        };
+        let source = Source {
+            kind,
+            id: id.to_ascii_lowercase(),
+            name: text(&row, kind.name_attribute()).unwrap_or_default(),
+            checklist,
+            sync_enabled: flag(&row, schema::SYNC_FLAG),
+            active: state_active(&row),
+            group_id: GroupId::from_stored(row.get(schema::GROUP_ID).and_then(Value::as_str)),
+            description: text(&row, "description"),
+        };
+        Ok(Some(SourceRecord {
+            source,
+            list,
+            checklist_problem,
+            resync_requested: flag(&row, schema::RESYNC),
+        }))
+    }
+
+    /// The members of a source as recipients, page by page (DESIGN §2 rule 6).
+    pub fn members(&self, source: &SourceRecord) -> MemberStream<'_> {
+        let mut segments = VecDeque::new();
+        let mut linked_lists = None;
+        match source.source.kind {
+            SourceKind::MarketingList => {
+                if let Some(shape) = &source.list {
+                    segments.push_back(Segment::List {
+                        id: source.source.id.clone(),
+                        shape: shape.clone(),
+                    });
+                }
+            }
+            SourceKind::Campaign => {
+                linked_lists = Some(("campaigns", "campaignlist_association"));
+                segments.push_back(Segment::LinkedLeads {
+                    lookup: schema::LEAD_CAMPAIGN,
+                    id: source.source.id.clone(),
+                });
+            }
+            SourceKind::CampaignActivity => {
+                linked_lists = Some(("campaignactivities", "campaignactivitylist_association"));
+                segments.push_back(Segment::LinkedLeads {
+                    lookup: schema::LEAD_CAMPAIGN_ACTIVITY,
+                    id: source.source.id.clone(),
+                });
+            }
+        }
+        MemberStream {
+            crm: self,
+            source_id: source.source.id.clone(),
+            linked_lists,
+            segments,
+            current: None,
+            requests: 0,
+        }
+    }
+
+    /// One recipient read on its own (for scoped reconciles), or `None` when the record is gone.
+    pub async fn recipient(
+        &self,
+        kind: RecipientKind,
+        id: &str,
+    ) -> Result<Option<Recipient>, CrmError> {
+        let id = filter::guid(id)?;
+        match kind {
+            RecipientKind::Contact => {
+                let rows = self.contacts_by_id(std::slice::from_ref(&id)).await?;
+                Ok(rows.get(&id).and_then(contact_recipient))
+            }
+            RecipientKind::Lead => {
+                let row = self
+                    .client
+                    .retrieve::<Value>("leads", &id, &schema::LEAD_COLUMNS)
+                    .await?;
+                Ok(row.as_ref().and_then(lead_recipient))
+            }
+            RecipientKind::Account => {
+                let Some(account) = self
+                    .client
+                    .retrieve::<Value>("accounts", &id, &schema::ACCOUNT_COLUMNS)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let contacts = match id_of(&account, "_primarycontactid_value") {
+                    Some(pc) => self.contacts_by_id(&[pc]).await?,
+                    None => HashMap::new(),
+                };
+                let pc = id_of(&account, "_primarycontactid_value");
+                Ok(account_recipient(
+                    &account,
+                    pc.as_ref().and_then(|pc| contacts.get(pc)),
+                ))
+            }
+        }
+    }
+
+    /// Contacts by id (with the parent account's name), one request per 5000 ids.
+    pub async fn contacts_by_id(&self, ids: &[String]) -> Result<HashMap<String, Value>, CrmError> {
+        let mut found = HashMap::new();
+        for chunk in ids.chunks(5000) {
+            let mut values = String::new();
+            for id in chunk {
+                // Validated GUIDs only: nothing from data is pasted into the XML unchecked.
+                let id = filter::guid(id)?;
+                values.push_str(&format!("<value>{id}</value>"));
+            }
+            let attributes: String = schema::fetch_attributes(&schema::CONTACT_COLUMNS)
+                .iter()
+                .map(|a| format!("<attribute name=\"{a}\"/>"))
+                .collect();
+            let fetch = format!(
+                "<fetch><entity name=\"contact\">{attributes}<order attribute=\"contactid\"/>\
+                 <filter><condition attribute=\"contactid\" operator=\"in\">{values}</condition></filter>\
+                 </entity></fetch>"
+            );
+            let mut pages: FetchPages<Value> = self.client.fetch_xml("contacts", &fetch);
+            while let Some(page) = pages.next_page().await? {
+                for row in page {
+                    if let Some(id) = id(&row, "contactid") {
+                        found.insert(id, row);
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Updates columns of a source (status, group id, flags).
+    pub async fn update_source(
+        &self,
+        kind: SourceKind,
+        id: &str,
+        columns: Map<String, Value>,
+    ) -> Result<(), CrmError> {
+        self.client
+            .update(kind.entity_set(), id, &Value::Object(columns))
+            .await?;
+        Ok(())
+    }
+
+    /// Stores the group id on the source (or clears it).
+    pub async fn record_group(
+        &self,
+        kind: SourceKind,
+        id: &str,
+        group: Option<&GroupId>,
+    ) -> Result<(), CrmError> {
+        let mut columns = Map::new();
+        columns.insert(
+            schema::GROUP_ID.into(),
+            group.map_or(Value::Null, |g| json!(g.as_str())),
+        );
+        self.update_source(kind, id, columns).await
+    }
+}
+
+fn id_of(row: &Value, column: &str) -> Option<String> {
+    id(row, column)
+}
+
+enum Segment {
+    List { id: String, shape: ListShape },
+    LinkedLeads { lookup: &'static str, id: String },
+}
+
+enum Cursor {
+    Odata(Pages<Value>, RecipientKind),
+    Fetch(FetchPages<Value>, RecipientKind),
+}
+
+/// The members of a source, page by page. A failed page can be asked for again.
+pub struct MemberStream<'a> {
+    crm: &'a DataverseCrm,
+    source_id: String,
+    /// Campaign or activity: the lists linked to it are read first, then their members.
+    linked_lists: Option<(&'static str, &'static str)>,
+    segments: VecDeque<Segment>,
+    current: Option<Cursor>,
+    requests: u32,
+}
+
+impl MemberStream<'_> {
+    /// Dataverse requests made so far (pages of members, linked lists, primary contacts).
+    pub fn requests(&self) -> u32 {
+        self.requests
+    }
+
+    async fn read_linked_lists(
+        &mut self,
+        entity_set: &str,
+        navigation: &str,
+    ) -> Result<(), CrmError> {
+        let query = Query::new().select([
+            "listid",
+            "type",
+            "createdfromcode",
+            "query",
+            schema::STATECODE,
+        ]);
+        let mut pages =
+            self.crm
+                .client
+                .related::<Value>(entity_set, &self.source_id, navigation, &query);
+        while let Some(page) = pages.next_page().await? {
+            self.requests += 1;
+            for row in page {
+                let Some(list_id) = id(&row, "listid") else {
+                    continue;
+                };
+                // An inactive list no longer feeds its campaigns.
+                if !state_active(&row) {
+                    continue;
+                }
+                match list_shape(&row) {
+                    Ok(shape) => self
+                        .segments
+                        .push_front(Segment::List { id: list_id, shape }),
+                    Err(problem) => {
+                        tracing::warn!(list_id, problem, "linked list skipped");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn open(&self, segment: Segment) -> Cursor {
+        let client = &self.crm.client;
+        match segment {
+            Segment::List { id, shape } => {
+                let (columns, annotated): (&[&'static str], bool) = match shape.member_kind {
+                    RecipientKind::Contact => (&schema::CONTACT_COLUMNS, true),
+                    RecipientKind::Lead => (&schema::LEAD_COLUMNS, false),
+                    RecipientKind::Account => (&schema::ACCOUNT_COLUMNS, false),
+                };
+                if shape.dynamic {
+                    let query = shape.query.unwrap_or_default();
+                    Cursor::Fetch(
+                        client.dynamic_list_members(
+                            &query,
+                            shape.member_kind,
+                            &schema::fetch_attributes(columns),
+                        ),
+                        shape.member_kind,
+                    )
+                } else {
+                    let mut query = Query::new().select(columns.iter().copied());
+                    if annotated {
+                        query = query.annotations(schema::LOOKUP_ANNOTATIONS);
+                    }
+                    Cursor::Odata(
+                        client.static_list_members(&id, shape.member_kind, &query),
+                        shape.member_kind,
+                    )
+                }
+            }
+            Segment::LinkedLeads { lookup, id } => {
+                let filter = match filter::guid_literal(&id) {
+                    Ok(literal) => format!("_{lookup}_value eq {literal}"),
+                    Err(_) => "false".to_string(),
+                };
+                Cursor::Odata(
+                    client.query(
+                        "leads",
+                        &Query::new().select(schema::LEAD_COLUMNS).filter(filter),
+                    ),
+                    RecipientKind::Lead,
+                )
+            }
+        }
+    }
+
+    /// The next page of recipients; `None` when every member was read.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Recipient>>, CrmError> {
+        if let Some((set, navigation)) = self.linked_lists {
+            self.read_linked_lists(set, navigation).await?;
+            self.linked_lists = None;
+        }
+        loop {
+            if self.current.is_none() {
+                let Some(segment) = self.segments.pop_front() else {
+                    return Ok(None);
+                };
+                self.current = Some(self.open(segment));
+            }
+            let page = match self.current.as_mut() {
+                Some(Cursor::Odata(pages, kind)) => pages.next_page().await?.map(|p| (p, *kind)),
+                Some(Cursor::Fetch(pages, kind)) => pages.next_page().await?.map(|p| (p, *kind)),
+                None => None,
+            };
+            let Some((rows, kind)) = page else {
+                self.current = None;
+                continue;
+            };
+            self.requests += 1;
+            return Ok(Some(self.recipients(rows, kind).await?));
+        }
+    }
+
+    async fn recipients(
+        &mut self,
+        rows: Vec<Value>,
+        kind: RecipientKind,
+    ) -> Result<Vec<Recipient>, CrmError> {
+        Ok(match kind {
+            RecipientKind::Contact => rows.iter().filter_map(contact_recipient).collect(),
+            RecipientKind::Lead => rows.iter().filter_map(lead_recipient).collect(),
+            RecipientKind::Account => {
+                let ids: Vec<String> = rows
+                    .iter()
+                    .filter_map(|r| id(r, "_primarycontactid_value"))
+                    .collect();
+                let contacts = if ids.is_empty() {
+                    HashMap::new()
+                } else {
+                    self.requests += 1;
+                    self.crm.contacts_by_id(&ids).await?
+                };
+                rows.iter()
+                    .filter_map(|account| {
+                        let pc = id(account, "_primarycontactid_value")?;
+                        account_recipient(account, contacts.get(&pc))
+                    })
+                    .collect()
+            }
+        })
+    }
+}

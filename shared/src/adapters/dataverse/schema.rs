@@ -1,0 +1,75 @@
+//! Adapter: every CRM table and column name the connector relies on, in one place (DESIGN §7;
+//! documented in the README). Publisher prefix `crc_`.
+
+/// On campaign, campaign activity and marketing list.
+pub const SYNC_FLAG: &str = "crc_syncwithcleverreach";
+pub const CHECKLIST: &str = "crc_checklist";
+pub const GROUP_ID: &str = "crc_groupid";
+pub const RESYNC: &str = "crc_resync";
+pub const SYNC_STATUS: &str = "crc_syncstatus";
+pub const LAST_SYNC: &str = "crc_lastsync";
+pub const LAST_ERROR: &str = "crc_lasterror";
+
+/// On marketing list only.
+pub const RETROACTIVE_SYNC: &str = "crc_retroactivesync";
+pub const RETROACTIVE_SYNC_JSON: &str = "crc_retroactivesyncjson";
+pub const RETROACTIVE_PROGRESS: &str = "crc_retroactiveprogress";
+
+/// The settings table (key, value).
+pub const SETTINGS_SET: &str = "crc_settings";
+pub const SETTING_KEY: &str = "crc_key";
+pub const SETTING_VALUE: &str = "crc_value";
+
+/// A lead linked to a campaign activity (a campaign uses the standard `campaignid`).
+pub const LEAD_CAMPAIGN_ACTIVITY: &str = "crc_campaignactivityid";
+pub const LEAD_CAMPAIGN: &str = "campaignid";
+
+pub const STATECODE: &str = "statecode";
+pub const STATUSCODE: &str = "statuscode";
+
+/// Annotations asked for when lookups must be resolved to names and tables.
+pub const LOOKUP_ANNOTATIONS: &str =
+    "OData.Community.Display.V1.FormattedValue,Microsoft.Dynamics.CRM.lookuplogicalname";
+
+/// The columns read for a person (contact or lead).
+pub const CONTACT_COLUMNS: [&str; 9] = [
+    "contactid",
+    "emailaddress1",
+    "firstname",
+    "lastname",
+    "salutation",
+    "statecode",
+    "donotbulkemail",
+    CHECKLIST,
+    "_parentcustomerid_value",
+];
+pub const LEAD_COLUMNS: [&str; 9] = [
+    "leadid",
+    "emailaddress1",
+    "firstname",
+    "lastname",
+    "salutation",
+    "companyname",
+    "statecode",
+    "donotbulkemail",
+    CHECKLIST,
+];
+pub const ACCOUNT_COLUMNS: [&str; 5] = [
+    "accountid",
+    "name",
+    "statecode",
+    "donotbulkemail",
+    "_primarycontactid_value",
+];
+
+/// FetchXML attribute names of the same columns (lookups without the `_…_value` form).
+pub fn fetch_attributes(columns: &[&'static str]) -> Vec<&'static str> {
+    columns
+        .iter()
+        .map(|c| match *c {
+            "_parentcustomerid_value" => "parentcustomerid",
+            "_primarycontactid_value" => "primarycontactid",
+            other => other,
+        })
+        .collect()
+}
