@@ -18,3 +18,6 @@ pub mod adapters;
 
 #[cfg(feature = "adapters")]
 pub mod handlers;
+
+#[cfg(feature = "adapters")]
+pub mod sync;

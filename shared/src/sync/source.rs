@@ -1,0 +1,491 @@
+//! Use case: a source (campaign, campaign activity, marketing list) changed. Create, reuse,
+//! rename, reconcile or delete its group (DESIGN §2 and §3), then write the sync status back.
+
+use super::{Connector, SyncError};
+use crate::adapters::cleverreach::{Group, ListState, ReceiverFilter, TokenStore};
+use crate::adapters::dataverse::crm::SourceRecord;
+use crate::adapters::dataverse::schema;
+use crate::domain::change::{AttrValue, ChangeEvent, CrmMessage};
+use crate::domain::deletion::{DeletionReason, GroupFate, group_fate, lock_new_groups};
+use crate::domain::naming::{group_name, receiver_info};
+use crate::domain::planner::{GroupOp, PlanSummary, PlannerOptions, ReconcilePlanner};
+use crate::domain::rules::{Assessment, SkipReason, assess};
+use crate::domain::settings::Settings;
+use crate::domain::source::{GroupId, SourceKind};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use tracing::info;
+
+/// Columns whose change means the group's receivers must be worked out again.
+const MEMBERSHIP_COLUMNS: [&str; 5] = [
+    schema::CHECKLIST,
+    schema::SYNC_FLAG,
+    schema::STATECODE,
+    schema::RESYNC,
+    "query",
+];
+
+/// What happened to a source's group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupOutcome {
+    /// Receivers worked out and written.
+    Reconciled,
+    /// Only the group's name or description changed.
+    GroupUpdated,
+    Deleted,
+    /// Kept per the deletion settings; no longer synced.
+    Kept,
+    /// Nothing to do (sync off and nothing changed, no group known, …).
+    Unchanged,
+}
+
+/// What reconciling a group did, for the sync status on the source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub summary: PlanSummary,
+    /// Members left out, by reason.
+    pub skipped: BTreeMap<&'static str, usize>,
+    /// Rows CleverReach refused (with their reason in the logs).
+    pub rejected: usize,
+    /// Dataverse requests for members.
+    pub member_requests: u32,
+}
+
+impl ReconcileReport {
+    /// The status line administrators see on the source.
+    pub fn status_line(&self) -> String {
+        let s = &self.summary;
+        let mut line = format!(
+            "{} added, {} updated, {} e-mail changed, {} removed, {} unchanged",
+            s.added, s.updated, s.email_changed, s.removed, s.unchanged
+        );
+        let opted_out = s.kept_opted_out + s.skipped_blocked + s.opted_out;
+        if opted_out > 0 {
+            line.push_str(&format!(
+                ", {opted_out} opted out in CleverReach or the CRM"
+            ));
+        }
+        let skipped: usize = self.skipped.values().sum();
+        if skipped > 0 {
+            let reasons: Vec<String> = self
+                .skipped
+                .iter()
+                .map(|(reason, n)| format!("{n} {reason}"))
+                .collect();
+            line.push_str(&format!(", {skipped} skipped ({})", reasons.join(", ")));
+        }
+        if self.rejected > 0 {
+            line.push_str(&format!(", {} refused by CleverReach", self.rejected));
+        }
+        line
+    }
+}
+
+/// A short label per skip reason for the status line.
+pub fn skip_label(reason: &SkipReason) -> &'static str {
+    match reason {
+        SkipReason::EntityNotTransferred(_) => "type not transferred",
+        SkipReason::Inactive => "inactive",
+        SkipReason::MissingEmail => "no e-mail",
+        SkipReason::InvalidEmail => "invalid e-mail",
+        SkipReason::DoNotBulkEmail => "no bulk e-mail",
+        SkipReason::NoMatchingNewsletterType => "no matching newsletter type",
+    }
+}
+
+/// The result of handling one source change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSync {
+    pub outcome: GroupOutcome,
+    pub group: Option<GroupId>,
+    pub report: Option<ReconcileReport>,
+}
+
+impl SourceSync {
+    fn unchanged(group: Option<GroupId>) -> Self {
+        SourceSync {
+            outcome: GroupOutcome::Unchanged,
+            group,
+            report: None,
+        }
+    }
+}
+
+/// Handles a change of a source: the event says which, the CRM says what it is now.
+pub async fn on_source_change<S: TokenStore>(
+    conn: &Connector<S>,
+    settings: &Settings,
+    kind: SourceKind,
+    event: &ChangeEvent,
+) -> Result<SourceSync, SyncError> {
+    let record = conn.crm.source(kind, &event.record_id).await?;
+    let Some(record) = record else {
+        return on_source_deleted(conn, settings, kind, event).await;
+    };
+    let result = sync_existing_source(conn, settings, &record, event).await;
+    write_status(conn, &record, &result).await;
+    result
+}
+
+/// Full reconcile of one source whatever the event said ("resync").
+pub async fn resync_source<S: TokenStore>(
+    conn: &Connector<S>,
+    settings: &Settings,
+    kind: SourceKind,
+    id: &str,
+) -> Result<SourceSync, SyncError> {
+    let Some(record) = conn.crm.source(kind, id).await? else {
+        return Ok(SourceSync::unchanged(None));
+    };
+    let result = async {
+        if !(record.source.sync_enabled && record.source.active) {
+            return Ok(SourceSync::unchanged(record.source.group_id.clone()));
+        }
+        let (group, _) = ensure_group(conn, settings, &record).await?;
+        let report = reconcile_group(conn, settings, &record, &group).await?;
+        Ok(SourceSync {
+            outcome: GroupOutcome::Reconciled,
+            group: Some(group),
+            report: Some(report),
+        })
+    }
+    .await;
+    write_status(conn, &record, &result).await;
+    result
+}
+
+async fn sync_existing_source<S: TokenStore>(
+    conn: &Connector<S>,
+    settings: &Settings,
+    record: &SourceRecord,
+    event: &ChangeEvent,
+) -> Result<SourceSync, SyncError> {
+    let source = &record.source;
+    if !source.active && source.sync_enabled {
+        // DESIGN §3: deactivating a source turns its sync flag off (a write-back), then it is
+        // handled as "sync off".
+        turn_sync_off(conn, record).await?;
+        return sync_disabled(conn, settings, record).await;
+    }
+    if !source.sync_enabled {
+        let flag_or_state_changed = event.message == CrmMessage::Create
+            || event.size_exceeded
+            || event.touched(schema::SYNC_FLAG)
+            || event.touched(schema::STATECODE);
+        return if flag_or_state_changed {
+            sync_disabled(conn, settings, record).await
+        } else {
+            Ok(SourceSync::unchanged(source.group_id.clone()))
+        };
+    }
+    if let Some(problem) = &record.checklist_problem {
+        // Reconciling against a checklist we cannot read would remove everyone.
+        return Err(SyncError::Invalid(format!(
+            "the {} checklist cannot be read, so the group was left as it is: {problem}",
+            source.kind.label()
+        )));
+    }
+    let (group, created) = ensure_group(conn, settings, record).await?;
+    let needs_members = created
+        || record.resync_requested
+        || event.size_exceeded
+        || matches!(
+            event.message,
+            CrmMessage::Create
+                | CrmMessage::AddMember
+                | CrmMessage::AddListMembers
+                | CrmMessage::RemoveMember
+                | CrmMessage::AddItem
+                | CrmMessage::RemoveItem
+                | CrmMessage::Associate
+                | CrmMessage::Disassociate
+        )
+        || MEMBERSHIP_COLUMNS.iter().any(|c| event.touched(c));
+    if !needs_members {
+        return Ok(SourceSync {
+            outcome: GroupOutcome::GroupUpdated,
+            group: Some(group),
+            report: None,
+        });
+    }
+    let report = reconcile_group(conn, settings, record, &group).await?;
+    if record.resync_requested {
+        let mut columns = Map::new();
+        columns.insert(schema::RESYNC.into(), Value::Bool(false));
+        conn.crm
+            .update_source(source.kind, &source.id, columns)
+            .await?;
+    }
+    Ok(SourceSync {
+        outcome: GroupOutcome::Reconciled,
+        group: Some(group),
+        report: Some(report),
+    })
+}
+
+/// Makes sure the source has its group, named and described as the source says. Returns the
+/// group and whether it was created now (then all members must be added).
+pub async fn ensure_group<S: TokenStore>(
+    conn: &Connector<S>,
+    settings: &Settings,
+    record: &SourceRecord,
+) -> Result<(GroupId, bool), SyncError> {
+    let source = &record.source;
+    let name = group_name(&settings.group_prefix, source);
+    let info = receiver_info(source);
+    if let Some(id) = &source.group_id
+        && let Some(group) = conn.newsletter.get_group(id.as_str()).await?
+    {
+        update_group(conn, source.kind, &group, &name, &info).await?;
+        return Ok((id.clone(), false));
+    }
+    // No group yet, or it was deleted in CleverReach: create one and store its id.
+    let group = conn
+        .newsletter
+        .create_group(&name, lock_new_groups(&settings.deletion), &info)
+        .await?;
+    let id = GroupId::new(&group.id)
+        .map_err(|e| SyncError::Invalid(format!("CleverReach returned a group without id: {e}")))?;
+    conn.crm
+        .record_group(source.kind, &source.id, Some(&id))
+        .await?;
+    info!(group_id = %group.id, "group created");
+    Ok((id, true))
+}
+
+async fn update_group<S: TokenStore>(
+    conn: &Connector<S>,
+    kind: SourceKind,
+    group: &Group,
+    name: &str,
+    info: &str,
+) -> Result<(), SyncError> {
+    if group.name != name {
+        conn.newsletter.rename_group(&group.id, name).await?;
+        info!(group_id = %group.id, "group renamed");
+    }
+    // Only a campaign activity's description goes to the group (DESIGN §2); other groups keep
+    // whatever receiver_info they have.
+    if kind == SourceKind::CampaignActivity && group.receiver_info.trim() != info.trim() {
+        conn.newsletter.set_receiver_info(&group.id, info).await?;
+    }
+    Ok(())
+}
+
+/// Makes the group's receivers equal to the rule: streams the members through the planner
+/// and executes its batches as they come (flat memory whatever the list size).
+pub async fn reconcile_group<S: TokenStore>(
+    conn: &Connector<S>,
+    settings: &Settings,
+    record: &SourceRecord,
+    group: &GroupId,
+) -> Result<ReconcileReport, SyncError> {
+    let current = read_group(conn, group).await?;
+    let blocked = conn.newsletter.blacklist().await?;
+    let options = PlannerOptions {
+        batch_size: conn.newsletter.config().upsert_batch_size,
+        now_unix: (conn.now)(),
+    };
+    let mut planner = ReconcilePlanner::new(current, options)
+        .map_err(|e| SyncError::Invalid(e.to_string()))?
+        .with_blocked(blocked);
+    let mut report = ReconcileReport::default();
+    let mut members = conn.crm.members(record);
+    while let Some(page) = members.next_page().await? {
+        for recipient in page {
+            let assessment = assess(&recipient, &record.source.checklist, settings);
+            if let Assessment::Skipped(reason) = &assessment {
+                *report.skipped.entry(skip_label(reason)).or_default() += 1;
+            }
+            if let Some(candidate) = assessment.candidate(&recipient) {
+                let ops = planner.offer(candidate);
+                execute(conn, group, ops, &mut report).await?;
+            }
+        }
+    }
+    report.member_requests = members.requests();
+    let (ops, summary) = planner.finish();
+    execute(conn, group, ops, &mut report).await?;
+    report.summary = summary;
+    info!(group_id = %group.as_str(), status = %report.status_line(), "group reconciled");
+    Ok(report)
+}
+
+/// Every receiver of a group, page by page (5000 a call).
+pub async fn read_group<S: TokenStore>(
+    conn: &Connector<S>,
+    group: &GroupId,
+) -> Result<Vec<crate::domain::receiver::CurrentReceiver>, SyncError> {
+    let mut pages = conn.newsletter.receivers(
+        group.as_str(),
+        ReceiverFilter {
+            state: ListState::All,
+            ..ReceiverFilter::default()
+        },
+    );
+    let mut current = Vec::new();
+    while let Some(page) = pages.next_page().await? {
+        current.extend(page);
+    }
+    Ok(current)
+}
+
+/// Executes planned operations in order.
+pub async fn execute<S: TokenStore>(
+    conn: &Connector<S>,
+    group: &GroupId,
+    ops: Vec<GroupOp>,
+    report: &mut ReconcileReport,
+) -> Result<(), SyncError> {
+    for op in ops {
+        match op {
+            GroupOp::Upsert(rows) => {
+                let done = conn
+                    .newsletter
+                    .upsert_receivers(group.as_str(), &rows)
+                    .await?;
+                for refused in &done.rejected {
+                    tracing::warn!(group_id = %group.as_str(), reason = %refused.reason, "receiver refused by CleverReach");
+                }
+                report.rejected += done.rejected.len();
+            }
+            GroupOp::ChangeEmail { from, to } => {
+                conn.newsletter.change_email(&from, &to).await?;
+            }
+            GroupOp::Remove(emails) => {
+                let done = conn
+                    .newsletter
+                    .remove_receivers(group.as_str(), &emails)
+                    .await?;
+                report.rejected += done.failed.len();
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn turn_sync_off<S: TokenStore>(
+    conn: &Connector<S>,
+    record: &SourceRecord,
+) -> Result<(), SyncError> {
+    let mut columns = Map::new();
+    columns.insert(schema::SYNC_FLAG.into(), Value::Bool(false));
+    conn.crm
+        .update_source(record.source.kind, &record.source.id, columns)
+        .await?;
+    info!("source inactive: sync turned off");
+    Ok(())
+}
+
+/// The sync flag is off: delete or keep the group per the deletion settings.
+async fn sync_disabled<S: TokenStore>(
+    conn: &Connector<S>,
+    settings: &Settings,
+    record: &SourceRecord,
+) -> Result<SourceSync, SyncError> {
+    let source = &record.source;
+    let Some(group_id) = source.group_id.clone() else {
+        return Ok(SourceSync::unchanged(None));
+    };
+    let outcome =
+        apply_deletion_policy(conn, settings, DeletionReason::SyncDisabled, &group_id).await?;
+    if outcome == GroupOutcome::Deleted {
+        conn.crm.record_group(source.kind, &source.id, None).await?;
+    }
+    Ok(SourceSync {
+        outcome,
+        group: (outcome != GroupOutcome::Deleted).then_some(group_id),
+        report: None,
+    })
+}
+
+/// The source is gone: its group id comes from the delete event's pre-image.
+async fn on_source_deleted<S: TokenStore>(
+    conn: &Connector<S>,
+    settings: &Settings,
+    kind: SourceKind,
+    event: &ChangeEvent,
+) -> Result<SourceSync, SyncError> {
+    let group = event
+        .value_before(schema::GROUP_ID)
+        .and_then(AttrValue::as_text)
+        .and_then(|g| GroupId::new(g).ok());
+    let Some(group) = group else {
+        if event.message == CrmMessage::Delete {
+            tracing::warn!(
+                kind = kind.logical_name(),
+                "deleted source without a group id in the pre-image: nothing to delete (register a pre-image with crc_groupid on the Delete step)"
+            );
+        }
+        return Ok(SourceSync::unchanged(None));
+    };
+    let outcome =
+        apply_deletion_policy(conn, settings, DeletionReason::RecordDeleted, &group).await?;
+    Ok(SourceSync {
+        outcome,
+        group: (outcome != GroupOutcome::Deleted).then_some(group),
+        report: None,
+    })
+}
+
+async fn apply_deletion_policy<S: TokenStore>(
+    conn: &Connector<S>,
+    settings: &Settings,
+    reason: DeletionReason,
+    group_id: &GroupId,
+) -> Result<GroupOutcome, SyncError> {
+    let Some(group) = conn.newsletter.get_group(group_id.as_str()).await? else {
+        return Ok(GroupOutcome::Unchanged);
+    };
+    match group_fate(reason, &settings.deletion, group.locked) {
+        GroupFate::Delete => {
+            conn.newsletter.delete_group(group_id.as_str()).await?;
+            info!(group_id = %group_id.as_str(), ?reason, "group deleted");
+            Ok(GroupOutcome::Deleted)
+        }
+        GroupFate::Keep => {
+            info!(group_id = %group_id.as_str(), ?reason, "group kept");
+            Ok(GroupOutcome::Kept)
+        }
+    }
+}
+
+/// Writes the sync status on the source (best effort: a failure here is logged, it must not
+/// turn a successful sync into a retried one).
+pub async fn write_status<S: TokenStore>(
+    conn: &Connector<S>,
+    record: &SourceRecord,
+    result: &Result<SourceSync, SyncError>,
+) {
+    let now = chrono::DateTime::from_timestamp((conn.now)(), 0).unwrap_or_default();
+    let mut columns = Map::new();
+    match result {
+        Ok(sync) => {
+            let status = match (&sync.outcome, &sync.report) {
+                (GroupOutcome::Reconciled, Some(report)) => report.status_line(),
+                (GroupOutcome::GroupUpdated, _) => "group name and description updated".into(),
+                (GroupOutcome::Deleted, _) => "group deleted (sync off or source deleted)".into(),
+                (GroupOutcome::Kept, _) => {
+                    "sync off: group kept in CleverReach per the deletion settings".into()
+                }
+                _ => return,
+            };
+            columns.insert(schema::SYNC_STATUS.into(), json!(status));
+            columns.insert(schema::LAST_SYNC.into(), json!(now.to_rfc3339()));
+            columns.insert(schema::LAST_ERROR.into(), Value::Null);
+        }
+        Err(e) => {
+            columns.insert(
+                schema::LAST_ERROR.into(),
+                json!(format!("{}: {e}", now.to_rfc3339())),
+            );
+        }
+    }
+    if let Err(e) = conn
+        .crm
+        .update_source(record.source.kind, &record.source.id, columns)
+        .await
+    {
+        tracing::warn!(error = %e, "sync status not written");
+    }
+}
