@@ -2,6 +2,7 @@
 //! CRM adapter and the CleverReach client. Handlers call these; the domain decides, this layer
 //! reads, writes and reports.
 
+pub mod people;
 pub mod source;
 
 use crate::adapters::cleverreach::{CleverReachClient, CleverReachError, TokenStore};

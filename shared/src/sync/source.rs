@@ -208,7 +208,20 @@ async fn sync_existing_source<S: TokenStore>(
             report: None,
         });
     }
-    let report = reconcile_group(conn, settings, record, &group).await?;
+    let scoped_members = matches!(
+        event.message,
+        CrmMessage::AddMember | CrmMessage::AddListMembers | CrmMessage::RemoveMember
+    ) && !created
+        && !record.resync_requested
+        && !event.size_exceeded
+        && !event.related.is_empty();
+    let report = if scoped_members {
+        // Only the named members: a list of 100,000 is not read again for one new member.
+        let ids: Vec<String> = event.related.iter().map(|r| r.id.clone()).collect();
+        super::people::on_list_members_change(conn, settings, record, &group, &ids).await?
+    } else {
+        reconcile_group(conn, settings, record, &group).await?
+    };
     if record.resync_requested {
         let mut columns = Map::new();
         columns.insert(schema::RESYNC.into(), Value::Bool(false));

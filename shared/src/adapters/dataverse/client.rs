@@ -474,6 +474,28 @@ impl DataverseClient {
         }
     }
 
+    /// Whether a dynamic marketing list's `query` selects one record: the query restricted to
+    /// that record's id, one request.
+    pub async fn dynamic_list_contains(
+        &self,
+        fetch_xml_query: &str,
+        member_kind: RecipientKind,
+        record_id: &str,
+    ) -> Result<bool, DataverseError> {
+        let (set, key, _) = member_table(member_kind);
+        let xml = fetchxml::prepare_membership_check(
+            fetch_xml_query,
+            member_kind.logical_name(),
+            key,
+            record_id,
+        )?;
+        let mut pages: FetchPages<Value> = FetchPages::new(self.clone(), set, xml);
+        Ok(pages
+            .next_page()
+            .await?
+            .is_some_and(|rows| !rows.is_empty()))
+    }
+
     // ----- writes ----------------------------------------------------------------------------
 
     /// Creates a row with a primary key chosen here and returns it. Safe to retry: see the

@@ -396,6 +396,229 @@ impl DataverseCrm {
         Ok(found)
     }
 
+    /// Reads every row of a query (for small result sets: memberships of one record, sources
+    /// of one group).
+    async fn all_rows(&self, entity_set: &str, query: &Query) -> Result<Vec<Value>, CrmError> {
+        let mut pages = self.client.query::<Value>(entity_set, query);
+        let mut rows = Vec::new();
+        while let Some(page) = pages.next_page().await? {
+            rows.extend(page);
+        }
+        Ok(rows)
+    }
+
+    /// Contacts and leads whose e-mail is this address (Dataverse compares case-insensitively).
+    pub async fn people_with_email(
+        &self,
+        email: &str,
+    ) -> Result<Vec<(RecipientKind, String)>, CrmError> {
+        let filter = format!("emailaddress1 eq {}", filter::string_literal(email));
+        let mut found = Vec::new();
+        for (kind, set, key) in [
+            (RecipientKind::Contact, "contacts", "contactid"),
+            (RecipientKind::Lead, "leads", "leadid"),
+        ] {
+            let rows = self
+                .all_rows(set, &Query::new().select([key]).filter(filter.clone()))
+                .await?;
+            found.extend(rows.iter().filter_map(|r| id(r, key)).map(|i| (kind, i)));
+        }
+        Ok(found)
+    }
+
+    /// Accounts whose primary contact is this contact.
+    pub async fn accounts_of_primary_contact(
+        &self,
+        contact_id: &str,
+    ) -> Result<Vec<String>, CrmError> {
+        let filter = format!(
+            "_primarycontactid_value eq {}",
+            filter::guid_literal(contact_id)?
+        );
+        let rows = self
+            .all_rows(
+                "accounts",
+                &Query::new().select(["accountid"]).filter(filter),
+            )
+            .await?;
+        Ok(rows.iter().filter_map(|r| id(r, "accountid")).collect())
+    }
+
+    /// The static marketing lists a record is a member of.
+    pub async fn static_lists_of(&self, record_id: &str) -> Result<Vec<String>, CrmError> {
+        let filter = format!("_entityid_value eq {}", filter::guid_literal(record_id)?);
+        let rows = self
+            .all_rows(
+                "listmembers",
+                &Query::new().select(["_listid_value"]).filter(filter),
+            )
+            .await?;
+        Ok(rows.iter().filter_map(|r| id(r, "_listid_value")).collect())
+    }
+
+    /// The active dynamic marketing lists whose members the connector may need: those with sync
+    /// on, and those linked to a campaign or campaign activity with sync on.
+    pub async fn dynamic_lists_in_use(&self) -> Result<Vec<(String, ListShape)>, CrmError> {
+        let columns = [
+            "listid",
+            "type",
+            "createdfromcode",
+            "query",
+            schema::STATECODE,
+        ];
+        let mut lists: Vec<Value> = self
+            .all_rows(
+                "lists",
+                &Query::new().select(columns).filter(format!(
+                    "type eq true and statecode eq 0 and {} eq true",
+                    schema::SYNC_FLAG
+                )),
+            )
+            .await?;
+        for (set, navigation) in [
+            ("campaigns", "campaignlist_association"),
+            ("campaignactivities", "campaignactivitylist_association"),
+        ] {
+            let synced = self
+                .all_rows(
+                    set,
+                    &Query::new()
+                        .select([SourceKind::from_entity_set(set).map_or("", |k| k.primary_key())])
+                        .filter(format!("statecode eq 0 and {} eq true", schema::SYNC_FLAG)),
+                )
+                .await?;
+            for row in synced {
+                let key = SourceKind::from_entity_set(set).map_or("", |k| k.primary_key());
+                let Some(source_id) = id(&row, key) else {
+                    continue;
+                };
+                let mut pages = self.client.related::<Value>(
+                    set,
+                    &source_id,
+                    navigation,
+                    &Query::new().select(columns),
+                );
+                while let Some(page) = pages.next_page().await? {
+                    lists.extend(
+                        page.into_iter()
+                            .filter(|l| flag(l, "type") && state_active(l)),
+                    );
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        Ok(lists
+            .iter()
+            .filter_map(|row| {
+                let list_id = id(row, "listid")?;
+                let shape = list_shape(row).ok()?;
+                seen.insert(list_id.clone()).then_some((list_id, shape))
+            })
+            .collect())
+    }
+
+    /// Whether a dynamic list's query selects this record.
+    pub async fn dynamic_list_contains(
+        &self,
+        shape: &ListShape,
+        record_id: &str,
+    ) -> Result<bool, CrmError> {
+        let Some(query) = &shape.query else {
+            return Ok(false);
+        };
+        Ok(self
+            .client
+            .dynamic_list_contains(query, shape.member_kind, record_id)
+            .await?)
+    }
+
+    /// Campaigns and campaign activities that a marketing list is linked to.
+    pub async fn sources_linking_list(
+        &self,
+        list_id: &str,
+    ) -> Result<Vec<(SourceKind, String)>, CrmError> {
+        let list = filter::guid_literal(list_id)?;
+        let mut found = Vec::new();
+        let rows = self
+            .all_rows(
+                "campaignitems",
+                &Query::new()
+                    .select(["_campaignid_value"])
+                    .filter(format!("entityid eq {list}")),
+            )
+            .await?;
+        found.extend(
+            rows.iter()
+                .filter_map(|r| id(r, "_campaignid_value"))
+                .map(|i| (SourceKind::Campaign, i)),
+        );
+        let rows = self
+            .all_rows(
+                "campaignactivityitems",
+                &Query::new()
+                    .select(["_campaignactivityid_value"])
+                    .filter(format!("itemid eq {list}")),
+            )
+            .await?;
+        found.extend(
+            rows.iter()
+                .filter_map(|r| id(r, "_campaignactivityid_value"))
+                .map(|i| (SourceKind::CampaignActivity, i)),
+        );
+        Ok(found)
+    }
+
+    /// The campaign and campaign activity a lead is linked to.
+    pub async fn lead_links(&self, lead_id: &str) -> Result<Vec<(SourceKind, String)>, CrmError> {
+        let lookups = [
+            (SourceKind::Campaign, schema::LEAD_CAMPAIGN),
+            (SourceKind::CampaignActivity, schema::LEAD_CAMPAIGN_ACTIVITY),
+        ];
+        let columns: Vec<String> = lookups.iter().map(|(_, l)| format!("_{l}_value")).collect();
+        let Some(row) = self
+            .client
+            .retrieve::<Value>(
+                "leads",
+                lead_id,
+                &columns.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(lookups
+            .iter()
+            .zip(&columns)
+            .filter_map(|((kind, _), column)| id(&row, column).map(|i| (*kind, i)))
+            .collect())
+    }
+
+    /// The sources whose stored group id is this group.
+    pub async fn sources_with_group(
+        &self,
+        group_id: &str,
+    ) -> Result<Vec<(SourceKind, String)>, CrmError> {
+        let mut found = Vec::new();
+        for kind in SourceKind::ALL {
+            let rows = self
+                .all_rows(
+                    kind.entity_set(),
+                    &Query::new().select([kind.primary_key()]).filter(format!(
+                        "{} eq {}",
+                        schema::GROUP_ID,
+                        filter::string_literal(group_id)
+                    )),
+                )
+                .await?;
+            found.extend(
+                rows.iter()
+                    .filter_map(|r| id(r, kind.primary_key()))
+                    .map(|i| (kind, i)),
+            );
+        }
+        Ok(found)
+    }
+
     /// Updates columns of a source (status, group id, flags).
     pub async fn update_source(
         &self,

@@ -1,0 +1,209 @@
+//! Handler: the per-entity sync workers (functions `sync-marketing-list`, `sync-contact`,
+//! `sync-lead`, `sync-account`, …), each fed by its FIFO queue.
+//!
+//! Steps per message: parse the change on its own → read the settings (cached briefly) →
+//! reconcile by re-reading the CRM → report. Failures are reported per message (partial batch
+//! response); within a FIFO message group, the messages after a failed one are failed too, so
+//! that a record's changes are never applied out of order.
+
+use crate::adapters::cleverreach::TokenStore;
+use crate::domain::change::ChangeEvent;
+use crate::domain::recipient::RecipientKind;
+use crate::domain::routing::QueueFamily;
+use crate::domain::settings::Settings;
+use crate::domain::source::SourceKind;
+use crate::error::Retryable;
+use crate::sync::{Connector, SyncError, people, source};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+use tracing::{Instrument, error, info, warn};
+
+/// How long settings read from the CRM are reused (DESIGN §4: "cached briefly").
+pub const SETTINGS_TTL: Duration = Duration::from_secs(60);
+
+/// One queued message, independent of SQS.
+#[derive(Debug, Clone)]
+pub struct InboundMessage {
+    pub message_id: String,
+    pub body: String,
+    /// The FIFO message group (the record), when known.
+    pub group: Option<String>,
+}
+
+/// What a worker needs.
+pub struct WorkerDeps<S: TokenStore> {
+    pub family: QueueFamily,
+    pub conn: Connector<S>,
+    settings: Mutex<Option<(Instant, Settings)>>,
+}
+
+impl<S: TokenStore> WorkerDeps<S> {
+    pub fn new(family: QueueFamily, conn: Connector<S>) -> Self {
+        WorkerDeps {
+            family,
+            conn,
+            settings: Mutex::new(None),
+        }
+    }
+
+    async fn settings(&self) -> Result<Settings, SyncError> {
+        let mut cached = self.settings.lock().await;
+        if let Some((read_at, settings)) = cached.as_ref()
+            && read_at.elapsed() < SETTINGS_TTL
+        {
+            return Ok(settings.clone());
+        }
+        let settings = self.conn.settings().await?;
+        *cached = Some((Instant::now(), settings.clone()));
+        Ok(settings)
+    }
+}
+
+/// How one message ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageOutcome {
+    Done,
+    /// Acknowledged without effect: retrying cannot help and the reason is recorded where an
+    /// administrator sees it (sync status on the source, logs).
+    Refused(String),
+    /// Left on the queue: SQS redelivers it, and after `maxReceiveCount` parks it in the
+    /// dead-letter queue.
+    Failed(String),
+}
+
+/// Processes a batch; returns the ids of the messages to leave on the queue.
+pub async fn handle_messages<S: TokenStore>(
+    deps: &WorkerDeps<S>,
+    messages: Vec<InboundMessage>,
+) -> Vec<String> {
+    let mut failed = Vec::new();
+    let mut failed_groups = BTreeSet::new();
+    for message in messages {
+        if let Some(group) = &message.group
+            && failed_groups.contains(group)
+        {
+            failed.push(message.message_id);
+            continue;
+        }
+        let span = tracing::info_span!(
+            "message",
+            message_id = %message.message_id,
+            queue = deps.family.name(),
+            correlation_id = tracing::field::Empty,
+            record_id = tracing::field::Empty,
+        );
+        let outcome = handle_message(deps, &message).instrument(span).await;
+        if let MessageOutcome::Failed(_) = outcome {
+            if let Some(group) = message.group.clone() {
+                failed_groups.insert(group);
+            }
+            failed.push(message.message_id);
+        }
+    }
+    failed
+}
+
+async fn handle_message<S: TokenStore>(
+    deps: &WorkerDeps<S>,
+    message: &InboundMessage,
+) -> MessageOutcome {
+    let event: ChangeEvent = match serde_json::from_str(&message.body) {
+        Ok(event) => event,
+        Err(e) => {
+            // Not ours or damaged: keep it for the dead-letter queue, where it can be looked at.
+            error!(error = %e, "message body is not a change event");
+            return MessageOutcome::Failed(format!("message body is not a change event: {e}"));
+        }
+    };
+    let span = tracing::Span::current();
+    span.record("correlation_id", event.correlation_id.as_str());
+    span.record("record_id", event.record_id.as_str());
+    let result = match deps.settings().await {
+        Ok(settings) => work(deps, &settings, &event).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => {
+            info!(message = event.message.name(), entity = %event.entity, "change synced");
+            MessageOutcome::Done
+        }
+        Err(SyncError::Invalid(reason)) => {
+            warn!(%reason, "change refused");
+            MessageOutcome::Refused(reason)
+        }
+        Err(e) => {
+            warn!(error = %e, retryable = e.is_retryable(), "change failed");
+            MessageOutcome::Failed(e.to_string())
+        }
+    }
+}
+
+/// The work for one change, by queue family.
+async fn work<S: TokenStore>(
+    deps: &WorkerDeps<S>,
+    settings: &Settings,
+    event: &ChangeEvent,
+) -> Result<(), SyncError> {
+    let conn = &deps.conn;
+    match deps.family {
+        QueueFamily::MarketingList => {
+            source::on_source_change(conn, settings, SourceKind::MarketingList, event).await?;
+        }
+        QueueFamily::Campaign => {
+            source::on_source_change(conn, settings, SourceKind::Campaign, event).await?;
+        }
+        QueueFamily::CampaignActivity => {
+            source::on_source_change(conn, settings, SourceKind::CampaignActivity, event).await?;
+        }
+        QueueFamily::Contact => {
+            people::on_person_change(conn, settings, RecipientKind::Contact, event).await?;
+        }
+        QueueFamily::Lead => {
+            people::on_person_change(conn, settings, RecipientKind::Lead, event).await?;
+        }
+        QueueFamily::Account => {
+            people::on_person_change(conn, settings, RecipientKind::Account, event).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Lambda adapter: SQS event → messages → partial batch response.
+#[cfg(feature = "aws")]
+pub mod lambda {
+    use super::*;
+    use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+    use lambda_runtime::LambdaEvent;
+
+    pub fn to_messages(event: SqsEvent) -> Vec<InboundMessage> {
+        event
+            .records
+            .into_iter()
+            .map(|record| InboundMessage {
+                message_id: record.message_id.unwrap_or_default(),
+                group: record.attributes.get("MessageGroupId").cloned(),
+                body: record.body.unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// The function's handler. When every message failed, the invocation fails as a whole so
+    /// that Lambda backs off instead of polling at full speed into an outage.
+    pub async fn run<S: TokenStore>(
+        event: LambdaEvent<SqsEvent>,
+        deps: &WorkerDeps<S>,
+    ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+        let messages = to_messages(event.payload);
+        let total = messages.len();
+        let failed = handle_messages(deps, messages).await;
+        if total > 0 && failed.len() == total {
+            return Err(format!("all {total} messages failed; see the log").into());
+        }
+        let mut response = SqsBatchResponse::default();
+        for id in failed {
+            response.add_failure(id);
+        }
+        Ok(response)
+    }
+}

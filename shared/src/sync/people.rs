@@ -1,0 +1,345 @@
+//! Use case: people changed — a contact, lead or account was created, edited, deactivated or
+//! deleted, or members were added to or removed from a list. Only their receivers are worked
+//! out, in every group they belong to or were in (DESIGN §3), never the whole group.
+//!
+//! Steps: widen the scope (every CRM record that shares an address with the people, accounts
+//! whose primary contact they are) → read them → find the sources each belongs to → find the
+//! groups that hold their addresses now → plan and write per group.
+
+use super::source::{ReconcileReport, execute, skip_label};
+use super::{Connector, SyncError};
+use crate::adapters::cleverreach::{FilterRequest, FilterRule, TokenStore};
+use crate::adapters::dataverse::crm::{ListShape, SourceRecord};
+use crate::domain::change::{AttrValue, ChangeEvent};
+use crate::domain::email::Email;
+use crate::domain::planner::{PlannerOptions, ReconcilePlanner};
+use crate::domain::receiver::CurrentReceiver;
+use crate::domain::recipient::{Recipient, RecipientKind};
+use crate::domain::rules::{Assessment, assess};
+use crate::domain::settings::Settings;
+use crate::domain::source::{GroupId, SourceKind};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A CRM record as a member: its table and lower-case id.
+pub type MemberKey = (RecipientKind, String);
+
+/// Who a scoped reconcile is about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeopleScope {
+    pub records: BTreeSet<MemberKey>,
+    pub emails: BTreeSet<Email>,
+}
+
+impl PeopleScope {
+    pub fn add_email(&mut self, value: Option<&AttrValue>) {
+        if let Some(email) = value
+            .and_then(AttrValue::as_text)
+            .and_then(|t| Email::parse(t).ok())
+        {
+            self.emails.insert(email);
+        }
+    }
+
+    /// The people a change event names: the record itself, its old and new addresses, and for
+    /// an account its old and new primary contact.
+    pub fn from_event(kind: RecipientKind, event: &ChangeEvent) -> PeopleScope {
+        let mut scope = PeopleScope::default();
+        scope
+            .records
+            .insert((kind, event.record_id.to_ascii_lowercase()));
+        scope.add_email(event.value_before("emailaddress1"));
+        scope.add_email(event.value_after("emailaddress1"));
+        if kind == RecipientKind::Account {
+            for value in [
+                event.value_before("primarycontactid"),
+                event.value_after("primarycontactid"),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if let Some(contact) = value.as_reference() {
+                    scope
+                        .records
+                        .insert((RecipientKind::Contact, contact.id.to_ascii_lowercase()));
+                }
+            }
+        }
+        scope
+    }
+}
+
+/// What a scoped reconcile did, per group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeopleSync {
+    pub groups: BTreeMap<GroupId, ReconcileReport>,
+}
+
+/// A contact, lead or account changed: reconcile its receivers everywhere.
+pub async fn on_person_change<S: TokenStore>(
+    conn: &Connector<S>,
+    settings: &Settings,
+    kind: RecipientKind,
+    event: &ChangeEvent,
+) -> Result<PeopleSync, SyncError> {
+    reconcile_people(conn, settings, PeopleScope::from_event(kind, event), None).await
+}
+
+/// Members were added to or removed from one list: reconcile them in that list's group only.
+pub async fn on_list_members_change<S: TokenStore>(
+    conn: &Connector<S>,
+    settings: &Settings,
+    list: &SourceRecord,
+    group: &GroupId,
+    members: &[String],
+) -> Result<ReconcileReport, SyncError> {
+    let Some(shape) = &list.list else {
+        return Ok(ReconcileReport::default());
+    };
+    let mut scope = PeopleScope::default();
+    for id in members {
+        scope
+            .records
+            .insert((shape.member_kind, id.to_ascii_lowercase()));
+    }
+    let sync = reconcile_people(conn, settings, scope, Some((list, group))).await?;
+    Ok(sync.groups.into_values().next().unwrap_or_default())
+}
+
+/// The scoped reconcile. With `only`, just that source's group is worked out.
+pub async fn reconcile_people<S: TokenStore>(
+    conn: &Connector<S>,
+    settings: &Settings,
+    mut scope: PeopleScope,
+    only: Option<(&SourceRecord, &GroupId)>,
+) -> Result<PeopleSync, SyncError> {
+    let recipients = widen_and_read(conn, &mut scope).await?;
+    let memberships = match only {
+        Some((list, _)) => memberships_in_one_list(conn, list, &recipients).await?,
+        None => memberships_everywhere(conn, &recipients).await?,
+    };
+    let held = receivers_holding(conn, &scope.emails).await?;
+
+    // The groups to work on: where the people belong, and where their addresses are now.
+    let mut sources: BTreeSet<(SourceKind, String)> =
+        memberships.values().flatten().cloned().collect();
+    if only.is_none() {
+        for group in held.keys() {
+            for source in conn.crm.sources_with_group(group.as_str()).await? {
+                sources.insert(source);
+            }
+        }
+    }
+
+    let mut result = PeopleSync::default();
+    for (kind, id) in sources {
+        let record = match only {
+            Some((list, _)) if list.source.id == id => list.clone(),
+            Some(_) => continue,
+            None => match conn.crm.source(kind, &id).await? {
+                Some(record) => record,
+                None => continue,
+            },
+        };
+        let source = &record.source;
+        let Some(group) = source.group_id.clone() else {
+            continue;
+        };
+        // A source with sync off keeps its (kept) group untouched; a broken checklist would
+        // remove everyone, so that source waits for its own error to be fixed.
+        if !(source.sync_enabled && source.active) || record.checklist_problem.is_some() {
+            continue;
+        }
+        let members = recipients
+            .iter()
+            .filter(|(key, _)| {
+                memberships
+                    .get(*key)
+                    .is_some_and(|s| s.contains(&(kind, id.clone())))
+            })
+            .map(|(_, r)| r);
+        let current = held.get(&group).cloned().unwrap_or_default();
+        let report = plan_and_write(conn, settings, &record, &group, current, members).await?;
+        result.groups.insert(group, report);
+    }
+    Ok(result)
+}
+
+/// Adds every record that shares an address with the scope, and the accounts whose primary
+/// contact is in it; reads them all.
+async fn widen_and_read<S: TokenStore>(
+    conn: &Connector<S>,
+    scope: &mut PeopleScope,
+) -> Result<BTreeMap<MemberKey, Recipient>, SyncError> {
+    let mut recipients = BTreeMap::new();
+    let mut searched_emails = BTreeSet::new();
+    let mut searched_contacts = BTreeSet::new();
+    // Two rounds: addresses lead to records, records' current addresses lead to more records.
+    for _ in 0..2 {
+        for email in scope.emails.clone() {
+            if searched_emails.insert(email.clone()) {
+                for key in conn.crm.people_with_email(email.as_str()).await? {
+                    scope.records.insert(key);
+                }
+            }
+        }
+        let contacts: Vec<String> = scope
+            .records
+            .iter()
+            .filter(|(k, _)| *k == RecipientKind::Contact)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for contact in contacts {
+            if searched_contacts.insert(contact.clone()) {
+                for account in conn.crm.accounts_of_primary_contact(&contact).await? {
+                    scope.records.insert((RecipientKind::Account, account));
+                }
+            }
+        }
+        for key in scope.records.clone() {
+            if recipients.contains_key(&key) {
+                continue;
+            }
+            if let Some(recipient) = conn.crm.recipient(key.0, &key.1).await? {
+                if let Some(email) = recipient
+                    .email
+                    .as_deref()
+                    .and_then(|e| Email::parse(e).ok())
+                {
+                    scope.emails.insert(email);
+                }
+                recipients.insert(key, recipient);
+            }
+        }
+    }
+    Ok(recipients)
+}
+
+async fn memberships_in_one_list<S: TokenStore>(
+    conn: &Connector<S>,
+    list: &SourceRecord,
+    recipients: &BTreeMap<MemberKey, Recipient>,
+) -> Result<BTreeMap<MemberKey, BTreeSet<(SourceKind, String)>>, SyncError> {
+    let mut memberships = BTreeMap::new();
+    let Some(shape) = &list.list else {
+        return Ok(memberships);
+    };
+    let me = (SourceKind::MarketingList, list.source.id.clone());
+    for key in recipients.keys() {
+        if key.0 != shape.member_kind {
+            continue;
+        }
+        let member = if shape.dynamic {
+            conn.crm.dynamic_list_contains(shape, &key.1).await?
+        } else {
+            conn.crm
+                .static_lists_of(&key.1)
+                .await?
+                .contains(&list.source.id)
+        };
+        if member {
+            memberships.insert(key.clone(), BTreeSet::from([me.clone()]));
+        }
+    }
+    Ok(memberships)
+}
+
+/// For each record, the sources it is a member of (DESIGN §2 rule 6).
+async fn memberships_everywhere<S: TokenStore>(
+    conn: &Connector<S>,
+    recipients: &BTreeMap<MemberKey, Recipient>,
+) -> Result<BTreeMap<MemberKey, BTreeSet<(SourceKind, String)>>, SyncError> {
+    let dynamic: Vec<(String, ListShape)> = if recipients.is_empty() {
+        Vec::new()
+    } else {
+        conn.crm.dynamic_lists_in_use().await?
+    };
+    let mut linked: BTreeMap<String, Vec<(SourceKind, String)>> = BTreeMap::new();
+    let mut memberships = BTreeMap::new();
+    for key in recipients.keys() {
+        let mut lists: BTreeSet<String> = conn
+            .crm
+            .static_lists_of(&key.1)
+            .await?
+            .into_iter()
+            .collect();
+        for (list_id, shape) in &dynamic {
+            if shape.member_kind == key.0 && conn.crm.dynamic_list_contains(shape, &key.1).await? {
+                lists.insert(list_id.clone());
+            }
+        }
+        let mut sources = BTreeSet::new();
+        for list in lists {
+            if !linked.contains_key(&list) {
+                let via = conn.crm.sources_linking_list(&list).await?;
+                linked.insert(list.clone(), via);
+            }
+            sources.extend(linked.get(&list).into_iter().flatten().cloned());
+            sources.insert((SourceKind::MarketingList, list));
+        }
+        if key.0 == RecipientKind::Lead {
+            sources.extend(conn.crm.lead_links(&key.1).await?);
+        }
+        memberships.insert(key.clone(), sources);
+    }
+    Ok(memberships)
+}
+
+/// The receivers that hold these addresses now, by group (one filter call across all groups).
+async fn receivers_holding<S: TokenStore>(
+    conn: &Connector<S>,
+    emails: &BTreeSet<Email>,
+) -> Result<BTreeMap<GroupId, Vec<CurrentReceiver>>, SyncError> {
+    let mut held: BTreeMap<GroupId, Vec<CurrentReceiver>> = BTreeMap::new();
+    if emails.is_empty() {
+        return Ok(held);
+    }
+    let mut request = FilterRequest::new(
+        Vec::new(),
+        emails.iter().cloned().map(FilterRule::EmailIs).collect(),
+    );
+    request.match_any = true;
+    loop {
+        let page = conn.newsletter.filter_receivers(&request).await?;
+        for record in page.items {
+            if let Ok(group) = GroupId::new(&record.group_id) {
+                held.entry(group).or_default().push(record.receiver);
+            }
+        }
+        if page.is_last {
+            return Ok(held);
+        }
+        request.page += 1;
+    }
+}
+
+async fn plan_and_write<'a, S: TokenStore>(
+    conn: &Connector<S>,
+    settings: &Settings,
+    record: &SourceRecord,
+    group: &GroupId,
+    current: Vec<CurrentReceiver>,
+    members: impl Iterator<Item = &'a Recipient>,
+) -> Result<ReconcileReport, SyncError> {
+    let options = PlannerOptions {
+        batch_size: conn.newsletter.config().upsert_batch_size,
+        now_unix: (conn.now)(),
+    };
+    let mut planner =
+        ReconcilePlanner::new(current, options).map_err(|e| SyncError::Invalid(e.to_string()))?;
+    let mut report = ReconcileReport::default();
+    let mut ops = Vec::new();
+    for recipient in members {
+        let assessment = assess(recipient, &record.source.checklist, settings);
+        if let Assessment::Skipped(reason) = &assessment {
+            *report.skipped.entry(skip_label(reason)).or_default() += 1;
+        }
+        if let Some(candidate) = assessment.candidate(recipient) {
+            ops.extend(planner.offer(candidate));
+        }
+    }
+    let (rest, summary) = planner.finish();
+    ops.extend(rest);
+    execute(conn, group, ops, &mut report).await?;
+    report.summary = summary;
+    Ok(report)
+}
