@@ -6,8 +6,7 @@
 
 use super::error::ApiError;
 use super::query::{
-    self, FORMATTED, Field, LOOKUPLOGICALNAME, NAVPROPERTY, Prefer, TOTALCOUNT,
-    TOTALCOUNTEXCEEDED,
+    self, FORMATTED, Field, LOOKUPLOGICALNAME, NAVPROPERTY, Prefer, TOTALCOUNT, TOTALCOUNTEXCEEDED,
 };
 use super::schema::{self, Access, Column, Kind, Nav, Relationship, Table};
 use super::store::{self, Row, Store, Undo, Val};
@@ -42,7 +41,13 @@ pub struct ApiRequest {
 }
 
 impl ApiRequest {
-    pub fn new(method: Method, path: &str, raw_query: Option<&str>, headers: HeaderMap, body: Bytes) -> Self {
+    pub fn new(
+        method: Method,
+        path: &str,
+        raw_query: Option<&str>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Self {
         let raw = query::split_query(raw_query.unwrap_or_default());
         let decoded = raw
             .iter()
@@ -240,7 +245,10 @@ fn parse_key(table: &Table, key: &str) -> Result<Uuid, ApiError> {
         None => key,
     };
     store::parse_guid(key).ok_or_else(|| {
-        ApiError::query(format!("Bad Request - Error in query syntax: '{key}' is not a valid key of {}.", table.set))
+        ApiError::query(format!(
+            "Bad Request - Error in query syntax: '{key}' is not a valid key of {}.",
+            table.set
+        ))
     })
 }
 
@@ -248,12 +256,13 @@ fn parse_key(table: &Table, key: &str) -> Result<Uuid, ApiError> {
 fn split_segment(seg: &str) -> Result<(&str, Option<&str>), ApiError> {
     match seg.find('(') {
         Some(open) => {
-            let close = seg
-                .rfind(')')
-                .filter(|c| *c > open)
-                .ok_or_else(|| ApiError::query(format!("Bad Request - Error in query syntax: '{seg}'.")))?;
+            let close = seg.rfind(')').filter(|c| *c > open).ok_or_else(|| {
+                ApiError::query(format!("Bad Request - Error in query syntax: '{seg}'."))
+            })?;
             if close != seg.len() - 1 {
-                return Err(ApiError::query(format!("Bad Request - Error in query syntax: '{seg}'.")));
+                return Err(ApiError::query(format!(
+                    "Bad Request - Error in query syntax: '{seg}'."
+                )));
             }
             Ok((&seg[..open], Some(&seg[open + 1..close])))
         }
@@ -335,7 +344,13 @@ fn origin(sim: &Shared, headers: &HeaderMap) -> String {
 }
 
 /// The axum handler for everything under `/api/data/v9.2/`.
-pub async fn entry(State(sim): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn entry(
+    State(sim): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let user = match auth::authenticate(&sim, &headers) {
         Ok(u) => u,
         Err(e) => {
@@ -421,23 +436,39 @@ pub fn execute(sim: &Shared, ctx: &Ctx, req: &ApiRequest) -> Result<Done, ApiErr
     let m = req.method.clone();
     let done = match target {
         Target::WhoAmI if m == Method::GET => Done::Read(who_am_i(sim, ctx)),
-        Target::Set(t) if m == Method::GET => Done::Read(read_collection(sim, &store, ctx, req, t, None)?),
-        Target::Set(t) if m == Method::POST => Done::Write(write::create(sim, &mut store, ctx, req, t)?),
+        Target::Set(t) if m == Method::GET => {
+            Done::Read(read_collection(sim, &store, ctx, req, t, None)?)
+        }
+        Target::Set(t) if m == Method::POST => {
+            Done::Write(write::create(sim, &mut store, ctx, req, t)?)
+        }
         Target::Row(t, id) if m == Method::GET => Done::Read(read_row(&store, ctx, req, t, id)?),
-        Target::Row(t, id) if m == Method::PATCH => Done::Write(write::patch(sim, &mut store, ctx, req, t, id)?),
-        Target::Row(t, id) if m == Method::DELETE => Done::Write(write::delete(sim, &mut store, ctx, req, t, id)?),
+        Target::Row(t, id) if m == Method::PATCH => {
+            Done::Write(write::patch(sim, &mut store, ctx, req, t, id)?)
+        }
+        Target::Row(t, id) if m == Method::DELETE => {
+            Done::Write(write::delete(sim, &mut store, ctx, req, t, id)?)
+        }
         Target::Nav(t, id, rel) if m == Method::GET => {
             Done::Read(read_collection(sim, &store, ctx, req, t, Some((id, rel)))?)
         }
-        Target::Prop(t, id, c) if m == Method::GET => Done::Read(read_property(&store, ctx, t, id, c)?),
+        Target::Prop(t, id, c) if m == Method::GET => {
+            Done::Read(read_property(&store, ctx, t, id, c)?)
+        }
         Target::Prop(t, id, c) if m == Method::PUT || m == Method::DELETE => {
             Done::Write(write::put_property(sim, &mut store, ctx, req, t, id, c)?)
         }
-        Target::Action(t, id, a) if m == Method::POST => Done::Write(write::bound_action(sim, &mut store, ctx, req, t, id, &a)?),
-        Target::Unbound(a) if m == Method::POST => Done::Write(write::unbound_action(sim, &mut store, ctx, req, &a)?),
+        Target::Action(t, id, a) if m == Method::POST => {
+            Done::Write(write::bound_action(sim, &mut store, ctx, req, t, id, &a)?)
+        }
+        Target::Unbound(a) if m == Method::POST => {
+            Done::Write(write::unbound_action(sim, &mut store, ctx, req, &a)?)
+        }
         Target::NavRef(t, nav) => return Err(write::refuse_associate(t, &nav)),
         Target::Batch => {
-            return Err(ApiError::query("A $batch request cannot contain another $batch request."));
+            return Err(ApiError::query(
+                "A $batch request cannot contain another $batch request.",
+            ));
         }
         _ => return Err(ApiError::method_not_allowed(m.as_str())),
     };
@@ -459,14 +490,19 @@ fn who_am_i(sim: &Shared, ctx: &Ctx) -> ApiResponse {
 // --- rendering -----------------------------------------------------------------------------
 
 pub fn etag(row: &Row) -> String {
-    format!("W/\"{}\"", row.get("versionnumber").and_then(|v| v.as_int()).unwrap_or(0))
+    format!(
+        "W/\"{}\"",
+        row.get("versionnumber")
+            .and_then(|v| v.as_int())
+            .unwrap_or(0)
+    )
 }
 
 fn thousands(i: i64) -> String {
     let s = i.abs().to_string();
     let mut out = String::new();
     for (n, c) in s.chars().enumerate() {
-        if n > 0 && (s.len() - n) % 3 == 0 {
+        if n > 0 && (s.len() - n).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -477,7 +513,9 @@ fn thousands(i: i64) -> String {
 /// The `FormattedValue` of a value.
 pub fn formatted(store: &Store, table: &Table, column: &Column, v: &Val) -> Option<String> {
     match (column.kind, v) {
-        (Kind::Choice(_) | Kind::State | Kind::Status, Val::Int(i)) => table.label(column, *i).map(str::to_string),
+        (Kind::Choice(_) | Kind::State | Kind::Status, Val::Int(i)) => {
+            table.label(column, *i).map(str::to_string)
+        }
         (Kind::Bool, Val::Bool(b)) => Some(if *b { "Yes" } else { "No" }.to_string()),
         (Kind::Int, Val::Int(i)) if column.name != "versionnumber" => Some(thousands(*i)),
         (Kind::DateTime, Val::Date(d)) => Some(d.format("%-m/%-d/%Y %-I:%M %p").to_string()),
@@ -513,10 +551,16 @@ pub fn put_value(
         if prefer.wants(NAVPROPERTY)
             && let Some(nav) = navs.iter().find(|n| n.target == *target)
         {
-            out.insert(format!("{key}@{NAVPROPERTY}"), Value::String(nav.name.to_string()));
+            out.insert(
+                format!("{key}@{NAVPROPERTY}"),
+                Value::String(nav.name.to_string()),
+            );
         }
         if prefer.wants(LOOKUPLOGICALNAME) {
-            out.insert(format!("{key}@{LOOKUPLOGICALNAME}"), Value::String(target.to_string()));
+            out.insert(
+                format!("{key}@{LOOKUPLOGICALNAME}"),
+                Value::String(target.to_string()),
+            );
         }
     }
     out.insert(key.to_string(), v.to_json());
@@ -556,7 +600,8 @@ pub fn parse_expand(table: &Table, expand: Option<&str>) -> Result<Vec<Expand>, 
                 table.odata_type()
             )));
         };
-        let target = schema::table(nav.target).ok_or_else(|| ApiError::query(format!("Unknown table '{}'.", nav.target)))?;
+        let target = schema::table(nav.target)
+            .ok_or_else(|| ApiError::query(format!("Unknown table '{}'.", nav.target)))?;
         let mut select = None;
         if let Some(options) = options {
             for opt in options.split(';') {
@@ -570,7 +615,11 @@ pub fn parse_expand(table: &Table, expand: Option<&str>) -> Result<Vec<Expand>, 
                 }
             }
         }
-        out.push(Expand { nav, column, select });
+        out.push(Expand {
+            nav,
+            column,
+            select,
+        });
     }
     Ok(out)
 }
@@ -623,13 +672,24 @@ pub fn render_row(
     };
     for column in columns {
         let key = Field { column }.property();
-        put_value(&mut out, store, table, column, &key, row.get(column.name), prefer, false);
+        put_value(
+            &mut out,
+            store,
+            table,
+            column,
+            &key,
+            row.get(column.name),
+            prefer,
+            false,
+        );
     }
     for e in expand {
         let value = match row.get(e.column.name) {
             Some(Val::Ref(target, id)) if *target == e.nav.target => {
                 match (schema::table(target), store.get(target, id)) {
-                    (Some(t), Some(r)) => Value::Object(render_row(store, t, r, &e.select, &[], prefer)),
+                    (Some(t), Some(r)) => {
+                        Value::Object(render_row(store, t, r, &e.select, &[], prefer))
+                    }
                     _ => Value::Null,
                 }
             }
@@ -656,13 +716,22 @@ fn context_url(ctx: &Ctx, table: &Table, select: &Option<Vec<Field>>) -> String 
 // --- reads ---------------------------------------------------------------------------------
 
 const SUPPORTED_OPTIONS: [&str; 8] = [
-    "$select", "$filter", "$orderby", "$top", "$count", "$skiptoken", "$expand", "fetchXml",
+    "$select",
+    "$filter",
+    "$orderby",
+    "$top",
+    "$count",
+    "$skiptoken",
+    "$expand",
+    "fetchXml",
 ];
 
 fn check_options(req: &ApiRequest) -> Result<(), ApiError> {
     for (k, _) in &req.query {
         if k == "$skip" {
-            return Err(ApiError::query("The query parameter $skip is not supported."));
+            return Err(ApiError::query(
+                "The query parameter $skip is not supported.",
+            ));
         }
         if k.starts_with('$') && !SUPPORTED_OPTIONS.contains(&k.as_str()) {
             return Err(ApiError::query(format!(
@@ -674,7 +743,12 @@ fn check_options(req: &ApiRequest) -> Result<(), ApiError> {
 }
 
 /// The other table of an N:N relationship and the ids of the rows related to `id`.
-pub fn related(store: &Store, table: &Table, id: Uuid, rel: &Relationship) -> Option<(&'static Table, HashSet<Uuid>)> {
+pub fn related(
+    store: &Store,
+    table: &Table,
+    id: Uuid,
+    rel: &Relationship,
+) -> Option<(&'static Table, HashSet<Uuid>)> {
     let (own_attr, other_attr, other) = if rel.entity1 == table.logical {
         (rel.attr1, rel.attr2, rel.entity2)
     } else {
@@ -736,29 +810,39 @@ fn read_collection(
     };
     if let Some(fetch) = req.param("fetchXml") {
         if only.is_some() {
-            return Err(ApiError::query("fetchXml cannot be combined with a navigation property."));
+            return Err(ApiError::query(
+                "fetchXml cannot be combined with a navigation property.",
+            ));
         }
         sim.count_page();
         return fetchxml::execute(store, ctx, req, table, fetch, &prefer);
     }
     let select = query::parse_select(table, req.param("$select"))?;
-    let filter = req.param("$filter").map(|f| query::parse_filter(table, f)).transpose()?;
+    let filter = req
+        .param("$filter")
+        .map(|f| query::parse_filter(table, f))
+        .transpose()?;
     let order = query::parse_orderby(table, req.param("$orderby"))?;
     let expand = parse_expand(table, req.param("$expand"))?;
     let count = match req.param("$count") {
         None | Some("false") => false,
         Some("true") => true,
-        Some(other) => return Err(ApiError::query(format!("'{other}' is not a valid value for $count."))),
+        Some(other) => {
+            return Err(ApiError::query(format!(
+                "'{other}' is not a valid value for $count."
+            )));
+        }
     };
     let top = req
         .param("$top")
         .map(|t| {
-            t.parse::<usize>()
-                .map_err(|_| ApiError::query(format!("Invalid value '{t}' for $top query option found.")))
+            t.parse::<usize>().map_err(|_| {
+                ApiError::query(format!("Invalid value '{t}' for $top query option found."))
+            })
         })
         .transpose()?;
 
-    let mut rows: Vec<((Vec<Option<Val>>, Uuid), &Row)> = store
+    let mut rows: Vec<(query::SortKey, &Row)> = store
         .table_rows(table.logical)
         .filter(|(id, _)| only.as_ref().is_none_or(|o| o.contains(id)))
         .filter(|(_, r)| filter.as_ref().is_none_or(|f| f.matches(r)))
@@ -790,7 +874,10 @@ fn read_collection(
     let page = cursor.as_ref().map(|c| c.page + 1).unwrap_or(1);
 
     let mut body = Map::new();
-    body.insert("@odata.context".into(), Value::String(context_url(ctx, table, &select)));
+    body.insert(
+        "@odata.context".into(),
+        Value::String(context_url(ctx, table, &select)),
+    );
     if count {
         body.insert("@odata.count".into(), Value::from(total.min(MAX_PAGE)));
     }
@@ -798,7 +885,10 @@ fn read_collection(
         body.insert(format!("@{TOTALCOUNT}"), Value::from(total.min(MAX_PAGE)));
     }
     if count && prefer.wants(TOTALCOUNTEXCEEDED) {
-        body.insert(format!("@{TOTALCOUNTEXCEEDED}"), Value::Bool(total > MAX_PAGE));
+        body.insert(
+            format!("@{TOTALCOUNTEXCEEDED}"),
+            Value::Bool(total > MAX_PAGE),
+        );
     }
     let values: Vec<Value> = rows
         .iter()
@@ -810,7 +900,10 @@ fn read_collection(
     {
         let inner = query::inner_cookie(table, &order, page, &first.0, &last.0);
         let token = query::outer_cookie(page + 1, &inner, 1);
-        body.insert("@odata.nextLink".into(), Value::String(next_link(ctx, req, &token)));
+        body.insert(
+            "@odata.nextLink".into(),
+            Value::String(next_link(ctx, req, &token)),
+        );
     }
     body.insert("value".into(), Value::Array(values));
     sim.count_page();
@@ -826,10 +919,21 @@ fn next_link(ctx: &Ctx, req: &ApiRequest, token: &str) -> String {
         .raw_query
         .iter()
         .filter(|(k, _)| query::decode_component(k) != "$skiptoken")
-        .map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k}={v}") })
+        .map(|(k, v)| {
+            if v.is_empty() {
+                k.clone()
+            } else {
+                format!("{k}={v}")
+            }
+        })
         .collect();
     params.push(format!("$skiptoken={}", query::url_encode_value(token)));
-    format!("{}{}?{}", ctx.root(), req.path.trim_matches('/'), params.join("&"))
+    format!(
+        "{}{}?{}",
+        ctx.root(),
+        req.path.trim_matches('/'),
+        params.join("&")
+    )
 }
 
 /// The `Preference-Applied` header for the preferences honoured.
@@ -841,12 +945,24 @@ pub fn applied_preferences(prefer: &Prefer, max_page: Option<usize>) -> Option<S
     if let Some(a) = &prefer.annotations {
         applied.push(format!("odata.include-annotations=\"{a}\""));
     }
-    if applied.is_empty() { None } else { Some(applied.join(",")) }
+    if applied.is_empty() {
+        None
+    } else {
+        Some(applied.join(","))
+    }
 }
 
-fn read_row(store: &Store, ctx: &Ctx, req: &ApiRequest, table: &'static Table, id: Uuid) -> Result<ApiResponse, ApiError> {
+fn read_row(
+    store: &Store,
+    ctx: &Ctx,
+    req: &ApiRequest,
+    table: &'static Table,
+    id: Uuid,
+) -> Result<ApiResponse, ApiError> {
     check_options(req)?;
-    let row = store.get(table.logical, &id).ok_or_else(|| ApiError::row_not_found(table.logical, &id))?;
+    let row = store
+        .get(table.logical, &id)
+        .ok_or_else(|| ApiError::row_not_found(table.logical, &id))?;
     let prefer = req.prefer();
     let select = query::parse_select(table, req.param("$select"))?;
     let expand = parse_expand(table, req.param("$expand"))?;
@@ -868,8 +984,16 @@ fn read_row(store: &Store, ctx: &Ctx, req: &ApiRequest, table: &'static Table, i
     Ok(resp)
 }
 
-fn read_property(store: &Store, ctx: &Ctx, table: &'static Table, id: Uuid, column: &'static Column) -> Result<ApiResponse, ApiError> {
-    let row = store.get(table.logical, &id).ok_or_else(|| ApiError::row_not_found(table.logical, &id))?;
+fn read_property(
+    store: &Store,
+    ctx: &Ctx,
+    table: &'static Table,
+    id: Uuid,
+    column: &'static Column,
+) -> Result<ApiResponse, ApiError> {
+    let row = store
+        .get(table.logical, &id)
+        .ok_or_else(|| ApiError::row_not_found(table.logical, &id))?;
     match row.get(column.name) {
         None => Ok(ApiResponse::empty(StatusCode::NO_CONTENT)),
         Some(v) => Ok(ApiResponse::json(
@@ -881,4 +1005,3 @@ fn read_property(store: &Store, ctx: &Ctx, table: &'static Table, id: Uuid, colu
         )),
     }
 }
-

@@ -41,7 +41,11 @@ fn entra_error(status: StatusCode, error: &str, code: u32, description: String) 
 }
 
 /// `POST /{tenant}/oauth2/v2.0/token` with a form body.
-pub async fn token(State(sim): State<Arc<Shared>>, Path(tenant): Path<String>, body: Bytes) -> Response {
+pub async fn token(
+    State(sim): State<Arc<Shared>>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Response {
     let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
     let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let cfg = &sim.config;
@@ -50,7 +54,9 @@ pub async fn token(State(sim): State<Arc<Shared>>, Path(tenant): Path<String>, b
             StatusCode::BAD_REQUEST,
             "invalid_request",
             90002,
-            format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
+            format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+            ),
         );
     }
     match get("grant_type") {
@@ -117,7 +123,9 @@ pub async fn token(State(sim): State<Arc<Shared>>, Path(tenant): Path<String>, b
         );
     };
     let resources = [sim.base_url.clone(), format!("https://{}", cfg.org_domain)];
-    let resource = scope.strip_suffix("/.default").map(|r| r.trim_end_matches('/'));
+    let resource = scope
+        .strip_suffix("/.default")
+        .map(|r| r.trim_end_matches('/'));
     match resource {
         Some(r) if resources.iter().any(|x| x == r) => {}
         Some(r) => {
@@ -125,7 +133,9 @@ pub async fn token(State(sim): State<Arc<Shared>>, Path(tenant): Path<String>, b
                 StatusCode::BAD_REQUEST,
                 "invalid_resource",
                 500011,
-                format!("The resource principal named {r} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant."),
+                format!(
+                    "The resource principal named {r} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant."
+                ),
             );
         }
         None => {
@@ -133,7 +143,9 @@ pub async fn token(State(sim): State<Arc<Shared>>, Path(tenant): Path<String>, b
                 StatusCode::BAD_REQUEST,
                 "invalid_scope",
                 1002012,
-                format!("The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."),
+                format!(
+                    "The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
+                ),
             );
         }
     }
@@ -147,16 +159,13 @@ pub async fn token(State(sim): State<Arc<Shared>>, Path(tenant): Path<String>, b
     };
     let ttl = cfg.token_ttl_secs;
     let access_token = jwt(&sim, client_id, user, ttl);
-    sim.tokens
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(
-            access_token.clone(),
-            Token {
-                user,
-                expires: Instant::now() + Duration::from_secs(ttl),
-            },
-        );
+    sim.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        access_token.clone(),
+        Token {
+            user,
+            expires: Instant::now() + Duration::from_secs(ttl),
+        },
+    );
     sim.count_token();
     (
         StatusCode::OK,
@@ -204,7 +213,11 @@ fn base64url(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(data.len() * 4 / 3 + 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         let chars = chunk.len() + 1;
         for i in 0..chars {
@@ -216,19 +229,30 @@ fn base64url(data: &[u8]) -> String {
 
 /// The systemuser behind the request's Bearer token.
 pub fn authenticate(sim: &Shared, headers: &HeaderMap) -> Result<Uuid, ApiError> {
-    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return Err(ApiError::unauthorized("The request has no Authorization header with a Bearer token."));
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Err(ApiError::unauthorized(
+            "The request has no Authorization header with a Bearer token.",
+        ));
     };
     let Some(token) = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
     else {
-        return Err(ApiError::unauthorized("The Authorization header is not a Bearer token."));
+        return Err(ApiError::unauthorized(
+            "The Authorization header is not a Bearer token.",
+        ));
     };
     let tokens = sim.tokens.lock().unwrap_or_else(|p| p.into_inner());
     match tokens.get(token.trim()) {
-        None => Err(ApiError::unauthorized("The Bearer token is not valid for this organization.")),
-        Some(t) if Instant::now() >= t.expires => Err(ApiError::unauthorized("The Bearer token has expired.")),
+        None => Err(ApiError::unauthorized(
+            "The Bearer token is not valid for this organization.",
+        )),
+        Some(t) if Instant::now() >= t.expires => {
+            Err(ApiError::unauthorized("The Bearer token has expired."))
+        }
         Some(t) => Ok(t.user),
     }
 }
@@ -236,12 +260,18 @@ pub fn authenticate(sim: &Shared, headers: &HeaderMap) -> Result<Uuid, ApiError>
 /// Makes every issued token expire now.
 pub fn expire_all(sim: &Shared) {
     let now = Instant::now();
-    for t in sim.tokens.lock().unwrap_or_else(|p| p.into_inner()).values_mut() {
+    for t in sim
+        .tokens
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values_mut()
+    {
         t.expires = now;
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

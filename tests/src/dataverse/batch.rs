@@ -63,7 +63,9 @@ fn split_multipart<'a>(body: &'a str, boundary: &str) -> Result<Vec<&'a str>, Ap
         from = i + delimiter.len();
     }
     if positions.is_empty() {
-        return Err(bad(format!("The multipart body has no part delimited by '--{boundary}'.")));
+        return Err(bad(format!(
+            "The multipart body has no part delimited by '--{boundary}'."
+        )));
     }
     let mut parts = Vec::new();
     for (n, &p) in positions.iter().enumerate() {
@@ -87,7 +89,9 @@ fn split_multipart<'a>(body: &'a str, boundary: &str) -> Result<Vec<&'a str>, Ap
         }
         parts.push(body.get(start..end.max(start)).unwrap_or_default());
     }
-    Err(bad(format!("The multipart body is missing its closing delimiter '--{boundary}--'.")))
+    Err(bad(format!(
+        "The multipart body is missing its closing delimiter '--{boundary}--'."
+    )))
 }
 
 /// Splits MIME-style headers from what follows the first blank line.
@@ -124,9 +128,12 @@ fn parse_http(mime: &[(String, String)], text: &str) -> Result<Part, ApiError> {
     };
     let mut words = line.split_whitespace();
     let (Some(method), Some(url)) = (words.next(), words.next()) else {
-        return Err(bad(format!("The batch part's request line '{line}' is not 'METHOD URL HTTP/1.1'.")));
+        return Err(bad(format!(
+            "The batch part's request line '{line}' is not 'METHOD URL HTTP/1.1'."
+        )));
     };
-    let method = Method::from_bytes(method.as_bytes()).map_err(|_| bad(format!("'{method}' is not an HTTP method.")))?;
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| bad(format!("'{method}' is not an HTTP method.")))?;
     // Headers end at the first blank line; a part without a body may end right after them.
     let (headers, body) = if rest.starts_with("\r\n") || rest.starts_with('\n') {
         (Vec::new(), rest.trim_start_matches(['\r', '\n']))
@@ -135,7 +142,10 @@ fn parse_http(mime: &[(String, String)], text: &str) -> Result<Part, ApiError> {
     };
     let mut map = HeaderMap::new();
     for (k, v) in &headers {
-        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
             map.append(k, v);
         }
     }
@@ -175,22 +185,30 @@ fn parse_batch(body: &str, boundary: &str) -> Result<Vec<Item>, ApiError> {
 }
 
 /// Turns a part into a Web API request: resolves `$n` references and absolute URLs.
-fn to_request(part: &Part, batch_headers: &HeaderMap, content_ids: &HashMap<String, String>) -> Result<ApiRequest, ApiError> {
+fn to_request(
+    part: &Part,
+    batch_headers: &HeaderMap,
+    content_ids: &HashMap<String, String>,
+) -> Result<ApiRequest, ApiError> {
     let mut url = part.url.clone();
     if let Some(reference) = url.strip_prefix('$') {
         let (n, rest) = match reference.find(|c: char| !c.is_ascii_alphanumeric()) {
             Some(i) => (&reference[..i], &reference[i..]),
             None => (reference, ""),
         };
-        let base = content_ids
-            .get(n)
-            .ok_or_else(|| bad(format!("Content-ID Reference: '${n}' does not exist in the batch context.")))?;
+        let base = content_ids.get(n).ok_or_else(|| {
+            bad(format!(
+                "Content-ID Reference: '${n}' does not exist in the batch context."
+            ))
+        })?;
         url = format!("{base}{rest}");
     }
     let relative = match url.find("/api/data/v9.2/") {
         Some(i) => url[i + "/api/data/v9.2/".len()..].to_string(),
         None if url.contains("://") || url.starts_with('/') => {
-            return Err(bad(format!("The batch part URL '{url}' is not below /api/data/v9.2/.")));
+            return Err(bad(format!(
+                "The batch part URL '{url}' is not below /api/data/v9.2/."
+            )));
         }
         None => url.clone(),
     };
@@ -198,9 +216,15 @@ fn to_request(part: &Part, batch_headers: &HeaderMap, content_ids: &HashMap<Stri
         Some((p, q)) => (p.to_string(), Some(q.to_string())),
         None => (relative, None),
     };
-    let path = percent_encoding::percent_decode_str(&path).decode_utf8_lossy().into_owned();
+    let path = percent_encoding::percent_decode_str(&path)
+        .decode_utf8_lossy()
+        .into_owned();
     let mut headers = part.headers.clone();
-    for name in ["prefer", "mscrm.bypasscustompluginexecution", "mscrm.bypassbusinesslogicexecution"] {
+    for name in [
+        "prefer",
+        "mscrm.bypasscustompluginexecution",
+        "mscrm.bypassbusinesslogicexecution",
+    ] {
         if !headers.contains_key(name)
             && let Some(v) = batch_headers.get(name)
             && let Ok(n) = HeaderName::from_bytes(name.as_bytes())
@@ -223,7 +247,13 @@ fn to_request(part: &Part, batch_headers: &HeaderMap, content_ids: &HashMap<Stri
             }
         }
     }
-    let mut req = ApiRequest::new(part.method.clone(), &path, query.as_deref(), headers, part.body.clone());
+    let mut req = ApiRequest::new(
+        part.method.clone(),
+        &path,
+        query.as_deref(),
+        headers,
+        part.body.clone(),
+    );
     req.content_ids = content_ids.clone();
     Ok(req)
 }
@@ -249,7 +279,8 @@ async fn run(sim: &Arc<Shared>, ctx: &Ctx, req: ApiRequest) -> Result<Response, 
     let b = boundary(ct).ok_or_else(|| {
         bad("The batch request must have a 'Content-Type: multipart/mixed; boundary=…' header.")
     })?;
-    let text = std::str::from_utf8(&req.body).map_err(|_| bad("The batch body is not UTF-8 text."))?;
+    let text =
+        std::str::from_utf8(&req.body).map_err(|_| bad("The batch body is not UTF-8 text."))?;
     let items = parse_batch(text, &b)?;
     let operations: usize = items
         .iter()
@@ -275,9 +306,9 @@ async fn run(sim: &Arc<Shared>, ctx: &Ctx, req: ApiRequest) -> Result<Response, 
         let failure = match item {
             Item::Single(part) => {
                 let resp = match to_request(&part, &req.headers, &HashMap::new()) {
-                    Ok(r) if r.path.trim_matches('/') == "$batch" => {
-                        ApiResponse::from_error(&bad("A $batch request cannot contain another $batch request."))
-                    }
+                    Ok(r) if r.path.trim_matches('/') == "$batch" => ApiResponse::from_error(&bad(
+                        "A $batch request cannot contain another $batch request.",
+                    )),
                     Ok(r) => api::handle(sim, &part_ctx, r).await,
                     Err(e) => ApiResponse::from_error(&e),
                 };
@@ -325,7 +356,10 @@ async fn change_set(
             (ApiResponse::from_error(&e), part.content_id.clone())
         };
         if part.method == Method::GET {
-            return Err(fail(bad("GET requests are not allowed in a change set."), undo));
+            return Err(fail(
+                bad("GET requests are not allowed in a change set."),
+                undo,
+            ));
         }
         let req = match to_request(&part, batch_headers, &content_ids) {
             Ok(r) => r,
@@ -341,7 +375,9 @@ async fn change_set(
                     Err(e) => return Err(fail(e, undo)),
                     Ok(j) => jobs.extend(j),
                 }
-                if let (Some(cid), Some(url)) = (&part.content_id, applied.response.header("OData-EntityId")) {
+                if let (Some(cid), Some(url)) =
+                    (&part.content_id, applied.response.header("OData-EntityId"))
+                {
                     content_ids.insert(cid.clone(), url.to_string());
                 }
                 responses.push((applied.response, part.content_id.clone()));
@@ -395,7 +431,9 @@ fn render(status: StatusCode, outs: &[Out]) -> Response {
             Out::Single(resp, cid) => render_part(&mut body, resp, cid.as_deref()),
             Out::ChangeSet(responses) => {
                 let cs = format!("changesetresponse_{}", Uuid::new_v4());
-                body.push_str(&format!("Content-Type: multipart/mixed; boundary={cs}\r\n\r\n"));
+                body.push_str(&format!(
+                    "Content-Type: multipart/mixed; boundary={cs}\r\n\r\n"
+                ));
                 for (resp, cid) in responses {
                     body.push_str(&format!("--{cs}\r\n"));
                     render_part(&mut body, resp, cid.as_deref());
@@ -408,12 +446,16 @@ fn render(status: StatusCode, outs: &[Out]) -> Response {
     Response::builder()
         .status(status)
         .header("OData-Version", "4.0")
-        .header(header::CONTENT_TYPE, format!("multipart/mixed; boundary={batch}"))
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/mixed; boundary={batch}"),
+        )
         .body(Body::from(body))
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -422,11 +464,15 @@ mod tests {
         let body = "--batch_A\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\nGET /api/data/v9.2/contacts?$select=fullname HTTP/1.1\r\nAccept: application/json\r\n\r\n\r\n--batch_A\r\nContent-Type: multipart/mixed; boundary=changeset_B\r\n\r\n--changeset_B\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\nContent-ID: 1\r\n\r\nPOST https://org.crm.dynamics.com/api/data/v9.2/contacts HTTP/1.1\r\nContent-Type: application/json; type=entry\r\n\r\n{\"firstname\":\"A\"}\r\n--changeset_B--\r\n--batch_A--\r\n";
         let items = parse_batch(body, "batch_A").unwrap();
         assert_eq!(items.len(), 2);
-        let Item::Single(get) = &items[0] else { panic!("first is not a single request") };
+        let Item::Single(get) = &items[0] else {
+            panic!("first is not a single request")
+        };
         assert_eq!(get.method, Method::GET);
         assert_eq!(get.url, "/api/data/v9.2/contacts?$select=fullname");
         assert!(get.body.is_empty());
-        let Item::ChangeSet(cs) = &items[1] else { panic!("second is not a change set") };
+        let Item::ChangeSet(cs) = &items[1] else {
+            panic!("second is not a change set")
+        };
         assert_eq!(cs[0].content_id.as_deref(), Some("1"));
         assert_eq!(&cs[0].body[..], b"{\"firstname\":\"A\"}");
         let req = to_request(&cs[0], &HeaderMap::new(), &HashMap::new()).unwrap();
@@ -435,15 +481,26 @@ mod tests {
 
     #[test]
     fn lf_only_bodies_and_quoted_boundaries_are_accepted() {
-        assert_eq!(boundary("multipart/mixed; boundary=\"batch_x\"").as_deref(), Some("batch_x"));
+        assert_eq!(
+            boundary("multipart/mixed; boundary=\"batch_x\"").as_deref(),
+            Some("batch_x")
+        );
         let body = "--b\nContent-Type: application/http\n\nDELETE contacts(00000000-0000-0000-0000-000000000001) HTTP/1.1\n\n--b--\n";
         let items = parse_batch(body, "b").unwrap();
-        let Item::Single(p) = &items[0] else { panic!("not single") };
+        let Item::Single(p) = &items[0] else {
+            panic!("not single")
+        };
         assert_eq!(p.method, Method::DELETE);
     }
 
     #[test]
     fn a_batch_without_its_closing_delimiter_is_refused() {
-        assert!(parse_batch("--b\r\nContent-Type: application/http\r\n\r\nGET contacts HTTP/1.1\r\n", "b").is_err());
+        assert!(
+            parse_batch(
+                "--b\r\nContent-Type: application/http\r\n\r\nGET contacts HTTP/1.1\r\n",
+                "b"
+            )
+            .is_err()
+        );
     }
 }

@@ -2,7 +2,10 @@
 //! administrator changing data, registering webhooks). It is deliberately plain: raw status,
 //! headers and JSON, so that tests can check the wire format.
 
-use super::{ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, DataverseSim};
+use super::{
+    ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET,
+    DataverseSim,
+};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
@@ -49,7 +52,11 @@ pub struct WebApi {
 
 impl WebApi {
     /// Gets a token with client credentials and returns a client using it.
-    pub async fn connect(sim: &DataverseSim, client_id: &str, secret: &str) -> Result<WebApi, WebApiError> {
+    pub async fn connect(
+        sim: &DataverseSim,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<WebApi, WebApiError> {
         let http = reqwest::Client::new();
         let scope = format!("{}/.default", sim.resource());
         let resp = http
@@ -93,7 +100,13 @@ impl WebApi {
     }
 
     /// Sends a request to `{api}{path}` (`path` may also be an absolute URL, e.g. a nextLink).
-    pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Result<Reply, WebApiError> {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Reply, WebApiError> {
         let url = if path.starts_with("http://") || path.starts_with("https://") {
             path.to_string()
         } else {
@@ -110,7 +123,9 @@ impl WebApi {
             req = req.header(*k, *v);
         }
         if let Some(b) = body {
-            req = req.header("Content-Type", "application/json").body(b.to_string());
+            req = req
+                .header("Content-Type", "application/json")
+                .body(b.to_string());
         }
         let resp = req.send().await?;
         let status = resp.status().as_u16();
@@ -126,7 +141,14 @@ impl WebApi {
     }
 
     /// Sends a raw body with a content type (for `$batch`).
-    pub async fn send_raw(&self, method: Method, path: &str, headers: &[(&str, &str)], content_type: &str, body: String) -> Result<Reply, WebApiError> {
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_type: &str,
+        body: String,
+    ) -> Result<Reply, WebApiError> {
         let mut req = self
             .http
             .request(method, format!("{}{}", self.api_url, path))

@@ -6,7 +6,10 @@
 
 use super::api::{self, ApiRequest, ApiResponse, Ctx, MAX_PAGE};
 use super::error::{ApiError, code};
-use super::query::{self, FORMATTED, LOOKUPLOGICALNAME, MORERECORDS, OrderKey, PAGINGCOOKIE, Prefer, TOTALCOUNT, TOTALCOUNTEXCEEDED};
+use super::query::{
+    self, FORMATTED, LOOKUPLOGICALNAME, MORERECORDS, OrderKey, PAGINGCOOKIE, Prefer, TOTALCOUNT,
+    TOTALCOUNTEXCEEDED,
+};
 use super::schema::{self, Access, Column, Kind, Table};
 use super::store::{Row, Store, Val, cmp_vals};
 use super::xml::{self, Element};
@@ -131,7 +134,7 @@ struct Fetch {
     total_count: bool,
 }
 
-fn attribute<'t>(table: &'t Table, name: &str) -> Result<&'static Column, ApiError> {
+fn attribute(table: &Table, name: &str) -> Result<&'static Column, ApiError> {
     match table.column(name) {
         Some(c) if c.access != Access::WriteOnly => Ok(c),
         _ => Err(err(format!(
@@ -150,8 +153,12 @@ fn capitalize(s: &str) -> String {
 }
 
 fn need<'e>(el: &'e Element, attr: &str) -> Result<&'e str, ApiError> {
-    el.attr(attr)
-        .ok_or_else(|| err(format!("The <{}> element needs a '{attr}' attribute.", el.name)))
+    el.attr(attr).ok_or_else(|| {
+        err(format!(
+            "The <{}> element needs a '{attr}' attribute.",
+            el.name
+        ))
+    })
 }
 
 /// Pass 1: numbers link-entities depth-first and records their aliases.
@@ -159,7 +166,11 @@ fn number_links(el: &Element, out: &mut Vec<(String, &'static Table)>) -> Result
     for child in &el.children {
         if child.name == "link-entity" {
             let name = need(child, "name")?;
-            let table = schema::table(name).ok_or_else(|| err(format!("The entity '{name}' in <link-entity> is not known to the sandbox.")))?;
+            let table = schema::table(name).ok_or_else(|| {
+                err(format!(
+                    "The entity '{name}' in <link-entity> is not known to the sandbox."
+                ))
+            })?;
             let idx = out.len() + 1;
             let alias = child
                 .attr("alias")
@@ -192,7 +203,9 @@ impl Parser<'_> {
                 "all-attributes" => attrs = Some(Attrs::All),
                 "attribute" => {
                     if child.attr("aggregate").is_some() || child.attr("groupby").is_some() {
-                        return Err(err("Aggregate attributes (aggregate, groupby) are not supported by the sandbox."));
+                        return Err(err(
+                            "Aggregate attributes (aggregate, groupby) are not supported by the sandbox.",
+                        ));
                     }
                     let name = need(child, "name")?;
                     let column = attribute(table, name)?;
@@ -205,7 +218,9 @@ impl Parser<'_> {
                 }
                 "order" => {
                     if idx != 0 {
-                        return Err(err("<order> inside <link-entity> is not supported by the sandbox."));
+                        return Err(err(
+                            "<order> inside <link-entity> is not supported by the sandbox.",
+                        ));
                     }
                     if child.attr("alias").is_some() {
                         return Err(err("<order alias=…> is not supported by the sandbox."));
@@ -234,11 +249,22 @@ impl Parser<'_> {
                     let kind = match child.attr("link-type").unwrap_or("inner") {
                         "inner" => LinkKind::Inner,
                         "outer" => LinkKind::Outer,
-                        "exists" | "in" | "any" | "matchfirstrowusingcrossapply" => LinkKind::Exists,
+                        "exists" | "in" | "any" | "matchfirstrowusingcrossapply" => {
+                            LinkKind::Exists
+                        }
                         "not any" => LinkKind::NotAny,
-                        other => return Err(err(format!("The link-type '{other}' is not supported by the sandbox."))),
+                        other => {
+                            return Err(err(format!(
+                                "The link-type '{other}' is not supported by the sandbox."
+                            )));
+                        }
                     };
-                    links.push(Link { node, from, to, kind });
+                    links.push(Link {
+                        node,
+                        from,
+                        to,
+                        kind,
+                    });
                 }
                 other => {
                     return Err(err(format!(
@@ -249,7 +275,11 @@ impl Parser<'_> {
             }
         }
         // The primary entity returns all attributes when none are listed; links none.
-        let attrs = attrs.unwrap_or(if idx == 0 { Attrs::All } else { Attrs::List(Vec::new()) });
+        let attrs = attrs.unwrap_or(if idx == 0 {
+            Attrs::All
+        } else {
+            Attrs::List(Vec::new())
+        });
         Ok((
             Node {
                 idx,
@@ -269,19 +299,27 @@ impl Parser<'_> {
             match child.name.as_str() {
                 "condition" => parts.push(self.condition(child, idx)?),
                 "filter" => parts.push(self.filter(child, idx)?),
-                other => return Err(err(format!("The element <{other}> inside <filter> is not supported by the sandbox."))),
+                other => {
+                    return Err(err(format!(
+                        "The element <{other}> inside <filter> is not supported by the sandbox."
+                    )));
+                }
             }
         }
         match el.attr("type").unwrap_or("and") {
             "and" => Ok(Cond::And(parts)),
             "or" => Ok(Cond::Or(parts)),
-            other => Err(err(format!("The filter type '{other}' is not valid; use 'and' or 'or'."))),
+            other => Err(err(format!(
+                "The filter type '{other}' is not valid; use 'and' or 'or'."
+            ))),
         }
     }
 
     fn condition(&self, el: &Element, idx: usize) -> Result<Cond, ApiError> {
         if el.attr("valueof").is_some() {
-            return Err(err("Column comparisons (valueof) are not supported by the sandbox."));
+            return Err(err(
+                "Column comparisons (valueof) are not supported by the sandbox.",
+            ));
         }
         let idx = match el.attr("entityname") {
             None => idx,
@@ -289,7 +327,11 @@ impl Parser<'_> {
                 .entities
                 .iter()
                 .position(|(alias, _)| alias == name)
-                .ok_or_else(|| err(format!("The entityname '{name}' in a <condition> names no link-entity alias.")))?,
+                .ok_or_else(|| {
+                    err(format!(
+                        "The entityname '{name}' in a <condition> names no link-entity alias."
+                    ))
+                })?,
         };
         let table = self.entities[idx].1;
         let column = attribute(table, need(el, "attribute")?)?;
@@ -319,7 +361,12 @@ impl Parser<'_> {
         }
         let textual = matches!(
             op,
-            Op::Like | Op::NotLike | Op::BeginsWith | Op::NotBeginWith | Op::EndsWith | Op::NotEndWith
+            Op::Like
+                | Op::NotLike
+                | Op::BeginsWith
+                | Op::NotBeginWith
+                | Op::EndsWith
+                | Op::NotEndWith
         );
         if textual && !matches!(column.kind, Kind::Str(_) | Kind::EntityName) {
             return Err(err(format!(
@@ -336,25 +383,53 @@ impl Parser<'_> {
                 let v = if textual {
                     Val::Str(t.clone())
                 } else {
-                    Val::parse_text(column, t).map_err(|e| err(format!("Invalid condition value: {e}.")))?
+                    Val::parse_text(column, t)
+                        .map_err(|e| err(format!("Invalid condition value: {e}.")))?
                 };
                 values.push(v);
             }
         }
-        Ok(Cond::Leaf { idx, column, op, values })
+        Ok(Cond::Leaf {
+            idx,
+            column,
+            op,
+            values,
+        })
     }
 }
 
-fn parse(root: &Element, table: &'static Table, user: Uuid, max_page: usize) -> Result<Fetch, ApiError> {
+fn parse(
+    root: &Element,
+    table: &'static Table,
+    user: Uuid,
+    max_page: usize,
+) -> Result<Fetch, ApiError> {
     if root.name != "fetch" {
-        return Err(err(format!("The FetchXML root element is <{}>, not <fetch>.", root.name)));
+        return Err(err(format!(
+            "The FetchXML root element is <{}>, not <fetch>.",
+            root.name
+        )));
     }
     for (k, v) in &root.attrs {
         match k.as_str() {
-            "version" | "mapping" | "output-format" | "no-lock" | "page" | "count" | "paging-cookie" | "distinct" | "top"
-            | "returntotalrecordcount" | "latematerialize" | "useraworderby" => {}
+            "version"
+            | "mapping"
+            | "output-format"
+            | "no-lock"
+            | "page"
+            | "count"
+            | "paging-cookie"
+            | "distinct"
+            | "top"
+            | "returntotalrecordcount"
+            | "latematerialize"
+            | "useraworderby" => {}
             "aggregate" if v == "false" => {}
-            other => return Err(err(format!("The <fetch> attribute '{other}' is not supported by the sandbox."))),
+            other => {
+                return Err(err(format!(
+                    "The <fetch> attribute '{other}' is not supported by the sandbox."
+                )));
+            }
         }
     }
     let entity_el = match root.children.as_slice() {
@@ -379,24 +454,36 @@ fn parse(root: &Element, table: &'static Table, user: Uuid, max_page: usize) -> 
     let (root_node, orders) = parser.node(entity_el, 0)?;
     let number = |name: &str| -> Result<Option<usize>, ApiError> {
         root.attr(name)
-            .map(|v| v.trim().parse::<usize>().map_err(|_| err(format!("The <fetch> attribute {name}=\"{v}\" is not a number."))))
+            .map(|v| {
+                v.trim().parse::<usize>().map_err(|_| {
+                    err(format!(
+                        "The <fetch> attribute {name}=\"{v}\" is not a number."
+                    ))
+                })
+            })
             .transpose()
     };
     let count = number("count")?;
     let page = number("page")?;
     let top = number("top")?;
     if top.is_some() && (count.is_some() || page.is_some()) {
-        return Err(err("The 'top' attribute can't be used together with 'page' or 'count'."));
+        return Err(err(
+            "The 'top' attribute can't be used together with 'page' or 'count'.",
+        ));
     }
     if let Some(c) = count
         && (c == 0 || c > max_page)
     {
-        return Err(err(format!("The 'count' attribute must be between 1 and {max_page}; it is {c}.")));
+        return Err(err(format!(
+            "The 'count' attribute must be between 1 and {max_page}; it is {c}."
+        )));
     }
     if let Some(t) = top
         && t > max_page
     {
-        return Err(err(format!("The 'top' attribute must not exceed {max_page}; it is {t}.")));
+        return Err(err(format!(
+            "The 'top' attribute must not exceed {max_page}; it is {t}."
+        )));
     }
     let page = page.unwrap_or(1);
     if page == 0 {
@@ -408,10 +495,16 @@ fn parse(root: &Element, table: &'static Table, user: Uuid, max_page: usize) -> 
         orders,
         page: u32::try_from(page).map_err(|_| err("The 'page' attribute is too large."))?,
         count: count.unwrap_or(max_page),
-        cookie: root.attr("paging-cookie").filter(|c| !c.trim().is_empty()).map(str::to_string),
+        cookie: root
+            .attr("paging-cookie")
+            .filter(|c| !c.trim().is_empty())
+            .map(str::to_string),
         top,
         distinct: matches!(root.attr("distinct"), Some("true") | Some("1")),
-        total_count: matches!(root.attr("returntotalrecordcount"), Some("true") | Some("1")),
+        total_count: matches!(
+            root.attr("returntotalrecordcount"),
+            Some("true") | Some("1")
+        ),
     })
 }
 
@@ -457,8 +550,17 @@ fn eval(cond: &Cond, tuple: &Tuple<'_>) -> bool {
     match cond {
         Cond::And(parts) => parts.iter().all(|c| eval(c, tuple)),
         Cond::Or(parts) => parts.is_empty() || parts.iter().any(|c| eval(c, tuple)),
-        Cond::Leaf { idx, column, op, values } => {
-            let v = tuple.get(*idx).copied().flatten().and_then(|(_, r)| r.get(column.name));
+        Cond::Leaf {
+            idx,
+            column,
+            op,
+            values,
+        } => {
+            let v = tuple
+                .get(*idx)
+                .copied()
+                .flatten()
+                .and_then(|(_, r)| r.get(column.name));
             let eq = |x: &Val| v.is_some_and(|v| cmp_vals(v, x) == Ordering::Equal);
             let text = || v.and_then(|v| v.as_str()).unwrap_or_default().to_string();
             let first = values.first();
@@ -483,12 +585,18 @@ fn eval(cond: &Cond, tuple: &Tuple<'_>) -> bool {
                 Op::NotIn => v.is_some() && !values.iter().any(eq),
                 Op::Between | Op::NotBetween => match (v, values.first(), values.get(1)) {
                     (Some(v), Some(a), Some(b)) => {
-                        let inside = cmp_vals(v, a) != Ordering::Less && cmp_vals(v, b) != Ordering::Greater;
+                        let inside =
+                            cmp_vals(v, a) != Ordering::Less && cmp_vals(v, b) != Ordering::Greater;
                         if *op == Op::Between { inside } else { !inside }
                     }
                     _ => false,
                 },
-                Op::Like | Op::NotLike | Op::BeginsWith | Op::NotBeginWith | Op::EndsWith | Op::NotEndWith => {
+                Op::Like
+                | Op::NotLike
+                | Op::BeginsWith
+                | Op::NotBeginWith
+                | Op::EndsWith
+                | Op::NotEndWith => {
                     if v.is_none() {
                         return false;
                     }
@@ -499,7 +607,11 @@ fn eval(cond: &Cond, tuple: &Tuple<'_>) -> bool {
                         _ => needle.to_string(),
                     };
                     let m = like(&text(), &pattern);
-                    if matches!(op, Op::Like | Op::BeginsWith | Op::EndsWith) { m } else { !m }
+                    if matches!(op, Op::Like | Op::BeginsWith | Op::EndsWith) {
+                        m
+                    } else {
+                        !m
+                    }
                 }
             }
         }
@@ -598,10 +710,11 @@ fn render(store: &Store, fetch: &Fetch, tuple: &Tuple<'_>, prefer: &Prefer) -> M
                 .collect(),
             Attrs::List(list) => list.clone(),
         };
-        if primary && !columns.iter().any(|(c, _)| c.name == node.table.pk) {
-            if let Some(pk) = node.table.column(node.table.pk) {
-                columns.push((pk, pk.name.to_string()));
-            }
+        if primary
+            && !columns.iter().any(|(c, _)| c.name == node.table.pk)
+            && let Some(pk) = node.table.column(node.table.pk)
+        {
+            columns.push((pk, pk.name.to_string()));
         }
         for (column, name) in columns {
             let Some(v) = row.get(column.name) else {
@@ -617,7 +730,16 @@ fn render(store: &Store, fetch: &Fetch, tuple: &Tuple<'_>, prefer: &Prefer) -> M
                 format!("{}.{name}", node.alias)
             };
             if primary {
-                api::put_value(&mut out, store, node.table, column, &key, Some(v), prefer, true);
+                api::put_value(
+                    &mut out,
+                    store,
+                    node.table,
+                    column,
+                    &key,
+                    Some(v),
+                    prefer,
+                    true,
+                );
             } else {
                 if prefer.wants(FORMATTED)
                     && let Some(f) = api::formatted(store, node.table, column, v)
@@ -627,7 +749,10 @@ fn render(store: &Store, fetch: &Fetch, tuple: &Tuple<'_>, prefer: &Prefer) -> M
                 if let Val::Ref(t, _) = v
                     && prefer.wants(LOOKUPLOGICALNAME)
                 {
-                    out.insert(format!("{key}@{LOOKUPLOGICALNAME}"), Value::String(t.to_string()));
+                    out.insert(
+                        format!("{key}@{LOOKUPLOGICALNAME}"),
+                        Value::String(t.to_string()),
+                    );
                 }
                 out.insert(key, v.to_json());
             }
@@ -637,8 +762,19 @@ fn render(store: &Store, fetch: &Fetch, tuple: &Tuple<'_>, prefer: &Prefer) -> M
 }
 
 /// Runs a FetchXML query against an entity set.
-pub fn execute(store: &Store, ctx: &Ctx, req: &ApiRequest, table: &'static Table, fetch_xml: &str, prefer: &Prefer) -> Result<ApiResponse, ApiError> {
-    let root = xml::parse(fetch_xml).map_err(|e| err(format!("The fetchXml parameter is not valid FetchXML: {e}.")))?;
+pub fn execute(
+    store: &Store,
+    ctx: &Ctx,
+    req: &ApiRequest,
+    table: &'static Table,
+    fetch_xml: &str,
+    prefer: &Prefer,
+) -> Result<ApiResponse, ApiError> {
+    let root = xml::parse(fetch_xml).map_err(|e| {
+        err(format!(
+            "The fetchXml parameter is not valid FetchXML: {e}."
+        ))
+    })?;
     let fetch = parse(&root, table, ctx.user, ctx.max_page)?;
 
     let width = fetch.entities;
@@ -651,7 +787,7 @@ pub fn execute(store: &Store, ctx: &Ctx, req: &ApiRequest, table: &'static Table
         })
         .collect();
     let joined = apply_links(store, &fetch.root, start);
-    let mut rows: Vec<((Vec<Option<Val>>, Uuid), Tuple<'_>)> = joined
+    let mut rows: Vec<(query::SortKey, Tuple<'_>)> = joined
         .into_iter()
         .filter(|t| fetch.root.filters.iter().all(|f| eval(f, t)))
         .filter_map(|t| {
@@ -662,7 +798,9 @@ pub fn execute(store: &Store, ctx: &Ctx, req: &ApiRequest, table: &'static Table
     rows.sort_by(|a, b| query::cmp_keys(&fetch.orders, &a.0, &b.0));
     if fetch.distinct {
         let mut seen = HashSet::new();
-        rows.retain(|(_, t)| seen.insert(Value::Object(render(store, &fetch, t, &Prefer::default())).to_string()));
+        rows.retain(|(_, t)| {
+            seen.insert(Value::Object(render(store, &fetch, t, &Prefer::default())).to_string())
+        });
     }
     let total = rows.len();
 
@@ -680,7 +818,9 @@ pub fn execute(store: &Store, ctx: &Ctx, req: &ApiRequest, table: &'static Table
                 _ => None,
             };
             match cursor {
-                Some(c) => rows.retain(|(k, _)| query::cmp_keys(&fetch.orders, k, &c.last) == Ordering::Greater),
+                Some(c) => rows.retain(|(k, _)| {
+                    query::cmp_keys(&fetch.orders, k, &c.last) == Ordering::Greater
+                }),
                 None => {
                     let skip = (fetch.page as usize - 1).saturating_mul(fetch.count);
                     rows.drain(..skip.min(rows.len()));
@@ -693,15 +833,23 @@ pub fn execute(store: &Store, ctx: &Ctx, req: &ApiRequest, table: &'static Table
     };
 
     let mut body = Map::new();
-    body.insert("@odata.context".into(), Value::String(format!("{}$metadata#{}", ctx.root(), table.set)));
+    body.insert(
+        "@odata.context".into(),
+        Value::String(format!("{}$metadata#{}", ctx.root(), table.set)),
+    );
     if req.param("$count") == Some("true") {
         body.insert("@odata.count".into(), Value::from(total.min(MAX_PAGE)));
     }
     if (fetch.total_count || req.param("$count") == Some("true")) && prefer.wants(TOTALCOUNT) {
         body.insert(format!("@{TOTALCOUNT}"), Value::from(total.min(MAX_PAGE)));
     }
-    if (fetch.total_count || req.param("$count") == Some("true")) && prefer.wants(TOTALCOUNTEXCEEDED) {
-        body.insert(format!("@{TOTALCOUNTEXCEEDED}"), Value::Bool(total > MAX_PAGE));
+    if (fetch.total_count || req.param("$count") == Some("true"))
+        && prefer.wants(TOTALCOUNTEXCEEDED)
+    {
+        body.insert(
+            format!("@{TOTALCOUNTEXCEEDED}"),
+            Value::Bool(total > MAX_PAGE),
+        );
     }
     if more && let (Some(first), Some(last)) = (page_rows.first(), page_rows.last()) {
         if prefer.wants(PAGINGCOOKIE) {
@@ -728,6 +876,7 @@ pub fn execute(store: &Store, ctx: &Ctx, req: &ApiRequest, table: &'static Table
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -253,7 +253,10 @@ impl Shared {
             if let Some(app) = store::parse_guid(&c.client_id) {
                 row.insert("applicationid", Val::Guid(app));
             }
-            row.insert("azureactivedirectoryobjectid", Val::Guid(webhooks::aad_object_id(id)));
+            row.insert(
+                "azureactivedirectoryobjectid",
+                Val::Guid(webhooks::aad_object_id(id)),
+            );
             row.insert("isdisabled", Val::Bool(false));
             row.insert("createdon", Val::Date(now));
             row.insert("modifiedon", Val::Date(now));
@@ -353,7 +356,10 @@ impl DataverseSim {
             .route("/api/data/v9.2/{*rest}", any(api::entry))
             .route("/api/data/v9.2", any(api::entry))
             .with_state(shared.clone())
-            .layer(axum::middleware::from_fn_with_state(faults.clone(), fault_layer));
+            .layer(axum::middleware::from_fn_with_state(
+                faults.clone(),
+                fault_layer,
+            ));
         let control = Router::new()
             .route("/_sim/stats", get(control_stats))
             .route("/_sim/webhooks/deliveries", get(control_deliveries))
@@ -396,7 +402,10 @@ impl DataverseSim {
 
     /// `{base}/{tenant}/oauth2/v2.0/token`
     pub fn token_url(&self) -> String {
-        format!("{}/{}/oauth2/v2.0/token", self.shared.base_url, self.shared.config.tenant_id)
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.shared.base_url, self.shared.config.tenant_id
+        )
     }
 
     /// The resource a token's scope must name (`<resource>/.default`): the base URL.
@@ -439,14 +448,21 @@ impl DataverseSim {
         let table = schema::by_set(entity_set)?;
         let id = store::parse_guid(id)?;
         let store = self.shared.lock_store();
-        store.get(table.logical, &id).map(|r| store::inspection_form(table, r))
+        store
+            .get(table.logical, &id)
+            .map(|r| store::inspection_form(table, r))
     }
 
     /// Inserts rows as the admin user would create them through the Web API (same columns,
     /// `@odata.bind` lookups and validation), but without firing webhooks: quick test data.
     /// Returns the new ids.
-    pub fn seed(&self, entity_set: &str, rows: Vec<Map<String, Value>>) -> Result<Vec<String>, SeedError> {
-        let table = schema::by_set(entity_set).ok_or_else(|| SeedError::UnknownSet(entity_set.to_string()))?;
+    pub fn seed(
+        &self,
+        entity_set: &str,
+        rows: Vec<Map<String, Value>>,
+    ) -> Result<Vec<String>, SeedError> {
+        let table = schema::by_set(entity_set)
+            .ok_or_else(|| SeedError::UnknownSet(entity_set.to_string()))?;
         let admin = self
             .shared
             .config
@@ -519,7 +535,11 @@ async fn control_reset(State(sim): State<Arc<Shared>>) -> StatusCode {
 
 async fn control_rows(State(sim): State<Arc<Shared>>, Path(set): Path<String>) -> Response {
     let Some(table) = schema::by_set(&set) else {
-        return (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": format!("unknown entity set '{set}'")}))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": format!("unknown entity set '{set}'")})),
+        )
+            .into_response();
     };
     let store = sim.lock_store();
     let rows: Vec<Value> = store

@@ -240,13 +240,21 @@ pub fn parse_orderby(table: &Table, orderby: Option<&str>) -> Result<Vec<OrderKe
     Ok(keys)
 }
 
-/// The sort key of a row: the order columns' values, then the primary key.
-pub fn sort_key(keys: &[OrderKey], id: &Uuid, row: &Row) -> (Vec<Option<Val>>, Uuid) {
-    (keys.iter().map(|k| row.get(k.column.name).cloned()).collect(), *id)
+/// A row's position in an order: the order columns' values, then the primary key.
+pub type SortKey = (Vec<Option<Val>>, Uuid);
+
+/// The sort key of a row.
+pub fn sort_key(keys: &[OrderKey], id: &Uuid, row: &Row) -> SortKey {
+    (
+        keys.iter()
+            .map(|k| row.get(k.column.name).cloned())
+            .collect(),
+        *id,
+    )
 }
 
 /// Compares two sort keys under the order (the primary key always ascending, last).
-pub fn cmp_keys(keys: &[OrderKey], a: &(Vec<Option<Val>>, Uuid), b: &(Vec<Option<Val>>, Uuid)) -> Ordering {
+pub fn cmp_keys(keys: &[OrderKey], a: &SortKey, b: &SortKey) -> Ordering {
     for (i, k) in keys.iter().enumerate() {
         let o = cmp_opt(
             a.0.get(i).and_then(|v| v.as_ref()),
@@ -266,7 +274,7 @@ pub fn cmp_keys(keys: &[OrderKey], a: &(Vec<Option<Val>>, Uuid), b: &(Vec<Option
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cursor {
     pub page: u32,
-    pub last: (Vec<Option<Val>>, Uuid),
+    pub last: SortKey,
 }
 
 /// The inner paging cookie, as Dataverse writes it:
@@ -275,8 +283,8 @@ pub fn inner_cookie(
     table: &Table,
     keys: &[OrderKey],
     page: u32,
-    first: &(Vec<Option<Val>>, Uuid),
-    last: &(Vec<Option<Val>>, Uuid),
+    first: &SortKey,
+    last: &SortKey,
 ) -> String {
     let mut s = format!("<cookie page=\"{page}\">");
     for (i, k) in keys.iter().enumerate() {
@@ -300,10 +308,17 @@ pub fn inner_cookie(
 }
 
 /// Reads an inner paging cookie back into a cursor for this order.
-pub fn parse_inner_cookie(table: &Table, keys: &[OrderKey], cookie: &str) -> Result<Cursor, String> {
+pub fn parse_inner_cookie(
+    table: &Table,
+    keys: &[OrderKey],
+    cookie: &str,
+) -> Result<Cursor, String> {
     let root = xml::parse(cookie)?;
     if root.name != "cookie" {
-        return Err(format!("the paging cookie's root is <{}>, not <cookie>", root.name));
+        return Err(format!(
+            "the paging cookie's root is <{}>, not <cookie>",
+            root.name
+        ));
     }
     let page = root
         .attr("page")
@@ -315,7 +330,12 @@ pub fn parse_inner_cookie(table: &Table, keys: &[OrderKey], cookie: &str) -> Res
             .children
             .iter()
             .find(|c| c.name == k.column.name)
-            .ok_or_else(|| format!("the paging cookie does not match the order ({} missing)", k.column.name))?;
+            .ok_or_else(|| {
+                format!(
+                    "the paging cookie does not match the order ({} missing)",
+                    k.column.name
+                )
+            })?;
         let v = match el.attr("last") {
             Some(text) if el.attr("lastnull").is_none() => Some(Val::parse_text(k.column, text)?),
             _ => None,
@@ -506,7 +526,10 @@ fn lex(s: &str) -> Result<Vec<Tok>, ApiError> {
             }
             _ => {
                 let start = i;
-                while i < chars.len() && !chars[i].is_whitespace() && !matches!(chars[i], '(' | ')' | ',' | '\'') {
+                while i < chars.len()
+                    && !chars[i].is_whitespace()
+                    && !matches!(chars[i], '(' | ')' | ',' | '\'')
+                {
                     i += 1;
                 }
                 toks.push(Tok::Word(chars[start..i].iter().collect()));
@@ -549,7 +572,10 @@ impl FilterParser<'_> {
             Some(Tok::Comma) => ",".into(),
             None => "end of input".into(),
         };
-        ApiError::query(format!("Syntax error in $filter '{}': {what} near {near}.", self.text))
+        ApiError::query(format!(
+            "Syntax error in $filter '{}': {what} near {near}.",
+            self.text
+        ))
     }
 
     fn peek_word(&self) -> Option<String> {
@@ -600,7 +626,9 @@ impl FilterParser<'_> {
             return Ok(inner);
         }
         // A function call?
-        if let (Some(Tok::Word(name)), Some(Tok::Open)) = (self.toks.get(self.pos), self.toks.get(self.pos + 1)) {
+        if let (Some(Tok::Word(name)), Some(Tok::Open)) =
+            (self.toks.get(self.pos), self.toks.get(self.pos + 1))
+        {
             let name = name.clone();
             let f = match name.to_ascii_lowercase().as_str() {
                 "contains" => TextFn::Contains,
@@ -727,7 +755,12 @@ impl FilterParser<'_> {
         }
     }
 
-    fn literal_for(&self, column: &'static Column, op: CmpOp, lit: Lit) -> Result<Option<Val>, ApiError> {
+    fn literal_for(
+        &self,
+        column: &'static Column,
+        op: CmpOp,
+        lit: Lit,
+    ) -> Result<Option<Val>, ApiError> {
         let mismatch = |lit: &Lit| {
             let col_edm = match column.kind {
                 Kind::Str(_) | Kind::EntityName => "Edm.String",
@@ -752,7 +785,9 @@ impl FilterParser<'_> {
         let v = match (&column.kind, lit) {
             (_, Lit::Null) => None,
             (Kind::Str(_) | Kind::EntityName, Lit::Str(s)) => Some(Val::Str(s)),
-            (Kind::Int | Kind::Choice(_) | Kind::State | Kind::Status, Lit::Int(i)) => Some(Val::Int(i)),
+            (Kind::Int | Kind::Choice(_) | Kind::State | Kind::Status, Lit::Int(i)) => {
+                Some(Val::Int(i))
+            }
             (Kind::Int, Lit::Float(f)) => Some(Val::Int(f as i64)),
             (Kind::Bool, Lit::Bool(b)) => Some(Val::Bool(b)),
             (Kind::DateTime, Lit::Date(d)) => Some(Val::Date(d)),
@@ -780,6 +815,7 @@ fn flip(op: CmpOp) -> CmpOp {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::dataverse::schema;
@@ -799,10 +835,23 @@ mod tests {
             "(statecode eq 0 and not contains(emailaddress1,'spam')) or lastname eq 'O''Neil' and emailaddress1 ne null",
         )
         .unwrap();
-        assert!(f.matches(&row(&[("statecode", Val::Int(0)), ("emailaddress1", Val::Str("a@b.de".into()))])));
-        assert!(!f.matches(&row(&[("statecode", Val::Int(0)), ("emailaddress1", Val::Str("SPAM@b.de".into()))])));
-        assert!(f.matches(&row(&[("statecode", Val::Int(1)), ("lastname", Val::Str("o'neil".into())), ("emailaddress1", Val::Str("x".into()))])));
-        assert!(!f.matches(&row(&[("statecode", Val::Int(1)), ("lastname", Val::Str("O'Neil".into()))])));
+        assert!(f.matches(&row(&[
+            ("statecode", Val::Int(0)),
+            ("emailaddress1", Val::Str("a@b.de".into()))
+        ])));
+        assert!(!f.matches(&row(&[
+            ("statecode", Val::Int(0)),
+            ("emailaddress1", Val::Str("SPAM@b.de".into()))
+        ])));
+        assert!(f.matches(&row(&[
+            ("statecode", Val::Int(1)),
+            ("lastname", Val::Str("o'neil".into())),
+            ("emailaddress1", Val::Str("x".into()))
+        ])));
+        assert!(!f.matches(&row(&[
+            ("statecode", Val::Int(1)),
+            ("lastname", Val::Str("O'Neil".into()))
+        ])));
     }
 
     #[test]
@@ -811,7 +860,11 @@ mod tests {
         let f = parse_filter(contact(), &format!("_parentcustomerid_value eq {id}")).unwrap();
         assert!(f.matches(&row(&[("parentcustomerid", Val::Ref("account", id))])));
         let err = parse_filter(contact(), &format!("parentcustomerid eq {id}")).unwrap_err();
-        assert!(err.message.contains("'parentcustomerid'"), "{}", err.message);
+        assert!(
+            err.message.contains("'parentcustomerid'"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
@@ -820,7 +873,11 @@ mod tests {
         assert_eq!(err.status, 400);
         assert!(err.message.contains("'nosuchcolumn'"));
         let err = parse_filter(contact(), "statecode eq 'x'").unwrap_err();
-        assert!(err.message.contains("incompatible types"), "{}", err.message);
+        assert!(
+            err.message.contains("incompatible types"),
+            "{}",
+            err.message
+        );
         assert!(parse_filter(contact(), "statecode eq").is_err());
         assert!(parse_filter(contact(), "startswith(firstname,'a'").is_err());
     }
@@ -840,8 +897,14 @@ mod tests {
     fn a_paging_cookie_round_trips_with_nulls_and_text() {
         let t = contact();
         let keys = parse_orderby(t, Some("lastname desc,birthdate")).unwrap();
-        let first = (vec![Some(Val::Str("Zed \"Q\" <x>".into())), None], Uuid::new_v4());
-        let last = (vec![Some(Val::Str("Adams & co".into())), None], Uuid::new_v4());
+        let first = (
+            vec![Some(Val::Str("Zed \"Q\" <x>".into())), None],
+            Uuid::new_v4(),
+        );
+        let last = (
+            vec![Some(Val::Str("Adams & co".into())), None],
+            Uuid::new_v4(),
+        );
         let inner = inner_cookie(t, &keys, 3, &first, &last);
         let c = parse_inner_cookie(t, &keys, &inner).unwrap();
         assert_eq!(c.page, 3);

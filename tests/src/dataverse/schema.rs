@@ -262,7 +262,10 @@ static LEAD_COLUMNS: [Column; 24] = [
     rw("donotemail", Kind::Bool),
     rw("leadsourcecode", Kind::Choice(&LEAD_SOURCE)),
     rw("campaignid", Kind::Lookup(&LEAD_CAMPAIGN)),
-    rw("crc_campaignactivityid", Kind::Lookup(&LEAD_CAMPAIGNACTIVITY)),
+    rw(
+        "crc_campaignactivityid",
+        Kind::Lookup(&LEAD_CAMPAIGNACTIVITY),
+    ),
     rw("parentcontactid", Kind::Lookup(&LEAD_PARENTCONTACT)),
     rw("parentaccountid", Kind::Lookup(&LEAD_PARENTACCOUNT)),
     rw("crc_checklist", MEMO),
@@ -612,7 +615,11 @@ static STAGE: [Opt; 4] = [
     Opt(40, "Post-operation"),
 ];
 static MODE: [Opt; 2] = [Opt(0, "Synchronous"), Opt(1, "Asynchronous")];
-static DEPLOYMENT: [Opt; 3] = [Opt(0, "Server Only"), Opt(1, "Microsoft Dynamics 365 Client for Outlook Only"), Opt(2, "Both")];
+static DEPLOYMENT: [Opt; 3] = [
+    Opt(0, "Server Only"),
+    Opt(1, "Microsoft Dynamics 365 Client for Outlook Only"),
+    Opt(2, "Both"),
+];
 static STEP_COLUMNS: [Column; 15] = [
     pk("sdkmessageprocessingstepid"),
     rw("name", Kind::Str(256)),
@@ -674,7 +681,10 @@ static FILTER_COLUMNS: [Column; 8] = [
     rw("availability", Kind::Int),
 ];
 
-static ASYNC_EXTENSION: [Nav; 1] = one("owningextensionid_sdkmessageprocessingstep", "sdkmessageprocessingstep");
+static ASYNC_EXTENSION: [Nav; 1] = one(
+    "owningextensionid_sdkmessageprocessingstep",
+    "sdkmessageprocessingstep",
+);
 static ASYNC_COLUMNS: [Column; 12] = [
     pk("asyncoperationid"),
     rw("name", Kind::Str(256)),
@@ -703,7 +713,11 @@ static ASYNC_STATES: [StateDef; 4] = [
     StateDef {
         state: 2,
         label: "Locked",
-        statuses: &[Opt(20, "In Progress"), Opt(21, "Pausing"), Opt(22, "Canceling")],
+        statuses: &[
+            Opt(20, "In Progress"),
+            Opt(21, "Pausing"),
+            Opt(22, "Canceling"),
+        ],
     },
     StateDef {
         state: 3,
@@ -964,7 +978,8 @@ impl Table {
     /// The lookup column whose Web API property is `_<name>_value`.
     pub fn lookup_value(&self, property: &str) -> Option<&'static Column> {
         let name = property.strip_prefix('_')?.strip_suffix("_value")?;
-        self.column(name).filter(|c| matches!(c.kind, Kind::Lookup(_)))
+        self.column(name)
+            .filter(|c| matches!(c.kind, Kind::Lookup(_)))
     }
 
     pub fn state(&self, state: i64) -> Option<&'static StateDef> {
@@ -1134,7 +1149,10 @@ pub fn sdk_message_filter_id(message: &str, entity: &str) -> Option<Uuid> {
 }
 
 fn message_name(message: &str) -> Option<&'static str> {
-    MESSAGES.iter().find(|(n, _)| *n == message).map(|(n, _)| *n)
+    MESSAGES
+        .iter()
+        .find(|(n, _)| *n == message)
+        .map(|(n, _)| *n)
 }
 
 fn entity_name(entity: &str) -> Option<&'static str> {

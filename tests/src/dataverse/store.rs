@@ -28,7 +28,9 @@ pub type Row = BTreeMap<&'static str, Val>;
 /// Seconds precision, as Dataverse stores date and time columns.
 pub fn now() -> DateTime<Utc> {
     let now = Utc::now();
-    Utc.timestamp_opt(now.timestamp(), 0).single().unwrap_or(now)
+    Utc.timestamp_opt(now.timestamp(), 0)
+        .single()
+        .unwrap_or(now)
 }
 
 pub fn format_date(d: &DateTime<Utc>) -> String {
@@ -123,18 +125,23 @@ impl Val {
 
     /// Parses the text form for a column (FetchXML condition values, paging cookies).
     pub fn parse_text(column: &Column, text: &str) -> Result<Val, String> {
-        let bad = |what: &str| format!("'{text}' is not a valid {what} value for '{}'", column.name);
+        let bad =
+            |what: &str| format!("'{text}' is not a valid {what} value for '{}'", column.name);
         match column.kind {
             Kind::Str(_) | Kind::EntityName => Ok(Val::Str(text.to_string())),
-            Kind::Int | Kind::Choice(_) | Kind::State | Kind::Status => {
-                text.trim().parse().map(Val::Int).map_err(|_| bad("integer"))
-            }
+            Kind::Int | Kind::Choice(_) | Kind::State | Kind::Status => text
+                .trim()
+                .parse()
+                .map(Val::Int)
+                .map_err(|_| bad("integer")),
             Kind::Bool => match text.trim().to_ascii_lowercase().as_str() {
                 "1" | "true" => Ok(Val::Bool(true)),
                 "0" | "false" => Ok(Val::Bool(false)),
                 _ => Err(bad("boolean")),
             },
-            Kind::DateTime => parse_datetime(text).map(Val::Date).ok_or_else(|| bad("date")),
+            Kind::DateTime => parse_datetime(text)
+                .map(Val::Date)
+                .ok_or_else(|| bad("date")),
             Kind::Pk | Kind::Guid => parse_guid(text).map(Val::Guid).ok_or_else(|| bad("GUID")),
             Kind::Lookup(navs) => {
                 let id = parse_guid(text).ok_or_else(|| bad("GUID"))?;
@@ -144,7 +151,11 @@ impl Val {
     }
 
     /// Reads a Web API JSON value written to a (non-lookup) column.
-    pub fn from_json(table: &Table, column: &Column, value: &Value) -> Result<Option<Val>, ApiError> {
+    pub fn from_json(
+        table: &Table,
+        column: &Column,
+        value: &Value,
+    ) -> Result<Option<Val>, ApiError> {
         if value.is_null() {
             return Ok(None);
         }
@@ -171,7 +182,12 @@ impl Val {
                 }
                 Val::Str(s.to_string())
             }
-            Kind::EntityName => Val::Str(value.as_str().ok_or_else(|| wrong("Edm.String"))?.to_string()),
+            Kind::EntityName => Val::Str(
+                value
+                    .as_str()
+                    .ok_or_else(|| wrong("Edm.String"))?
+                    .to_string(),
+            ),
             Kind::Int => Val::Int(value.as_i64().ok_or_else(|| wrong("Edm.Int32"))?),
             Kind::Choice(_) | Kind::State | Kind::Status => {
                 let i = value.as_i64().ok_or_else(|| wrong("Edm.Int32"))?;

@@ -214,7 +214,11 @@ pub fn enqueue(shared: &Arc<Shared>, jobs: Vec<Job>) {
         let key = format!("{}:{}", job.entity, job.record_id);
         shared.webhooks.start();
         let spawn = {
-            let mut q = shared.webhooks.queues.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = shared
+                .webhooks
+                .queues
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             q.per_record.entry(key.clone()).or_default().push_back(job);
             q.active.insert(key.clone())
         };
@@ -228,7 +232,11 @@ pub fn enqueue(shared: &Arc<Shared>, jobs: Vec<Job>) {
 async fn drain(shared: Arc<Shared>, key: String) {
     loop {
         let job = {
-            let mut q = shared.webhooks.queues.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = shared
+                .webhooks
+                .queues
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let next = q.per_record.get_mut(&key).and_then(|d| d.pop_front());
             if next.is_none() {
                 q.per_record.remove(&key);
@@ -255,7 +263,12 @@ fn record_system_job(shared: &Shared, job: &Job, d: &Delivery) {
     let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
     let now = store::now();
     let version = store.next_version();
-    let user = shared.config.clients.first().map(|c| c.user_id.clone()).unwrap_or_default();
+    let user = shared
+        .config
+        .clients
+        .first()
+        .map(|c| c.user_id.clone())
+        .unwrap_or_default();
     let user = store::parse_guid(&user).unwrap_or_default();
     let mut row = Row::new();
     row.insert("asyncoperationid", Val::Guid(job.operation_id));
@@ -264,7 +277,10 @@ fn record_system_job(shared: &Shared, job: &Job, d: &Delivery) {
     row.insert("messagename", Val::Str(job.message.to_string()));
     row.insert("primaryentitytype", Val::Str(job.entity.to_string()));
     row.insert("correlationid", Val::Guid(job.correlation_id));
-    row.insert("owningextensionid", Val::Ref("sdkmessageprocessingstep", job.step_id));
+    row.insert(
+        "owningextensionid",
+        Val::Ref("sdkmessageprocessingstep", job.step_id),
+    );
     row.insert("statecode", Val::Int(3));
     row.insert("statuscode", Val::Int(if d.succeeded { 30 } else { 31 }));
     if let Some(e) = &d.error {
@@ -399,7 +415,9 @@ fn steps_for(store: &Store, message: &str, entity: &str) -> Vec<Step> {
         };
         let images = store
             .table_rows("sdkmessageprocessingstepimage")
-            .filter(|(_, r)| r.get("sdkmessageprocessingstepid").and_then(|v| v.guid()) == Some(*id))
+            .filter(|(_, r)| {
+                r.get("sdkmessageprocessingstepid").and_then(|v| v.guid()) == Some(*id)
+            })
             .map(|(_, r)| r.clone())
             .collect();
         let rank = row.get("rank").and_then(|v| v.as_int()).unwrap_or(1);
@@ -416,7 +434,10 @@ fn steps_for(store: &Store, message: &str, entity: &str) -> Vec<Step> {
                     .map(|s| s.trim().to_ascii_lowercase())
                     .filter(|s| !s.is_empty())
                     .collect(),
-                asyncautodelete: row.get("asyncautodelete").and_then(|v| v.as_bool()).unwrap_or(false),
+                asyncautodelete: row
+                    .get("asyncautodelete")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false),
                 endpoint,
                 images,
             },
@@ -427,14 +448,22 @@ fn steps_for(store: &Store, message: &str, entity: &str) -> Vec<Step> {
 }
 
 /// Turns events into deliveries: (synchronous, asynchronous).
-pub fn build_jobs(store: &Store, org: &Org, events: &[Event], bypass: Bypass) -> (Vec<Job>, Vec<Job>) {
+pub fn build_jobs(
+    store: &Store,
+    org: &Org,
+    events: &[Event],
+    bypass: Bypass,
+) -> (Vec<Job>, Vec<Job>) {
     let mut sync = Vec::new();
     let mut asynchronous = Vec::new();
     for ev in events {
         for step in steps_for(store, ev.message, ev.table.logical) {
             if ev.message == "Update"
                 && !step.filtering.is_empty()
-                && !ev.changed.iter().any(|a| step.filtering.iter().any(|f| f == a))
+                && !ev
+                    .changed
+                    .iter()
+                    .any(|a| step.filtering.iter().any(|f| f == a))
             {
                 continue;
             }
@@ -455,7 +484,11 @@ pub fn build_jobs(store: &Store, org: &Org, events: &[Event], bypass: Bypass) ->
 
 fn job_for(store: &Store, org: &Org, ev: &Event, step: &Step) -> Job {
     // Asynchronous steps run as system jobs, whose id is the body's OperationId.
-    let operation_id = if step.mode == 1 { Uuid::new_v4() } else { ev.operation };
+    let operation_id = if step.mode == 1 {
+        Uuid::new_v4()
+    } else {
+        ev.operation
+    };
     let mut job = Job {
         step_id: step.id,
         step_name: step.name.clone(),
@@ -477,16 +510,26 @@ fn job_for(store: &Store, org: &Org, ev: &Event, step: &Step) -> Job {
         job.problem = Some("the step has no service endpoint as its event handler".into());
         return job;
     };
-    let contract = endpoint.get("contract").and_then(|v| v.as_int()).unwrap_or(0);
-    let format = endpoint.get("messageformat").and_then(|v| v.as_int()).unwrap_or(2);
+    let contract = endpoint
+        .get("contract")
+        .and_then(|v| v.as_int())
+        .unwrap_or(0);
+    let format = endpoint
+        .get("messageformat")
+        .and_then(|v| v.as_int())
+        .unwrap_or(2);
     let url = str_of(endpoint, "url").unwrap_or_default().to_string();
     job.log_url = url.split('?').next().unwrap_or_default().to_string();
     if contract != 8 {
-        job.problem = Some(format!("the service endpoint's contract is {contract}, not 8 (Webhook)"));
+        job.problem = Some(format!(
+            "the service endpoint's contract is {contract}, not 8 (Webhook)"
+        ));
         return job;
     }
     if format != 2 {
-        job.problem = Some(format!("the service endpoint's messageformat is {format}; the sandbox sends only 2 (Json)"));
+        job.problem = Some(format!(
+            "the service endpoint's messageformat is {format}; the sandbox sends only 2 (Json)"
+        ));
         return job;
     }
     let authvalue = str_of(endpoint, "authvalue").unwrap_or_default();
@@ -502,7 +545,11 @@ fn job_for(store: &Store, org: &Org, ev: &Event, step: &Step) -> Job {
             Ok(s) => query.extend(s),
             Err(e) => job.problem = Some(e),
         },
-        other => job.problem = Some(format!("authtype {other:?} is not a webhook auth type (4, 5 or 6)")),
+        other => {
+            job.problem = Some(format!(
+                "authtype {other:?} is not a webhook auth type (4, 5 or 6)"
+            ))
+        }
     }
     job.url = with_query(&url, &query);
     let charset = if endpoint.get("messagecharset").and_then(|v| v.as_int()) == Some(1) {
@@ -520,12 +567,24 @@ fn job_for(store: &Store, org: &Org, ev: &Event, step: &Step) -> Job {
     let mut h = vec![
         ("Content-Type".to_string(), charset.to_string()),
         ("x-ms-dynamics-organization".to_string(), org.domain.clone()),
-        ("x-ms-dynamics-entity-name".to_string(), ev.table.logical.to_string()),
-        ("x-ms-dynamics-request-name".to_string(), ev.message.to_string()),
-        ("x-ms-correlation-request-id".to_string(), ev.correlation.to_string()),
+        (
+            "x-ms-dynamics-entity-name".to_string(),
+            ev.table.logical.to_string(),
+        ),
+        (
+            "x-ms-dynamics-request-name".to_string(),
+            ev.message.to_string(),
+        ),
+        (
+            "x-ms-correlation-request-id".to_string(),
+            ev.correlation.to_string(),
+        ),
     ];
     if job.size_exceeded {
-        h.push(("x-ms-dynamics-msg-size-exceeded".to_string(), "true".to_string()));
+        h.push((
+            "x-ms-dynamics-msg-size-exceeded".to_string(),
+            "true".to_string(),
+        ));
     }
     h.extend(headers);
     job.headers = h;
@@ -555,12 +614,17 @@ fn with_query(url: &str, params: &[(String, String)]) -> String {
 pub fn parse_settings(authvalue: &str) -> Result<Vec<(String, String)>, String> {
     let root = xml::parse(authvalue).map_err(|e| format!("authvalue is not settings XML: {e}"))?;
     if root.name != "settings" {
-        return Err(format!("authvalue's root element is <{}>, not <settings>", root.name));
+        return Err(format!(
+            "authvalue's root element is <{}>, not <settings>",
+            root.name
+        ));
     }
     let mut out = Vec::new();
     for s in &root.children {
         match (s.name.as_str(), s.attr("name"), s.attr("value")) {
-            ("setting", Some(n), Some(v)) if !n.is_empty() => out.push((n.to_string(), v.to_string())),
+            ("setting", Some(n), Some(v)) if !n.is_empty() => {
+                out.push((n.to_string(), v.to_string()))
+            }
             _ => return Err("authvalue has a <setting> without name and value".into()),
         }
     }
@@ -587,7 +651,12 @@ pub enum J {
 
 impl J {
     fn obj(members: Vec<(&str, J)>) -> J {
-        J::Obj(members.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        J::Obj(
+            members
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
     }
 
     fn s(v: impl Into<String>) -> J {
@@ -704,7 +773,12 @@ fn entity(
     m.push(("EntityState", J::Null));
     m.push((
         "FormattedValues",
-        J::Arr(formatted.into_iter().map(|(k, v)| kv(&k, J::Str(v))).collect()),
+        J::Arr(
+            formatted
+                .into_iter()
+                .map(|(k, v)| kv(&k, J::Str(v)))
+                .collect(),
+        ),
     ));
     m.push(("Id", J::s(id.to_string())));
     m.push(("KeyAttributes", J::Arr(vec![])));
@@ -818,9 +892,16 @@ fn context(store: &Store, org: &Org, ev: &Event, step: &Step, operation_id: Uuid
     }
     if is_async {
         let primary = [ev.table.primary_name.to_string(), ev.table.pk.to_string()];
-        let source = if ev.message == "Delete" { &ev.pre } else { &ev.post };
+        let source = if ev.message == "Delete" {
+            &ev.pre
+        } else {
+            &ev.post
+        };
         if let Some(row) = source {
-            let img = kv("AsynchronousStepPrimaryName", image(ev.table, row, &primary));
+            let img = kv(
+                "AsynchronousStepPrimaryName",
+                image(ev.table, row, &primary),
+            );
             if ev.message == "Delete" {
                 pre.push(img);
             } else {
@@ -910,13 +991,20 @@ pub fn aad_object_id(user: Uuid) -> Uuid {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn bodies_escape_slashes_and_keep_member_order() {
-        let j = J::obj(vec![("__type", J::s("Entity:http://x/y")), ("A", J::Num(1))]);
-        assert_eq!(j.to_string_escaped(), r#"{"__type":"Entity:http:\/\/x\/y","A":1}"#);
+        let j = J::obj(vec![
+            ("__type", J::s("Entity:http://x/y")),
+            ("A", J::Num(1)),
+        ]);
+        assert_eq!(
+            j.to_string_escaped(),
+            r#"{"__type":"Entity:http:\/\/x\/y","A":1}"#
+        );
         let back: serde_json::Value = serde_json::from_str(&j.to_string_escaped()).unwrap();
         assert_eq!(back["__type"], "Entity:http://x/y");
     }
@@ -924,7 +1012,10 @@ mod tests {
     #[test]
     fn header_settings_are_read_and_bad_ones_named() {
         let s = parse_settings(r#"<settings><setting name="x-key" value="s3cr&amp;t"/><setting name="b" value="2"/></settings>"#).unwrap();
-        assert_eq!(s, vec![("x-key".into(), "s3cr&t".into()), ("b".into(), "2".into())]);
+        assert_eq!(
+            s,
+            vec![("x-key".into(), "s3cr&t".into()), ("b".into(), "2".into())]
+        );
         assert!(parse_settings("plain").is_err());
         assert!(parse_settings("<settings/>").is_err());
     }

@@ -3,13 +3,13 @@
 //! actions. Every write returns the undo records and the webhook events it caused; table rules
 //! (computed names, states, list and step validation) live here too.
 
-use super::api::{self, Applied, ApiRequest, ApiResponse, Ctx};
+use super::Shared;
+use super::api::{self, ApiRequest, ApiResponse, Applied, Ctx};
 use super::error::{ApiError, code};
 use super::query::{self, Prefer};
 use super::schema::{self, Access, Column, Kind, Table, Writes};
 use super::store::{self, Row, Store, Undo, Val};
 use super::webhooks::{self, Event, Param};
-use super::Shared;
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -33,12 +33,16 @@ fn not_a_property(table: &Table, name: &str) -> ApiError {
 /// Reads a JSON body.
 fn body_object(req: &ApiRequest) -> Result<Map<String, Value>, ApiError> {
     if req.body.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(ApiError::payload("The request body is empty; a JSON object is required."));
+        return Err(ApiError::payload(
+            "The request body is empty; a JSON object is required.",
+        ));
     }
     match serde_json::from_slice::<Value>(&req.body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(ApiError::payload("The request body must be a JSON object.")),
-        Err(e) => Err(ApiError::payload(format!("The request body is not valid JSON: {e}."))),
+        Err(e) => Err(ApiError::payload(format!(
+            "The request body is not valid JSON: {e}."
+        ))),
     }
 }
 
@@ -64,18 +68,30 @@ fn resolve_bind(
     let s = match s.strip_prefix('$') {
         Some(n) => {
             resolved = content_ids.get(n).cloned().ok_or_else(|| {
-                ApiError::payload(format!("Content-ID Reference: '${n}' does not exist in the batch context."))
+                ApiError::payload(format!(
+                    "Content-ID Reference: '${n}' does not exist in the batch context."
+                ))
             })?;
             resolved.as_str()
         }
         None => s,
     };
-    let last = s.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+    let last = s
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
     let (set, key) = last
         .split_once('(')
         .and_then(|(set, rest)| rest.strip_suffix(')').map(|k| (set, k)))
-        .ok_or_else(|| ApiError::payload(format!("'{s}' is not a valid entity reference for '{}'.", nav.name)))?;
-    let target = schema::table(nav.target).ok_or_else(|| ApiError::payload(format!("Unknown table '{}'.", nav.target)))?;
+        .ok_or_else(|| {
+            ApiError::payload(format!(
+                "'{s}' is not a valid entity reference for '{}'.",
+                nav.name
+            ))
+        })?;
+    let target = schema::table(nav.target)
+        .ok_or_else(|| ApiError::payload(format!("Unknown table '{}'.", nav.target)))?;
     if set != target.set {
         return Err(ApiError::payload(format!(
             "The navigation property '{}' refers to '{}', but the reference '{s}' names the entity set '{set}'.",
@@ -110,7 +126,8 @@ pub fn parse_changes(
                 )));
             };
             let v = resolve_bind(store, content_ids, nav, value)?;
-            if column.access == Access::System || (column.access == Access::CreateOnly && !creating) {
+            if column.access == Access::System || (column.access == Access::CreateOnly && !creating)
+            {
                 continue;
             }
             ch.values.retain(|(c, _)| c.name != column.name);
@@ -120,15 +137,18 @@ pub fn parse_changes(
         if key.contains('@') {
             continue;
         }
-        let column = table.column(key).ok_or_else(|| not_a_property(table, key))?;
+        let column = table
+            .column(key)
+            .ok_or_else(|| not_a_property(table, key))?;
         if matches!(column.kind, Kind::Lookup(_)) {
             return Err(not_a_property(table, key));
         }
         if matches!(column.kind, Kind::Pk) {
-            let id = value
-                .as_str()
-                .and_then(store::parse_guid)
-                .ok_or_else(|| ApiError::payload(format!("Cannot convert the literal '{value}' to the expected type 'Edm.Guid'.")))?;
+            let id = value.as_str().and_then(store::parse_guid).ok_or_else(|| {
+                ApiError::payload(format!(
+                    "Cannot convert the literal '{value}' to the expected type 'Edm.Guid'."
+                ))
+            })?;
             ch.id = Some(id);
             continue;
         }
@@ -155,12 +175,22 @@ fn writable(table: &Table, operation: &str) -> Result<(), ApiError> {
         Writes::ReadOnly => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             code::REFUSED,
-            format!("The {} table is read only; {operation} is not supported.", table.logical),
+            format!(
+                "The {} table is read only; {operation} is not supported.",
+                table.logical
+            ),
         )),
     }
 }
 
-fn new_event(ctx: &Ctx, req: &ApiRequest, message: &'static str, table: &'static Table, id: Uuid, depth: i64) -> Event {
+fn new_event(
+    ctx: &Ctx,
+    req: &ApiRequest,
+    message: &'static str,
+    table: &'static Table,
+    id: Uuid,
+    depth: i64,
+) -> Event {
     Event {
         message,
         table,
@@ -187,14 +217,22 @@ fn all_attrs(table: &'static Table, row: &Row) -> Vec<(&'static Column, Option<V
         .collect()
 }
 
-fn entity_param(table: &'static Table, id: Uuid, attrs: Vec<(&'static Column, Option<Val>)>) -> Param {
+fn entity_param(
+    table: &'static Table,
+    id: Uuid,
+    attrs: Vec<(&'static Column, Option<Val>)>,
+) -> Param {
     Param::Entity { table, id, attrs }
 }
 
 fn col(table: &Table, name: &str) -> Result<&'static Column, ApiError> {
-    table
-        .column(name)
-        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, format!("schema has no {}.{name}", table.logical)))
+    table.column(name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            code::INTERNAL,
+            format!("schema has no {}.{name}", table.logical),
+        )
+    })
 }
 
 /// The response of a create or update.
@@ -209,7 +247,9 @@ fn write_response(
     let prefer: Prefer = req.prefer();
     let url = ctx.entity_url(table, &id);
     let mut resp = if prefer.return_representation {
-        let row = store.get(table.logical, &id).ok_or_else(|| ApiError::row_not_found(table.logical, &id))?;
+        let row = store
+            .get(table.logical, &id)
+            .ok_or_else(|| ApiError::row_not_found(table.logical, &id))?;
         let select = query::parse_select(table, req.param("$select"))?;
         let expand = api::parse_expand(table, req.param("$expand"))?;
         let mut body = Map::new();
@@ -217,9 +257,16 @@ fn write_response(
             "@odata.context".into(),
             Value::String(format!("{}$metadata#{}/$entity", ctx.root(), table.set)),
         );
-        body.extend(api::render_row(store, table, row, &select, &expand, &prefer));
-        let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-        ApiResponse::json(status, Value::Object(body)).with_header("Preference-Applied", "return=representation")
+        body.extend(api::render_row(
+            store, table, row, &select, &expand, &prefer,
+        ));
+        let status = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        ApiResponse::json(status, Value::Object(body))
+            .with_header("Preference-Applied", "return=representation")
     } else {
         ApiResponse::empty(StatusCode::NO_CONTENT)
     };
@@ -242,7 +289,11 @@ fn recompute(table: &Table, row: &mut Row) -> Vec<&'static str> {
             .filter(|s| !s.is_empty())
             .collect();
         let full = parts.join(" ");
-        let new = if full.is_empty() { None } else { Some(Val::Str(full)) };
+        let new = if full.is_empty() {
+            None
+        } else {
+            Some(Val::Str(full))
+        };
         if row.get("fullname") != new.as_ref() {
             match new {
                 Some(v) => row.insert("fullname", v),
@@ -256,7 +307,13 @@ fn recompute(table: &Table, row: &mut Row) -> Vec<&'static str> {
 
 /// Sets statecode/statuscode consistently: a state alone takes its default status, a status
 /// alone its state.
-fn apply_state(table: &Table, row: &mut Row, state: Option<i64>, status: Option<i64>, creating: bool) -> Result<(), ApiError> {
+fn apply_state(
+    table: &Table,
+    row: &mut Row,
+    state: Option<i64>,
+    status: Option<i64>,
+    creating: bool,
+) -> Result<(), ApiError> {
     if table.states.is_empty() {
         return Ok(());
     }
@@ -267,25 +324,39 @@ fn apply_state(table: &Table, row: &mut Row, state: Option<i64>, status: Option<
             (s.state, s.statuses[0].0)
         }
         (Some(st), None) => {
-            let def = table
-                .state(st)
-                .ok_or_else(|| ApiError::bad_request(code::OUT_OF_RANGE, format!("{st} is not a valid state code of {}.", table.logical)))?;
+            let def = table.state(st).ok_or_else(|| {
+                ApiError::bad_request(
+                    code::OUT_OF_RANGE,
+                    format!("{st} is not a valid state code of {}.", table.logical),
+                )
+            })?;
             (st, def.statuses[0].0)
         }
         (None, Some(su)) => {
             let def = table.state_of_status(su).ok_or_else(|| {
-                ApiError::bad_request(code::OUT_OF_RANGE, format!("{su} is not a valid status code of {}.", table.logical))
+                ApiError::bad_request(
+                    code::OUT_OF_RANGE,
+                    format!("{su} is not a valid status code of {}.", table.logical),
+                )
             })?;
             (def.state, su)
         }
         (Some(st), Some(su)) => {
-            let def = table
-                .state(st)
-                .ok_or_else(|| ApiError::bad_request(code::OUT_OF_RANGE, format!("{st} is not a valid state code of {}.", table.logical)))?;
+            let def = table.state(st).ok_or_else(|| {
+                ApiError::bad_request(
+                    code::OUT_OF_RANGE,
+                    format!("{st} is not a valid state code of {}.", table.logical),
+                )
+            })?;
             if !def.statuses.iter().any(|o| o.0 == su) {
                 return Err(ApiError::bad_request(
                     code::OUT_OF_RANGE,
-                    format!("{su} is not a valid status code for state code {}State.{} on {}.", capitalize(table.logical), def.label, table.logical),
+                    format!(
+                        "{su} is not a valid status code for state code {}State.{} on {}.",
+                        capitalize(table.logical),
+                        def.label,
+                        table.logical
+                    ),
                 ));
             }
             (st, su)
@@ -310,7 +381,10 @@ fn required(row: &Row, table: &Table, column: &str) -> Result<(), ApiError> {
     } else {
         Err(ApiError::bad_request(
             code::VALIDATION,
-            format!("A validation error occurred. The attribute '{column}' of the '{}' entity is required.", table.logical),
+            format!(
+                "A validation error occurred. The attribute '{column}' of the '{}' entity is required.",
+                table.logical
+            ),
         ))
     }
 }
@@ -339,21 +413,33 @@ fn rules(store: &Store, table: &Table, row: &mut Row, creating: bool) -> Result<
             if int(row, "contract") == Some(8) {
                 required(row, table, "url")?;
                 let url = row.get("url").and_then(|v| v.as_str()).unwrap_or_default();
-                if url::Url::parse(url).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true) {
-                    return Err(ApiError::bad_request(code::VALIDATION, format!("The webhook url '{url}' is not an absolute http(s) URL.")));
+                if url::Url::parse(url)
+                    .map(|u| !matches!(u.scheme(), "http" | "https"))
+                    .unwrap_or(true)
+                {
+                    return Err(ApiError::bad_request(
+                        code::VALIDATION,
+                        format!("The webhook url '{url}' is not an absolute http(s) URL."),
+                    ));
                 }
                 required(row, table, "authtype")?;
                 let authtype = int(row, "authtype").unwrap_or(0);
                 if !matches!(authtype, 4..=6) {
                     return Err(ApiError::bad_request(
                         code::VALIDATION,
-                        format!("authtype {authtype} is not valid for a webhook; use 4 (WebhookKey), 5 (HttpHeader) or 6 (HttpQueryString)."),
+                        format!(
+                            "authtype {authtype} is not valid for a webhook; use 4 (WebhookKey), 5 (HttpHeader) or 6 (HttpQueryString)."
+                        ),
                     ));
                 }
                 required(row, table, "authvalue")?;
                 if matches!(authtype, 5 | 6) {
-                    let value = row.get("authvalue").and_then(|v| v.as_str()).unwrap_or_default();
-                    webhooks::parse_settings(value).map_err(|e| ApiError::bad_request(code::VALIDATION, e))?;
+                    let value = row
+                        .get("authvalue")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default();
+                    webhooks::parse_settings(value)
+                        .map_err(|e| ApiError::bad_request(code::VALIDATION, e))?;
                 }
                 row.entry("messageformat").or_insert(Val::Int(2));
             }
@@ -376,10 +462,16 @@ fn rules(store: &Store, table: &Table, row: &mut Row, creating: bool) -> Result<
             let mut entity = None;
             if let Some(filter_id) = row.get("sdkmessagefilterid").and_then(|v| v.guid()) {
                 let filter = store.get("sdkmessagefilter", &filter_id);
-                if filter.and_then(|f| f.get("sdkmessageid")).and_then(|v| v.guid()) != message {
+                if filter
+                    .and_then(|f| f.get("sdkmessageid"))
+                    .and_then(|v| v.guid())
+                    != message
+                {
                     return Err(ApiError::bad_request(
                         code::VALIDATION,
-                        format!("The sdkmessagefilter {filter_id} does not belong to the step's sdkmessage."),
+                        format!(
+                            "The sdkmessagefilter {filter_id} does not belong to the step's sdkmessage."
+                        ),
                     ));
                 }
                 entity = filter
@@ -387,7 +479,10 @@ fn rules(store: &Store, table: &Table, row: &mut Row, creating: bool) -> Result<
                     .and_then(|v| v.as_str())
                     .and_then(schema::table);
             }
-            if let (Some(t), Some(attrs)) = (entity, row.get("filteringattributes").and_then(|v| v.as_str())) {
+            if let (Some(t), Some(attrs)) = (
+                entity,
+                row.get("filteringattributes").and_then(|v| v.as_str()),
+            ) {
                 check_attribute_list(t, attrs, "filteringattributes")?;
             }
         }
@@ -395,7 +490,8 @@ fn rules(store: &Store, table: &Table, row: &mut Row, creating: bool) -> Result<
             required(row, table, "sdkmessageprocessingstepid")?;
             required(row, table, "entityalias")?;
             required(row, table, "imagetype")?;
-            row.entry("messagepropertyname").or_insert(Val::Str("Target".into()));
+            row.entry("messagepropertyname")
+                .or_insert(Val::Str("Target".into()));
             let step = row
                 .get("sdkmessageprocessingstepid")
                 .and_then(|v| v.guid())
@@ -407,7 +503,8 @@ fn rules(store: &Store, table: &Table, row: &mut Row, creating: bool) -> Result<
                 .and_then(|f| f.get("primaryobjecttypecode"))
                 .and_then(|v| v.as_str())
                 .and_then(schema::table);
-            if let (Some(t), Some(attrs)) = (entity, row.get("attributes").and_then(|v| v.as_str())) {
+            if let (Some(t), Some(attrs)) = (entity, row.get("attributes").and_then(|v| v.as_str()))
+            {
                 check_attribute_list(t, attrs, "attributes")?;
             }
         }
@@ -421,7 +518,10 @@ fn check_attribute_list(table: &Table, list: &str, what: &str) -> Result<(), Api
         if table.column(&name.to_ascii_lowercase()).is_none() {
             return Err(ApiError::bad_request(
                 code::VALIDATION,
-                format!("The {what} list names '{name}', which is not an attribute of {}.", table.logical),
+                format!(
+                    "The {what} list names '{name}', which is not an attribute of {}.",
+                    table.logical
+                ),
             ));
         }
     }
@@ -444,7 +544,13 @@ fn stamp(row: &mut Row, store: &mut Store, user: Uuid, creating: bool, owned: bo
 
 // --- create --------------------------------------------------------------------------------
 
-pub fn create(sim: &Shared, store: &mut Store, ctx: &Ctx, req: &ApiRequest, table: &'static Table) -> Result<Applied, ApiError> {
+pub fn create(
+    sim: &Shared,
+    store: &mut Store,
+    ctx: &Ctx,
+    req: &ApiRequest,
+    table: &'static Table,
+) -> Result<Applied, ApiError> {
     let _ = sim;
     writable(table, "create")?;
     let body = body_object(req)?;
@@ -513,10 +619,19 @@ pub fn create_row(
 // --- update --------------------------------------------------------------------------------
 
 fn if_none_match(req: &ApiRequest) -> Option<&str> {
-    req.header("If-None-Match").map(str::trim).filter(|v| !v.eq_ignore_ascii_case("null"))
+    req.header("If-None-Match")
+        .map(str::trim)
+        .filter(|v| !v.eq_ignore_ascii_case("null"))
 }
 
-pub fn patch(sim: &Shared, store: &mut Store, ctx: &Ctx, req: &ApiRequest, table: &'static Table, id: Uuid) -> Result<Applied, ApiError> {
+pub fn patch(
+    sim: &Shared,
+    store: &mut Store,
+    ctx: &Ctx,
+    req: &ApiRequest,
+    table: &'static Table,
+    id: Uuid,
+) -> Result<Applied, ApiError> {
     let _ = sim;
     writable(table, "update")?;
     let if_match = req.header("If-Match").map(str::trim);
@@ -529,7 +644,9 @@ pub fn patch(sim: &Shared, store: &mut Store, ctx: &Ctx, req: &ApiRequest, table
             }
             let ch = parse_changes(store, table, &body, &req.content_ids, true)?;
             if ch.id.is_some_and(|b| b != id) {
-                return Err(ApiError::payload(format!("The key in the body does not match the key {id} in the URL.")));
+                return Err(ApiError::payload(format!(
+                    "The key in the body does not match the key {id} in the URL."
+                )));
             }
             let (undo, event) = create_row(store, ctx, req, table, id, ch.values)?;
             Ok(Applied {
@@ -555,7 +672,9 @@ pub fn patch(sim: &Shared, store: &mut Store, ctx: &Ctx, req: &ApiRequest, table
             }
             let ch = parse_changes(store, table, &body, &req.content_ids, false)?;
             if ch.id.is_some_and(|b| b != id) {
-                return Err(ApiError::payload(format!("The key in the body does not match the key {id} in the URL.")));
+                return Err(ApiError::payload(format!(
+                    "The key in the body does not match the key {id} in the URL."
+                )));
             }
             let (undo, events) = update_row(store, ctx, req, table, id, ch.values)?;
             Ok(Applied {
@@ -620,21 +739,43 @@ pub fn update_row(
         target.push((system("modifiedon")?, row.get("modifiedon").cloned()));
         target.push((system("modifiedby")?, row.get("modifiedby").cloned()));
         target.push((system("modifiedonbehalfby")?, None));
-        events.push(update_event(ctx, req, table, id, target, parent, pre, row.clone()));
+        events.push(update_event(
+            ctx,
+            req,
+            table,
+            id,
+            target,
+            parent,
+            pre,
+            row.clone(),
+        ));
     }
     if !state_values.is_empty() {
         let pre = row.clone();
-        let state = state_values.iter().find(|(c, _)| c.name == "statecode").and_then(|(_, v)| v.as_ref()).and_then(|v| v.as_int());
-        let status = state_values.iter().find(|(c, _)| c.name == "statuscode").and_then(|(_, v)| v.as_ref()).and_then(|v| v.as_int());
+        let state = state_values
+            .iter()
+            .find(|(c, _)| c.name == "statecode")
+            .and_then(|(_, v)| v.as_ref())
+            .and_then(|v| v.as_int());
+        let status = state_values
+            .iter()
+            .find(|(c, _)| c.name == "statuscode")
+            .and_then(|(_, v)| v.as_ref())
+            .and_then(|v| v.as_int());
         if state.is_none() && status.is_none() {
-            return Err(ApiError::bad_request(code::VALIDATION, "statecode and statuscode cannot be null."));
+            return Err(ApiError::bad_request(
+                code::VALIDATION,
+                "statecode and statuscode cannot be null.",
+            ));
         }
         apply_state(table, &mut row, state, status, false)?;
         stamp(&mut row, store, ctx.user, false, table.owned);
         undo.push(store.put(table.logical, id, row.clone()));
         let state_cols = [system("statecode")?, system("statuscode")?];
-        let mut target: Vec<(&'static Column, Option<Val>)> =
-            state_cols.iter().map(|c| (*c, row.get(c.name).cloned())).collect();
+        let mut target: Vec<(&'static Column, Option<Val>)> = state_cols
+            .iter()
+            .map(|c| (*c, row.get(c.name).cloned()))
+            .collect();
         let parent: Vec<(&'static Column, Option<Val>)> = target
             .iter()
             .cloned()
@@ -644,7 +785,16 @@ pub fn update_row(
         target.push((system("modifiedon")?, row.get("modifiedon").cloned()));
         target.push((system("modifiedby")?, row.get("modifiedby").cloned()));
         target.push((system("modifiedonbehalfby")?, None));
-        events.push(update_event(ctx, req, table, id, target, parent, pre, row.clone()));
+        events.push(update_event(
+            ctx,
+            req,
+            table,
+            id,
+            target,
+            parent,
+            pre,
+            row.clone(),
+        ));
     }
     Ok((undo, events))
 }
@@ -687,8 +837,13 @@ pub fn put_property(
     if !store.contains(table.logical, &id) {
         return Err(ApiError::row_not_found(table.logical, &id));
     }
-    if matches!(column.access, Access::System | Access::CreateOnly) || matches!(column.kind, Kind::Pk) {
-        return Err(ApiError::payload(format!("The property '{}' cannot be updated.", column.name)));
+    if matches!(column.access, Access::System | Access::CreateOnly)
+        || matches!(column.kind, Kind::Pk)
+    {
+        return Err(ApiError::payload(format!(
+            "The property '{}' cannot be updated.",
+            column.name
+        )));
     }
     let value = if req.method == axum::http::Method::DELETE {
         None
@@ -710,7 +865,14 @@ pub fn put_property(
 
 // --- delete --------------------------------------------------------------------------------
 
-pub fn delete(sim: &Shared, store: &mut Store, ctx: &Ctx, req: &ApiRequest, table: &'static Table, id: Uuid) -> Result<Applied, ApiError> {
+pub fn delete(
+    sim: &Shared,
+    store: &mut Store,
+    ctx: &Ctx,
+    req: &ApiRequest,
+    table: &'static Table,
+    id: Uuid,
+) -> Result<Applied, ApiError> {
     let _ = sim;
     writable(table, "delete")?;
     if let Some(m) = req.header("If-Match").map(str::trim)
@@ -809,13 +971,17 @@ fn delete_row(
             remove_rows(store, "listmember", members, undo);
             let items = ids_where(store, "campaignitem", |r| points_to(r, "entityid", id));
             remove_rows(store, "campaignitem", items, undo);
-            let items = ids_where(store, "campaignactivityitem", |r| points_to(r, "itemid", id));
+            let items = ids_where(store, "campaignactivityitem", |r| {
+                points_to(r, "itemid", id)
+            });
             remove_rows(store, "campaignactivityitem", items, undo);
         }
         "campaign" => {
             let items = ids_where(store, "campaignitem", |r| points_to(r, "campaignid", id));
             remove_rows(store, "campaignitem", items, undo);
-            let activities = ids_where(store, "campaignactivity", |r| points_to(r, "regardingobjectid", id));
+            let activities = ids_where(store, "campaignactivity", |r| {
+                points_to(r, "regardingobjectid", id)
+            });
             if let Some(t) = schema::table("campaignactivity") {
                 for a in activities {
                     delete_row(store, ctx, req, t, a, depth + 1, undo, events)?;
@@ -823,19 +989,27 @@ fn delete_row(
             }
         }
         "campaignactivity" => {
-            let items = ids_where(store, "campaignactivityitem", |r| points_to(r, "campaignactivityid", id));
+            let items = ids_where(store, "campaignactivityitem", |r| {
+                points_to(r, "campaignactivityid", id)
+            });
             remove_rows(store, "campaignactivityitem", items, undo);
         }
         "serviceendpoint" => {
-            let steps = ids_where(store, "sdkmessageprocessingstep", |r| points_to(r, "eventhandler", id));
+            let steps = ids_where(store, "sdkmessageprocessingstep", |r| {
+                points_to(r, "eventhandler", id)
+            });
             for s in steps {
-                let images = ids_where(store, "sdkmessageprocessingstepimage", |r| points_to(r, "sdkmessageprocessingstepid", s));
+                let images = ids_where(store, "sdkmessageprocessingstepimage", |r| {
+                    points_to(r, "sdkmessageprocessingstepid", s)
+                });
                 remove_rows(store, "sdkmessageprocessingstepimage", images, undo);
                 remove_rows(store, "sdkmessageprocessingstep", vec![s], undo);
             }
         }
         "sdkmessageprocessingstep" => {
-            let images = ids_where(store, "sdkmessageprocessingstepimage", |r| points_to(r, "sdkmessageprocessingstepid", id));
+            let images = ids_where(store, "sdkmessageprocessingstepimage", |r| {
+                points_to(r, "sdkmessageprocessingstepid", id)
+            });
             remove_rows(store, "sdkmessageprocessingstepimage", images, undo);
         }
         _ => {}
@@ -858,7 +1032,8 @@ fn delete_row(
         for rid in hits {
             if let Some(mut r) = store.get(t.logical, &rid).cloned() {
                 for c in &lookups {
-                    if matches!(r.get(c), Some(Val::Ref(lt, lid)) if *lt == table.logical && *lid == id) {
+                    if matches!(r.get(c), Some(Val::Ref(lt, lid)) if *lt == table.logical && *lid == id)
+                    {
                         r.remove(c);
                     }
                 }
@@ -875,16 +1050,23 @@ fn guid_param(body: &Map<String, Value>, name: &str) -> Result<Uuid, ApiError> {
     let v = body
         .get(name)
         .ok_or_else(|| ApiError::payload(format!("The action parameter '{name}' is required.")))?;
-    v.as_str()
-        .and_then(store::parse_guid)
-        .ok_or_else(|| ApiError::payload(format!("The action parameter '{name}' must be a GUID, not {v}.")))
+    v.as_str().and_then(store::parse_guid).ok_or_else(|| {
+        ApiError::payload(format!(
+            "The action parameter '{name}' must be a GUID, not {v}."
+        ))
+    })
 }
 
 fn member_table(list: &Row) -> Result<&'static Table, ApiError> {
     let code_value = int(list, "createdfromcode").unwrap_or(0);
     schema::by_otc(code_value)
         .filter(|t| matches!(t.logical, "account" | "contact" | "lead"))
-        .ok_or_else(|| ApiError::bad_request(code::VALIDATION, format!("The list's createdfromcode {code_value} is not 1, 2 or 4.")))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                code::VALIDATION,
+                format!("The list's createdfromcode {code_value} is not 1, 2 or 4."),
+            )
+        })
 }
 
 /// Checks that members may change: a static, unlocked list.
@@ -900,7 +1082,10 @@ fn static_list(store: &Store, list_id: Uuid) -> Result<Row, ApiError> {
         ));
     }
     if list.get("lockstatus").and_then(|v| v.as_bool()) == Some(true) {
-        return Err(ApiError::bad_request(code::REFUSED, "The marketing list is locked; members cannot be added or removed."));
+        return Err(ApiError::bad_request(
+            code::REFUSED,
+            "The marketing list is locked; members cannot be added or removed.",
+        ));
     }
     Ok(list)
 }
@@ -914,7 +1099,10 @@ fn check_member(store: &Store, member_table: &'static Table, id: Uuid) -> Result
         if store.contains(other, &id) {
             return Err(ApiError::bad_request(
                 code::VALIDATION,
-                format!("The member {id} is a {other}, but the list's members are of type {}.", member_table.logical),
+                format!(
+                    "The member {id} is a {other}, but the list's members are of type {}.",
+                    member_table.logical
+                ),
             ));
         }
     }
@@ -929,7 +1117,14 @@ fn find_listmember(store: &Store, list: Uuid, member: Uuid) -> Option<Uuid> {
 }
 
 /// Adds a member unless it is one already; returns the listmember id.
-fn add_listmember(store: &mut Store, ctx: &Ctx, list: Uuid, member_table: &'static Table, member: Uuid, undo: &mut Vec<Undo>) -> Uuid {
+fn add_listmember(
+    store: &mut Store,
+    ctx: &Ctx,
+    list: Uuid,
+    member_table: &'static Table,
+    member: Uuid,
+    undo: &mut Vec<Undo>,
+) -> Uuid {
     if let Some(existing) = find_listmember(store, list, member) {
         return existing;
     }
@@ -945,7 +1140,14 @@ fn add_listmember(store: &mut Store, ctx: &Ctx, list: Uuid, member_table: &'stat
     id
 }
 
-fn action_event(ctx: &Ctx, req: &ApiRequest, store: &Store, message: &'static str, table: &'static Table, id: Uuid) -> Event {
+fn action_event(
+    ctx: &Ctx,
+    req: &ApiRequest,
+    store: &Store,
+    message: &'static str,
+    table: &'static Table,
+    id: Uuid,
+) -> Event {
     let mut ev = new_event(ctx, req, message, table, id, 1);
     ev.post = store.get(table.logical, &id).cloned();
     ev
@@ -955,7 +1157,10 @@ fn action_response(ctx: &Ctx, response_type: &str, members: Vec<(&str, Value)>) 
     let mut body = Map::new();
     body.insert(
         "@odata.context".into(),
-        Value::String(format!("{}$metadata#Microsoft.Dynamics.CRM.{response_type}", ctx.root())),
+        Value::String(format!(
+            "{}$metadata#Microsoft.Dynamics.CRM.{response_type}",
+            ctx.root()
+        )),
     );
     for (k, v) in members {
         body.insert(k.to_string(), v);
@@ -979,7 +1184,9 @@ fn entity_name_param(body: &Map<String, Value>) -> Result<String, ApiError> {
     if name != "list" {
         return Err(ApiError::bad_request(
             code::VALIDATION,
-            format!("EntityName '{name}' is not supported by the sandbox; campaigns and campaign activities take marketing lists ('list')."),
+            format!(
+                "EntityName '{name}' is not supported by the sandbox; campaigns and campaign activities take marketing lists ('list')."
+            ),
         ));
     }
     Ok(name.to_string())
@@ -1001,10 +1208,15 @@ pub fn bound_action(
         (table.logical, action),
         ("list", "AddMemberList" | "RemoveMemberList")
             | ("campaign", "AddItemCampaign" | "RemoveItemCampaign")
-            | ("campaignactivity", "AddItemCampaignActivity" | "RemoveItemCampaignActivity")
+            | (
+                "campaignactivity",
+                "AddItemCampaignActivity" | "RemoveItemCampaignActivity"
+            )
     );
     if !known {
-        return Err(ApiError::segment_not_found(&format!("Microsoft.Dynamics.CRM.{action}")));
+        return Err(ApiError::segment_not_found(&format!(
+            "Microsoft.Dynamics.CRM.{action}"
+        )));
     }
     require_row(store, table, id)?;
     let body = body_object(req)?;
@@ -1017,10 +1229,20 @@ pub fn bound_action(
             check_member(store, mt, member)?;
             let lm = add_listmember(store, ctx, id, mt, member, &mut undo);
             let mut ev = action_event(ctx, req, store, "AddMember", table, id);
-            ev.input = vec![("ListId", Param::Guid(id)), ("EntityId", Param::Guid(member))];
+            ev.input = vec![
+                ("ListId", Param::Guid(id)),
+                ("EntityId", Param::Guid(member)),
+            ];
             ev.parent_input = ev.input.clone();
             ev.output = vec![("Id", Param::Guid(lm))];
-            (action_response(ctx, "AddMemberListResponse", vec![("id", json!(lm.to_string()))]), ev)
+            (
+                action_response(
+                    ctx,
+                    "AddMemberListResponse",
+                    vec![("id", json!(lm.to_string()))],
+                ),
+                ev,
+            )
         }
         "RemoveMemberList" => {
             static_list(store, id)?;
@@ -1029,7 +1251,10 @@ pub fn bound_action(
                 remove_listmembers(store, vec![lm], &mut undo);
             }
             let mut ev = action_event(ctx, req, store, "RemoveMember", table, id);
-            ev.input = vec![("ListId", Param::Guid(id)), ("EntityId", Param::Guid(member))];
+            ev.input = vec![
+                ("ListId", Param::Guid(id)),
+                ("EntityId", Param::Guid(member)),
+            ];
             ev.parent_input = ev.input.clone();
             (ApiResponse::empty(StatusCode::NO_CONTENT), ev)
         }
@@ -1039,7 +1264,12 @@ pub fn bound_action(
             let entity_name = entity_name_param(&body)?;
             require_row(store, schema::table("list").unwrap_or(table), item)?;
             let (intersect, parent_col, item_col, type_col) = if activity {
-                ("campaignactivityitem", "campaignactivityid", "itemid", "itemobjecttypecode")
+                (
+                    "campaignactivityitem",
+                    "campaignactivityid",
+                    "itemid",
+                    "itemobjecttypecode",
+                )
             } else {
                 ("campaignitem", "campaignid", "entityid", "entitytype")
             };
@@ -1052,7 +1282,14 @@ pub fn bound_action(
                 None => {
                     let i = Uuid::new_v4();
                     let mut row = Row::new();
-                    row.insert(if activity { "campaignactivityitemid" } else { "campaignitemid" }, Val::Guid(i));
+                    row.insert(
+                        if activity {
+                            "campaignactivityitemid"
+                        } else {
+                            "campaignitemid"
+                        },
+                        Val::Guid(i),
+                    );
                     row.insert(parent_col, Val::Ref(table.logical, id));
                     row.insert(item_col, Val::Guid(item));
                     row.insert(type_col, Val::Str(entity_name.clone()));
@@ -1079,9 +1316,17 @@ pub fn bound_action(
             }
             ev.parent_input = ev.input.clone();
             let resp = if activity {
-                action_response(ctx, "AddItemCampaignActivityResponse", vec![("CampaignActivityItemId", json!(item_row_id.to_string()))])
+                action_response(
+                    ctx,
+                    "AddItemCampaignActivityResponse",
+                    vec![("CampaignActivityItemId", json!(item_row_id.to_string()))],
+                )
             } else {
-                action_response(ctx, "AddItemCampaignResponse", vec![("CampaignItemId", json!(item_row_id.to_string()))])
+                action_response(
+                    ctx,
+                    "AddItemCampaignResponse",
+                    vec![("CampaignItemId", json!(item_row_id.to_string()))],
+                )
             };
             (resp, ev)
         }
@@ -1094,13 +1339,30 @@ pub fn bound_action(
             } else {
                 ("campaignitem", "campaignid", "entityid")
             };
-            let rows = ids_where(store, intersect, |r| points_to(r, parent_col, id) && points_to(r, item_col, item));
-            remove_rows(store, if activity { "campaignactivityitem" } else { "campaignitem" }, rows, &mut undo);
+            let rows = ids_where(store, intersect, |r| {
+                points_to(r, parent_col, id) && points_to(r, item_col, item)
+            });
+            remove_rows(
+                store,
+                if activity {
+                    "campaignactivityitem"
+                } else {
+                    "campaignitem"
+                },
+                rows,
+                &mut undo,
+            );
             let mut ev = action_event(ctx, req, store, "RemoveItem", table, id);
             ev.input = if activity {
-                vec![("CampaignActivityId", Param::Guid(id)), ("ItemId", Param::Guid(item))]
+                vec![
+                    ("CampaignActivityId", Param::Guid(id)),
+                    ("ItemId", Param::Guid(item)),
+                ]
             } else {
-                vec![("CampaignId", Param::Guid(id)), ("EntityId", Param::Guid(item))]
+                vec![
+                    ("CampaignId", Param::Guid(id)),
+                    ("EntityId", Param::Guid(item)),
+                ]
             };
             ev.parent_input = ev.input.clone();
             (ApiResponse::empty(StatusCode::NO_CONTENT), ev)
@@ -1115,7 +1377,13 @@ pub fn bound_action(
 }
 
 /// `POST AddListMembersList` (unbound).
-pub fn unbound_action(sim: &Shared, store: &mut Store, ctx: &Ctx, req: &ApiRequest, action: &str) -> Result<Applied, ApiError> {
+pub fn unbound_action(
+    sim: &Shared,
+    store: &mut Store,
+    ctx: &Ctx,
+    req: &ApiRequest,
+    action: &str,
+) -> Result<Applied, ApiError> {
     let _ = sim;
     if action != "AddListMembersList" {
         return Err(ApiError::segment_not_found(action));
@@ -1135,28 +1403,36 @@ pub fn unbound_action(sim: &Shared, store: &mut Store, ctx: &Ctx, req: &ApiReque
     let members = body
         .get("Members")
         .and_then(|v| v.as_array())
-        .ok_or_else(|| ApiError::payload("The action parameter 'Members' is required (an array)."))?;
+        .ok_or_else(|| {
+            ApiError::payload("The action parameter 'Members' is required (an array).")
+        })?;
     let mut ids = Vec::new();
     for m in members {
-        let obj = m
-            .as_object()
-            .ok_or_else(|| ApiError::payload("Each member must be an object with @odata.type and its primary key."))?;
-        let typ = obj
-            .get("@odata.type")
-            .and_then(|v| v.as_str())
-            .map(|t| t.trim_start_matches('#').trim_start_matches("Microsoft.Dynamics.CRM."));
+        let obj = m.as_object().ok_or_else(|| {
+            ApiError::payload("Each member must be an object with @odata.type and its primary key.")
+        })?;
+        let typ = obj.get("@odata.type").and_then(|v| v.as_str()).map(|t| {
+            t.trim_start_matches('#')
+                .trim_start_matches("Microsoft.Dynamics.CRM.")
+        });
         let table = match typ {
-            Some(t) => schema::table(t).ok_or_else(|| ApiError::payload(format!("'{t}' is not a known member type.")))?,
+            Some(t) => schema::table(t)
+                .ok_or_else(|| ApiError::payload(format!("'{t}' is not a known member type.")))?,
             None => ["account", "contact", "lead"]
                 .iter()
                 .filter_map(|t| schema::table(t))
                 .find(|t| obj.contains_key(t.pk))
-                .ok_or_else(|| ApiError::payload("A member names neither @odata.type nor a primary key."))?,
+                .ok_or_else(|| {
+                    ApiError::payload("A member names neither @odata.type nor a primary key.")
+                })?,
         };
         if table.logical != mt.logical {
             return Err(ApiError::bad_request(
                 code::VALIDATION,
-                format!("A member of type {} cannot be added to a list of {} members; all members must be of the list's type.", table.logical, mt.logical),
+                format!(
+                    "A member of type {} cannot be added to a list of {} members; all members must be of the list's type.",
+                    table.logical, mt.logical
+                ),
             ));
         }
         let id = obj
@@ -1173,7 +1449,10 @@ pub fn unbound_action(sim: &Shared, store: &mut Store, ctx: &Ctx, req: &ApiReque
     }
     let list_table = schema::table("list").ok_or_else(|| ApiError::segment_not_found("lists"))?;
     let mut ev = action_event(ctx, req, store, "AddListMembers", list_table, list_id);
-    ev.input = vec![("ListId", Param::Guid(list_id)), ("MemberIds", Param::Guids(ids))];
+    ev.input = vec![
+        ("ListId", Param::Guid(list_id)),
+        ("MemberIds", Param::Guids(ids)),
+    ];
     ev.parent_input = ev.input.clone();
     Ok(Applied {
         response: ApiResponse::empty(StatusCode::NO_CONTENT),
@@ -1192,15 +1471,28 @@ pub fn refuse_associate(table: &Table, nav: &str) -> ApiError {
         }
         Some(_) => ApiError::bad_request(
             code::REFUSED,
-            format!("Associating records through '{nav}' is not supported by the sandbox; use AddItemCampaign or AddItemCampaignActivity."),
+            format!(
+                "Associating records through '{nav}' is not supported by the sandbox; use AddItemCampaign or AddItemCampaignActivity."
+            ),
         ),
         None => ApiError::segment_not_found(&format!("{}/{nav}", table.set)),
     }
 }
 
 /// Inserts a row as if an administrator created it, without webhooks (test and demo data).
-pub fn seed(store: &mut Store, ctx: &Ctx, table: &'static Table, body: &Map<String, Value>) -> Result<Uuid, ApiError> {
-    let req = ApiRequest::new(axum::http::Method::POST, table.set, None, Default::default(), Default::default());
+pub fn seed(
+    store: &mut Store,
+    ctx: &Ctx,
+    table: &'static Table,
+    body: &Map<String, Value>,
+) -> Result<Uuid, ApiError> {
+    let req = ApiRequest::new(
+        axum::http::Method::POST,
+        table.set,
+        None,
+        Default::default(),
+        Default::default(),
+    );
     let ch = parse_changes(store, table, body, &HashMap::new(), true)?;
     let id = ch.id.unwrap_or_else(Uuid::new_v4);
     create_row(store, ctx, &req, table, id, ch.values)?;
