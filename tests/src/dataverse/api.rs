@@ -430,6 +430,12 @@ pub async fn deliver_sync(sim: &Arc<Shared>, applied: &Applied) -> Result<Vec<Jo
 
 /// Applies one request under the store lock: a read's answer, or a write to commit.
 pub fn execute(sim: &Shared, ctx: &Ctx, req: &ApiRequest) -> Result<Done, ApiError> {
+    if req.header("CallerObjectId").is_some() || req.header("MSCRMCallerID").is_some() {
+        return Err(ApiError::bad_request(
+            super::error::code::REFUSED,
+            "Impersonation (CallerObjectId, MSCRMCallerID) is not supported by the sandbox; call as the token's own user.",
+        ));
+    }
     let target = parse_target(&req.path)?;
     sim.count_request(stat_key(&req.method, &target));
     let mut store = sim.lock_store();

@@ -38,7 +38,7 @@ impl Reply {
     pub fn entity_id(&self) -> Option<String> {
         let url = self.header("OData-EntityId")?;
         let open = url.rfind('(')?;
-        Some(url[open + 1..url.len().checked_sub(1)?].to_string())
+        url.get(open + 1..)?.strip_suffix(')').map(str::to_string)
     }
 }
 

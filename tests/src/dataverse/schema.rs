@@ -547,9 +547,10 @@ static RS_EVENT: [Opt; 4] = [
     Opt(3, "Blacklisted"),
     Opt(4, "Subscribed"),
 ];
-static RECEIVERSTATE_COLUMNS: [Column; 12] = [
+static RECEIVERSTATE_COLUMNS: [Column; 13] = [
     pk("crc_receiverstateid"),
     rw("crc_name", Kind::Str(200)),
+    rw("crc_eventkey", Kind::Str(400)),
     rw("crc_email", Kind::Str(100)),
     rw("crc_groupid", Kind::Str(100)),
     rw("crc_event", Kind::Choice(&RS_EVENT)),
