@@ -267,6 +267,90 @@ mod dataverse {
     }
 
     #[tokio::test]
+    async fn date_operators_select_rows_relative_to_today() {
+        let sim = DataverseSim::spawn(DataverseSimConfig::default())
+            .await
+            .unwrap();
+        let now = chrono::Utc::now();
+        let at = |days: i64| {
+            (now - chrono::Duration::days(days)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        let rows = [("Today", at(0)), ("Recent", at(2)), ("Old", at(40))]
+            .into_iter()
+            .map(|(name, date)| {
+                json!({"firstname": name, "birthdate": date})
+                    .as_object()
+                    .unwrap()
+                    .clone()
+            })
+            .collect();
+        sim.seed("contacts", rows).unwrap();
+        let api = WebApi::connector(&sim).await.unwrap();
+        let names = |xml: String| {
+            let api = api.clone();
+            async move {
+                let r = fetch(&api, "contacts", &xml, &[]).await;
+                assert_eq!(r.status, 200, "{}", r.text);
+                let mut n: Vec<String> = r.body["value"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v["firstname"].as_str().unwrap().to_string())
+                    .collect();
+                n.sort();
+                n
+            }
+        };
+        let q = |condition: &str| {
+            format!(
+                r#"<fetch><entity name="contact"><attribute name="firstname"/><filter>{condition}</filter></entity></fetch>"#
+            )
+        };
+        assert_eq!(
+            names(q(
+                r#"<condition attribute="birthdate" operator="last-x-days" value="7"/>"#
+            ))
+            .await,
+            ["Recent", "Today"]
+        );
+        assert_eq!(
+            names(q(
+                r#"<condition attribute="birthdate" operator="olderthan-x-days" value="30"/>"#
+            ))
+            .await,
+            ["Old"]
+        );
+        assert_eq!(
+            names(q(r#"<condition attribute="birthdate" operator="today"/>"#)).await,
+            ["Today"]
+        );
+        assert_eq!(
+            names(q(&format!(
+                r#"<condition attribute="birthdate" operator="on-or-after" value="{}"/>"#,
+                &at(3)[..10]
+            )))
+            .await,
+            ["Recent", "Today"]
+        );
+        assert_eq!(
+            names(q(&format!(
+                r#"<condition attribute="birthdate" operator="on" value="{}"/>"#,
+                &at(40)[..10]
+            )))
+            .await,
+            ["Old"]
+        );
+        let r = fetch(
+            &api,
+            "contacts",
+            &q(r#"<condition attribute="firstname" operator="today"/>"#),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 400);
+    }
+
+    #[tokio::test]
     async fn fetchxml_outside_the_subset_is_refused_with_a_message_naming_it() {
         let sim = DataverseSim::spawn(DataverseSimConfig::default())
             .await
@@ -278,8 +362,8 @@ mod dataverse {
                 "aggregate",
             ),
             (
-                r#"<fetch><entity name="contact"><filter><condition attribute="createdon" operator="last-x-days" value="3"/></filter></entity></fetch>"#,
-                "'last-x-days'",
+                r#"<fetch><entity name="contact"><filter><condition attribute="createdon" operator="this-fiscal-year"/></filter></entity></fetch>"#,
+                "'this-fiscal-year'",
             ),
             (
                 r#"<fetch><entity name="contact"><attribute name="nosuchcolumn"/></entity></fetch>"#,

@@ -23,6 +23,8 @@ use uuid::Uuid;
 
 /// The largest page and the cap of `@odata.count`.
 pub const MAX_PAGE: usize = 5000;
+/// The largest request body accepted (413 above it).
+pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
 
 /// One Web API request, from HTTP or from a `$batch` part.
 #[derive(Debug, Clone)]
@@ -363,6 +365,14 @@ pub async fn entry(
                 .into_axum();
         }
     };
+    if body.len() > MAX_REQUEST_BYTES {
+        return ApiResponse::from_error(&ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            super::error::code::REFUSED,
+            format!("The request body of {} bytes is larger than the {MAX_REQUEST_BYTES} bytes allowed.", body.len()),
+        ))
+        .into_axum();
+    }
     let _guard = match sim.enter(user) {
         Ok(g) => g,
         Err(e) => {

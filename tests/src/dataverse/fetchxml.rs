@@ -45,6 +45,16 @@ enum Op {
     NotBetween,
     EqUserId,
     NeUserId,
+    /// Date operators: compare the UTC date, or a window relative to now.
+    On,
+    OnOrBefore,
+    OnOrAfter,
+    Today,
+    Yesterday,
+    LastXHours,
+    LastXDays,
+    NextXDays,
+    OlderThanXDays,
 }
 
 fn op(name: &str) -> Result<Op, ApiError> {
@@ -69,6 +79,15 @@ fn op(name: &str) -> Result<Op, ApiError> {
         "not-between" => Op::NotBetween,
         "eq-userid" => Op::EqUserId,
         "ne-userid" => Op::NeUserId,
+        "on" => Op::On,
+        "on-or-before" => Op::OnOrBefore,
+        "on-or-after" => Op::OnOrAfter,
+        "today" => Op::Today,
+        "yesterday" => Op::Yesterday,
+        "last-x-hours" => Op::LastXHours,
+        "last-x-days" => Op::LastXDays,
+        "next-x-days" => Op::NextXDays,
+        "olderthan-x-days" => Op::OlderThanXDays,
         other => {
             return Err(err(format!(
                 "The condition operator '{other}' is not supported by the sandbox."
@@ -346,7 +365,9 @@ impl Parser<'_> {
             texts.insert(0, v.to_string());
         }
         let arity_ok = match op {
-            Op::Null | Op::NotNull | Op::EqUserId | Op::NeUserId => true,
+            Op::Null | Op::NotNull | Op::EqUserId | Op::NeUserId | Op::Today | Op::Yesterday => {
+                true
+            }
             Op::In | Op::NotIn => !texts.is_empty(),
             Op::Between | Op::NotBetween => texts.len() == 2,
             _ => texts.len() == 1,
@@ -375,8 +396,40 @@ impl Parser<'_> {
                 column.name
             )));
         }
+        let dated = matches!(
+            op,
+            Op::On
+                | Op::OnOrBefore
+                | Op::OnOrAfter
+                | Op::Today
+                | Op::Yesterday
+                | Op::LastXHours
+                | Op::LastXDays
+                | Op::NextXDays
+                | Op::OlderThanXDays
+        );
+        if dated && !matches!(column.kind, Kind::DateTime) {
+            return Err(err(format!(
+                "The operator '{}' needs a date and time attribute; '{}' is not one.",
+                need(el, "operator")?,
+                column.name
+            )));
+        }
+        let counted = matches!(
+            op,
+            Op::LastXHours | Op::LastXDays | Op::NextXDays | Op::OlderThanXDays
+        );
         let mut values = Vec::new();
-        if matches!(op, Op::EqUserId | Op::NeUserId) {
+        if counted {
+            for t in &texts {
+                let n = t.trim().parse::<i64>().map_err(|_| {
+                    err(format!(
+                        "Invalid condition value: '{t}' is not a whole number."
+                    ))
+                })?;
+                values.push(Val::Int(n));
+            }
+        } else if matches!(op, Op::EqUserId | Op::NeUserId) {
             values.push(Val::Guid(self.user));
         } else if !matches!(op, Op::Null | Op::NotNull) {
             for t in &texts {
@@ -564,7 +617,37 @@ fn eval(cond: &Cond, tuple: &Tuple<'_>) -> bool {
             let eq = |x: &Val| v.is_some_and(|v| cmp_vals(v, x) == Ordering::Equal);
             let text = || v.and_then(|v| v.as_str()).unwrap_or_default().to_string();
             let first = values.first();
+            let date = || match v {
+                Some(Val::Date(d)) => Some(*d),
+                _ => None,
+            };
+            let now = chrono::Utc::now();
+            let day = |d: chrono::DateTime<chrono::Utc>| d.date_naive();
+            let given_day = || match first {
+                Some(Val::Date(d)) => Some(d.date_naive()),
+                _ => None,
+            };
+            let count = first.and_then(|x| x.as_int()).unwrap_or(0);
             match op {
+                Op::On => date().zip(given_day()).is_some_and(|(d, g)| day(d) == g),
+                Op::OnOrBefore => date().zip(given_day()).is_some_and(|(d, g)| day(d) <= g),
+                Op::OnOrAfter => date().zip(given_day()).is_some_and(|(d, g)| day(d) >= g),
+                Op::Today => date().is_some_and(|d| day(d) == day(now)),
+                Op::Yesterday => {
+                    date().is_some_and(|d| day(d) == day(now - chrono::Duration::days(1)))
+                }
+                Op::LastXHours => {
+                    date().is_some_and(|d| d <= now && d >= now - chrono::Duration::hours(count))
+                }
+                Op::LastXDays => date().is_some_and(|d| {
+                    d <= now && day(d) >= day(now - chrono::Duration::days(count))
+                }),
+                Op::NextXDays => date().is_some_and(|d| {
+                    d >= now && day(d) <= day(now + chrono::Duration::days(count))
+                }),
+                Op::OlderThanXDays => {
+                    date().is_some_and(|d| d < now - chrono::Duration::days(count))
+                }
                 Op::Null => v.is_none(),
                 Op::NotNull => v.is_some(),
                 Op::Eq | Op::EqUserId => first.is_some_and(eq),

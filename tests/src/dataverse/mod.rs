@@ -369,7 +369,7 @@ impl DataverseSim {
         let app = simulated
             .merge(control)
             .merge(faults.control_router())
-            .layer(DefaultBodyLimit::max(64 * 1024 * 1024));
+            .layer(DefaultBodyLimit::max(api::MAX_REQUEST_BYTES * 2));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
