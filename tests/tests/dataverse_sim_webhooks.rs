@@ -54,6 +54,7 @@ mod dataverse {
 
     #[derive(Debug, Clone)]
     struct Hit {
+        at: std::time::Instant,
         path: String,
         query: String,
         headers: HeaderMap,
@@ -102,6 +103,7 @@ mod dataverse {
     ) -> StatusCode {
         let raw = String::from_utf8(body.to_vec()).unwrap();
         r.hits.lock().unwrap().push(Hit {
+            at: std::time::Instant::now(),
             path: uri.path().to_string(),
             query: uri.query().unwrap_or_default().to_string(),
             headers,
@@ -698,6 +700,57 @@ mod dataverse {
             2,
             "{}",
             failed.text
+        );
+    }
+
+    #[tokio::test]
+    async fn deliveries_of_one_record_run_in_order_and_other_records_do_not_wait() {
+        let w = world().await;
+        let endpoint = w.endpoint(4, "k").await;
+        w.step(&endpoint, "Update", "contact", 1, "").await;
+        let a = w
+            .api
+            .create("contacts", &json!({"firstname": "A0"}))
+            .await
+            .unwrap();
+        let b = w
+            .api
+            .create("contacts", &json!({"firstname": "B0"}))
+            .await
+            .unwrap();
+        w.rx.script.lock().unwrap().push_back((200, 400));
+        w.api
+            .patch(&format!("contacts({a})"), &json!({"firstname": "A1"}))
+            .await
+            .unwrap();
+        w.api
+            .patch(&format!("contacts({a})"), &json!({"firstname": "A2"}))
+            .await
+            .unwrap();
+        w.api
+            .patch(&format!("contacts({b})"), &json!({"firstname": "B1"}))
+            .await
+            .unwrap();
+        let hits = w.hits().await;
+        let first_name = |h: &Hit| {
+            attr(
+                param(&h.body["InputParameters"], "Target").unwrap(),
+                "firstname",
+            )
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string()
+        };
+        let find = |n: &str| hits.iter().find(|h| first_name(h) == n).unwrap().at;
+        let (a1, a2, b1) = (find("A1"), find("A2"), find("B1"));
+        assert!(
+            a2.duration_since(a1) >= Duration::from_millis(380),
+            "A2 waited for A1 to finish"
+        );
+        assert!(
+            b1 < a1 + Duration::from_millis(300),
+            "B1 did not wait for A's queue"
         );
     }
 
