@@ -9,6 +9,7 @@ use super::{
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
+use shared::secret::Secret;
 
 /// Errors of [`WebApi`].
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +48,7 @@ impl Reply {
 pub struct WebApi {
     http: reqwest::Client,
     api_url: String,
-    token: String,
+    token: Secret,
 }
 
 impl WebApi {
@@ -81,7 +82,7 @@ impl WebApi {
         Ok(WebApi {
             http,
             api_url: sim.api_url(),
-            token,
+            token: Secret::new(token),
         })
     }
 
@@ -95,8 +96,9 @@ impl WebApi {
         Self::connect(sim, CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET).await
     }
 
+    /// The Bearer token (to build requests the helpers don't cover).
     pub fn token(&self) -> &str {
-        &self.token
+        self.token.expose()
     }
 
     /// Sends a request to `{api}{path}` (`path` may also be an absolute URL, e.g. a nextLink).
@@ -115,7 +117,7 @@ impl WebApi {
         let mut req = self
             .http
             .request(method, url)
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.expose())
             .header("Accept", "application/json")
             .header("OData-MaxVersion", "4.0")
             .header("OData-Version", "4.0");
@@ -152,7 +154,7 @@ impl WebApi {
         let mut req = self
             .http
             .request(method, format!("{}{}", self.api_url, path))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.expose())
             .header("Content-Type", content_type)
             .body(body);
         for (k, v) in headers {

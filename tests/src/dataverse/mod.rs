@@ -61,13 +61,24 @@ pub const ORGANIZATION_ID: &str = "0a0a0a0a-0000-4000-8000-000000000001";
 pub const BUSINESS_UNIT_ID: &str = "b0b0b0b0-0000-4000-8000-000000000001";
 
 /// An app registration (client credentials) and the application user it acts as.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SimClient {
     pub client_id: String,
     pub client_secret: String,
     /// Its `systemusers` row id.
     pub user_id: String,
     pub name: String,
+}
+
+impl std::fmt::Debug for SimClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimClient")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .field("user_id", &self.user_id)
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]

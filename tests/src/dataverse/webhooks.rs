@@ -69,8 +69,8 @@ pub struct Bypass {
     pub asynchronous: bool,
 }
 
-/// One delivery to make.
-#[derive(Debug, Clone)]
+/// One delivery to make. No `Debug`: its URL and headers carry the endpoint's key.
+#[derive(Clone)]
 pub struct Job {
     pub step_id: Uuid,
     pub step_name: String,

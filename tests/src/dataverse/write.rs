@@ -314,15 +314,13 @@ fn apply_state(
     status: Option<i64>,
     creating: bool,
 ) -> Result<(), ApiError> {
-    if table.states.is_empty() {
+    let Some(first) = table.states.first() else {
         return Ok(());
-    }
+    };
+    let default_status = |def: &schema::StateDef| def.statuses.first().map(|o| o.0).unwrap_or(0);
     let (state, status) = match (state, status) {
         (None, None) if !creating => return Ok(()),
-        (None, None) => {
-            let s = &table.states[0];
-            (s.state, s.statuses[0].0)
-        }
+        (None, None) => (first.state, default_status(first)),
         (Some(st), None) => {
             let def = table.state(st).ok_or_else(|| {
                 ApiError::bad_request(
@@ -330,7 +328,7 @@ fn apply_state(
                     format!("{st} is not a valid state code of {}.", table.logical),
                 )
             })?;
-            (st, def.statuses[0].0)
+            (st, default_status(def))
         }
         (None, Some(su)) => {
             let def = table.state_of_status(su).ok_or_else(|| {
