@@ -58,7 +58,8 @@ impl WebApi {
         client_id: &str,
         secret: &str,
     ) -> Result<WebApi, WebApiError> {
-        let http = reqwest::Client::new();
+        // The simulator is local; a proxy from the environment must not get in between.
+        let http = reqwest::Client::builder().no_proxy().build()?;
         let scope = format!("{}/.default", sim.resource());
         let resp = http
             .post(sim.token_url())
