@@ -21,3 +21,6 @@ pub mod handlers;
 
 #[cfg(feature = "adapters")]
 pub mod sync;
+
+#[cfg(feature = "adapters")]
+pub mod install;

@@ -35,6 +35,13 @@ pub trait ChangeQueue: Send + Sync {
     async fn enqueue(&self, family: QueueFamily, event: &ChangeEvent) -> Result<(), QueueError>;
 }
 
+#[async_trait]
+impl<T: ChangeQueue + ?Sized> ChangeQueue for std::sync::Arc<T> {
+    async fn enqueue(&self, family: QueueFamily, event: &ChangeEvent) -> Result<(), QueueError> {
+        (**self).enqueue(family, event).await
+    }
+}
+
 /// Why a secret could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -62,6 +69,13 @@ impl Retryable for SecretError {
 pub trait SecretSource: Send + Sync {
     /// The secret value of `name`; for a JSON secret, `field` picks one of its string fields.
     async fn secret(&self, name: &str, field: Option<&str>) -> Result<Secret, SecretError>;
+}
+
+#[async_trait]
+impl<T: SecretSource + ?Sized> SecretSource for std::sync::Arc<T> {
+    async fn secret(&self, name: &str, field: Option<&str>) -> Result<Secret, SecretError> {
+        (**self).secret(name, field).await
+    }
 }
 
 /// Picks `field` out of a JSON secret; a secret that is not JSON is its own only value.

@@ -9,3 +9,4 @@ pub mod aws;
 pub mod cleverreach;
 pub mod dataverse;
 pub mod faults;
+pub mod harness;

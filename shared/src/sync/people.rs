@@ -122,7 +122,11 @@ pub async fn reconcile_people<S: TokenStore>(
     // The groups to work on: where the people belong, and where their addresses are now.
     let mut sources: BTreeSet<(SourceKind, String)> =
         memberships.values().flatten().cloned().collect();
-    if only.is_none() {
+    if let Some((list, _)) = only {
+        // Members removed from the list are members of nothing here, yet their receivers
+        // must go: the list's own group is always worked out.
+        sources.insert((list.source.kind, list.source.id.clone()));
+    } else {
         for group in held.keys() {
             for source in conn.crm.sources_with_group(group.as_str()).await? {
                 sources.insert(source);

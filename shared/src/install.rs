@@ -1,0 +1,280 @@
+//! Installing the connector in a CRM: the webhook service endpoint, the SDK message processing
+//! steps (message, table, filtering attributes, images) and the settings rows, registered
+//! through the Web API the way an administrator would. Idempotent: what exists is left alone.
+
+use crate::adapters::dataverse::client::{DataverseClient, DataverseError, Query, filter};
+use crate::adapters::dataverse::schema;
+use serde_json::{Value, json};
+
+/// The service endpoint's name; re-running the installer finds it by this name.
+pub const ENDPOINT_NAME: &str = "CleverReach Connector";
+
+/// An image registered on a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSpec {
+    pub alias: &'static str,
+    /// 0 pre-image, 1 post-image.
+    pub image_type: i64,
+    pub attributes: &'static [&'static str],
+}
+
+/// One step: a message on a table, with the columns that make an Update interesting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepSpec {
+    pub message: &'static str,
+    pub entity: &'static str,
+    pub filtering_attributes: &'static [&'static str],
+    pub images: Vec<ImageSpec>,
+}
+
+impl StepSpec {
+    pub fn name(&self) -> String {
+        format!("{ENDPOINT_NAME}: {} of {}", self.message, self.entity)
+    }
+}
+
+const CONTACT_UPDATE: &[&str] = &[
+    "emailaddress1",
+    "firstname",
+    "lastname",
+    "salutation",
+    "parentcustomerid",
+    "statecode",
+    "donotbulkemail",
+    schema::CHECKLIST,
+];
+const LEAD_UPDATE: &[&str] = &[
+    "emailaddress1",
+    "firstname",
+    "lastname",
+    "salutation",
+    "companyname",
+    "statecode",
+    "donotbulkemail",
+    schema::CHECKLIST,
+    schema::LEAD_CAMPAIGN,
+    schema::LEAD_CAMPAIGN_ACTIVITY,
+];
+const ACCOUNT_UPDATE: &[&str] = &["name", "primarycontactid", "statecode", "donotbulkemail"];
+const LIST_UPDATE: &[&str] = &[
+    "listname",
+    "query",
+    "statecode",
+    schema::SYNC_FLAG,
+    schema::CHECKLIST,
+    schema::RESYNC,
+];
+
+fn pre(attributes: &'static [&'static str]) -> ImageSpec {
+    ImageSpec {
+        alias: "PreImage",
+        image_type: 0,
+        attributes,
+    }
+}
+
+/// Every step the connector needs (DESIGN §3): asynchronous, post-operation.
+pub fn steps() -> Vec<StepSpec> {
+    let step = |message, entity, filtering_attributes, images| StepSpec {
+        message,
+        entity,
+        filtering_attributes,
+        images,
+    };
+    vec![
+        step("Create", "contact", &[], vec![]),
+        step(
+            "Update",
+            "contact",
+            CONTACT_UPDATE,
+            vec![pre(&["emailaddress1"])],
+        ),
+        step("Delete", "contact", &[], vec![pre(&["emailaddress1"])]),
+        step("Create", "lead", &[], vec![]),
+        step(
+            "Update",
+            "lead",
+            LEAD_UPDATE,
+            vec![pre(&[
+                "emailaddress1",
+                schema::LEAD_CAMPAIGN,
+                schema::LEAD_CAMPAIGN_ACTIVITY,
+            ])],
+        ),
+        step("Delete", "lead", &[], vec![pre(&["emailaddress1"])]),
+        step(
+            "Update",
+            "account",
+            ACCOUNT_UPDATE,
+            vec![pre(&["primarycontactid"])],
+        ),
+        step("Delete", "account", &[], vec![pre(&["primarycontactid"])]),
+        step("Create", "list", &[], vec![]),
+        step("Update", "list", LIST_UPDATE, vec![]),
+        step("Delete", "list", &[], vec![pre(&[schema::GROUP_ID])]),
+        step("AddMember", "list", &[], vec![]),
+        step("AddListMembers", "list", &[], vec![]),
+        step("RemoveMember", "list", &[], vec![]),
+    ]
+}
+
+/// What the installer did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstallReport {
+    pub created: Vec<String>,
+    pub existing: Vec<String>,
+}
+
+fn first_id(rows: &[Value], key: &str) -> Option<String> {
+    rows.first()
+        .and_then(|r| r.get(key))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+async fn rows(
+    client: &DataverseClient,
+    set: &str,
+    query: Query,
+) -> Result<Vec<Value>, DataverseError> {
+    let mut pages = client.query::<Value>(set, &query);
+    let mut all = Vec::new();
+    while let Some(page) = pages.next_page().await? {
+        all.extend(page);
+    }
+    Ok(all)
+}
+
+/// Registers the webhook endpoint (WebhookKey authentication: `?code=<key>`) and every step.
+pub async fn install_webhooks(
+    client: &DataverseClient,
+    intake_url: &str,
+    webhook_key: &crate::secret::Secret,
+) -> Result<InstallReport, DataverseError> {
+    let mut report = InstallReport::default();
+    let endpoint_filter = format!("name eq {}", filter::string_literal(ENDPOINT_NAME));
+    let existing = rows(
+        client,
+        "serviceendpoints",
+        Query::new()
+            .select(["serviceendpointid"])
+            .filter(endpoint_filter),
+    )
+    .await?;
+    let endpoint = match first_id(&existing, "serviceendpointid") {
+        Some(id) => {
+            report.existing.push(ENDPOINT_NAME.to_string());
+            id
+        }
+        None => {
+            let id = client
+                .create(
+                    "serviceendpoints",
+                    &json!({
+                        "name": ENDPOINT_NAME,
+                        "contract": 8,
+                        "url": intake_url,
+                        "authtype": 4,
+                        "authvalue": webhook_key.expose(),
+                        "messageformat": 2,
+                        "messagecharset": 1,
+                    }),
+                )
+                .await?;
+            report.created.push(ENDPOINT_NAME.to_string());
+            id
+        }
+    };
+    for step in steps() {
+        let name = step.name();
+        let found = rows(
+            client,
+            "sdkmessageprocessingsteps",
+            Query::new()
+                .select(["sdkmessageprocessingstepid"])
+                .filter(format!("name eq {}", filter::string_literal(&name))),
+        )
+        .await?;
+        if found.is_empty() {
+            register_step(client, &endpoint, &step).await?;
+            report.created.push(name);
+        } else {
+            report.existing.push(name);
+        }
+    }
+    Ok(report)
+}
+
+async fn register_step(
+    client: &DataverseClient,
+    endpoint: &str,
+    step: &StepSpec,
+) -> Result<(), DataverseError> {
+    let messages = rows(
+        client,
+        "sdkmessages",
+        Query::new()
+            .select(["sdkmessageid"])
+            .filter(format!("name eq {}", filter::string_literal(step.message))),
+    )
+    .await?;
+    let message =
+        first_id(&messages, "sdkmessageid").ok_or_else(|| DataverseError::InvalidInput {
+            what: "SDK message".into(),
+            reason: format!("the CRM has no SDK message {}", step.message),
+        })?;
+    let filters = rows(
+        client,
+        "sdkmessagefilters",
+        Query::new().select(["sdkmessagefilterid"]).filter(format!(
+            "primaryobjecttypecode eq {} and _sdkmessageid_value eq {}",
+            filter::string_literal(step.entity),
+            filter::guid_literal(&message)?
+        )),
+    )
+    .await?;
+    let message_filter =
+        first_id(&filters, "sdkmessagefilterid").ok_or_else(|| DataverseError::InvalidInput {
+            what: "SDK message filter".into(),
+            reason: format!(
+                "the CRM cannot register {} on {}",
+                step.message, step.entity
+            ),
+        })?;
+    let mut body = json!({
+        "name": step.name(),
+        "stage": 40,
+        "mode": 1,
+        "rank": 1,
+        "asyncautodelete": true,
+        "supporteddeployment": 0,
+        "eventhandler_serviceendpoint@odata.bind": format!("/serviceendpoints({endpoint})"),
+        "sdkmessageid@odata.bind": format!("/sdkmessages({message})"),
+        "sdkmessagefilterid@odata.bind": format!("/sdkmessagefilters({message_filter})"),
+    });
+    if !step.filtering_attributes.is_empty()
+        && let Some(map) = body.as_object_mut()
+    {
+        map.insert(
+            "filteringattributes".into(),
+            json!(step.filtering_attributes.join(",")),
+        );
+    }
+    let step_id = client.create("sdkmessageprocessingsteps", &body).await?;
+    for image in &step.images {
+        client
+            .create(
+                "sdkmessageprocessingstepimages",
+                &json!({
+                    "name": image.alias,
+                    "entityalias": image.alias,
+                    "imagetype": image.image_type,
+                    "messagepropertyname": "Target",
+                    "attributes": image.attributes.join(","),
+                    "sdkmessageprocessingstepid@odata.bind": format!("/sdkmessageprocessingsteps({step_id})"),
+                }),
+            )
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,423 @@
+//! The connector running locally: both simulators, the webhook intake on an HTTP port, a queue
+//! and every worker, in one process. End-to-end tests and `make demo` drive it through the
+//! Dataverse simulator's Web API and look at the CleverReach simulator.
+
+use crate::cleverreach::{CleverReachSim, CleverReachSimConfig};
+use crate::dataverse::{
+    CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET, CONNECTOR_USER_ID, DataverseSim,
+    DataverseSimConfig, WebApi,
+};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query as QueryParams, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use shared::adapters::cleverreach::{CleverReachClient, CleverReachConfig, InMemoryTokenStore};
+use shared::adapters::dataverse::client::{DataverseClient, DataverseConfig};
+use shared::adapters::dataverse::crm::DataverseCrm;
+use shared::adapters::http::RetryPolicy;
+use shared::adapters::memory::{InMemoryChangeQueue, QueuedChange, StaticSecrets};
+use shared::domain::routing::QueueFamily;
+use shared::handlers::sync_worker::{InboundMessage, WorkerDeps, handle_messages};
+use shared::handlers::webhook_intake::{IntakeDeps, IntakeSettings, WebhookRequest, handle};
+use shared::secret::Secret;
+use shared::sync::Connector;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::Mutex;
+
+pub type TokenStore = Arc<InMemoryTokenStore>;
+
+/// The webhook key the local intake expects.
+pub const WEBHOOK_KEY: &str = "local-webhook-key-5f0c2f6e9a7b4d1c";
+/// Deliveries of one message before it is parked as a dead letter (as SQS maxReceiveCount).
+pub const MAX_RECEIVE_COUNT: u32 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("could not start: {0}")]
+    Start(String),
+    #[error("the queues did not drain after {0} rounds")]
+    NotSettled(usize),
+}
+
+/// A message that failed `MAX_RECEIVE_COUNT` times.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub change: QueuedChange,
+}
+
+pub struct Harness {
+    pub dataverse: DataverseSim,
+    pub cleverreach: CleverReachSim,
+    /// A person changing CRM data through the Web API.
+    pub admin: WebApi,
+    pub queue: Arc<InMemoryChangeQueue>,
+    pub intake_url: String,
+    workers: Vec<WorkerDeps<TokenStore>>,
+    receive_counts: Mutex<HashMap<String, u32>>,
+    dead_letters: Mutex<Vec<DeadLetter>>,
+    intake: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.intake.abort();
+    }
+}
+
+type Intake = Arc<IntakeDeps<Arc<InMemoryChangeQueue>, StaticSecrets>>;
+
+async fn intake_route(
+    State(deps): State<Intake>,
+    QueryParams(query): QueryParams<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let request = WebhookRequest {
+        query,
+        headers: headers
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    k.as_str().to_ascii_lowercase(),
+                    v.to_str().ok()?.to_string(),
+                ))
+            })
+            .collect::<BTreeMap<_, _>>(),
+        body: body.to_vec(),
+    };
+    let response = handle(&request, &deps).await;
+    (
+        StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        axum::Json(response.body),
+    )
+}
+
+fn url(text: &str) -> Result<url::Url, HarnessError> {
+    url::Url::parse(text).map_err(|e| HarnessError::Start(format!("{text}: {e}")))
+}
+
+impl Harness {
+    /// Starts everything on free local ports.
+    pub async fn start() -> Result<Harness, HarnessError> {
+        Harness::start_with(
+            DataverseSimConfig::default(),
+            CleverReachSimConfig::default(),
+        )
+        .await
+    }
+
+    pub async fn start_with(
+        dataverse_config: DataverseSimConfig,
+        cleverreach_config: CleverReachSimConfig,
+    ) -> Result<Harness, HarnessError> {
+        let start = |e: std::io::Error| HarnessError::Start(e.to_string());
+        let dataverse = DataverseSim::spawn(dataverse_config).await.map_err(start)?;
+        let cleverreach = CleverReachSim::spawn(cleverreach_config.clone())
+            .await
+            .map_err(start)?;
+        let admin = WebApi::admin(&dataverse)
+            .await
+            .map_err(|e| HarnessError::Start(e.to_string()))?;
+
+        let queue = Arc::new(InMemoryChangeQueue::new());
+        let intake_deps: Intake = Arc::new(IntakeDeps {
+            queue: queue.clone(),
+            secrets: StaticSecrets::new().with("connector", WEBHOOK_KEY),
+            settings: IntakeSettings {
+                key_secret: "connector".into(),
+                key_field: None,
+                expected_organization: Some(dataverse.config().org_domain.clone()),
+                connector_user_id: Some(CONNECTOR_USER_ID.into()),
+            },
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(start)?;
+        let intake_url = format!(
+            "http://{}/api/webhook",
+            listener.local_addr().map_err(start)?
+        );
+        let app = Router::new()
+            .route("/api/webhook", post(intake_route))
+            .with_state(intake_deps);
+        let intake = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+
+        let tokens: TokenStore = Arc::new(InMemoryTokenStore::new());
+        let mut workers = Vec::new();
+        for family in QueueFamily::ALL {
+            let dataverse_client = DataverseClient::new(DataverseConfig {
+                retry: RetryPolicy::fast(),
+                ..DataverseConfig::new(
+                    url(&dataverse.api_url())?,
+                    url(&dataverse.token_url())?,
+                    CONNECTOR_CLIENT_ID,
+                    Secret::new(CONNECTOR_CLIENT_SECRET),
+                    format!("{}/.default", dataverse.resource()),
+                )
+            })
+            .map_err(|e| HarnessError::Start(e.to_string()))?;
+            let newsletter = CleverReachClient::new(
+                CleverReachConfig {
+                    retry: RetryPolicy::fast(),
+                    ..CleverReachConfig::new(
+                        url(&cleverreach.base_url())?,
+                        cleverreach_config.client_id.clone(),
+                        Secret::new(cleverreach_config.client_secret.clone()),
+                        format!("Dynamics 365 ({})", dataverse.config().org_domain),
+                    )
+                },
+                tokens.clone(),
+            )
+            .map_err(|e| HarnessError::Start(e.to_string()))?;
+            if workers.is_empty() {
+                newsletter
+                    .connect_client_credentials()
+                    .await
+                    .map_err(|e| HarnessError::Start(e.to_string()))?;
+            }
+            workers.push(WorkerDeps::new(
+                family,
+                Connector::new(DataverseCrm::new(dataverse_client), newsletter),
+            ));
+        }
+        Ok(Harness {
+            dataverse,
+            cleverreach,
+            admin,
+            queue,
+            intake_url,
+            workers,
+            receive_counts: Mutex::new(HashMap::new()),
+            dead_letters: Mutex::new(Vec::new()),
+            intake,
+        })
+    }
+
+    /// The worker of one family (its connector reads and writes like the real one).
+    pub fn worker(&self, family: QueueFamily) -> Option<&WorkerDeps<TokenStore>> {
+        self.workers.iter().find(|w| w.family == family)
+    }
+
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.dead_letters
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default()
+    }
+
+    /// Registers the webhooks (as the installer does) and writes the given settings rows.
+    pub async fn install(&self, settings: &[(&str, &str)]) -> Result<(), HarnessError> {
+        let client = self
+            .worker(QueueFamily::Contact)
+            .map(|w| w.conn.crm.client().clone())
+            .ok_or(HarnessError::Start("no worker".into()))?;
+        // The installer runs as an administrator; the sandbox's connector user may register.
+        shared::install::install_webhooks(&client, &self.intake_url, &Secret::new(WEBHOOK_KEY))
+            .await
+            .map_err(|e| HarnessError::Start(format!("installing the webhooks: {e}")))?;
+        for (key, value) in settings {
+            self.admin
+                .create(
+                    "crc_settings",
+                    &serde_json::json!({ "crc_key": key, "crc_value": value }),
+                )
+                .await
+                .map_err(|e| HarnessError::Start(format!("setting {key}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Lets everything happen: webhooks delivered, queues drained by the workers (failed
+    /// messages redelivered, parked after `MAX_RECEIVE_COUNT`), until nothing moves.
+    pub async fn settle(&self) -> Result<usize, HarnessError> {
+        const MAX_ROUNDS: usize = 10_000;
+        let mut processed = 0;
+        for _ in 0..MAX_ROUNDS {
+            self.dataverse.webhooks_idle().await;
+            if self.queue.is_empty() {
+                self.dataverse.webhooks_idle().await;
+                if self.queue.is_empty() {
+                    return Ok(processed);
+                }
+            }
+            for worker in &self.workers {
+                let batch = self.queue.take(worker.family, 10);
+                if batch.is_empty() {
+                    continue;
+                }
+                processed += batch.len();
+                let messages = batch
+                    .iter()
+                    .map(|c| InboundMessage {
+                        message_id: c.message_id.clone(),
+                        body: serde_json::to_string(&c.event).unwrap_or_default(),
+                        group: Some(shared::domain::routing::message_group(&c.event)),
+                    })
+                    .collect();
+                let failed = handle_messages(worker, messages).await;
+                let mut back = Vec::new();
+                for change in batch {
+                    if !failed.contains(&change.message_id) {
+                        continue;
+                    }
+                    let count = {
+                        let mut counts = self
+                            .receive_counts
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner());
+                        let c = counts.entry(change.message_id.clone()).or_default();
+                        *c += 1;
+                        *c
+                    };
+                    if count >= MAX_RECEIVE_COUNT {
+                        self.dead_letters
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(DeadLetter { change });
+                    } else {
+                        back.push(change);
+                    }
+                }
+                self.queue.put_back(worker.family, back);
+            }
+        }
+        Err(HarnessError::NotSettled(MAX_ROUNDS))
+    }
+}
+
+/// A checklist JSON with these (newsletter type id, state) entries.
+pub fn checklist(entries: &[(i64, i64)]) -> String {
+    let rows: Vec<serde_json::Value> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (id, state))| {
+            serde_json::json!({
+                "id": id, "state": state, "description": format!("type {id}"),
+                "modifiedby": "", "modifiedon": "", "position": i + 1,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows).to_string()
+}
+
+/// Errors of the scenario helpers, as text (they are for tests and the demo).
+pub type Step<T> = Result<T, String>;
+
+impl Harness {
+    /// Creates a row as the administrator and returns its id.
+    pub async fn create(&self, set: &str, body: serde_json::Value) -> Step<String> {
+        self.admin
+            .create(set, &body)
+            .await
+            .map_err(|e| format!("create {set}: {e}"))
+    }
+
+    /// Changes a row as the administrator.
+    pub async fn update(&self, set: &str, id: &str, body: serde_json::Value) -> Step<()> {
+        let reply = self
+            .admin
+            .patch(&format!("{set}({id})"), &body)
+            .await
+            .map_err(|e| format!("update {set}({id}): {e}"))?;
+        if reply.status >= 300 {
+            return Err(format!(
+                "update {set}({id}): {} {}",
+                reply.status, reply.text
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn delete(&self, set: &str, id: &str) -> Step<()> {
+        let reply = self
+            .admin
+            .delete(&format!("{set}({id})"))
+            .await
+            .map_err(|e| format!("delete {set}({id}): {e}"))?;
+        if reply.status >= 300 {
+            return Err(format!(
+                "delete {set}({id}): {} {}",
+                reply.status, reply.text
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs a Web API action as the administrator (`lists(<id>)/Microsoft.Dynamics.CRM.AddMemberList`).
+    pub async fn action(&self, path: &str, body: serde_json::Value) -> Step<serde_json::Value> {
+        let reply = self
+            .admin
+            .post(path, &body)
+            .await
+            .map_err(|e| format!("{path}: {e}"))?;
+        if reply.status >= 300 {
+            return Err(format!("{path}: {} {}", reply.status, reply.text));
+        }
+        Ok(reply.body)
+    }
+
+    /// Adds one member to a static list (AddMemberList).
+    pub async fn add_member(&self, list: &str, member: &str) -> Step<()> {
+        self.action(
+            &format!("lists({list})/Microsoft.Dynamics.CRM.AddMemberList"),
+            serde_json::json!({ "EntityId": member }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Adds many members to a static list at once (AddListMembersList).
+    pub async fn add_members(&self, list: &str, entity: &str, members: &[String]) -> Step<()> {
+        let key = format!("{entity}id");
+        let members: Vec<serde_json::Value> = members
+            .iter()
+            .map(|id| serde_json::json!({ "@odata.type": format!("Microsoft.Dynamics.CRM.{entity}"), key.clone(): id }))
+            .collect();
+        self.action(
+            "AddListMembersList",
+            serde_json::json!({
+                "List": { "@odata.type": "Microsoft.Dynamics.CRM.list", "listid": list },
+                "Members": members,
+            }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Removes one member from a static list (RemoveMemberList).
+    pub async fn remove_member(&self, list: &str, member: &str) -> Step<()> {
+        self.action(
+            &format!("lists({list})/Microsoft.Dynamics.CRM.RemoveMemberList"),
+            serde_json::json!({ "EntityId": member }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The group id stored on a source.
+    pub fn group_of(&self, set: &str, id: &str) -> Option<String> {
+        self.dataverse.row(set, id).and_then(|row| {
+            row.get("crc_groupid")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })
+    }
+
+    /// The active receivers' addresses (lower case) of a group, sorted.
+    pub fn active_emails(&self, group: &str) -> Vec<String> {
+        let mut emails: Vec<String> = self
+            .cleverreach
+            .receivers(group)
+            .into_iter()
+            .filter(|r| r.active)
+            .map(|r| r.email.to_lowercase())
+            .collect();
+        emails.sort();
+        emails
+    }
+}
