@@ -81,7 +81,14 @@ pub async fn on_person_change<S: TokenStore>(
     kind: RecipientKind,
     event: &ChangeEvent,
 ) -> Result<PeopleSync, SyncError> {
-    reconcile_people(conn, settings, PeopleScope::from_event(kind, event), None).await
+    let mut scope = PeopleScope::from_event(kind, event);
+    if kind == RecipientKind::Account && (event.touched("name") || event.size_exceeded) {
+        // A renamed account is the company of its contacts.
+        for contact in conn.crm.contacts_of_account(&event.record_id).await? {
+            scope.records.insert((RecipientKind::Contact, contact));
+        }
+    }
+    reconcile_people(conn, settings, scope, None).await
 }
 
 /// Members were added to or removed from one list: reconcile them in that list's group only.

@@ -444,6 +444,21 @@ impl DataverseCrm {
         Ok(rows.iter().filter_map(|r| id(r, "accountid")).collect())
     }
 
+    /// Contacts whose parent customer is this account (their company name is the account's).
+    pub async fn contacts_of_account(&self, account_id: &str) -> Result<Vec<String>, CrmError> {
+        let filter = format!(
+            "_parentcustomerid_value eq {}",
+            filter::guid_literal(account_id)?
+        );
+        let rows = self
+            .all_rows(
+                "contacts",
+                &Query::new().select(["contactid"]).filter(filter),
+            )
+            .await?;
+        Ok(rows.iter().filter_map(|r| id(r, "contactid")).collect())
+    }
+
     /// The static marketing lists a record is a member of.
     pub async fn static_lists_of(&self, record_id: &str) -> Result<Vec<String>, CrmError> {
         let filter = format!("_entityid_value eq {}", filter::guid_literal(record_id)?);

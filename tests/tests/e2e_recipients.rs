@@ -1,0 +1,283 @@
+//! End to end: contacts, leads and accounts changing in the CRM, receivers following in every
+//! group they belong to.
+
+use sandbox::harness::{Harness, checklist};
+use serde_json::json;
+
+async fn contact(h: &Harness, email: &str, consent: &[(i64, i64)]) -> String {
+    let (first, last) = email.split_once('@').unwrap();
+    h.create(
+        "contacts",
+        json!({ "firstname": first, "lastname": last, "emailaddress1": email, "crc_checklist": checklist(consent) }),
+    )
+    .await
+    .unwrap()
+}
+
+async fn synced_list(
+    h: &Harness,
+    name: &str,
+    entity: &str,
+    members: &[String],
+) -> (String, String) {
+    let code = match entity {
+        "account" => 1,
+        "contact" => 2,
+        _ => 4,
+    };
+    let list = h
+        .create(
+            "lists",
+            json!({ "listname": name, "createdfromcode": code, "type": false,
+                    "crc_checklist": checklist(&[(0, 1)]), "crc_syncwithcleverreach": false }),
+        )
+        .await
+        .unwrap();
+    if !members.is_empty() {
+        h.add_members(&list, entity, members).await.unwrap();
+    }
+    h.update("lists", &list, json!({ "crc_syncwithcleverreach": true }))
+        .await
+        .unwrap();
+    h.settle().await.unwrap();
+    let group = h.group_of("lists", &list).expect("group");
+    (list, group)
+}
+
+#[tokio::test]
+async fn a_recipients_checklist_change_adds_or_removes_them_in_every_group() {
+    let h = Harness::start().await.unwrap();
+    h.install(&[]).await.unwrap();
+    let anna = contact(&h, "anna@example.com", &[(0, 2)]).await;
+    let (_, g1) = synced_list(&h, "One", "contact", &[anna.clone()]).await;
+    let (_, g2) = synced_list(&h, "Two", "contact", &[anna.clone()]).await;
+    assert!(h.active_emails(&g1).is_empty());
+
+    h.update(
+        "contacts",
+        &anna,
+        json!({ "crc_checklist": checklist(&[(0, 1)]) }),
+    )
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(h.active_emails(&g1), ["anna@example.com"]);
+    assert_eq!(h.active_emails(&g2), ["anna@example.com"]);
+
+    h.update(
+        "contacts",
+        &anna,
+        json!({ "crc_checklist": checklist(&[(0, 2)]) }),
+    )
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert!(h.active_emails(&g1).is_empty());
+    assert!(h.active_emails(&g2).is_empty());
+    assert!(h.dead_letters().is_empty());
+}
+
+#[tokio::test]
+async fn an_email_change_moves_the_receiver_to_the_new_address_keeping_its_history() {
+    let h = Harness::start().await.unwrap();
+    h.install(&[]).await.unwrap();
+    let anna = contact(&h, "anna@example.com", &[(0, 1)]).await;
+    let (_, g1) = synced_list(&h, "One", "contact", &[anna.clone()]).await;
+    let (_, g2) = synced_list(&h, "Two", "contact", &[anna.clone()]).await;
+    let before = h.cleverreach.receiver(&g1, "anna@example.com").unwrap();
+
+    h.update(
+        "contacts",
+        &anna,
+        json!({ "emailaddress1": "anna.new@example.com" }),
+    )
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(h.active_emails(&g1), ["anna.new@example.com"]);
+    assert_eq!(h.active_emails(&g2), ["anna.new@example.com"]);
+    let after = h.cleverreach.receiver(&g1, "anna.new@example.com").unwrap();
+    assert_eq!(after.id, before.id, "the same receiver, history kept");
+    assert_eq!(after.registered, before.registered);
+}
+
+#[tokio::test]
+async fn name_and_salutation_changes_update_the_receivers_attributes() {
+    let h = Harness::start().await.unwrap();
+    h.install(&[]).await.unwrap();
+    let anna = contact(&h, "anna@example.com", &[(0, 1)]).await;
+    let (_, group) = synced_list(&h, "Names", "contact", &[anna.clone()]).await;
+    h.update(
+        "contacts",
+        &anna,
+        json!({ "firstname": "Anna-Lena", "lastname": "Schmidt", "salutation": "Frau Dr." }),
+    )
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    let r = h.cleverreach.receiver(&group, "anna@example.com").unwrap();
+    assert_eq!(r.global_attributes["firstname"], "Anna-Lena");
+    assert_eq!(r.global_attributes["lastname"], "Schmidt");
+    assert_eq!(r.global_attributes["salutation"], "Frau Dr.");
+    assert_eq!(r.global_attributes["crmentity"], "contact");
+    assert_eq!(r.global_attributes["crmid"], anna);
+}
+
+#[tokio::test]
+async fn the_company_follows_the_parent_account_and_its_name() {
+    let h = Harness::start().await.unwrap();
+    h.install(&[]).await.unwrap();
+    let acme = h
+        .create("accounts", json!({ "name": "Acme" }))
+        .await
+        .unwrap();
+    let globex = h
+        .create("accounts", json!({ "name": "Globex" }))
+        .await
+        .unwrap();
+    let anna = h
+        .create(
+            "contacts",
+            json!({ "firstname": "Anna", "lastname": "A", "emailaddress1": "anna@example.com",
+                    "crc_checklist": checklist(&[(0, 1)]),
+                    "parentcustomerid_account@odata.bind": format!("/accounts({acme})") }),
+        )
+        .await
+        .unwrap();
+    let (_, group) = synced_list(&h, "Company", "contact", &[anna.clone()]).await;
+    let company = |h: &Harness| {
+        h.cleverreach
+            .receiver(&group, "anna@example.com")
+            .unwrap()
+            .global_attributes["company"]
+            .clone()
+    };
+    assert_eq!(company(&h), "Acme");
+
+    h.update(
+        "contacts",
+        &anna,
+        json!({ "parentcustomerid_account@odata.bind": format!("/accounts({globex})") }),
+    )
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(company(&h), "Globex");
+
+    h.update("accounts", &globex, json!({ "name": "Globex Corp" }))
+        .await
+        .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(company(&h), "Globex Corp");
+}
+
+#[tokio::test]
+async fn deactivating_or_deleting_a_recipient_removes_its_receiver_everywhere() {
+    let h = Harness::start().await.unwrap();
+    h.install(&[]).await.unwrap();
+    let anna = contact(&h, "anna@example.com", &[(0, 1)]).await;
+    let bert = contact(&h, "bert@example.com", &[(0, 1)]).await;
+    let (_, group) = synced_list(&h, "People", "contact", &[anna.clone(), bert.clone()]).await;
+    assert_eq!(
+        h.active_emails(&group),
+        ["anna@example.com", "bert@example.com"]
+    );
+
+    h.update("contacts", &anna, json!({ "statecode": 1 }))
+        .await
+        .unwrap();
+    h.delete("contacts", &bert).await.unwrap();
+    h.settle().await.unwrap();
+    assert!(h.active_emails(&group).is_empty());
+    assert!(h.dead_letters().is_empty());
+}
+
+#[tokio::test]
+async fn leads_in_a_lead_list_are_synced_and_follow_their_changes() {
+    let h = Harness::start().await.unwrap();
+    h.install(&[]).await.unwrap();
+    let lead = h
+        .create(
+            "leads",
+            json!({ "firstname": "Lea", "lastname": "Lead", "emailaddress1": "lea@example.com",
+                    "companyname": "Leadworks", "crc_checklist": checklist(&[(0, 1)]) }),
+        )
+        .await
+        .unwrap();
+    let (_, group) = synced_list(&h, "Leads", "lead", &[lead.clone()]).await;
+    let r = h.cleverreach.receiver(&group, "lea@example.com").unwrap();
+    assert_eq!(r.global_attributes["company"], "Leadworks");
+    assert_eq!(r.global_attributes["crmentity"], "lead");
+
+    h.update("leads", &lead, json!({ "donotbulkemail": true }))
+        .await
+        .unwrap();
+    h.settle().await.unwrap();
+    assert!(
+        h.active_emails(&group).is_empty(),
+        "do not bulk e-mail removes"
+    );
+}
+
+#[tokio::test]
+async fn an_account_list_sends_the_primary_contact_and_follows_a_new_primary_contact() {
+    let h = Harness::start().await.unwrap();
+    h.install(&[]).await.unwrap();
+    let old = contact(&h, "old.boss@example.com", &[(0, 1)]).await;
+    let new = contact(&h, "new.boss@example.com", &[(0, 1)]).await;
+    let acme = h
+        .create(
+            "accounts",
+            json!({ "name": "Acme", "primarycontactid@odata.bind": format!("/contacts({old})") }),
+        )
+        .await
+        .unwrap();
+    let (_, group) = synced_list(&h, "Accounts", "account", &[acme.clone()]).await;
+    assert_eq!(h.active_emails(&group), ["old.boss@example.com"]);
+    let r = h
+        .cleverreach
+        .receiver(&group, "old.boss@example.com")
+        .unwrap();
+    assert_eq!(r.global_attributes["company"], "Acme");
+
+    h.update(
+        "accounts",
+        &acme,
+        json!({ "primarycontactid@odata.bind": format!("/contacts({new})") }),
+    )
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(h.active_emails(&group), ["new.boss@example.com"]);
+
+    h.update("accounts", &acme, json!({ "statecode": 1 }))
+        .await
+        .unwrap();
+    h.settle().await.unwrap();
+    assert!(h.active_emails(&group).is_empty(), "inactive account: out");
+    assert!(h.dead_letters().is_empty());
+}
+
+#[tokio::test]
+async fn deleting_an_account_removes_its_primary_contact_from_the_account_lists() {
+    let h = Harness::start().await.unwrap();
+    h.install(&[]).await.unwrap();
+    let boss = contact(&h, "boss@example.com", &[(0, 1)]).await;
+    let acme = h
+        .create(
+            "accounts",
+            json!({ "name": "Acme", "primarycontactid@odata.bind": format!("/contacts({boss})") }),
+        )
+        .await
+        .unwrap();
+    let (_, accounts) = synced_list(&h, "Accounts", "account", &[acme.clone()]).await;
+    let (_, contacts) = synced_list(&h, "Contacts", "contact", &[boss.clone()]).await;
+    h.delete("accounts", &acme).await.unwrap();
+    h.settle().await.unwrap();
+    assert!(h.active_emails(&accounts).is_empty());
+    assert_eq!(
+        h.active_emails(&contacts),
+        ["boss@example.com"],
+        "still a member in their own right"
+    );
+}
