@@ -6,6 +6,7 @@
 //!   domain's types (feature `adapters`, on by default).
 //! - [`error`] and [`secret`]: retry classification and secret wrapping used at every edge.
 
+pub mod config;
 pub mod domain;
 pub mod error;
 pub mod secret;
@@ -24,3 +25,8 @@ pub mod sync;
 
 #[cfg(feature = "adapters")]
 pub mod install;
+
+#[cfg(feature = "aws")]
+pub mod bootstrap;
+#[cfg(feature = "aws")]
+pub mod telemetry;

@@ -220,7 +220,11 @@ impl Harness {
         shared::install::install_webhooks(&client, &self.intake_url, &Secret::new(WEBHOOK_KEY))
             .await
             .map_err(|e| HarnessError::Start(format!("installing the webhooks: {e}")))?;
-        for (key, value) in settings {
+        // The CRM names the CleverReach it syncs with; here, the simulator.
+        let api_url = self.cleverreach.base_url();
+        let mut rows: Vec<(&str, &str)> = vec![("cleverreach:connectiondata:apiurl", &api_url)];
+        rows.extend(settings.iter().copied());
+        for (key, value) in rows {
             self.admin
                 .create(
                     "crc_settings",

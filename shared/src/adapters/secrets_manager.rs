@@ -105,3 +105,123 @@ mod tests {
         );
     }
 }
+
+/// CleverReach tokens kept in one Secrets Manager secret as JSON
+/// `{"access_token","refresh_token","expires_at"}`. Read fresh on every load (never cached):
+/// another worker may have rotated the refresh token a moment ago.
+pub struct SecretsManagerTokenStore {
+    client: aws_sdk_secretsmanager::Client,
+    secret_id: String,
+}
+
+impl SecretsManagerTokenStore {
+    pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: impl Into<String>) -> Self {
+        SecretsManagerTokenStore {
+            client,
+            secret_id: secret_id.into(),
+        }
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredTokens {
+    access_token: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    expires_at: i64,
+}
+
+#[async_trait]
+impl crate::adapters::cleverreach::TokenStore for SecretsManagerTokenStore {
+    async fn load(
+        &self,
+    ) -> Result<Option<crate::adapters::cleverreach::TokenSet>, crate::adapters::cleverreach::TokenStoreError>
+    {
+        use crate::adapters::cleverreach::{TokenSet, TokenStoreError};
+        let out = match self
+            .client
+            .get_secret_value()
+            .secret_id(&self.secret_id)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(GetSecretValueError::ResourceNotFoundException(_))
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(TokenStoreError::Unavailable(
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
+                ));
+            }
+        };
+        let Some(text) = out.secret_string().filter(|t| !t.trim().is_empty()) else {
+            return Ok(None);
+        };
+        // The error text must not echo the secret: name the problem only.
+        let stored: StoredTokens = serde_json::from_str(text).map_err(|e| {
+            TokenStoreError::Corrupt(format!(
+                "secret {} is not token JSON (line {}, column {})",
+                self.secret_id,
+                e.line(),
+                e.column()
+            ))
+        })?;
+        Ok(Some(TokenSet {
+            access_token: Secret::new(stored.access_token),
+            refresh_token: stored.refresh_token.map(Secret::new),
+            expires_at_unix: stored.expires_at,
+        }))
+    }
+
+    async fn save(
+        &self,
+        tokens: &crate::adapters::cleverreach::TokenSet,
+    ) -> Result<(), crate::adapters::cleverreach::TokenStoreError> {
+        use crate::adapters::cleverreach::TokenStoreError;
+        let stored = StoredTokens {
+            access_token: tokens.access_token.expose().to_string(),
+            refresh_token: tokens.refresh_token.as_ref().map(|s| s.expose().to_string()),
+            expires_at: tokens.expires_at_unix,
+        };
+        let text = serde_json::to_string(&stored)
+            .map_err(|e| TokenStoreError::Corrupt(e.to_string()))?;
+        let put = self
+            .client
+            .put_secret_value()
+            .secret_id(&self.secret_id)
+            .secret_string(text.clone())
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError::ResourceNotFoundException(_))
+                ) =>
+            {
+                self.client
+                    .create_secret()
+                    .name(&self.secret_id)
+                    .secret_string(text)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        TokenStoreError::Unavailable(
+                            aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
+                        )
+                    })
+            }
+            Err(e) => Err(TokenStoreError::Unavailable(
+                aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
+            )),
+        }
+    }
+}

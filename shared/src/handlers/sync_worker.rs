@@ -55,8 +55,24 @@ impl<S: TokenStore> WorkerDeps<S> {
             return Ok(settings.clone());
         }
         let settings = self.conn.settings().await?;
+        check_api_url(&settings, self.conn.newsletter.config().base_url.as_str())?;
         *cached = Some((Instant::now(), settings.clone()));
         Ok(settings)
+    }
+}
+
+/// The CleverReach API base is both a deployment parameter (the client is built with it) and a
+/// CRM setting; when they disagree the worker stops with an error naming both rather than
+/// writing to a CleverReach the administrator did not mean.
+fn check_api_url(settings: &Settings, deployed: &str) -> Result<(), SyncError> {
+    let norm = |u: &str| u.trim().trim_end_matches('/').to_ascii_lowercase();
+    if norm(&settings.api_url) == norm(deployed) {
+        Ok(())
+    } else {
+        Err(SyncError::Config(format!(
+            "the setting cleverreach:connectiondata:apiurl is {:?} but this deployment talks to {:?} (CLEVERREACH_API_URL); make them agree",
+            settings.api_url, deployed
+        )))
     }
 }
 

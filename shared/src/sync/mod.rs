@@ -20,6 +20,10 @@ pub enum SyncError {
     CleverReach(#[from] CleverReachError),
     #[error("{0}")]
     Invalid(String),
+    /// The deployment and the CRM settings disagree: retried (and parked in the dead-letter
+    /// queue) until an administrator fixes it, so no change is lost meanwhile.
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 impl Retryable for SyncError {
@@ -27,14 +31,14 @@ impl Retryable for SyncError {
         match self {
             SyncError::Crm(e) => e.is_retryable(),
             SyncError::CleverReach(e) => e.is_retryable(),
-            SyncError::Invalid(_) => false,
+            SyncError::Invalid(_) | SyncError::Config(_) => false,
         }
     }
     fn retry_after(&self) -> Option<Duration> {
         match self {
             SyncError::Crm(e) => e.retry_after(),
             SyncError::CleverReach(e) => e.retry_after(),
-            SyncError::Invalid(_) => None,
+            SyncError::Invalid(_) | SyncError::Config(_) => None,
         }
     }
 }
