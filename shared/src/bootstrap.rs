@@ -94,8 +94,7 @@ pub async fn worker_deps(
 }
 
 /// Everything the webhook intake needs.
-pub async fn intake_deps() -> Result<IntakeDeps<SqsChangeQueue, SecretsManagerSource>, StartError>
-{
+pub async fn intake_deps() -> Result<IntakeDeps<SqsChangeQueue, SecretsManagerSource>, StartError> {
     let config = Config::from_env()?;
     let aws = aws().await;
     let mut urls = QueueUrls::new();

@@ -168,8 +168,11 @@ mod tests {
             "CONNECTOR_SECRET_ID",
             "CLEVERREACH_CLIENT_ID",
         ] {
-            let pairs: Vec<(&str, &str)> =
-                MINIMAL.iter().copied().filter(|(k, _)| *k != missing).collect();
+            let pairs: Vec<(&str, &str)> = MINIMAL
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != missing)
+                .collect();
             let err = Config::from_vars(vars(&pairs)).unwrap_err();
             assert_eq!(err, ConfigError::Missing(missing));
             assert!(err.to_string().contains(missing));
@@ -187,7 +190,10 @@ mod tests {
     #[test]
     fn queue_urls_are_read_per_family() {
         let mut pairs = MINIMAL.to_vec();
-        pairs.push(("CONTACT_QUEUE_URL", "https://sqs.eu-central-1.amazonaws.com/1/contact.fifo"));
+        pairs.push((
+            "CONTACT_QUEUE_URL",
+            "https://sqs.eu-central-1.amazonaws.com/1/contact.fifo",
+        ));
         let config = Config::from_vars(vars(&pairs)).unwrap();
         assert_eq!(config.queue_urls.len(), 1);
         assert!(config.queue_urls["contact"].ends_with("contact.fifo"));

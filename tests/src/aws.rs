@@ -45,3 +45,62 @@ pub async fn emulator(test: &str) -> Option<AwsEmulator> {
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
+
+/// Creates one FIFO queue per family, each with a FIFO dead-letter queue after
+/// `max_receive_count` receives, named `<prefix>-<family>.fifo` (as the SAM template does).
+pub async fn create_fifo_queues(
+    client: &aws_sdk_sqs::Client,
+    prefix: &str,
+    max_receive_count: u32,
+) -> Result<crate::harness::SqsQueues, String> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    use shared::adapters::sqs::QueueUrls;
+    use shared::domain::routing::QueueFamily;
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let mut urls = QueueUrls::new();
+    let mut dead = QueueUrls::new();
+    for family in QueueFamily::ALL {
+        let dlq = client
+            .create_queue()
+            .queue_name(format!("{prefix}-{}-dlq.fifo", family.name()))
+            .attributes(A::FifoQueue, "true")
+            .send()
+            .await
+            .map_err(|e| err(&aws_sdk_sqs::error::DisplayErrorContext(&e)))?
+            .queue_url
+            .ok_or("no queue url")?;
+        let arn = client
+            .get_queue_attributes()
+            .queue_url(&dlq)
+            .attribute_names(A::QueueArn)
+            .send()
+            .await
+            .map_err(|e| err(&aws_sdk_sqs::error::DisplayErrorContext(&e)))?
+            .attributes
+            .and_then(|a| a.get(&A::QueueArn).cloned())
+            .ok_or("no queue arn")?;
+        let main = client
+            .create_queue()
+            .queue_name(format!("{prefix}-{}.fifo", family.name()))
+            .attributes(A::FifoQueue, "true")
+            .attributes(A::VisibilityTimeout, "30")
+            .attributes(
+                A::RedrivePolicy,
+                format!(
+                    r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{max_receive_count}"}}"#
+                ),
+            )
+            .send()
+            .await
+            .map_err(|e| err(&aws_sdk_sqs::error::DisplayErrorContext(&e)))?
+            .queue_url
+            .ok_or("no queue url")?;
+        urls = urls.with(family, main);
+        dead = dead.with(family, dlq);
+    }
+    Ok(crate::harness::SqsQueues {
+        client: client.clone(),
+        urls,
+        dead_letter_urls: dead,
+    })
+}

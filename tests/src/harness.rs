@@ -18,9 +18,12 @@ use shared::adapters::dataverse::client::{DataverseClient, DataverseConfig};
 use shared::adapters::dataverse::crm::DataverseCrm;
 use shared::adapters::http::RetryPolicy;
 use shared::adapters::memory::{InMemoryChangeQueue, QueuedChange, StaticSecrets};
+use shared::adapters::sqs::{QueueUrls, SqsChangeQueue};
+use shared::domain::change::ChangeEvent;
 use shared::domain::routing::QueueFamily;
 use shared::handlers::sync_worker::{InboundMessage, WorkerDeps, handle_messages};
 use shared::handlers::webhook_intake::{IntakeDeps, IntakeSettings, WebhookRequest, handle};
+use shared::ports::ChangeQueue;
 use shared::secret::Secret;
 use shared::sync::Connector;
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +43,8 @@ pub enum HarnessError {
     Start(String),
     #[error("the queues did not drain after {0} rounds")]
     NotSettled(usize),
+    #[error("queue: {0}")]
+    Queue(String),
 }
 
 /// A message that failed `MAX_RECEIVE_COUNT` times.
@@ -53,7 +58,10 @@ pub struct Harness {
     pub cleverreach: CleverReachSim,
     /// A person changing CRM data through the Web API.
     pub admin: WebApi,
+    /// The local queue (always there; unused when the run goes through SQS).
     pub queue: Arc<InMemoryChangeQueue>,
+    /// SQS queues when the run goes through an AWS endpoint (LocalStack, moto).
+    pub sqs: Option<SqsQueues>,
     pub intake_url: String,
     workers: Vec<WorkerDeps<TokenStore>>,
     receive_counts: Mutex<HashMap<String, u32>>,
@@ -67,7 +75,24 @@ impl Drop for Harness {
     }
 }
 
-type Intake = Arc<IntakeDeps<Arc<InMemoryChangeQueue>, StaticSecrets>>;
+type Intake = Arc<IntakeDeps<Arc<dyn ChangeQueue>, StaticSecrets>>;
+
+/// SQS FIFO queues (one per family) and their dead-letter queues.
+#[derive(Clone)]
+pub struct SqsQueues {
+    pub client: aws_sdk_sqs::Client,
+    pub urls: QueueUrls,
+    pub dead_letter_urls: QueueUrls,
+}
+
+/// Where the run's changes travel.
+#[derive(Clone, Default)]
+pub struct HarnessOptions {
+    /// Address of the webhook intake (`127.0.0.1:0` when unset).
+    pub intake_bind: Option<std::net::SocketAddr>,
+    /// Go through these SQS queues instead of the local queue.
+    pub sqs: Option<SqsQueues>,
+}
 
 async fn intake_route(
     State(deps): State<Intake>,
@@ -105,6 +130,7 @@ impl Harness {
         Harness::start_with(
             DataverseSimConfig::default(),
             CleverReachSimConfig::default(),
+            HarnessOptions::default(),
         )
         .await
     }
@@ -112,6 +138,7 @@ impl Harness {
     pub async fn start_with(
         dataverse_config: DataverseSimConfig,
         cleverreach_config: CleverReachSimConfig,
+        options: HarnessOptions,
     ) -> Result<Harness, HarnessError> {
         let start = |e: std::io::Error| HarnessError::Start(e.to_string());
         let dataverse = DataverseSim::spawn(dataverse_config).await.map_err(start)?;
@@ -123,8 +150,12 @@ impl Harness {
             .map_err(|e| HarnessError::Start(e.to_string()))?;
 
         let queue = Arc::new(InMemoryChangeQueue::new());
+        let intake_queue: Arc<dyn ChangeQueue> = match &options.sqs {
+            Some(sqs) => Arc::new(SqsChangeQueue::new(sqs.client.clone(), sqs.urls.clone())),
+            None => queue.clone(),
+        };
         let intake_deps: Intake = Arc::new(IntakeDeps {
-            queue: queue.clone(),
+            queue: intake_queue,
             secrets: StaticSecrets::new().with("connector", WEBHOOK_KEY),
             settings: IntakeSettings {
                 key_secret: "connector".into(),
@@ -133,9 +164,10 @@ impl Harness {
                 connector_user_id: Some(CONNECTOR_USER_ID.into()),
             },
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(start)?;
+        let bind = options
+            .intake_bind
+            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = tokio::net::TcpListener::bind(bind).await.map_err(start)?;
         let intake_url = format!(
             "http://{}/api/webhook",
             listener.local_addr().map_err(start)?
@@ -190,6 +222,7 @@ impl Harness {
             cleverreach,
             admin,
             queue,
+            sqs: options.sqs,
             intake_url,
             workers,
             receive_counts: Mutex::new(HashMap::new()),
@@ -238,60 +271,201 @@ impl Harness {
 
     /// Lets everything happen: webhooks delivered, queues drained by the workers (failed
     /// messages redelivered, parked after `MAX_RECEIVE_COUNT`), until nothing moves.
+    /// Returns how many messages were processed.
     pub async fn settle(&self) -> Result<usize, HarnessError> {
         const MAX_ROUNDS: usize = 10_000;
         let mut processed = 0;
         for _ in 0..MAX_ROUNDS {
             self.dataverse.webhooks_idle().await;
-            if self.queue.is_empty() {
-                self.dataverse.webhooks_idle().await;
-                if self.queue.is_empty() {
-                    return Ok(processed);
-                }
-            }
+            let mut moved = false;
             for worker in &self.workers {
-                let batch = self.queue.take(worker.family, 10);
+                let batch = self.take(worker.family).await?;
                 if batch.is_empty() {
                     continue;
                 }
+                moved = true;
                 processed += batch.len();
                 let messages = batch
                     .iter()
-                    .map(|c| InboundMessage {
+                    .map(|(c, _)| InboundMessage {
                         message_id: c.message_id.clone(),
                         body: serde_json::to_string(&c.event).unwrap_or_default(),
                         group: Some(shared::domain::routing::message_group(&c.event)),
                     })
                     .collect();
                 let failed = handle_messages(worker, messages).await;
-                let mut back = Vec::new();
-                for change in batch {
-                    if !failed.contains(&change.message_id) {
-                        continue;
-                    }
-                    let count = {
-                        let mut counts = self
-                            .receive_counts
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner());
-                        let c = counts.entry(change.message_id.clone()).or_default();
-                        *c += 1;
-                        *c
-                    };
-                    if count >= MAX_RECEIVE_COUNT {
-                        self.dead_letters
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(DeadLetter { change });
-                    } else {
-                        back.push(change);
-                    }
+                self.finish(worker.family, batch, &failed).await?;
+            }
+            if !moved {
+                self.dataverse.webhooks_idle().await;
+                if self.is_drained().await? {
+                    return Ok(processed);
                 }
-                self.queue.put_back(worker.family, back);
             }
         }
         Err(HarnessError::NotSettled(MAX_ROUNDS))
     }
+
+    /// Up to ten messages of one family (with the SQS receipt handle when on SQS).
+    async fn take(
+        &self,
+        family: QueueFamily,
+    ) -> Result<Vec<(QueuedChange, Option<String>)>, HarnessError> {
+        let Some(sqs) = &self.sqs else {
+            return Ok(self
+                .queue
+                .take(family, 10)
+                .into_iter()
+                .map(|c| (c, None))
+                .collect());
+        };
+        let Some(url) = sqs.urls.get(family) else {
+            return Ok(Vec::new());
+        };
+        let received = sqs
+            .client
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(30)
+            .send()
+            .await
+            .map_err(|e| {
+                HarnessError::Queue(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())
+            })?;
+        Ok(received
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                let event: ChangeEvent = serde_json::from_str(m.body()?).ok()?;
+                Some((
+                    QueuedChange {
+                        family,
+                        message_id: m.message_id()?.to_string(),
+                        event,
+                    },
+                    m.receipt_handle().map(str::to_string),
+                ))
+            })
+            .collect())
+    }
+
+    /// Acknowledges the processed messages and puts the failed ones back for redelivery.
+    async fn finish(
+        &self,
+        family: QueueFamily,
+        batch: Vec<(QueuedChange, Option<String>)>,
+        failed: &[String],
+    ) -> Result<(), HarnessError> {
+        if let Some(sqs) = &self.sqs {
+            let Some(url) = sqs.urls.get(family) else {
+                return Ok(());
+            };
+            for (change, receipt) in batch {
+                let Some(receipt) = receipt else { continue };
+                let done = if failed.contains(&change.message_id) {
+                    // Visible again at once: the redrive policy counts the receives.
+                    sqs.client
+                        .change_message_visibility()
+                        .queue_url(url)
+                        .receipt_handle(receipt)
+                        .visibility_timeout(0)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())
+                } else {
+                    sqs.client
+                        .delete_message()
+                        .queue_url(url)
+                        .receipt_handle(receipt)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())
+                };
+                done.map_err(HarnessError::Queue)?;
+            }
+            return Ok(());
+        }
+        let mut back = Vec::new();
+        for (change, _) in batch {
+            if !failed.contains(&change.message_id) {
+                continue;
+            }
+            let count = {
+                let mut counts = self
+                    .receive_counts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let c = counts.entry(change.message_id.clone()).or_default();
+                *c += 1;
+                *c
+            };
+            if count >= MAX_RECEIVE_COUNT {
+                self.dead_letters
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(DeadLetter { change });
+            } else {
+                back.push(change);
+            }
+        }
+        self.queue.put_back(family, back);
+        Ok(())
+    }
+
+    async fn is_drained(&self) -> Result<bool, HarnessError> {
+        let Some(sqs) = &self.sqs else {
+            return Ok(self.queue.is_empty());
+        };
+        for family in sqs.urls.families() {
+            let Some(url) = sqs.urls.get(family) else {
+                continue;
+            };
+            if queue_depth(&sqs.client, url).await? > 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Messages in the SQS dead-letter queues (0 for a local run: see `dead_letters`).
+    pub async fn sqs_dead_letters(&self) -> Result<u64, HarnessError> {
+        let Some(sqs) = &self.sqs else {
+            return Ok(0);
+        };
+        let mut total = 0;
+        for family in sqs.dead_letter_urls.families() {
+            if let Some(url) = sqs.dead_letter_urls.get(family) {
+                total += queue_depth(&sqs.client, url).await?;
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// Visible plus in-flight messages of a queue.
+async fn queue_depth(client: &aws_sdk_sqs::Client, url: &str) -> Result<u64, HarnessError> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let attrs = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(|e| HarnessError::Queue(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?
+        .attributes
+        .unwrap_or_default();
+    Ok([
+        A::ApproximateNumberOfMessages,
+        A::ApproximateNumberOfMessagesNotVisible,
+    ]
+    .iter()
+    .filter_map(|a| attrs.get(a)?.parse::<u64>().ok())
+    .sum())
 }
 
 /// A checklist JSON with these (newsletter type id, state) entries.

@@ -135,8 +135,10 @@ struct StoredTokens {
 impl crate::adapters::cleverreach::TokenStore for SecretsManagerTokenStore {
     async fn load(
         &self,
-    ) -> Result<Option<crate::adapters::cleverreach::TokenSet>, crate::adapters::cleverreach::TokenStoreError>
-    {
+    ) -> Result<
+        Option<crate::adapters::cleverreach::TokenSet>,
+        crate::adapters::cleverreach::TokenStoreError,
+    > {
         use crate::adapters::cleverreach::{TokenSet, TokenStoreError};
         let out = match self
             .client
@@ -186,11 +188,14 @@ impl crate::adapters::cleverreach::TokenStore for SecretsManagerTokenStore {
         use crate::adapters::cleverreach::TokenStoreError;
         let stored = StoredTokens {
             access_token: tokens.access_token.expose().to_string(),
-            refresh_token: tokens.refresh_token.as_ref().map(|s| s.expose().to_string()),
+            refresh_token: tokens
+                .refresh_token
+                .as_ref()
+                .map(|s| s.expose().to_string()),
             expires_at: tokens.expires_at_unix,
         };
-        let text = serde_json::to_string(&stored)
-            .map_err(|e| TokenStoreError::Corrupt(e.to_string()))?;
+        let text =
+            serde_json::to_string(&stored).map_err(|e| TokenStoreError::Corrupt(e.to_string()))?;
         let put = self
             .client
             .put_secret_value()
