@@ -2,14 +2,21 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
+FUNCTIONS := webhook-intake sync-marketing-list sync-contact sync-lead sync-account
 
-.PHONY: help test lint fmt check-domain bench sandbox clean
+.PHONY: help demo up test lint fmt check-domain bench sandbox clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-test: check-domain ## run every test (unit, handler, sandbox, end to end)
-	$(CARGO) test --workspace $(CARGO_FLAGS)
+demo: ## run the connector locally against the sandbox: demo data, webhooks, changes, converged groups
+	$(CARGO) run -p sandbox --bin local $(CARGO_FLAGS) -- demo
+
+up: ## the connector and sandbox in the foreground (ports 8801/8802/8803) for hands-on use
+	$(CARGO) run -p sandbox --bin local $(CARGO_FLAGS) -- up
+
+test: check-domain ## every test (unit, handler, sandbox, end to end; an AWS emulator is started if none is set)
+	tests/with-aws-emulator.sh $(CARGO) test --workspace $(CARGO_FLAGS)
 
 lint: ## formatting and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
@@ -24,7 +31,7 @@ check-domain: ## prove the domain compiles without HTTP or AWS crates
 bench: ## benchmarks (release build): the reconcile planner
 	$(CARGO) bench -p shared --bench planner $(CARGO_FLAGS)
 
-sandbox: ## run the Dataverse and CleverReach simulators in the foreground
+sandbox: ## only the Dataverse and CleverReach simulators, in the foreground
 	$(CARGO) run -p sandbox --bin sandbox $(CARGO_FLAGS)
 
 clean:

@@ -1,6 +1,8 @@
 //! The webhook intake handler with in-memory queue and secrets: what Dataverse gets back, and
 //! what is (and is not) queued.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use shared::adapters::memory::{InMemoryChangeQueue, StaticSecrets};
 use shared::domain::change::CrmMessage;
 use shared::domain::routing::QueueFamily;

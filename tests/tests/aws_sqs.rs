@@ -1,6 +1,8 @@
 //! The SQS adapter against the AWS emulator: FIFO order per record, de-duplication of a change
 //! delivered twice, and a message that keeps failing ends in the dead-letter queue.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use sandbox::aws::{emulator, unique_name};
 use shared::adapters::sqs::{QueueUrls, SqsChangeQueue};

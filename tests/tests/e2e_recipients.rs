@@ -1,6 +1,8 @@
 //! End to end: contacts, leads and accounts changing in the CRM, receivers following in every
 //! group they belong to.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use sandbox::harness::{Harness, checklist};
 use serde_json::json;
 
@@ -49,8 +51,8 @@ async fn a_recipients_checklist_change_adds_or_removes_them_in_every_group() {
     let h = Harness::start().await.unwrap();
     h.install(&[]).await.unwrap();
     let anna = contact(&h, "anna@example.com", &[(0, 2)]).await;
-    let (_, g1) = synced_list(&h, "One", "contact", &[anna.clone()]).await;
-    let (_, g2) = synced_list(&h, "Two", "contact", &[anna.clone()]).await;
+    let (_, g1) = synced_list(&h, "One", "contact", std::slice::from_ref(&anna)).await;
+    let (_, g2) = synced_list(&h, "Two", "contact", std::slice::from_ref(&anna)).await;
     assert!(h.active_emails(&g1).is_empty());
 
     h.update(
@@ -82,8 +84,8 @@ async fn an_email_change_moves_the_receiver_to_the_new_address_keeping_its_histo
     let h = Harness::start().await.unwrap();
     h.install(&[]).await.unwrap();
     let anna = contact(&h, "anna@example.com", &[(0, 1)]).await;
-    let (_, g1) = synced_list(&h, "One", "contact", &[anna.clone()]).await;
-    let (_, g2) = synced_list(&h, "Two", "contact", &[anna.clone()]).await;
+    let (_, g1) = synced_list(&h, "One", "contact", std::slice::from_ref(&anna)).await;
+    let (_, g2) = synced_list(&h, "Two", "contact", std::slice::from_ref(&anna)).await;
     let before = h.cleverreach.receiver(&g1, "anna@example.com").unwrap();
 
     h.update(
@@ -106,7 +108,7 @@ async fn name_and_salutation_changes_update_the_receivers_attributes() {
     let h = Harness::start().await.unwrap();
     h.install(&[]).await.unwrap();
     let anna = contact(&h, "anna@example.com", &[(0, 1)]).await;
-    let (_, group) = synced_list(&h, "Names", "contact", &[anna.clone()]).await;
+    let (_, group) = synced_list(&h, "Names", "contact", std::slice::from_ref(&anna)).await;
     h.update(
         "contacts",
         &anna,
@@ -144,7 +146,7 @@ async fn the_company_follows_the_parent_account_and_its_name() {
         )
         .await
         .unwrap();
-    let (_, group) = synced_list(&h, "Company", "contact", &[anna.clone()]).await;
+    let (_, group) = synced_list(&h, "Company", "contact", std::slice::from_ref(&anna)).await;
     let company = |h: &Harness| {
         h.cleverreach
             .receiver(&group, "anna@example.com")
@@ -204,7 +206,7 @@ async fn leads_in_a_lead_list_are_synced_and_follow_their_changes() {
         )
         .await
         .unwrap();
-    let (_, group) = synced_list(&h, "Leads", "lead", &[lead.clone()]).await;
+    let (_, group) = synced_list(&h, "Leads", "lead", std::slice::from_ref(&lead)).await;
     let r = h.cleverreach.receiver(&group, "lea@example.com").unwrap();
     assert_eq!(r.global_attributes["company"], "Leadworks");
     assert_eq!(r.global_attributes["crmentity"], "lead");
@@ -232,7 +234,7 @@ async fn an_account_list_sends_the_primary_contact_and_follows_a_new_primary_con
         )
         .await
         .unwrap();
-    let (_, group) = synced_list(&h, "Accounts", "account", &[acme.clone()]).await;
+    let (_, group) = synced_list(&h, "Accounts", "account", std::slice::from_ref(&acme)).await;
     assert_eq!(h.active_emails(&group), ["old.boss@example.com"]);
     let r = h
         .cleverreach
@@ -270,8 +272,8 @@ async fn deleting_an_account_removes_its_primary_contact_from_the_account_lists(
         )
         .await
         .unwrap();
-    let (_, accounts) = synced_list(&h, "Accounts", "account", &[acme.clone()]).await;
-    let (_, contacts) = synced_list(&h, "Contacts", "contact", &[boss.clone()]).await;
+    let (_, accounts) = synced_list(&h, "Accounts", "account", std::slice::from_ref(&acme)).await;
+    let (_, contacts) = synced_list(&h, "Contacts", "contact", std::slice::from_ref(&boss)).await;
     h.delete("accounts", &acme).await.unwrap();
     h.settle().await.unwrap();
     assert!(h.active_emails(&accounts).is_empty());

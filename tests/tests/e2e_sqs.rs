@@ -2,6 +2,8 @@
 //! exists): the intake sends to SQS, a poller standing in for the event-source mapping feeds
 //! the workers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use sandbox::aws::{create_fifo_queues, emulator, unique_name};
 use sandbox::cleverreach::CleverReachSimConfig;
 use sandbox::dataverse::DataverseSimConfig;

@@ -1,0 +1,325 @@
+//! The connector's main job, locally: the sandbox (simulated Dataverse and CleverReach), the
+//! webhook intake and every worker in one process, on a local queue (or on SQS when
+//! `AWS_ENDPOINT_URL` and the `<FAMILY>_QUEUE_URL` variables are set).
+//!
+//! `local demo`: creates demo data, registers the webhooks like an administrator, makes a
+//! scripted series of CRM changes, waits until CleverReach converged, prints every group and a
+//! summary, exits 0 (1 if anything ended in a dead-letter queue).
+//! `local up`: the same without the script, in the foreground until Ctrl-C, on fixed ports
+//! (`DATAVERSE_PORT` 8801, `CLEVERREACH_PORT` 8802, `INTAKE_PORT` 8803); prints the endpoints and
+//! sandbox credentials as one JSON line.
+
+use sandbox::cleverreach::CleverReachSimConfig;
+use sandbox::dataverse::{self, DataverseSimConfig};
+use sandbox::harness::{Harness, HarnessOptions, SqsQueues, checklist};
+use serde_json::json;
+use shared::adapters::sqs::QueueUrls;
+use shared::domain::routing::QueueFamily;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+type Run<T> = Result<T, String>;
+
+fn port(variable: &str, default: u16) -> Run<u16> {
+    match std::env::var(variable) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{variable}={v:?} is not a port number")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// SQS when an AWS endpoint and every queue URL are configured; otherwise the local queue.
+async fn sqs_from_env() -> Option<SqsQueues> {
+    std::env::var("AWS_ENDPOINT_URL").ok()?;
+    let urls = QueueUrls::from_env();
+    if urls.families().count() < QueueFamily::ALL.len() {
+        return None;
+    }
+    let mut dead = QueueUrls::new();
+    for family in QueueFamily::ALL {
+        let var = format!("{}_DLQ_URL", family.name().replace('-', "_").to_uppercase());
+        if let Ok(url) = std::env::var(var) {
+            dead = dead.with(family, url);
+        }
+    }
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    Some(SqsQueues {
+        client: aws_sdk_sqs::Client::new(&config),
+        urls,
+        dead_letter_urls: dead,
+    })
+}
+
+async fn start(fixed_ports: bool) -> Run<Harness> {
+    let mut dataverse = DataverseSimConfig::default();
+    let mut cleverreach = CleverReachSimConfig::default();
+    let mut options = HarnessOptions {
+        sqs: sqs_from_env().await,
+        ..HarnessOptions::default()
+    };
+    if fixed_ports {
+        dataverse.bind = SocketAddr::from(([127, 0, 0, 1], port("DATAVERSE_PORT", 8801)?));
+        cleverreach.bind = SocketAddr::from(([127, 0, 0, 1], port("CLEVERREACH_PORT", 8802)?));
+        options.intake_bind = Some(SocketAddr::from((
+            [127, 0, 0, 1],
+            port("INTAKE_PORT", 8803)?,
+        )));
+    }
+    let h = Harness::start_with(dataverse, cleverreach, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    h.install(&[
+        (
+            "cleverreach:newslettertypsettings:typjson",
+            r#"[{"id":0,"description":"Information","position":1},{"id":1,"description":"Werbung und Spiele","position":2}]"#,
+        ),
+        ("cleverreach:transfersettings:entity", "contact,account,lead"),
+    ])
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(h)
+}
+
+const FIRST: [&str; 10] = [
+    "Anna", "Ben", "Clara", "David", "Emma", "Felix", "Greta", "Hannes", "Ida", "Jonas",
+];
+const LAST: [&str; 5] = ["Becker", "Fischer", "Klein", "Wagner", "Wolf"];
+
+async fn demo() -> Run<bool> {
+    let started = Instant::now();
+    let h = start(false).await?;
+    println!("sandbox up; webhooks registered; creating demo data");
+
+    // 50 contacts: 35 say yes to "Information", 10 only to "Werbung und Spiele", 5 say no.
+    let mut contacts = Vec::new();
+    for i in 0..50 {
+        let consent = match i % 10 {
+            0..=6 => vec![(0, 1)],
+            7 | 8 => vec![(0, 0), (1, 1)],
+            _ => vec![(0, 2), (1, 2)],
+        };
+        let first = FIRST[i % 10];
+        let last = LAST[i / 10];
+        let domain = if i % 4 == 0 {
+            "example.org"
+        } else {
+            "example.com"
+        };
+        let id = h
+            .create(
+                "contacts",
+                json!({ "firstname": first, "lastname": last, "salutation": if i % 2 == 0 { "Frau" } else { "Herr" },
+                        "emailaddress1": format!("{}.{}{i}@{domain}", first.to_lowercase(), last.to_lowercase()),
+                        "crc_checklist": checklist(&consent) }),
+            )
+            .await?;
+        contacts.push(id);
+    }
+    let mut leads = Vec::new();
+    for (i, first) in FIRST.iter().enumerate() {
+        leads.push(
+            h.create(
+                "leads",
+                json!({ "firstname": first, "lastname": "Lead", "companyname": format!("Lead GmbH {i}"),
+                        "emailaddress1": format!("lead{i}@example.net"), "crc_checklist": checklist(&[(0, 1)]) }),
+            )
+            .await?,
+        );
+    }
+    let mut accounts = Vec::new();
+    for i in 0..5 {
+        let boss = h
+            .create(
+                "contacts",
+                json!({ "firstname": "Chef", "lastname": format!("Nummer{i}"), "emailaddress1": format!("chef{i}@firma{i}.de"),
+                        "crc_checklist": checklist(&[(0, 1), (1, 1)]) }),
+            )
+            .await?;
+        accounts.push(
+            h.create(
+                "accounts",
+                json!({ "name": format!("Firma {i} AG"), "primarycontactid@odata.bind": format!("/contacts({boss})") }),
+            )
+            .await?,
+        );
+    }
+    let source_checklist = checklist(&[(0, 1)]);
+    let customers = h
+        .create(
+            "lists",
+            json!({ "listname": "Customers", "createdfromcode": 2, "type": false,
+                    "crc_checklist": source_checklist, "crc_syncwithcleverreach": true }),
+        )
+        .await?;
+    h.add_members(&customers, "contact", &contacts[..30])
+        .await?;
+    let query = r#"<fetch><entity name="contact"><attribute name="contactid"/><filter><condition attribute="emailaddress1" operator="like" value="%@example.org"/></filter></entity></fetch>"#;
+    let org_list = h
+        .create(
+            "lists",
+            json!({ "listname": "example.org readers", "createdfromcode": 2, "type": true, "query": query,
+                    "crc_checklist": checklist(&[(0, 1), (1, 1)]), "crc_syncwithcleverreach": true }),
+        )
+        .await?;
+    let lead_list = h
+        .create(
+            "lists",
+            json!({ "listname": "Leads", "createdfromcode": 4, "type": false,
+                    "crc_checklist": checklist(&[(0, 1)]), "crc_syncwithcleverreach": true }),
+        )
+        .await?;
+    h.add_members(&lead_list, "lead", &leads).await?;
+    let account_list = h
+        .create(
+            "lists",
+            json!({ "listname": "Key accounts", "createdfromcode": 1, "type": false,
+                    "crc_checklist": checklist(&[(1, 1)]), "crc_syncwithcleverreach": true }),
+        )
+        .await?;
+    h.add_members(&account_list, "account", &accounts).await?;
+    let first = h.settle().await.map_err(|e| e.to_string())?;
+    println!("initial sync: {first} messages");
+
+    println!("scripted CRM changes");
+    h.add_member(&customers, &contacts[30]).await?;
+    h.add_members(&customers, "contact", &contacts[31..35])
+        .await?;
+    h.remove_member(&customers, &contacts[1]).await?;
+    h.update(
+        "contacts",
+        &contacts[2],
+        json!({ "crc_checklist": checklist(&[(0, 2)]) }),
+    )
+    .await?;
+    h.update(
+        "contacts",
+        &contacts[3],
+        json!({ "emailaddress1": "new.address@example.com" }),
+    )
+    .await?;
+    h.update("contacts", &contacts[5], json!({ "statecode": 1 }))
+        .await?;
+    h.update("contacts", &contacts[6], json!({ "lastname": "Umbenannt" }))
+        .await?;
+    h.update("lists", &customers, json!({ "listname": "Customers 2026" }))
+        .await?;
+    h.create(
+        "contacts",
+        json!({ "firstname": "Neu", "lastname": "Leserin", "emailaddress1": "neu.leserin@example.org",
+                "crc_checklist": checklist(&[(1, 1)]) }),
+    )
+    .await?;
+    h.update("leads", &leads[0], json!({ "donotbulkemail": true }))
+        .await?;
+    h.delete("leads", &leads[1]).await?;
+    h.update("accounts", &accounts[0], json!({ "name": "Firma 0 SE" }))
+        .await?;
+    let changes = h.settle().await.map_err(|e| e.to_string())?;
+    println!("changes synced: {changes} messages");
+
+    println!();
+    for list in [&customers, &org_list, &lead_list, &account_list] {
+        let row = h.dataverse.row("lists", list).unwrap_or_default();
+        let name = row.get("listname").and_then(|v| v.as_str()).unwrap_or("?");
+        let status = row
+            .get("crc_syncstatus")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        let Some(group) = h.group_of("lists", list) else {
+            println!("list {name:?}: no group");
+            continue;
+        };
+        let g = h.cleverreach.group(&group);
+        let receivers = h.cleverreach.receivers(&group);
+        let active = receivers.iter().filter(|r| r.active).count();
+        println!(
+            "group {group} {:?} — {active} active of {} receivers (list status: {status})",
+            g.map(|g| g.name).unwrap_or_default(),
+            receivers.len()
+        );
+        for r in receivers {
+            let a = &r.global_attributes;
+            println!(
+                "  {} {:<38} {} {} {}, {}",
+                if r.active { "+" } else { "-" },
+                r.email,
+                a.get("salutation").map(String::as_str).unwrap_or(""),
+                a.get("firstname").map(String::as_str).unwrap_or(""),
+                a.get("lastname").map(String::as_str).unwrap_or(""),
+                a.get("company").map(String::as_str).unwrap_or(""),
+            );
+        }
+    }
+    let dead =
+        h.dead_letters().len() as u64 + h.sqs_dead_letters().await.map_err(|e| e.to_string())?;
+    let dv = h.dataverse.stats();
+    let cr = h.cleverreach.stats();
+    println!();
+    println!(
+        "summary: {} webhooks delivered, {} messages processed, {} Dataverse requests, {} CleverReach calls, {} dead letters, {:.1} s",
+        h.dataverse.deliveries().len(),
+        first + changes,
+        dv.requests.values().sum::<u64>(),
+        cr.total(),
+        dead,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(dead == 0)
+}
+
+async fn up() -> Run<bool> {
+    let h = start(true).await?;
+    println!(
+        "{}",
+        json!({
+            "dataverse": {
+                "api_url": h.dataverse.api_url(),
+                "token_url": h.dataverse.token_url(),
+                "scope": format!("{}/.default", h.dataverse.resource()),
+                "admin": { "client_id": dataverse::ADMIN_CLIENT_ID, "client_secret": dataverse::ADMIN_CLIENT_SECRET },
+            },
+            "cleverreach": { "base_url": h.cleverreach.base_url(), "state": format!("{}_sim/state", h.cleverreach.base_url()) },
+            "intake_url": h.intake_url,
+            "queue": if h.sqs.is_some() { "sqs" } else { "local" },
+        })
+    );
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(true),
+            _ = tick.tick() => {
+                if let Err(e) = h.settle().await {
+                    eprintln!("{e}");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let command = std::env::args().nth(1).unwrap_or_default();
+    let result = match command.as_str() {
+        "demo" => demo().await,
+        "up" => up().await,
+        _ => Err("usage: local demo | local up".to_string()),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
