@@ -618,6 +618,14 @@ mod dataverse {
             r#"<fetch><entity name="contact"><attribute name="contactid"/><filter><condition attribute="contactid" operator="in">{conditions}</condition></filter><order attribute="contactid"/></entity></fetch>"#
         );
         assert!(xml.len() > 32 * 1024);
+        // Sent as a plain GET, Dataverse (and the sandbox) refuse a URL this long.
+        let admin = WebApi::admin(&sim).await.unwrap();
+        let encoded: String = url::form_urlencoded::byte_serialize(xml.as_bytes()).collect();
+        let direct = admin
+            .get(&format!("contacts?fetchXml={encoded}"))
+            .await
+            .unwrap();
+        assert_eq!(direct.status, 414, "{}", direct.text);
         sim.reset_stats();
         let (rows, pages) = all_fetch_pages(client.fetch_xml("contacts", &xml)).await;
         assert_eq!(pages, 3);
@@ -710,5 +718,296 @@ mod dataverse {
         ));
         let (rows, _) = all_pages(client.query("contacts", &query)).await;
         assert!(rows.is_empty(), "{rows:?}");
+    }
+
+    #[tokio::test]
+    async fn paging_keeps_every_row_once_when_order_values_hold_url_and_xml_syntax_or_nulls() {
+        let sim = sim().await;
+        let names = [
+            "O'Brien & Co",
+            "a\"quote",
+            "<tag>",
+            "100% sure",
+            "%25 literal",
+            "plus+sign",
+            "Müller",
+            "two  spaces",
+            "hash#x",
+            "slash/x",
+            "amp&amp;",
+            "comma,x",
+            "q?x=y",
+            "tab\tx",
+            "日本",
+        ];
+        let mut rows: Vec<Map<String, Value>> = names
+            .iter()
+            .map(|n| object(json!({"firstname": n, "lastname": "tricky"})))
+            .collect();
+        rows.push(object(json!({"lastname": "tricky"})));
+        rows.push(object(json!({"lastname": "tricky"})));
+        let seeded = sim.seed("contacts", rows).unwrap();
+        let client = client_with_page_size(&sim, 2);
+        let mut sorted: Vec<Option<&str>> = names.iter().copied().map(Some).collect();
+        sorted.extend([None, None]);
+        // Dataverse's collation is case-insensitive; nulls sort first.
+        sorted.sort_by_key(|n| n.map(str::to_lowercase));
+        for descending in [false, true] {
+            let mut expected = sorted.clone();
+            if descending {
+                expected.reverse();
+            }
+            let query = Query::new()
+                .select(["contactid", "firstname"])
+                .filter("lastname eq 'tricky'")
+                .orderby(if descending {
+                    "firstname desc"
+                } else {
+                    "firstname"
+                });
+            let (by_query, pages) = all_pages(client.query("contacts", &query)).await;
+            assert_eq!(pages, 9);
+            let xml = format!(
+                r#"<fetch><entity name="contact"><attribute name="contactid"/><attribute name="firstname"/><filter><condition attribute="lastname" operator="eq" value="tricky"/></filter><order attribute="firstname" descending="{descending}"/></entity></fetch>"#
+            );
+            let (by_fetch, pages) = all_fetch_pages(client.fetch_xml("contacts", &xml)).await;
+            assert_eq!(pages, 9);
+            for (how, rows) in [("query", &by_query), ("fetch", &by_fetch)] {
+                let ids = ids_of(rows, "contactid");
+                assert_eq!(ids.len(), seeded.len(), "{how}: a row twice or missing");
+                assert_eq!(lowercase(&ids), lowercase(&seeded), "{how}");
+                let got: Vec<Option<&str>> = rows
+                    .iter()
+                    .map(|r| r.get("firstname").and_then(Value::as_str))
+                    .collect();
+                assert_eq!(got, expected, "{how}, descending {descending}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_is_replaced_once_and_the_call_goes_through() {
+        let sim = sim().await;
+        let client = client(&sim);
+        client.whoami().await.unwrap();
+        sim.expire_tokens();
+        let me = client.whoami().await.unwrap();
+        assert_eq!(me.user_id, CONNECTOR_USER_ID);
+        client.whoami().await.unwrap();
+        let stats = sim.stats();
+        assert_eq!(stats.tokens, 2, "{stats:?}");
+        // The refused call, its repeat with the new token, and the next call.
+        assert_eq!(stats.count("GET WhoAmI"), 3);
+    }
+
+    /// A webhook endpoint that records the bodies it gets.
+    async fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+        use axum::routing::post;
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let store = bodies.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            post(move |body: axum::body::Bytes| {
+                let store = store.clone();
+                async move {
+                    store
+                        .lock()
+                        .unwrap()
+                        .push(serde_json::from_slice::<Value>(&body).unwrap());
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}/hook"), bodies)
+    }
+
+    /// Registers an asynchronous webhook step as an administrator does.
+    async fn register_step(admin: &WebApi, endpoint: &str, message: &str, entity: &str) {
+        let message_id = sandbox::dataverse::schema::sdk_message_id(message)
+            .unwrap()
+            .to_string();
+        let filter_id = sandbox::dataverse::schema::sdk_message_filter_id(message, entity)
+            .unwrap()
+            .to_string();
+        admin
+            .create(
+                "sdkmessageprocessingsteps",
+                &json!({
+                    "name": format!("{message} of {entity}"),
+                    "eventhandler_serviceendpoint@odata.bind": format!("/serviceendpoints({endpoint})"),
+                    "sdkmessageid@odata.bind": format!("/sdkmessages({message_id})"),
+                    "sdkmessagefilterid@odata.bind": format!("/sdkmessagefilters({filter_id})"),
+                    "stage": 40, "mode": 1, "rank": 1, "asyncautodelete": false,
+                }),
+            )
+            .await
+            .unwrap();
+    }
+
+    fn shared_variable<'v>(body: &'v Value, key: &str) -> Option<&'v Value> {
+        body["SharedVariables"]
+            .as_array()?
+            .iter()
+            .find(|kv| kv["key"] == key)
+            .map(|kv| &kv["value"])
+    }
+
+    #[tokio::test]
+    async fn the_write_tag_reaches_the_webhooks_of_every_kind_of_write() {
+        let sim = sim().await;
+        let admin = WebApi::admin(&sim).await.unwrap();
+        let (url, bodies) = webhook_receiver().await;
+        let endpoint = admin
+            .create(
+                "serviceendpoints",
+                &json!({"name": "intake", "contract": 8, "url": url, "authtype": 5,
+                        "authvalue": "<settings><setting name=\"x-key\" value=\"k\"/></settings>",
+                        "messageformat": 2, "messagecharset": 1}),
+            )
+            .await
+            .unwrap();
+        for message in ["Create", "Update", "Delete"] {
+            register_step(&admin, &endpoint, message, "contact").await;
+        }
+        register_step(&admin, &endpoint, "AddMember", "list").await;
+        let list = admin_list(&admin, "Tagged", json!({"createdfromcode": 2})).await;
+        let untagged = seed_contacts(&sim, 1, "untagged").remove(0);
+
+        let mut config = DataverseConfig::new(
+            Url::parse(&sim.api_url()).unwrap(),
+            Url::parse(&sim.token_url()).unwrap(),
+            CONNECTOR_CLIENT_ID,
+            Secret::new(CONNECTOR_CLIENT_SECRET),
+            format!("{}/.default", sim.resource()),
+        );
+        config.retry = RetryPolicy::fast();
+        config.write_tag = Some("crc-connector".to_string());
+        let client = DataverseClient::new(config).unwrap();
+        let id = client
+            .create("contacts", &json!({"lastname": "Tagged"}))
+            .await
+            .unwrap();
+        client
+            .update("contacts", &id, &json!({"jobtitle": "direct"}))
+            .await
+            .unwrap();
+        let parts = client
+            .batch(vec![
+                BatchRequest::update("contacts", &id, json!({"firstname": "Batched"})).unwrap(),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(parts[0].status, 204);
+        client
+            .execute_action(
+                &format!("lists({list})/Microsoft.Dynamics.CRM.AddMemberList"),
+                &json!({"EntityId": id}),
+            )
+            .await
+            .unwrap();
+        assert!(client.delete("contacts", &id).await.unwrap());
+        // A person's change in the CRM carries no tag.
+        let r = admin
+            .patch(
+                &format!("contacts({untagged})"),
+                &json!({"jobtitle": "by hand"}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 204);
+
+        sim.webhooks_idle().await;
+        let bodies = bodies.lock().unwrap().clone();
+        let seen: Vec<(String, String, Option<Value>)> = bodies
+            .iter()
+            .map(|b| {
+                (
+                    b["MessageName"].as_str().unwrap().to_string(),
+                    b["PrimaryEntityId"].as_str().unwrap().to_string(),
+                    shared_variable(b, "tag").cloned(),
+                )
+            })
+            .collect();
+        let tag = Some(json!("crc-connector"));
+        let expected = vec![
+            ("Create".to_string(), id.clone(), tag.clone()),
+            ("Update".to_string(), id.clone(), tag.clone()),
+            ("Update".to_string(), id.clone(), tag.clone()),
+            ("AddMember".to_string(), list.clone(), tag.clone()),
+            ("Delete".to_string(), id.clone(), tag.clone()),
+            ("Update".to_string(), untagged.clone(), None),
+        ];
+        let sorted = |mut v: Vec<(String, String, Option<Value>)>| {
+            v.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+            v
+        };
+        assert_eq!(sorted(seen), sorted(expected));
+        // The connector's own writes also name its user.
+        let own = bodies
+            .iter()
+            .filter(|b| b["PrimaryEntityId"] == json!(id))
+            .all(|b| b["InitiatingUserId"] == CONNECTOR_USER_ID);
+        assert!(own);
+    }
+
+    #[tokio::test]
+    async fn a_create_or_delete_whose_answer_is_lost_is_applied_once() {
+        let sim = sim().await;
+        let doomed = seed_contacts(&sim, 20, "doomed");
+        let client = client(&sim);
+        client.whoami().await.unwrap(); // the token, before the faults
+        sim.reset_stats();
+        sim.faults().set(sandbox::faults::FaultConfig {
+            seed: Some(5),
+            kinds: vec![sandbox::faults::FaultKind::DropAfterApply],
+            ..sandbox::faults::FaultConfig::at_rate(0.5)
+        });
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            let id = client
+                .create(
+                    "contacts",
+                    &json!({"lastname": "lost answer", "description": format!("m{i}")}),
+                )
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        let mut reported_missing = 0;
+        for id in &doomed {
+            if !client.delete("contacts", id).await.unwrap() {
+                // An earlier attempt deleted it; only its answer was lost.
+                reported_missing += 1;
+            }
+        }
+        sim.faults().off();
+        let rows: Vec<_> = sim
+            .rows("contacts")
+            .into_iter()
+            .filter(|r| r["lastname"] == "lost answer")
+            .collect();
+        assert_eq!(rows.len(), 20, "one row per create");
+        let markers: BTreeSet<&str> = rows
+            .iter()
+            .map(|r| r["description"].as_str().unwrap())
+            .collect();
+        assert_eq!(markers.len(), 20);
+        assert!(doomed.iter().all(|id| sim.row("contacts", id).is_none()));
+        let stats = sim.stats();
+        let injected = sim.faults().stats().injected;
+        let lost = injected
+            .get(&sandbox::faults::FaultKind::DropAfterApply)
+            .copied()
+            .unwrap_or(0);
+        assert!(lost >= 10, "{injected:?}");
+        // Every lost answer was followed by a retry of the same request.
+        assert_eq!(
+            stats.count("PATCH contacts") + stats.count("DELETE contacts"),
+            40 + lost
+        );
+        assert!(reported_missing > 0, "no delete answer was lost");
     }
 }
