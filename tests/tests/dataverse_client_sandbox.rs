@@ -180,6 +180,14 @@ mod dataverse {
         let stats = sim.stats();
         assert_eq!(stats.count("GET contacts"), 3, "{stats:?}");
         assert_eq!(stats.pages, 3);
+
+        // With $top no page size is sent, and Dataverse answers one short page.
+        let top = Query::new()
+            .select(["contactid"])
+            .filter("lastname eq 'paged'")
+            .top(7);
+        let (rows, pages) = all_pages(client.query("contacts", &top)).await;
+        assert_eq!((rows.len(), pages), (7, 1));
     }
 
     #[tokio::test]
@@ -262,6 +270,38 @@ mod dataverse {
         assert_eq!(ids_of(&rows, "listid"), vec![list.clone()]);
         assert_eq!(rows[0]["createdfromcode"], json!(2));
         assert_eq!(rows[0]["type"], json!(false));
+        let raw = client
+            .get_json(&format!(
+                "campaigns({campaign})/campaignlist_association?$select=listname"
+            ))
+            .await
+            .unwrap();
+        assert_eq!(raw["value"][0]["listname"], "Static");
+
+        // Lead lists read through their own navigation property.
+        let lead = sim
+            .seed(
+                "leads",
+                vec![object(json!({"lastname": "Lead", "subject": "x"}))],
+            )
+            .unwrap()
+            .remove(0);
+        let leads = admin_list(&admin, "Leads", json!({"createdfromcode": 4})).await;
+        let r = admin
+            .post(
+                &format!("lists({leads})/Microsoft.Dynamics.CRM.AddMemberList"),
+                &json!({"EntityId": lead}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text);
+        let (rows, _) = all_pages(client.static_list_members(
+            &leads,
+            RecipientKind::Lead,
+            &Query::new().select(["leadid", "lastname"]),
+        ))
+        .await;
+        assert_eq!(ids_of(&rows, "leadid"), vec![lead]);
     }
 
     fn contact_fetch(last: &str, order: &str) -> String {
@@ -298,6 +338,11 @@ mod dataverse {
         let stats = sim.stats();
         assert_eq!(stats.count("GET contacts"), 5, "{stats:?}");
         assert_eq!(stats.pages, 5);
+
+        // A query with `top` is not paged: one answer.
+        let top = contact_fetch("fetched", "firstname").replace("<fetch>", "<fetch top=\"8\">");
+        let (rows, pages) = all_fetch_pages(client.fetch_xml("contacts", &top)).await;
+        assert_eq!((rows.len(), pages), (8, 1));
     }
 
     #[tokio::test]
@@ -783,6 +828,56 @@ mod dataverse {
                 assert_eq!(got, expected, "{how}, descending {descending}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn refused_credentials_are_unauthorized_and_not_retried() {
+        let sim = sim().await;
+        let config = |client_id: &str, secret: &str, scope: String| {
+            let mut config = DataverseConfig::new(
+                Url::parse(&sim.api_url()).unwrap(),
+                Url::parse(&sim.token_url()).unwrap(),
+                client_id,
+                Secret::new(secret),
+                scope,
+            );
+            config.retry = RetryPolicy::fast();
+            DataverseClient::new(config).unwrap()
+        };
+        let scope = format!("{}/.default", sim.resource());
+        let cases = [
+            (
+                config(CONNECTOR_CLIENT_ID, "wrong", scope.clone()),
+                "invalid_client",
+            ),
+            (
+                config("c0c0c0c0-0000-4000-8000-0000000000ff", "x", scope.clone()),
+                "unauthorized_client",
+            ),
+            (
+                config(
+                    CONNECTOR_CLIENT_ID,
+                    CONNECTOR_CLIENT_SECRET,
+                    "https://elsewhere.crm.dynamics.com/.default".to_string(),
+                ),
+                "invalid_resource",
+            ),
+        ];
+        for (client, error) in cases {
+            let before = sim.faults().stats().requests;
+            let err = client.whoami().await.unwrap_err();
+            assert!(
+                matches!(&err, DataverseError::Unauthorized { message, .. } if message.contains(error)),
+                "{err}"
+            );
+            assert!(
+                !err.to_string().contains("wrong"),
+                "the secret leaked: {err}"
+            );
+            assert_eq!(sim.faults().stats().requests - before, 1, "retried: {err}");
+        }
+        assert_eq!(sim.stats().tokens, 0);
+        assert_eq!(sim.stats().count("GET WhoAmI"), 0);
     }
 
     #[tokio::test]
