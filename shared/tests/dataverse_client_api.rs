@@ -600,8 +600,11 @@ mod dataverse {
         .await;
         let client = client(&server);
         let list = "18717E9C-643F-ED11-9DB0-002248225E95";
-        let mut pages =
-            client.static_list_members(list, RecipientKind::Lead, &["leadid", "emailaddress1"]);
+        let mut pages = client.static_list_members(
+            list,
+            RecipientKind::Lead,
+            &shared::adapters::dataverse::client::Query::new().select(["leadid", "emailaddress1"]),
+        );
         let rows = pages.next_page().await.unwrap().unwrap();
         assert_eq!(rows.len(), 1);
         assert!(pages.next_page().await.unwrap().is_none());

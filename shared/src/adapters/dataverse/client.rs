@@ -429,13 +429,27 @@ impl DataverseClient {
         &self,
         list_id: &str,
         member_kind: RecipientKind,
-        select: &[&str],
+        query: &Query,
     ) -> Pages<Value> {
         let (_, _, navigation) = member_table(member_kind);
-        let built = filter::guid(list_id).and_then(|id| {
-            let query = Query::new().select(select.iter().copied());
-            self.query_request(&format!("lists({id})/{navigation}"), &query)
-        });
+        self.related("lists", list_id, navigation, query)
+    }
+
+    /// Rows related to one row through a collection-valued navigation property
+    /// (`campaigns(<id>)/campaignlist_association`), paged like [`DataverseClient::query`].
+    pub fn related<T: DeserializeOwned>(
+        &self,
+        entity_set: &str,
+        id: &str,
+        navigation: &str,
+        query: &Query,
+    ) -> Pages<T> {
+        let built = filter::identifier("entity set", entity_set)
+            .and_then(|set| Ok((set, filter::guid(id)?)))
+            .and_then(|(set, id)| {
+                let navigation = filter::identifier("navigation property", navigation)?;
+                self.query_request(&format!("{set}({id})/{navigation}"), query)
+            });
         Pages::new(self.clone(), built)
     }
 
@@ -458,6 +472,28 @@ impl DataverseClient {
             Ok(xml) => FetchPages::new(self.clone(), set, xml),
             Err(err) => FetchPages::failed(self.clone(), set, err),
         }
+    }
+
+    /// Whether a dynamic marketing list's `query` selects one record: the query restricted to
+    /// that record's id, one request.
+    pub async fn dynamic_list_contains(
+        &self,
+        fetch_xml_query: &str,
+        member_kind: RecipientKind,
+        record_id: &str,
+    ) -> Result<bool, DataverseError> {
+        let (set, key, _) = member_table(member_kind);
+        let xml = fetchxml::prepare_membership_check(
+            fetch_xml_query,
+            member_kind.logical_name(),
+            key,
+            record_id,
+        )?;
+        let mut pages: FetchPages<Value> = FetchPages::new(self.clone(), set, xml);
+        Ok(pages
+            .next_page()
+            .await?
+            .is_some_and(|rows| !rows.is_empty()))
     }
 
     // ----- writes ----------------------------------------------------------------------------

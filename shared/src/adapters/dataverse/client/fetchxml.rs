@@ -364,7 +364,26 @@ impl EntityContent {
         writer: &mut Writer<Vec<u8>>,
         key: &str,
         attributes: &[&str],
+        only_record: Option<&str>,
     ) -> Result<(), String> {
+        if let Some(id) = only_record {
+            // A second <filter> under the entity is ANDed with the query's own.
+            let mut filter = BytesStart::new("filter");
+            filter.push_attribute(("type", "and"));
+            writer
+                .write_event(Event::Start(filter))
+                .map_err(xml_error)?;
+            let mut condition = BytesStart::new("condition");
+            condition.push_attribute(("attribute", key));
+            condition.push_attribute(("operator", "eq"));
+            condition.push_attribute(("value", id));
+            writer
+                .write_event(Event::Empty(condition))
+                .map_err(xml_error)?;
+            writer
+                .write_event(Event::End(BytesEnd::new("filter")))
+                .map_err(xml_error)?;
+        }
         if !self.all_attributes {
             let mut written = HashSet::new();
             for name in std::iter::once(key).chain(attributes.iter().copied()) {
@@ -399,10 +418,27 @@ pub(crate) fn prepare_member_query(
     for name in attributes {
         filter::identifier("FetchXML attribute", name)?;
     }
-    prepare(xml, entity, key, attributes).map_err(invalid_fetch)
+    prepare(xml, entity, key, attributes, None).map_err(invalid_fetch)
 }
 
-fn prepare(xml: &str, entity: &str, key: &str, attributes: &[&str]) -> Result<String, String> {
+/// Like [`prepare_member_query`], restricted to one record: does the dynamic list hold it?
+pub(crate) fn prepare_membership_check(
+    xml: &str,
+    entity: &str,
+    key: &str,
+    record_id: &str,
+) -> Result<String, DataverseError> {
+    let id = filter::guid(record_id)?;
+    prepare(xml, entity, key, &[], Some(&id)).map_err(invalid_fetch)
+}
+
+fn prepare(
+    xml: &str,
+    entity: &str,
+    key: &str,
+    attributes: &[&str],
+    only_record: Option<&str>,
+) -> Result<String, String> {
     let mut reader = Reader::from_str(xml);
     let mut writer = Writer::new(Vec::with_capacity(xml.len() + 256));
     let mut depth = 0usize;
@@ -447,7 +483,12 @@ fn prepare(xml: &str, entity: &str, key: &str, attributes: &[&str]) -> Result<St
                     writer
                         .write_event(Event::Start(element.into_owned()))
                         .map_err(xml_error)?;
-                    EntityContent::default().write_missing(&mut writer, key, attributes)?;
+                    EntityContent::default().write_missing(
+                        &mut writer,
+                        key,
+                        attributes,
+                        only_record,
+                    )?;
                     writer
                         .write_event(Event::End(BytesEnd::new("entity")))
                         .map_err(xml_error)?;
@@ -467,7 +508,7 @@ fn prepare(xml: &str, entity: &str, key: &str, attributes: &[&str]) -> Result<St
                 if depth == 1
                     && let Some(content) = content.take()
                 {
-                    content.write_missing(&mut writer, key, attributes)?;
+                    content.write_missing(&mut writer, key, attributes, only_record)?;
                 }
                 writer.write_event(Event::End(element)).map_err(xml_error)?;
             }
