@@ -791,7 +791,7 @@ mod dataverse {
         );
         let again = add(&contacts[0]).await;
         assert_eq!(
-            again.body["id"], first.body["id"],
+            again.body["Id"], first.body["Id"],
             "adding a member twice is a no-op"
         );
         assert_eq!(sim.rows("listmembers").len(), 1);

@@ -615,7 +615,7 @@ mod dataverse {
         );
         assert_eq!(
             param(&b["OutputParameters"], "Id").unwrap(),
-            &add.body["id"]
+            &add.body["Id"]
         );
         let b = find("AddListMembers", "list").body;
         assert_eq!(

@@ -25,6 +25,21 @@ use uuid::Uuid;
 pub const MAX_PAGE: usize = 5000;
 /// The largest request body accepted (413 above it).
 pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
+/// The longest URL Dataverse accepts, and the longest URL of a request inside a `$batch`
+/// (PA-compose "Maximum URL length"; ref §4.3 "Long FetchXML"): 414 above them.
+pub const MAX_URL_CHARS: usize = 32_768;
+pub const MAX_BATCH_URL_CHARS: usize = 65_536;
+
+/// The refusal of a URL longer than `limit`.
+pub fn url_too_long(length: usize, limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::URI_TOO_LONG,
+        super::error::code::QUERY,
+        format!(
+            "The URL has {length} characters; at most {limit} are accepted. Send long FetchXML inside a $batch request."
+        ),
+    )
+}
 
 /// One Web API request, from HTTP or from a `$batch` part.
 #[derive(Debug, Clone)]
@@ -365,6 +380,11 @@ pub async fn entry(
                 .into_axum();
         }
     };
+    let url_length =
+        origin(&sim, &headers).len() + uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    if url_length > MAX_URL_CHARS {
+        return ApiResponse::from_error(&url_too_long(url_length, MAX_URL_CHARS)).into_axum();
+    }
     if body.len() > MAX_REQUEST_BYTES {
         return ApiResponse::from_error(&ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

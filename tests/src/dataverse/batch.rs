@@ -190,6 +190,9 @@ fn to_request(
     batch_headers: &HeaderMap,
     content_ids: &HashMap<String, String>,
 ) -> Result<ApiRequest, ApiError> {
+    if part.url.len() > api::MAX_BATCH_URL_CHARS {
+        return Err(api::url_too_long(part.url.len(), api::MAX_BATCH_URL_CHARS));
+    }
     let mut url = part.url.clone();
     if let Some(reference) = url.strip_prefix('$') {
         let (n, rest) = match reference.find(|c: char| !c.is_ascii_alphanumeric()) {

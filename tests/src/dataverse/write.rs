@@ -1234,10 +1234,11 @@ pub fn bound_action(
             ev.parent_input = ev.input.clone();
             ev.output = vec![("Id", Param::Guid(lm))];
             (
+                // The complex type's property is `Id` (ref §3.4, LRN-addmember mt592997).
                 action_response(
                     ctx,
                     "AddMemberListResponse",
-                    vec![("id", json!(lm.to_string()))],
+                    vec![("Id", json!(lm.to_string()))],
                 ),
                 ev,
             )
