@@ -93,6 +93,9 @@ pub async fn handle_messages<S: TokenStore>(
     deps: &WorkerDeps<S>,
     messages: Vec<InboundMessage>,
 ) -> Vec<String> {
+    if let Some(kind) = person_kind(deps.family) {
+        return handle_people(deps, kind, messages).await;
+    }
     let mut failed = Vec::new();
     let mut failed_groups = BTreeSet::new();
     for message in messages {
@@ -115,6 +118,75 @@ pub async fn handle_messages<S: TokenStore>(
                 failed_groups.insert(group);
             }
             failed.push(message.message_id);
+        }
+    }
+    failed
+}
+
+fn person_kind(family: QueueFamily) -> Option<RecipientKind> {
+    match family {
+        QueueFamily::Contact => Some(RecipientKind::Contact),
+        QueueFamily::Lead => Some(RecipientKind::Lead),
+        QueueFamily::Account => Some(RecipientKind::Account),
+        _ => None,
+    }
+}
+
+/// People queues: every readable change of the batch goes into one scoped reconcile. A body
+/// that cannot be read fails alone (and the later messages of its record with it).
+async fn handle_people<S: TokenStore>(
+    deps: &WorkerDeps<S>,
+    kind: RecipientKind,
+    messages: Vec<InboundMessage>,
+) -> Vec<String> {
+    let mut failed = Vec::new();
+    let mut failed_groups = BTreeSet::new();
+    let mut batch = Vec::new();
+    for message in messages {
+        if let Some(group) = &message.group
+            && failed_groups.contains(group)
+        {
+            failed.push(message.message_id);
+            continue;
+        }
+        match serde_json::from_str::<ChangeEvent>(&message.body) {
+            Ok(event) => batch.push((message.message_id, event)),
+            Err(e) => {
+                error!(message_id = %message.message_id, error = %e, "message body is not a change event");
+                if let Some(group) = message.group {
+                    failed_groups.insert(group);
+                }
+                failed.push(message.message_id);
+            }
+        }
+    }
+    if batch.is_empty() {
+        return failed;
+    }
+    let records: Vec<&str> = batch.iter().map(|(_, e)| e.record_id.as_str()).collect();
+    let span = tracing::info_span!(
+        "people",
+        queue = deps.family.name(),
+        messages = batch.len(),
+        records = ?records,
+    );
+    let events: Vec<ChangeEvent> = batch.iter().map(|(_, e)| e.clone()).collect();
+    let result = async {
+        let settings = deps.settings().await?;
+        people::on_people_change(&deps.conn, &settings, kind, &events).await
+    }
+    .instrument(span)
+    .await;
+    match result {
+        Ok(sync) => info!(
+            messages = batch.len(),
+            groups = sync.groups.len(),
+            "people synced"
+        ),
+        Err(SyncError::Invalid(reason)) => warn!(%reason, "changes refused"),
+        Err(e) => {
+            warn!(error = %e, retryable = e.is_retryable(), "changes failed");
+            failed.extend(batch.into_iter().map(|(id, _)| id));
         }
     }
     failed
@@ -172,14 +244,10 @@ async fn work<S: TokenStore>(
         QueueFamily::CampaignActivity => {
             source::on_source_change(conn, settings, SourceKind::CampaignActivity, event).await?;
         }
-        QueueFamily::Contact => {
-            people::on_person_change(conn, settings, RecipientKind::Contact, event).await?;
-        }
-        QueueFamily::Lead => {
-            people::on_person_change(conn, settings, RecipientKind::Lead, event).await?;
-        }
-        QueueFamily::Account => {
-            people::on_person_change(conn, settings, RecipientKind::Account, event).await?;
+        QueueFamily::Contact | QueueFamily::Lead | QueueFamily::Account => {
+            if let Some(kind) = person_kind(deps.family) {
+                people::on_person_change(conn, settings, kind, event).await?;
+            }
         }
     }
     Ok(())

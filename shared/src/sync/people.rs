@@ -81,11 +81,28 @@ pub async fn on_person_change<S: TokenStore>(
     kind: RecipientKind,
     event: &ChangeEvent,
 ) -> Result<PeopleSync, SyncError> {
-    let mut scope = PeopleScope::from_event(kind, event);
-    if kind == RecipientKind::Account && (event.touched("name") || event.size_exceeded) {
-        // A renamed account is the company of its contacts.
-        for contact in conn.crm.contacts_of_account(&event.record_id).await? {
-            scope.records.insert((RecipientKind::Contact, contact));
+    on_people_change(conn, settings, kind, std::slice::from_ref(event)).await
+}
+
+/// Several people of one kind changed (one queue batch): one scoped reconcile for all of them,
+/// so that receivers sharing a group go to CleverReach in one call per group, not one per
+/// change. Re-reading makes the order of the changes irrelevant.
+pub async fn on_people_change<S: TokenStore>(
+    conn: &Connector<S>,
+    settings: &Settings,
+    kind: RecipientKind,
+    events: &[ChangeEvent],
+) -> Result<PeopleSync, SyncError> {
+    let mut scope = PeopleScope::default();
+    for event in events {
+        let one = PeopleScope::from_event(kind, event);
+        scope.records.extend(one.records);
+        scope.emails.extend(one.emails);
+        if kind == RecipientKind::Account && (event.touched("name") || event.size_exceeded) {
+            // A renamed account is the company of its contacts.
+            for contact in conn.crm.contacts_of_account(&event.record_id).await? {
+                scope.records.insert((RecipientKind::Contact, contact));
+            }
         }
     }
     reconcile_people(conn, settings, scope, None).await
