@@ -194,3 +194,62 @@ async fn a_body_over_the_size_limit_is_queued_for_a_full_re_read() {
     assert!(event.size_exceeded);
     assert!(event.target.is_empty());
 }
+
+mod function_url {
+    //! The Lambda side: a function URL event (as Lambda hands it to `lambda_http`) becomes the
+    //! same request the handler understands, whether the body arrives as text or base64.
+
+    use super::*;
+    use shared::handlers::webhook_intake::lambda::to_webhook_request;
+
+    const LOCAL_KEY: &str = "local-webhook-key-5f0c2f6e9a7b4d1c";
+
+    fn event(name: &str) -> lambda_http::Request {
+        let path = format!(
+            "{}/../events/webhook-intake/function-url/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn local_deps() -> IntakeDeps<InMemoryChangeQueue, StaticSecrets> {
+        let mut deps = deps();
+        deps.secrets = StaticSecrets::new().with(
+            "crc/connector",
+            &format!(r#"{{"webhook_key":"{LOCAL_KEY}"}}"#),
+        );
+        deps
+    }
+
+    #[tokio::test]
+    async fn a_function_url_event_is_queued_with_its_query_key_headers_and_body() {
+        for file in [
+            "contact-update.json",
+            "contact-update-base64.json",
+            "contact-update-header-key.json",
+        ] {
+            let deps = local_deps();
+            let request = to_webhook_request(&event(file));
+            assert_eq!(
+                request
+                    .headers
+                    .get("x-ms-dynamics-organization")
+                    .map(String::as_str),
+                Some("contoso.crm4.dynamics.com"),
+                "{file}"
+            );
+            let resp = handle(&request, &deps).await;
+            assert_eq!(resp.status, 202, "{file}: {}", resp.body);
+            assert_eq!(deps.queue.pending().len(), 1, "{file}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_function_url_event_with_a_wrong_key_is_refused() {
+        let deps = local_deps();
+        let resp = handle(&to_webhook_request(&event("wrong-key.json")), &deps).await;
+        assert_eq!(resp.status, 401);
+        assert!(deps.queue.is_empty());
+    }
+}
