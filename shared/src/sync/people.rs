@@ -13,7 +13,7 @@ use crate::adapters::dataverse::crm::{ListShape, SourceRecord};
 use crate::domain::change::{AttrValue, ChangeEvent};
 use crate::domain::email::Email;
 use crate::domain::planner::{PlannerOptions, ReconcilePlanner};
-use crate::domain::receiver::CurrentReceiver;
+use crate::domain::receiver::{Candidate, CurrentReceiver, ReceiverData};
 use crate::domain::recipient::{Recipient, RecipientKind};
 use crate::domain::rules::{Assessment, assess};
 use crate::domain::settings::Settings;
@@ -356,18 +356,27 @@ async fn plan_and_write<'a, S: TokenStore>(
         ReconcilePlanner::new(current, options).map_err(|e| SyncError::Invalid(e.to_string()))?;
     let mut report = ReconcileReport::default();
     let mut ops = Vec::new();
+    let mut wanted: BTreeMap<Email, ReceiverData> = BTreeMap::new();
     for recipient in members {
         let assessment = assess(recipient, &record.source.checklist, settings);
         if let Assessment::Skipped(reason) = &assessment {
             *report.skipped.entry(skip_label(reason)).or_default() += 1;
         }
         if let Some(candidate) = assessment.candidate(recipient) {
+            if let Candidate::Wanted(data) = &candidate {
+                wanted
+                    .entry(data.email.clone())
+                    .or_insert_with(|| data.clone());
+            }
             ops.extend(planner.offer(candidate));
         }
     }
     let (rest, summary) = planner.finish();
     ops.extend(rest);
-    execute(conn, group, ops, &mut report).await?;
+    execute(conn, group, ops, &mut report, &|email| {
+        wanted.get(email).cloned()
+    })
+    .await?;
     report.summary = summary;
     Ok(report)
 }

@@ -2,13 +2,18 @@
 //! rename, reconcile or delete its group (DESIGN §2 and §3), then write the sync status back.
 
 use super::{Connector, SyncError};
+use crate::adapters::cleverreach::CleverReachError;
 use crate::adapters::cleverreach::{Group, ListState, ReceiverFilter, TokenStore};
 use crate::adapters::dataverse::crm::SourceRecord;
 use crate::adapters::dataverse::schema;
 use crate::domain::change::{AttrValue, ChangeEvent, CrmMessage};
 use crate::domain::deletion::{DeletionReason, GroupFate, group_fate, lock_new_groups};
+use crate::domain::email::Email;
 use crate::domain::naming::{group_name, receiver_info};
-use crate::domain::planner::{GroupOp, PlanSummary, PlannerOptions, ReconcilePlanner};
+use crate::domain::planner::{
+    GroupOp, PlanSummary, PlannerOptions, ReceiverUpsert, ReconcilePlanner,
+};
+use crate::domain::receiver::{Candidate, ReceiverData};
 use crate::domain::rules::{Assessment, SkipReason, assess};
 use crate::domain::settings::Settings;
 use crate::domain::source::{GroupId, SourceKind};
@@ -311,14 +316,20 @@ pub async fn reconcile_group<S: TokenStore>(
                 *report.skipped.entry(skip_label(reason)).or_default() += 1;
             }
             if let Some(candidate) = assessment.candidate(&recipient) {
+                // A move is handed out by the offer of its target: keep that data at hand.
+                let target = match &candidate {
+                    Candidate::Wanted(data) => Some(data.clone()),
+                    Candidate::OptedOut(_) => None,
+                };
                 let ops = planner.offer(candidate);
-                execute(conn, group, ops, &mut report).await?;
+                let wanted = |email: &Email| target.clone().filter(|d| &d.email == email);
+                execute(conn, group, ops, &mut report, &wanted).await?;
             }
         }
     }
     report.member_requests = members.requests();
     let (ops, summary) = planner.finish();
-    execute(conn, group, ops, &mut report).await?;
+    execute(conn, group, ops, &mut report, &|_| None).await?;
     report.summary = summary;
     info!(group_id = %group.as_str(), status = %report.status_line(), "group reconciled");
     Ok(report)
@@ -343,12 +354,14 @@ pub async fn read_group<S: TokenStore>(
     Ok(current)
 }
 
-/// Executes planned operations in order.
+/// Executes planned operations in order. `wanted` gives the data of a wanted address (the
+/// target of an e-mail change), for when the change has to be made another way.
 pub async fn execute<S: TokenStore>(
     conn: &Connector<S>,
     group: &GroupId,
     ops: Vec<GroupOp>,
     report: &mut ReconcileReport,
+    wanted: &dyn Fn(&Email) -> Option<ReceiverData>,
 ) -> Result<(), SyncError> {
     for op in ops {
         match op {
@@ -363,7 +376,7 @@ pub async fn execute<S: TokenStore>(
                 report.rejected += done.rejected.len();
             }
             GroupOp::ChangeEmail { from, to } => {
-                conn.newsletter.change_email(&from, &to).await?;
+                change_email(conn, group, &from, &to, wanted(&to), report).await?;
             }
             GroupOp::Remove(emails) => {
                 let done = conn
@@ -374,6 +387,61 @@ pub async fn execute<S: TokenStore>(
             }
         }
     }
+    Ok(())
+}
+
+/// CleverReach changes an address account-wide (in every group). That keeps the receiver's
+/// history when a person's address changes, but it must not happen when the old address is
+/// still another CRM record's (it would move that person's receivers too, opt-outs included) or
+/// when the new address is already a receiver somewhere (CleverReach refuses with 409). Then
+/// this group gets the new address as a new receiver instead — unless the person opted out
+/// here — and the old one is left to the rule.
+async fn change_email<S: TokenStore>(
+    conn: &Connector<S>,
+    group: &GroupId,
+    from: &Email,
+    to: &Email,
+    data: Option<ReceiverData>,
+    report: &mut ReconcileReport,
+) -> Result<(), SyncError> {
+    let old_still_used = !conn.crm.people_with_email(from.as_str()).await?.is_empty();
+    if !old_still_used {
+        match conn.newsletter.change_email(from, to).await {
+            Ok(_) => return Ok(()),
+            Err(CleverReachError::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    info!(group_id = %group.as_str(), old_still_used, "address not moved; new receiver instead");
+    let old = conn.newsletter.find_receiver(group.as_str(), from).await?;
+    let Some(data) = data else {
+        return Ok(());
+    };
+    let person_opted_out_here = old.as_ref().is_some_and(|r| {
+        r.receiver.state.is_opted_out() && r.receiver.crm.as_ref() == Some(&data.crm)
+    });
+    if person_opted_out_here {
+        return Ok(());
+    }
+    if !old_still_used
+        && let Some(old) = &old
+        && !old.receiver.state.is_opted_out()
+    {
+        conn.newsletter
+            .remove_receiver(group.as_str(), from)
+            .await?;
+    }
+    let done = conn
+        .newsletter
+        .upsert_receivers(
+            group.as_str(),
+            &[ReceiverUpsert {
+                receiver: data,
+                activate: true,
+            }],
+        )
+        .await?;
+    report.rejected += done.rejected.len();
     Ok(())
 }
 
@@ -483,7 +551,10 @@ pub async fn write_status<S: TokenStore>(
                 }
                 _ => return,
             };
-            columns.insert(schema::SYNC_STATUS.into(), json!(status));
+            columns.insert(
+                schema::SYNC_STATUS.into(),
+                json!(schema::fit(&status, schema::SYNC_STATUS_MAX)),
+            );
             columns.insert(schema::LAST_SYNC.into(), json!(now.to_rfc3339()));
             columns.insert(schema::LAST_ERROR.into(), Value::Null);
         }

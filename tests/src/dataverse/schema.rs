@@ -304,7 +304,7 @@ macro_rules! sync_columns {
             rw("crc_checklist", MEMO),
             rw("crc_groupid", Kind::Str(100)),
             rw("crc_resync", Kind::Bool),
-            rw("crc_syncstatus", Kind::Str(100)),
+            rw("crc_syncstatus", Kind::Str(2000)),
             rw("crc_lastsync", Kind::DateTime),
             rw("crc_lasterror", Kind::Str(4000)),
         ]

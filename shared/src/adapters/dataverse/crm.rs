@@ -407,21 +407,39 @@ impl DataverseCrm {
         Ok(rows)
     }
 
-    /// Contacts and leads whose e-mail is this address (Dataverse compares case-insensitively).
+    /// Contacts and leads whose e-mail is this address. Dataverse compares case-insensitively
+    /// but does not trim, so the search is `contains` and the exact match (trimmed, any case) is
+    /// made here: an address stored with blanks around it is found too.
     pub async fn people_with_email(
         &self,
         email: &str,
     ) -> Result<Vec<(RecipientKind, String)>, CrmError> {
-        let filter = format!("emailaddress1 eq {}", filter::string_literal(email));
+        let wanted = email.trim().to_lowercase();
+        let filter = format!(
+            "contains(emailaddress1,{})",
+            filter::string_literal(&wanted)
+        );
         let mut found = Vec::new();
         for (kind, set, key) in [
             (RecipientKind::Contact, "contacts", "contactid"),
             (RecipientKind::Lead, "leads", "leadid"),
         ] {
             let rows = self
-                .all_rows(set, &Query::new().select([key]).filter(filter.clone()))
+                .all_rows(
+                    set,
+                    &Query::new()
+                        .select([key, "emailaddress1"])
+                        .filter(filter.clone()),
+                )
                 .await?;
-            found.extend(rows.iter().filter_map(|r| id(r, key)).map(|i| (kind, i)));
+            found.extend(
+                rows.iter()
+                    .filter(|r| {
+                        text(r, "emailaddress1").is_some_and(|e| e.to_lowercase() == wanted)
+                    })
+                    .filter_map(|r| id(r, key))
+                    .map(|i| (kind, i)),
+            );
         }
         Ok(found)
     }

@@ -9,6 +9,20 @@ pub const RESYNC: &str = "crc_resync";
 pub const SYNC_STATUS: &str = "crc_syncstatus";
 pub const LAST_SYNC: &str = "crc_lastsync";
 pub const LAST_ERROR: &str = "crc_lasterror";
+/// Maximum lengths of the two text columns above (single line of text, 2000; multiple lines,
+/// 4000): longer texts are cut, never refused.
+pub const SYNC_STATUS_MAX: usize = 2000;
+pub const LAST_ERROR_MAX: usize = 4000;
+
+/// `text` cut to at most `max` characters (on a character boundary), with an ellipsis.
+pub fn fit(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
 
 /// On marketing list only.
 pub const RETROACTIVE_SYNC: &str = "crc_retroactivesync";
