@@ -6,7 +6,9 @@
 //! or as the `sandbox` binary. Both accept fault injection (see [`faults`]).
 
 pub mod aws;
+pub mod chaos;
 pub mod cleverreach;
 pub mod dataverse;
 pub mod faults;
 pub mod harness;
+pub mod oracle;

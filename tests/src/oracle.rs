@@ -1,0 +1,577 @@
+//! The truth for the end-to-end tests: the rule of DESIGN §2 ("who belongs to a source's
+//! group"), computed independently of the connector from the Dataverse simulator's rows, and
+//! compared with the CleverReach simulator's groups.
+//!
+//! Written from DESIGN §2 alone: it never calls the connector's domain code, so that a mistake
+//! there cannot agree with itself here. It covers what the convergence tests generate:
+//! - marketing lists only (static lists through `listmembers`, dynamic lists whose FetchXML
+//!   is a single `like` condition on `emailaddress1`);
+//! - default settings: newsletter types 0 and 1, every entity type transferred; a group
+//!   prefix is honoured; any other connector setting is refused ([`OracleError`]);
+//! - e-mail addresses that either a simple check accepts (`local@label.label`) or that are
+//!   plainly broken (no `@`, no dot in the domain, blanks): the test data stays where any
+//!   reasonable validator agrees.
+//!
+//! The connector's documented choices that the comparison follows:
+//! - an address shared by several eligible records is one receiver, carrying the data of one
+//!   of them (which one is not specified);
+//! - CleverReach keeps global attributes per address for the whole account, not per group:
+//!   when an address stands for different records (or for one contact with a different
+//!   company: its parent account in a contact list, the account in an account list) in
+//!   different groups, every group shows the values last written, and a change in one group
+//!   does not always rewrite the others. A receiver may therefore carry the current data of
+//!   another CRM record with its address ([`GroupVerdict::data_from_other_group`]); stale
+//!   data (values no record with the address has now) is still a difference;
+//! - "do not allow bulk e-mail" on any active member record with a valid address keeps that
+//!   address out of the group, whatever the other records with the address say;
+//! - a receiver that is deactivated, bounced or blacklisted in CleverReach is never re-activated
+//!   (the address is then excused), and neither is the person it stands for added again under
+//!   another address (excused as well: the planner's "a person who opted out stays out").
+
+use crate::cleverreach::{CleverReachSim, SimReceiver};
+use crate::dataverse::DataverseSim;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// The default newsletter types (DESIGN §6: Information, Werbung und Spiele).
+pub const NEWSLETTER_TYPES: [i64; 2] = [0, 1];
+
+/// Settings the oracle understands; any other `crc_settings` key is refused.
+const SUPPORTED_SETTINGS: [&str; 1] = ["cleverreach:groupsettings:groupprefix"];
+
+/// Why the oracle cannot say what a group should be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OracleError {
+    #[error("the oracle only knows the default settings; {0:?} is set")]
+    UnsupportedSetting(String),
+    #[error("list {list}: the oracle cannot evaluate its query {query:?}")]
+    UnsupportedQuery { list: String, query: String },
+    #[error("list {list}: unknown member type (createdfromcode) {code:?}")]
+    UnknownMemberType { list: String, code: Option<i64> },
+}
+
+/// The receiver one eligible CRM record stands for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ExpectedReceiver {
+    /// Trimmed, lower case.
+    pub email: String,
+    pub salutation: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub company: String,
+    /// The person: `contact` or `lead` (an account stands for its primary contact).
+    pub crm_entity: &'static str,
+    /// Lower-case GUID.
+    pub crm_id: String,
+}
+
+/// What one synced list's group must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedGroup {
+    pub list_id: String,
+    pub list_name: String,
+    pub group_id: String,
+    /// `groupprefix` + list name.
+    pub group_name: String,
+    /// Address → the eligible records that have it (at least one).
+    pub receivers: BTreeMap<String, Vec<ExpectedReceiver>>,
+    /// Addresses kept out by "do not allow bulk e-mail" on a member record.
+    pub opted_out: BTreeSet<String>,
+}
+
+/// Every group the CRM says must exist.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expectation {
+    pub groups: Vec<ExpectedGroup>,
+    /// Lists with sync on and active that have no group id: the connector owes them a group.
+    pub without_group: Vec<String>,
+    /// Address → the current data of every CRM record with that address (contacts, leads,
+    /// accounts through their primary contact): what account-wide global attributes may
+    /// show in any group.
+    pub account_wide: BTreeMap<String, Vec<ExpectedReceiver>>,
+}
+
+impl Expectation {
+    /// Receivers expected over all groups.
+    pub fn receiver_count(&self) -> usize {
+        self.groups.iter().map(|g| g.receivers.len()).sum()
+    }
+}
+
+type Row = Map<String, Value>;
+
+fn text(row: &Row, column: &str) -> String {
+    row.get(column)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn flag(row: &Row, column: &str) -> bool {
+    row.get(column).and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn active(row: &Row) -> bool {
+    row.get("statecode").and_then(Value::as_i64).unwrap_or(0) == 0
+}
+
+fn id(row: &Row, column: &str) -> String {
+    text(row, column).to_ascii_lowercase()
+}
+
+/// Rule 3: trimmed and lower-cased, `local@domain` with a plain local part and a domain of at
+/// least two labels whose last is alphabetic.
+pub fn normalised_email(raw: &str) -> Option<String> {
+    let email = raw.trim().to_lowercase();
+    let (local, domain) = email.split_once('@')?;
+    let local_ok = !local.is_empty()
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..");
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        && labels
+            .last()
+            .is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
+    (local_ok && domain_ok).then_some(email)
+}
+
+/// The newsletter types ticked (state 1) on a checklist; unreadable means none.
+pub fn ticked_types(checklist: &str) -> BTreeSet<i64> {
+    let Ok(Value::Array(entries)) = serde_json::from_str::<Value>(checklist) else {
+        return BTreeSet::new();
+    };
+    entries
+        .iter()
+        .filter(|e| e.get("state").and_then(Value::as_i64) == Some(1))
+        .filter_map(|e| e.get("id").and_then(Value::as_i64))
+        .filter(|t| NEWSLETTER_TYPES.contains(t))
+        .collect()
+}
+
+/// One member of a list as §2 sees it: who the person is and what the rules look at.
+struct Member {
+    active: bool,
+    raw_email: String,
+    do_not_bulk_email: bool,
+    ticked: BTreeSet<i64>,
+    receiver: ExpectedReceiver,
+}
+
+/// The CRM tables, indexed by id.
+struct Crm {
+    contacts: HashMap<String, Row>,
+    leads: HashMap<String, Row>,
+    accounts: HashMap<String, Row>,
+    listmembers: Vec<Row>,
+}
+
+impl Crm {
+    fn read(sim: &DataverseSim) -> Crm {
+        let index = |set: &str, key: &str| {
+            sim.rows(set)
+                .into_iter()
+                .map(|row| (id(&row, key), row))
+                .collect::<HashMap<_, _>>()
+        };
+        Crm {
+            contacts: index("contacts", "contactid"),
+            leads: index("leads", "leadid"),
+            accounts: index("accounts", "accountid"),
+            listmembers: sim.rows("listmembers"),
+        }
+    }
+
+    fn person(&self, entity: &'static str, row: &Row, key: &str, company: String) -> Member {
+        Member {
+            active: active(row),
+            raw_email: text(row, "emailaddress1"),
+            do_not_bulk_email: flag(row, "donotbulkemail"),
+            ticked: ticked_types(&text(row, "crc_checklist")),
+            receiver: ExpectedReceiver {
+                email: String::new(),
+                salutation: text(row, "salutation"),
+                first_name: text(row, "firstname"),
+                last_name: text(row, "lastname"),
+                company,
+                crm_entity: entity,
+                crm_id: id(row, key),
+            },
+        }
+    }
+
+    /// A contact in its own right: company = its parent account's name.
+    fn contact(&self, contact_id: &str) -> Option<Member> {
+        let row = self.contacts.get(contact_id)?;
+        let parent_is_account = text(
+            row,
+            "_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname",
+        ) == "account";
+        let company = if parent_is_account {
+            self.accounts
+                .get(&id(row, "_parentcustomerid_value"))
+                .map(|a| text(a, "name"))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Some(self.person("contact", row, "contactid", company))
+    }
+
+    fn lead(&self, lead_id: &str) -> Option<Member> {
+        let row = self.leads.get(lead_id)?;
+        Some(self.person("lead", row, "leadid", text(row, "companyname")))
+    }
+
+    /// An account stands for its primary contact: both must be active, "do not bulk e-mail"
+    /// on either counts, company = the account's name.
+    fn account(&self, account_id: &str) -> Option<Member> {
+        let account = self.accounts.get(account_id)?;
+        let contact = self.contacts.get(&id(account, "_primarycontactid_value"))?;
+        let mut member = self.person("contact", contact, "contactid", text(account, "name"));
+        member.active = member.active && active(account);
+        member.do_not_bulk_email = member.do_not_bulk_email || flag(account, "donotbulkemail");
+        Some(member)
+    }
+
+    fn member(&self, kind: &str, record_id: &str) -> Option<Member> {
+        match kind {
+            "contact" => self.contact(record_id),
+            "lead" => self.lead(record_id),
+            "account" => self.account(record_id),
+            _ => None,
+        }
+    }
+
+    /// Every record's receiver data by address, whatever its lists and state.
+    fn everyone(&self) -> BTreeMap<String, Vec<ExpectedReceiver>> {
+        let mut by_email: BTreeMap<String, Vec<ExpectedReceiver>> = BTreeMap::new();
+        let people = self
+            .contacts
+            .keys()
+            .filter_map(|id| self.contact(id))
+            .chain(self.leads.keys().filter_map(|id| self.lead(id)))
+            .chain(self.accounts.keys().filter_map(|id| self.account(id)));
+        for member in people {
+            if let Some(email) = normalised_email(&member.raw_email) {
+                by_email
+                    .entry(email.clone())
+                    .or_default()
+                    .push(ExpectedReceiver {
+                        email,
+                        ..member.receiver
+                    });
+            }
+        }
+        by_email
+    }
+
+    /// Rule 6 for a marketing list: its static members or what its query selects.
+    fn members(&self, list: &Row, list_id: &str) -> Result<Vec<Member>, OracleError> {
+        let code = list.get("createdfromcode").and_then(Value::as_i64);
+        let kind = match code {
+            Some(1) => "account",
+            Some(2) => "contact",
+            Some(4) => "lead",
+            _ => {
+                return Err(OracleError::UnknownMemberType {
+                    list: list_id.to_string(),
+                    code,
+                });
+            }
+        };
+        if !flag(list, "type") {
+            return Ok(self
+                .listmembers
+                .iter()
+                .filter(|m| id(m, "_listid_value") == list_id)
+                .filter_map(|m| self.member(kind, &id(m, "_entityid_value")))
+                .collect());
+        }
+        let query = text(list, "query");
+        let unsupported = || OracleError::UnsupportedQuery {
+            list: list_id.to_string(),
+            query: query.clone(),
+        };
+        let pattern = like_pattern(&query, kind).ok_or_else(unsupported)?;
+        let table = match kind {
+            "contact" => &self.contacts,
+            "lead" => &self.leads,
+            _ => return Err(unsupported()),
+        };
+        Ok(table
+            .iter()
+            .filter(|(_, row)| {
+                row.get("emailaddress1")
+                    .and_then(Value::as_str)
+                    .is_some_and(|e| e.to_lowercase().contains(&pattern))
+            })
+            .filter_map(|(record_id, _)| self.member(kind, record_id))
+            .collect())
+    }
+}
+
+/// The `x` of `<entity name="kind">…<condition attribute="emailaddress1" operator="like"
+/// value="%x%"/>…`, lower case, when the query is exactly one such condition.
+pub fn like_pattern(query: &str, kind: &str) -> Option<String> {
+    let compact: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
+    if !compact.contains(&format!("<entity name=\"{kind}\">"))
+        || compact.matches("<condition").count() != 1
+    {
+        return None;
+    }
+    let rest =
+        compact.split_once("<condition attribute=\"emailaddress1\" operator=\"like\" value=\"%")?;
+    let (inner, _) = rest.1.split_once("%\"")?;
+    inner
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric())
+        .then(|| inner.to_lowercase())
+}
+
+/// What every synced marketing list's group must hold, from the CRM as it is now.
+pub fn expected_groups(sim: &DataverseSim) -> Result<Expectation, OracleError> {
+    let mut prefix = String::new();
+    for setting in sim.rows("crc_settings") {
+        let key = text(&setting, "crc_key").to_ascii_lowercase();
+        if !SUPPORTED_SETTINGS.contains(&key.as_str()) {
+            return Err(OracleError::UnsupportedSetting(key));
+        }
+        prefix = setting
+            .get("crc_value")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+    }
+    let crm = Crm::read(sim);
+    let mut expectation = Expectation {
+        account_wide: crm.everyone(),
+        ..Expectation::default()
+    };
+    for list in sim.rows("lists") {
+        let list_id = id(&list, "listid");
+        if !(flag(&list, "crc_syncwithcleverreach") && active(&list)) {
+            continue;
+        }
+        let group_id = text(&list, "crc_groupid");
+        if group_id.is_empty() {
+            expectation.without_group.push(list_id);
+            continue;
+        }
+        let sent = ticked_types(&text(&list, "crc_checklist"));
+        let mut receivers: BTreeMap<String, Vec<ExpectedReceiver>> = BTreeMap::new();
+        let mut opted_out = BTreeSet::new();
+        for member in crm.members(&list, &list_id)? {
+            // Rule 2 before rule 4: an inactive record says nothing, not even "no bulk e-mail".
+            if !member.active {
+                continue;
+            }
+            let Some(email) = normalised_email(&member.raw_email) else {
+                continue;
+            };
+            if member.do_not_bulk_email {
+                opted_out.insert(email);
+                continue;
+            }
+            if sent.is_disjoint(&member.ticked) {
+                continue;
+            }
+            let receiver = ExpectedReceiver {
+                email: email.clone(),
+                ..member.receiver
+            };
+            receivers.entry(email).or_default().push(receiver);
+        }
+        receivers.retain(|email, _| !opted_out.contains(email));
+        let list_name = text(&list, "listname");
+        expectation.groups.push(ExpectedGroup {
+            group_name: format!("{prefix}{list_name}"),
+            list_id,
+            list_name,
+            group_id,
+            receivers,
+            opted_out,
+        });
+    }
+    Ok(expectation)
+}
+
+/// How one group compares with what it must be.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupVerdict {
+    pub list_name: String,
+    pub group_id: String,
+    /// Addresses the rule selects.
+    pub expected: usize,
+    /// Active receivers in the group.
+    pub active: usize,
+    /// Selected, but the group holds an opted-out receiver with the address.
+    pub excused_opted_out: usize,
+    /// Selected, but the person (CRM record) has an opted-out receiver in the group.
+    pub excused_person_opted_out: usize,
+    /// Active receivers whose (account-wide) attributes are those of another CRM record with
+    /// the address, not of an eligible member of this group (see the module comment).
+    pub data_from_other_group: usize,
+    /// Everything that is wrong, one line each.
+    pub problems: Vec<String>,
+}
+
+fn attribute<'a>(receiver: &'a SimReceiver, name: &str) -> &'a str {
+    receiver
+        .global_attributes
+        .get(name)
+        .map(String::as_str)
+        .unwrap_or_default()
+        .trim()
+}
+
+/// Whether a receiver carries exactly one eligible record's data.
+fn carries(receiver: &SimReceiver, record: &ExpectedReceiver) -> bool {
+    attribute(receiver, "crmentity") == record.crm_entity
+        && attribute(receiver, "crmid").to_ascii_lowercase() == record.crm_id
+        && attribute(receiver, "firstname") == record.first_name
+        && attribute(receiver, "lastname") == record.last_name
+        && attribute(receiver, "salutation") == record.salutation
+        && attribute(receiver, "company") == record.company
+}
+
+/// Compares a group in CleverReach with what the rule says it must be: the active receivers
+/// are exactly the selected addresses (less the excused ones), each with the data of one
+/// eligible record with its address (of this group, or of another: see the module comment),
+/// and the group has the right name.
+pub fn check_group(
+    expected: &ExpectedGroup,
+    all: &Expectation,
+    cleverreach: &CleverReachSim,
+) -> GroupVerdict {
+    let mut verdict = GroupVerdict {
+        list_name: expected.list_name.clone(),
+        group_id: expected.group_id.clone(),
+        expected: expected.receivers.len(),
+        ..GroupVerdict::default()
+    };
+    let Some(group) = cleverreach.group(&expected.group_id) else {
+        verdict.problems.push(format!(
+            "list {:?}: its group {} does not exist",
+            expected.list_name, expected.group_id
+        ));
+        return verdict;
+    };
+    if group.name != expected.group_name {
+        verdict.problems.push(format!(
+            "list {:?}: group named {:?}, expected {:?}",
+            expected.list_name, group.name, expected.group_name
+        ));
+    }
+    let receivers = cleverreach.receivers(&expected.group_id);
+    let by_email: HashMap<String, &SimReceiver> = receivers
+        .iter()
+        .map(|r| (r.email.trim().to_lowercase(), r))
+        .collect();
+    let opted_out_people: BTreeSet<(String, String)> = receivers
+        .iter()
+        .filter(|r| !r.active)
+        .map(|r| {
+            (
+                attribute(r, "crmentity").to_string(),
+                attribute(r, "crmid").to_ascii_lowercase(),
+            )
+        })
+        .collect();
+    for receiver in receivers.iter().filter(|r| r.active) {
+        verdict.active += 1;
+        let email = receiver.email.trim().to_lowercase();
+        match expected.receivers.get(&email) {
+            None => verdict.problems.push(format!(
+                "list {:?}: {email} is active but the rule does not select it{}",
+                expected.list_name,
+                if expected.opted_out.contains(&email) {
+                    " (do not allow bulk e-mail)"
+                } else {
+                    ""
+                }
+            )),
+            Some(records) if records.iter().any(|r| carries(receiver, r)) => {}
+            Some(records) => {
+                let elsewhere = all.account_wide.get(&email).into_iter().flatten();
+                if elsewhere.clone().any(|r| carries(receiver, r)) {
+                    verdict.data_from_other_group += 1;
+                } else {
+                    verdict.problems.push(format!(
+                        "list {:?}: {email} carries {:?}, expected the data of one of {:?}",
+                        expected.list_name, receiver.global_attributes, records
+                    ));
+                }
+            }
+        }
+    }
+    for (email, records) in &expected.receivers {
+        match by_email.get(email) {
+            Some(r) if r.active => {}
+            Some(_) => verdict.excused_opted_out += 1,
+            None if records.iter().any(|r| {
+                opted_out_people.contains(&(r.crm_entity.to_string(), r.crm_id.clone()))
+            }) =>
+            {
+                verdict.excused_person_opted_out += 1
+            }
+            None => verdict.problems.push(format!(
+                "list {:?}: {email} is selected by the rule ({} {}) but not in the group",
+                expected.list_name, records[0].crm_entity, records[0].crm_id
+            )),
+        }
+    }
+    verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_trimmed_lower_cased_and_checked() {
+        assert_eq!(
+            normalised_email("  Anna.Berlin@Example.COM "),
+            Some("anna.berlin@example.com".to_string())
+        );
+        for broken in [
+            "",
+            "anna",
+            "anna@example",
+            "@example.com",
+            "an..na@x.de",
+            "a@x.1",
+        ] {
+            assert_eq!(normalised_email(broken), None, "{broken:?}");
+        }
+    }
+
+    #[test]
+    fn only_state_one_of_a_known_type_is_a_tick() {
+        let checklist = r#"[{"id":0,"state":1},{"id":1,"state":2},{"id":7,"state":1}]"#;
+        assert_eq!(ticked_types(checklist), BTreeSet::from([0]));
+        assert!(ticked_types("not json").is_empty());
+    }
+
+    #[test]
+    fn a_single_like_condition_is_understood_and_anything_else_is_not() {
+        let query = r#"<fetch><entity name="contact"><attribute name="contactid"/><filter><condition attribute="emailaddress1" operator="like" value="%Berlin%"/></filter></entity></fetch>"#;
+        assert_eq!(like_pattern(query, "contact"), Some("berlin".to_string()));
+        assert_eq!(like_pattern(query, "lead"), None);
+        let two = query.replace(
+            "</filter>",
+            r#"<condition attribute="statecode" operator="eq" value="0"/></filter>"#,
+        );
+        assert_eq!(like_pattern(&two, "contact"), None);
+    }
+}
