@@ -376,7 +376,7 @@ pub async fn execute<S: TokenStore>(
                 report.rejected += done.rejected.len();
             }
             GroupOp::ChangeEmail { from, to } => {
-                change_email(conn, group, &from, &to, wanted(&to), report).await?;
+                change_email(conn, group, &from, &to, wanted, report).await?;
             }
             GroupOp::Remove(emails) => {
                 let done = conn
@@ -401,9 +401,10 @@ async fn change_email<S: TokenStore>(
     group: &GroupId,
     from: &Email,
     to: &Email,
-    data: Option<ReceiverData>,
+    wanted: &dyn Fn(&Email) -> Option<ReceiverData>,
     report: &mut ReconcileReport,
 ) -> Result<(), SyncError> {
+    let data = wanted(to);
     let old_still_used = !conn.crm.people_with_email(from.as_str()).await?.is_empty();
     if !old_still_used {
         match conn.newsletter.change_email(from, to).await {
@@ -423,7 +424,9 @@ async fn change_email<S: TokenStore>(
     if person_opted_out_here {
         return Ok(());
     }
-    if !old_still_used
+    // The old address leaves this group unless someone here still wants it (an opted-out
+    // receiver stays: it carries the opt-out).
+    if wanted(from).is_none()
         && let Some(old) = &old
         && !old.receiver.state.is_opted_out()
     {
