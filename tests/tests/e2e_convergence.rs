@@ -1,23 +1,28 @@
 //! End to end: convergence under faults (the issue's acceptance test).
 //!
-//! A seeded generator makes random CRM changes through the Dataverse simulator's Web API
-//! (memberships single and bulk, checklists, e-mail addresses — also to one another record
-//! has —, names, companies, primary contacts, "do not bulk e-mail", deactivation, deletes,
-//! creates, list checklists, queries and names) and a few unsubscribes inside CleverReach. Both
-//! simulators inject 10% faults; webhooks reach the intake through [`WebhookChaos`]: shuffled,
-//! some twice, some late, some redelivered as new deliveries. When everything has drained,
-//! every synced list's group must equal the rule of DESIGN §2 computed by
-//! [`sandbox::oracle`] from the CRM, no message may sit in the dead-letter queue, and no
-//! opted-out receiver may have been re-activated.
+//! A seeded generator makes 1,000 random CRM changes through the Dataverse simulator's Web
+//! API (memberships single and bulk, person checklists, e-mail addresses — also one another
+//! record has —, names, salutations, companies, parent accounts, primary contacts, "do not
+//! bulk e-mail", deactivation and activation, deletes and creates of contacts and leads, list
+//! checklists, queries and names) and a few unsubscribes inside CleverReach. Both simulators
+//! inject 10% faults; webhooks reach the intake through [`WebhookChaos`]: shuffled, some twice,
+//! some late, some redelivered as new deliveries. The changes come in rounds (50, or one
+//! e-mail move alone, see [`AVOID_OPEN_BUGS`]); after every round the queues drain, and at
+//! every such drained state each synced list's group must equal the rule of DESIGN §2 as
+//! [`sandbox::oracle`] computes it from the CRM. At the end (faults off, drained again) no
+//! message may sit in the dead-letter queue, no opted-out receiver may have been re-activated
+//! and every unsubscribed receiver must still be inactive.
 //!
-//! Choice: faults stay on for the whole run (for the connector, not only while settling), and
-//! the CRM changes are made while the connector works (a round of changes runs concurrently
-//! with the queue being drained), so that workers read records that are changing under them.
-//! The administrator's own calls may then fail too; the generator retries them until they
-//! succeed, idempotently: creates carry their id (a retry of a create that took effect answers
-//! 412), deletes accept 404 on a retry, updates and membership actions may be repeated. A run
-//! is reproducible in its CRM changes (seeded) but not in its timing; set `CONVERGENCE_SEED`
-//! to replay another sequence of changes.
+//! Choices:
+//! - Faults stay on for the whole run, and a round's CRM changes are made while the connector
+//!   works, so that workers read records that change under them. The administrator's own calls
+//!   may then fail too; the generator repeats them until they succeed, idempotently: creates
+//!   carry their id (a repeated create that took effect answers 412), deletes accept 404 when
+//!   repeated, updates and membership actions may be repeated.
+//! - 429s carry `Retry-After: 0` (see `run`).
+//! - A run is reproducible in its CRM changes (seeded, record ids included) but not in its
+//!   timing; `CONVERGENCE_SEED` picks another sequence of changes, `RUST_LOG` shows the
+//!   connector's logs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
@@ -791,7 +796,6 @@ fn faults_line(name: &str, stats: &FaultStats) -> String {
 }
 
 /// What a run saw, and what it checked.
-/// What a run saw, and what it checked.
 struct Outcome {
     /// The last check, after faults were switched off and everything drained.
     verdicts: Vec<GroupVerdict>,
@@ -799,6 +803,8 @@ struct Outcome {
     round_problems: Vec<String>,
 
     without_group: Vec<String>,
+    /// Expected receivers summed over every drained state checked.
+    checked_receivers: usize,
     dead_letters: Vec<String>,
     reactivations: Vec<String>,
     unsubscribes_undone: Vec<String>,
@@ -864,7 +870,7 @@ async fn run(s: Scenario) -> Outcome {
             // which gives up on any wait above 200 ms and leaves the message to the queue, and
             // the local queue redelivers at once (SQS would wait for the visibility timeout).
             // With the simulator's default of 1 s, a message of ~20 requests then fails five
-            // times in a row about once in 300 messages: an artefact of the harness, not of
+            // times in a row a few times per 1,000 messages: an artefact of the harness, not of
             // the connector, whose production policy waits up to 10 s.
             faults.set(FaultConfig {
                 seed: Some(s.seed + i as u64 + 1),
@@ -1017,6 +1023,7 @@ async fn run(s: Scenario) -> Outcome {
         verdicts,
         round_problems,
         without_group,
+        checked_receivers,
         dead_letters,
         reactivations: h
             .cleverreach
@@ -1109,7 +1116,7 @@ async fn a_thousand_random_changes_under_faults_and_chaotic_webhooks_converge_to
     assert_converged(&outcome);
     // The run must have had something to get wrong.
     assert!(outcome.verdicts.len() >= 6, "every list synced");
-    assert!(outcome.verdicts.iter().map(|v| v.expected).sum::<usize>() >= 20);
+    assert!(outcome.checked_receivers >= 1000, "receivers were checked");
     assert!(outcome.chaos.duplicated > 0 && outcome.chaos.redelivered > 0);
 }
 
@@ -1155,7 +1162,7 @@ async fn random_changes_applied_one_at_a_time_without_faults_converge_to_the_rul
     })
     .await;
     assert_converged(&outcome);
-    assert!(outcome.verdicts.iter().map(|v| v.expected).sum::<usize>() >= 5);
+    assert!(outcome.checked_receivers >= 200, "receivers were checked");
 }
 
 // ── Connector bugs the convergence run found, each reduced to its smallest case ─────────────
