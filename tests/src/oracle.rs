@@ -77,6 +77,8 @@ pub struct ExpectedGroup {
     pub receivers: BTreeMap<String, Vec<ExpectedReceiver>>,
     /// Addresses kept out by "do not allow bulk e-mail" on a member record.
     pub opted_out: BTreeSet<String>,
+    /// Address → the member records with it that the rule leaves out, and why (for messages).
+    pub left_out: BTreeMap<String, Vec<String>>,
 }
 
 /// Every group the CRM says must exist.
@@ -371,19 +373,33 @@ pub fn expected_groups(sim: &DataverseSim) -> Result<Expectation, OracleError> {
         let sent = ticked_types(&text(&list, "crc_checklist"));
         let mut receivers: BTreeMap<String, Vec<ExpectedReceiver>> = BTreeMap::new();
         let mut opted_out = BTreeSet::new();
+        let mut left_out: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for member in crm.members(&list, &list_id)? {
-            // Rule 2 before rule 4: an inactive record says nothing, not even "no bulk e-mail".
-            if !member.active {
-                continue;
-            }
             let Some(email) = normalised_email(&member.raw_email) else {
                 continue;
             };
+            let who = format!("{} {}", member.receiver.crm_entity, member.receiver.crm_id);
+            // Rule 2 before rule 4: an inactive record says nothing, not even "no bulk e-mail".
+            if !member.active {
+                left_out
+                    .entry(email)
+                    .or_default()
+                    .push(format!("{who}: inactive"));
+                continue;
+            }
             if member.do_not_bulk_email {
+                left_out
+                    .entry(email.clone())
+                    .or_default()
+                    .push(format!("{who}: do not allow bulk e-mail"));
                 opted_out.insert(email);
                 continue;
             }
             if sent.is_disjoint(&member.ticked) {
+                left_out.entry(email).or_default().push(format!(
+                    "{who}: ticks {:?}, the list sends {sent:?}",
+                    member.ticked
+                ));
                 continue;
             }
             let receiver = ExpectedReceiver {
@@ -401,6 +417,7 @@ pub fn expected_groups(sim: &DataverseSim) -> Result<Expectation, OracleError> {
             group_id,
             receivers,
             opted_out,
+            left_out,
         });
     }
     Ok(expectation)
@@ -493,12 +510,11 @@ pub fn check_group(
         let email = receiver.email.trim().to_lowercase();
         match expected.receivers.get(&email) {
             None => verdict.problems.push(format!(
-                "list {:?}: {email} is active but the rule does not select it{}",
+                "list {:?}: {email} is active but the rule does not select it ({})",
                 expected.list_name,
-                if expected.opted_out.contains(&email) {
-                    " (do not allow bulk e-mail)"
-                } else {
-                    ""
+                match expected.left_out.get(&email) {
+                    Some(why) => why.join("; "),
+                    None => "no member of the list has the address".to_string(),
                 }
             )),
             Some(records) if records.iter().any(|r| carries(receiver, r)) => {}
