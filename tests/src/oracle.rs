@@ -37,7 +37,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 pub const NEWSLETTER_TYPES: [i64; 2] = [0, 1];
 
 /// Settings the oracle understands; any other `crc_settings` key is refused.
-const SUPPORTED_SETTINGS: [&str; 1] = ["cleverreach:groupsettings:groupprefix"];
+/// Settings the oracle understands: the group prefix, and the API base (which only says where
+/// CleverReach is, not who belongs where).
+const SUPPORTED_SETTINGS: [&str; 2] = [
+    "cleverreach:groupsettings:groupprefix",
+    "cleverreach:connectiondata:apiurl",
+];
 
 /// Why the oracle cannot say what a group should be.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -349,11 +354,13 @@ pub fn expected_groups(sim: &DataverseSim) -> Result<Expectation, OracleError> {
         if !SUPPORTED_SETTINGS.contains(&key.as_str()) {
             return Err(OracleError::UnsupportedSetting(key));
         }
-        prefix = setting
-            .get("crc_value")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        if key == "cleverreach:groupsettings:groupprefix" {
+            prefix = setting
+                .get("crc_value")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+        }
     }
     let crm = Crm::read(sim);
     let mut expectation = Expectation {

@@ -141,7 +141,7 @@ pub async fn reconcile_people<S: TokenStore>(
         Some((list, _)) => memberships_in_one_list(conn, list, &recipients).await?,
         None => memberships_everywhere(conn, &recipients).await?,
     };
-    let held = receivers_holding(conn, &scope.emails).await?;
+    let mut held = receivers_holding(conn, &scope.emails).await?;
 
     // The groups to work on: where the people belong, and where their addresses are now.
     let mut sources: BTreeSet<(SourceKind, String)> =
@@ -187,7 +187,13 @@ pub async fn reconcile_people<S: TokenStore>(
             .map(|(_, r)| r);
         let current = held.get(&group).cloned().unwrap_or_default();
         let report = plan_and_write(conn, settings, &record, &group, current, members).await?;
+        // CleverReach moves an address in every group at once: what the other groups hold
+        // has changed, so read it again before planning them.
+        let moved = report.summary.email_changed > 0;
         result.groups.insert(group, report);
+        if moved {
+            held = receivers_holding(conn, &scope.emails).await?;
+        }
     }
     Ok(result)
 }
