@@ -1116,7 +1116,7 @@ async fn a_thousand_random_changes_under_faults_and_chaotic_webhooks_converge_to
     assert_converged(&outcome);
     // The run must have had something to get wrong.
     assert!(outcome.verdicts.len() >= 6, "every list synced");
-    assert!(outcome.checked_receivers >= 400, "receivers were checked");
+    assert!(outcome.checked_receivers >= 200, "receivers were checked");
     assert!(outcome.chaos.duplicated > 0 && outcome.chaos.redelivered > 0);
 }
 
