@@ -9,6 +9,10 @@
 //! sandbox binary's JSON line and stops when its stdin closes, so it never outlives the bench).
 //! With `--sandbox PATH` it is the sandbox binary (`target/release/sandbox`). Exit status 0 when
 //! the group ends up right and the targets are met, 1 otherwise.
+//!
+//! Seeding goes through the Web API (`$batch` of 1000 creates, `AddListMembersList` of 1000
+//! members) and dominates the run time for large lists: the simulator checks each added member
+//! against every existing list member.
 
 use reqwest::Method;
 use sandbox::cleverreach::{CleverReachSim, CleverReachSimConfig};
