@@ -1,0 +1,955 @@
+//! Benchmark: the first sync of a static marketing list of N contacts (default 100,000) against
+//! the sandbox. Counts Dataverse and CleverReach calls against the minimal count, and measures
+//! wall time and the worker's peak memory. The simulators run in a child process, so this
+//! process's memory is the worker's alone.
+//!
+//! `cargo run --release -p sandbox --bin bench-first-sync -- [--contacts N] [--sandbox PATH]`
+//!
+//! Without `--sandbox`, the child is this binary in `--serve-simulators` mode (it prints the
+//! sandbox binary's JSON line and stops when its stdin closes, so it never outlives the bench).
+//! With `--sandbox PATH` it is the sandbox binary (`target/release/sandbox`). Exit status 0 when
+//! the group ends up right and the targets are met, 1 otherwise.
+//!
+//! Seeding goes through the Web API (`$batch` of 1000 creates, `AddListMembersList` of 1000
+//! members) and dominates the run time for large lists: the simulator checks each added member
+//! against every existing list member.
+
+use reqwest::Method;
+use sandbox::cleverreach::{CleverReachSim, CleverReachSimConfig};
+use sandbox::dataverse::{self, ADMIN_USER_ID, DataverseSim, DataverseSimConfig, ORGANIZATION_ID};
+use sandbox::harness::checklist;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shared::adapters::cleverreach::{CleverReachClient, CleverReachConfig, InMemoryTokenStore};
+use shared::adapters::dataverse::client::{
+    BatchRequest, DataverseClient, DataverseConfig, MAX_BATCH_REQUESTS,
+};
+use shared::adapters::dataverse::crm::DataverseCrm;
+use shared::adapters::dataverse::schema;
+use shared::domain::change::{AttrValue, ChangeEvent, CrmMessage};
+use shared::domain::routing::{QueueFamily, message_group};
+use shared::handlers::sync_worker::{InboundMessage, WorkerDeps, handle_messages};
+use shared::secret::Secret;
+use shared::sync::Connector;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use url::Url;
+
+// ---- memory -------------------------------------------------------------------------------
+
+/// The system allocator, counting live heap bytes and their peak (RSS alone mixes in the
+/// allocator's retained pages; the heap peak says what the code actually holds).
+struct Counting;
+
+static HEAP_NOW: AtomicUsize = AtomicUsize::new(0);
+static HEAP_PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn heap_grew(by: usize) {
+    let now = HEAP_NOW.fetch_add(by, Ordering::Relaxed) + by;
+    HEAP_PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+// SAFETY: every call is forwarded unchanged to `System`; the counters are plain atomics.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            heap_grew(layout.size());
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            heap_grew(layout.size());
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) };
+        HEAP_NOW.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            HEAP_NOW.fetch_sub(layout.size(), Ordering::Relaxed);
+            heap_grew(new_size);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Resident set now and its high-water mark, in bytes (`/proc/self/status`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Rss {
+    now: u64,
+    peak: u64,
+}
+
+fn rss() -> Rss {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map_or(0, |k| k * 1024)
+    };
+    Rss {
+        now: kib("VmRSS:"),
+        peak: kib("VmHWM:"),
+    }
+}
+
+/// Starts a new peak: RSS high-water mark (Linux ≥ 4.0, `clear_refs` 5) and heap peak. Seeding
+/// ran in this process too, and its peak must not count as the worker's.
+fn reset_peaks() -> bool {
+    HEAP_PEAK.store(HEAP_NOW.load(Ordering::Relaxed), Ordering::Relaxed);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/clear_refs")
+        .and_then(|mut f| f.write_all(b"5"))
+        .is_ok()
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+// ---- arguments ------------------------------------------------------------------------------
+
+struct Args {
+    contacts: usize,
+    sandbox: Option<String>,
+}
+
+const USAGE: &str = "usage: bench-first-sync [--contacts N] [--sandbox PATH-TO-SANDBOX-BINARY]";
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut parsed = Args {
+        contacts: 100_000,
+        sandbox: None,
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--contacts" => {
+                let value = args.next().ok_or("--contacts needs a number")?;
+                parsed.contacts = value
+                    .replace('_', "")
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(format!("--contacts {value:?} is not a positive number"))?;
+            }
+            "--sandbox" => parsed.sandbox = Some(args.next().ok_or("--sandbox needs a path")?),
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(parsed)
+}
+
+// ---- the simulators' process ------------------------------------------------------------------
+
+/// Child mode: both simulators on free ports; the sandbox binary's JSON line on stdout; exit
+/// when stdin closes (the bench ended, however it ended).
+fn serve_simulators() -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let dataverse = DataverseSim::spawn(DataverseSimConfig::default())
+            .await
+            .map_err(|e| format!("Dataverse simulator: {e}"))?;
+        let defaults = CleverReachSimConfig::default();
+        let cleverreach = CleverReachSim::spawn(defaults.clone())
+            .await
+            .map_err(|e| format!("CleverReach simulator: {e}"))?;
+        // The same line as `src/bin/sandbox.rs` prints, so both children are read alike.
+        println!(
+            "{}",
+            json!({
+                "dataverse": {
+                    "api_url": dataverse.api_url(),
+                    "token_url": dataverse.token_url(),
+                    "scope": format!("{}/.default", dataverse.resource()),
+                    "admin": { "client_id": dataverse::ADMIN_CLIENT_ID, "client_secret": dataverse::ADMIN_CLIENT_SECRET },
+                    "connector": { "client_id": dataverse::CONNECTOR_CLIENT_ID, "client_secret": dataverse::CONNECTOR_CLIENT_SECRET, "user_id": dataverse::CONNECTOR_USER_ID },
+                },
+                "cleverreach": {
+                    "base_url": cleverreach.base_url(),
+                    "client_id": defaults.client_id,
+                    "client_secret": defaults.client_secret,
+                },
+            })
+        );
+        std::io::stdout().flush().map_err(|e| e.to_string())?;
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            let _ = closed_tx.send(());
+        });
+        let _ = closed_rx.await;
+        Ok(())
+    })
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    client_id: String,
+    client_secret: String,
+}
+
+#[derive(Deserialize)]
+struct DataverseEndpoints {
+    api_url: String,
+    token_url: String,
+    scope: String,
+    admin: Credentials,
+    connector: Credentials,
+}
+
+#[derive(Deserialize)]
+struct CleverReachEndpoints {
+    base_url: String,
+    client_id: String,
+    client_secret: String,
+}
+
+/// The sandbox's JSON line.
+#[derive(Deserialize)]
+struct Endpoints {
+    dataverse: DataverseEndpoints,
+    cleverreach: CleverReachEndpoints,
+}
+
+/// The simulators' process; killed (by its own handle) when the bench ends.
+struct Simulators {
+    child: Child,
+    endpoints: Endpoints,
+}
+
+impl Drop for Simulators {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_simulators(sandbox: Option<&str>) -> Result<Simulators, String> {
+    let mut command = match sandbox {
+        Some(path) => Command::new(path),
+        None => {
+            let me = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+            let mut c = Command::new(me);
+            c.arg("--serve-simulators");
+            c
+        }
+    };
+    let mut child = command
+        // Free ports: other sandboxes may be running on the defaults.
+        .env("DATAVERSE_PORT", "0")
+        .env("CLEVERREACH_PORT", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("starting the simulators: {e}"))?;
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        return Err("the simulators' stdout is not piped".into());
+    };
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    let read = reader.read_line(&mut line);
+    let endpoints = read
+        .map_err(|e| e.to_string())
+        .and_then(|_| serde_json::from_str::<Endpoints>(&line).map_err(|e| e.to_string()));
+    let endpoints = match endpoints {
+        Ok(endpoints) => endpoints,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "the simulators did not print their endpoints ({e}): {line:?}"
+            ));
+        }
+    };
+    // The sandbox binary logs to stdout: keep draining it so that it never blocks.
+    std::thread::spawn(move || {
+        let mut rest = Vec::new();
+        let mut chunk = [0u8; 8192];
+        while let Ok(n) = reader.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            rest.extend_from_slice(&chunk[..n]);
+            if let Some(end) = rest.iter().rposition(|b| *b == b'\n') {
+                let _ = std::io::stderr().write_all(&rest[..=end]);
+                rest.drain(..=end);
+            }
+        }
+    });
+    Ok(Simulators { child, endpoints })
+}
+
+// ---- seeding (test data, through the Web API as an administrator) ---------------------------
+
+fn url(text: &str) -> Result<Url, String> {
+    Url::parse(text).map_err(|e| format!("{text}: {e}"))
+}
+
+fn dataverse_client(
+    dv: &DataverseEndpoints,
+    credentials: &Credentials,
+) -> Result<DataverseClient, String> {
+    DataverseClient::new(DataverseConfig::new(
+        url(&dv.api_url)?,
+        url(&dv.token_url)?,
+        credentials.client_id.clone(),
+        Secret::new(credentials.client_secret.clone()),
+        dv.scope.clone(),
+    ))
+    .map_err(|e| e.to_string())
+}
+
+/// Contact `i`'s id: fixed, so that the members can be added without reading them back.
+fn contact_id(i: usize) -> String {
+    format!("be9c0000-0000-4000-8000-{i:012x}")
+}
+
+fn contact_email(i: usize) -> String {
+    format!("bench-{i:06}@example.com")
+}
+
+/// What a reader of the report needs to know about the seeding.
+struct Seeded {
+    list_id: String,
+    requests: usize,
+    contacts_took: Duration,
+    members_took: Duration,
+}
+
+/// N contacts with consent for newsletter type 0, a static list with checklist type 0 = yes and
+/// sync off, all contacts as its members, then the sync flag turned on (the change the worker
+/// is told about).
+async fn seed(admin: &DataverseClient, contacts: usize) -> Result<Seeded, String> {
+    let started = Instant::now();
+    let mut requests = 0;
+    let consent = checklist(&[(0, 1)]);
+    for chunk_start in (0..contacts).step_by(MAX_BATCH_REQUESTS) {
+        let chunk_end = (chunk_start + MAX_BATCH_REQUESTS).min(contacts);
+        let creates: Vec<BatchRequest> = (chunk_start..chunk_end)
+            .map(|i| {
+                BatchRequest::new(Method::PATCH, format!("contacts({})", contact_id(i)))
+                    .with_header("If-None-Match", "*")
+                    .with_body(json!({
+                        "firstname": format!("Bench{i}"),
+                        "lastname": "Contact",
+                        "emailaddress1": contact_email(i),
+                        "crc_checklist": consent,
+                    }))
+            })
+            .collect();
+        let answers = admin
+            .batch(creates)
+            .await
+            .map_err(|e| format!("creating contacts {chunk_start}..{chunk_end}: {e}"))?;
+        requests += 1;
+        if let Some(failed) = answers.iter().find(|a| !a.is_success()) {
+            return Err(format!(
+                "creating contacts {chunk_start}..{chunk_end}: a part answered {}: {:?}",
+                failed.status,
+                failed.error.as_ref().map(|e| &e.message)
+            ));
+        }
+    }
+    let contacts_took = started.elapsed();
+    let started = Instant::now();
+    let list_id = admin
+        .create(
+            "lists",
+            &json!({
+                "listname": format!("Bench {contacts}"),
+                "createdfromcode": 2,
+                "type": false,
+                "crc_checklist": consent,
+                "crc_syncwithcleverreach": false,
+            }),
+        )
+        .await
+        .map_err(|e| format!("creating the list: {e}"))?;
+    requests += 1;
+    for chunk_start in (0..contacts).step_by(MAX_BATCH_REQUESTS) {
+        let chunk_end = (chunk_start + MAX_BATCH_REQUESTS).min(contacts);
+        let members: Vec<Value> = (chunk_start..chunk_end)
+            .map(|i| json!({ "@odata.type": "Microsoft.Dynamics.CRM.contact", "contactid": contact_id(i) }))
+            .collect();
+        admin
+            .execute_action(
+                "AddListMembersList",
+                &json!({
+                    "List": { "@odata.type": "Microsoft.Dynamics.CRM.list", "listid": list_id },
+                    "Members": members,
+                }),
+            )
+            .await
+            .map_err(|e| format!("adding members {chunk_start}..{chunk_end}: {e}"))?;
+        requests += 1;
+    }
+    admin
+        .update("lists", &list_id, &json!({ schema::SYNC_FLAG: true }))
+        .await
+        .map_err(|e| format!("turning sync on: {e}"))?;
+    requests += 1;
+    Ok(Seeded {
+        list_id,
+        requests,
+        contacts_took,
+        members_took: started.elapsed(),
+    })
+}
+
+// ---- call counts ------------------------------------------------------------------------------
+
+/// The simulators' `/_sim/…` control endpoints (never faulted, no token).
+struct Control {
+    http: reqwest::Client,
+    dataverse: Url,
+    cleverreach: Url,
+}
+
+impl Control {
+    fn new(endpoints: &Endpoints) -> Result<Control, String> {
+        Ok(Control {
+            http: reqwest::Client::new(),
+            dataverse: url(&endpoints.dataverse.api_url)?,
+            cleverreach: url(&endpoints.cleverreach.base_url)?,
+        })
+    }
+
+    async fn send(&self, method: Method, base: &Url, path: &str) -> Result<Value, String> {
+        let target = base.join(path).map_err(|e| e.to_string())?;
+        let reply = self
+            .http
+            .request(method, target.clone())
+            .send()
+            .await
+            .map_err(|e| format!("{target}: {e}"))?;
+        let status = reply.status();
+        let text = reply.text().await.map_err(|e| format!("{target}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("{target}: {status} {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("{target}: {e}"))
+    }
+
+    async fn dataverse_stats(&self) -> Result<DataverseCalls, String> {
+        let stats = self
+            .send(Method::GET, &self.dataverse, "/_sim/stats")
+            .await?;
+        DataverseCalls::from_json(&stats)
+    }
+
+    async fn cleverreach_stats(&self) -> Result<BTreeMap<String, u64>, String> {
+        let stats = self
+            .send(Method::GET, &self.cleverreach, "_sim/stats")
+            .await?;
+        serde_json::from_value::<BTreeMap<String, u64>>(stats["calls"].clone())
+            .map_err(|e| format!("CleverReach stats: {e}"))
+    }
+
+    async fn reset_cleverreach_stats(&self) -> Result<(), String> {
+        self.send(Method::DELETE, &self.cleverreach, "_sim/stats")
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Dataverse requests by `"<METHOD> <set or action>"`, and tokens issued.
+#[derive(Debug, Clone, Default)]
+struct DataverseCalls {
+    requests: BTreeMap<String, u64>,
+    tokens: u64,
+    throttled: u64,
+}
+
+impl DataverseCalls {
+    fn from_json(stats: &Value) -> Result<DataverseCalls, String> {
+        Ok(DataverseCalls {
+            requests: serde_json::from_value(stats["requests"].clone())
+                .map_err(|e| format!("Dataverse stats: {e}"))?,
+            tokens: stats["tokens"].as_u64().unwrap_or(0),
+            throttled: stats["throttled"].as_u64().unwrap_or(0),
+        })
+    }
+
+    /// What happened between `before` and `self` (the simulator's stats cannot be reset without
+    /// clearing its data).
+    fn since(&self, before: &DataverseCalls) -> DataverseCalls {
+        DataverseCalls {
+            requests: self
+                .requests
+                .iter()
+                .map(|(k, v)| (k.clone(), v - before.requests.get(k).copied().unwrap_or(0)))
+                .filter(|(_, v)| *v > 0)
+                .collect(),
+            tokens: self.tokens - before.tokens,
+            throttled: self.throttled - before.throttled,
+        }
+    }
+}
+
+/// One line of the call table: actual and minimal count.
+struct Row {
+    label: String,
+    actual: u64,
+    minimal: u64,
+}
+
+fn row(label: &str, actual: u64, minimal: u64) -> Row {
+    Row {
+        label: label.to_string(),
+        actual,
+        minimal,
+    }
+}
+
+/// Dataverse calls by kind, with the minimal model: one token, the settings read, the source
+/// read, ceil(N/5000) member pages, the group id written on the source, the status written.
+fn dataverse_rows(calls: &DataverseCalls, contacts: usize) -> Vec<Row> {
+    let member_key = "GET lists/listcontact_association";
+    let member_pages = calls.requests.get(member_key).copied().unwrap_or(0);
+    let mut reads = 0;
+    let mut writes = 0;
+    for (key, n) in &calls.requests {
+        if key == member_key {
+            continue;
+        }
+        if key.starts_with("GET ") {
+            reads += n;
+        } else {
+            writes += n;
+        }
+    }
+    vec![
+        row("token", calls.tokens, 1),
+        row(
+            "member pages (5000 a page)",
+            member_pages,
+            contacts.div_ceil(5000) as u64,
+        ),
+        row("other reads (settings, the list)", reads, 2),
+        row("writes (group id, sync status)", writes, 2),
+    ]
+}
+
+/// CleverReach calls by kind, with the minimal model: one token, the group created, the
+/// attributes listed and each missing one created, one (empty) receivers page, the blacklist
+/// (the rule needs it), ceil(N/250) upserts.
+fn cleverreach_rows(
+    calls: &BTreeMap<String, u64>,
+    contacts: usize,
+    batch_size: usize,
+    missing_attributes: usize,
+) -> Vec<Row> {
+    let sum = |names: &[&str]| -> u64 {
+        names
+            .iter()
+            .map(|n| calls.get(*n).copied().unwrap_or(0))
+            .sum()
+    };
+    let token = sum(&["token"]);
+    let upserts = sum(&[
+        "receivers_upsert",
+        "receivers_upsert_plus",
+        "receivers_insert",
+    ]);
+    let groups = sum(&[
+        "groups_list",
+        "group_get",
+        "group_create",
+        "group_update",
+        "group_delete",
+        "group_stats",
+    ]);
+    let attributes = sum(&["attributes_list", "attribute_create"]);
+    let reads = sum(&[
+        "receivers_list",
+        "receiver_get",
+        "receiver_pool_get",
+        "receivers_filter",
+    ]);
+    let opt_outs = sum(&["blacklist_list", "blacklist_get", "bounces"]);
+    let other =
+        calls.values().sum::<u64>() - token - upserts - groups - attributes - reads - opt_outs;
+    vec![
+        row("token", token, 1),
+        row(
+            &format!("upserts ({batch_size} a call)"),
+            upserts,
+            contacts.div_ceil(batch_size) as u64,
+        ),
+        row("group calls (create)", groups, 1),
+        row(
+            "attribute calls (list + create missing)",
+            attributes,
+            1 + missing_attributes as u64,
+        ),
+        row("receiver reads (group's receivers)", reads, 1),
+        row("blacklist / bounces", opt_outs, 1),
+        row("other", other, 0),
+    ]
+}
+
+// ---- verification -----------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct SimReceiver {
+    email: String,
+    active: bool,
+}
+
+/// The group's receivers as the CleverReach simulator holds them: exactly the N seeded
+/// addresses, each once, all active.
+async fn verify_group(control: &Control, group: &str, contacts: usize) -> Result<String, String> {
+    let receivers = control
+        .send(
+            Method::GET,
+            &control.cleverreach,
+            &format!("_sim/groups/{group}/receivers"),
+        )
+        .await?;
+    let receivers: Vec<SimReceiver> =
+        serde_json::from_value(receivers).map_err(|e| format!("receivers of {group}: {e}"))?;
+    let active = receivers.iter().filter(|r| r.active).count();
+    let expected: HashSet<String> = (0..contacts).map(contact_email).collect();
+    let found: HashSet<String> = receivers.iter().map(|r| r.email.to_lowercase()).collect();
+    let missing = expected.difference(&found).count();
+    let unexpected = found.difference(&expected).count();
+    let summary = format!(
+        "group {group}: {} receivers, {active} active; {missing} seeded addresses missing, {unexpected} unexpected",
+        receivers.len()
+    );
+    if receivers.len() == contacts && active == contacts && missing == 0 && unexpected == 0 {
+        Ok(summary)
+    } else {
+        Err(summary)
+    }
+}
+
+// ---- the run ----------------------------------------------------------------------------------
+
+/// The change a Dataverse webhook gives for "sync flag turned on" on the list, as the intake
+/// hands it to the marketing-list queue.
+fn sync_turned_on(list_id: &str) -> ChangeEvent {
+    let operation = uuid::Uuid::new_v4().hyphenated().to_string();
+    let mut target = BTreeMap::new();
+    target.insert(schema::SYNC_FLAG.to_string(), AttrValue::Bool(true));
+    target.insert("listid".to_string(), AttrValue::Text(list_id.to_string()));
+    ChangeEvent {
+        operation_id: operation.clone(),
+        correlation_id: operation,
+        message: CrmMessage::Update,
+        entity: "list".into(),
+        record_id: list_id.to_string(),
+        user_id: ADMIN_USER_ID.into(),
+        initiating_user_id: ADMIN_USER_ID.into(),
+        organization_id: ORGANIZATION_ID.into(),
+        organization_name: DataverseSimConfig::default().org_name,
+        occurred_at_ms: Some(chrono::Utc::now().timestamp_millis()),
+        depth: 1,
+        target,
+        pre_image: None,
+        post_image: None,
+        related: Vec::new(),
+        size_exceeded: false,
+        tag: None,
+    }
+}
+
+const BATCH_SIZE: usize = 250;
+const RSS_TARGET: u64 = 128 * 1024 * 1024;
+const CALL_RATIO_TARGET: f64 = 1.1;
+
+async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
+    let endpoints = &sims.endpoints;
+    let control = Control::new(endpoints)?;
+    let n = args.contacts;
+
+    println!("first sync of a static marketing list of {n} contacts");
+    let seeded = {
+        let admin = dataverse_client(&endpoints.dataverse, &endpoints.dataverse.admin)?;
+        seed(&admin, n).await?
+    };
+    println!(
+        "seeded through the Web API with {} requests: contacts in {:.1} s ($batch of {MAX_BATCH_REQUESTS} creates), list and members in {:.1} s (AddListMembersList of {MAX_BATCH_REQUESTS})",
+        seeded.requests,
+        seeded.contacts_took.as_secs_f64(),
+        seeded.members_took.as_secs_f64(),
+    );
+
+    // Global attributes the account lacks: each costs one create on a first sync.
+    let state = control
+        .send(Method::GET, &control.cleverreach, "_sim/state")
+        .await?;
+    let existing: HashSet<String> = state["attributes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["name"].as_str())
+                .map(str::to_lowercase)
+                .collect()
+        })
+        .unwrap_or_default();
+    let missing_attributes = shared::adapters::cleverreach::attribute::ALL
+        .iter()
+        .filter(|a| !existing.contains(**a))
+        .count();
+
+    let dataverse_before = control.dataverse_stats().await?;
+    control.reset_cleverreach_stats().await?;
+    let rss_seeding = rss();
+    let peaks_reset = reset_peaks();
+    let rss_start = rss();
+    let heap_start = HEAP_NOW.load(Ordering::Relaxed);
+
+    // The worker, built as a function's `main` builds it.
+    let dv = &endpoints.dataverse;
+    let cr = &endpoints.cleverreach;
+    let crm = DataverseCrm::new(dataverse_client(dv, &dv.connector)?);
+    let mut cr_config = CleverReachConfig::new(
+        url(&cr.base_url)?,
+        cr.client_id.clone(),
+        Secret::new(cr.client_secret.clone()),
+        format!(
+            "Dynamics 365 ({})",
+            DataverseSimConfig::default().org_domain
+        ),
+    );
+    cr_config.upsert_batch_size = BATCH_SIZE;
+    let newsletter = CleverReachClient::new(cr_config, Arc::new(InMemoryTokenStore::new()))
+        .map_err(|e| e.to_string())?;
+    newsletter
+        .connect_client_credentials()
+        .await
+        .map_err(|e| format!("CleverReach token: {e}"))?;
+    let worker = WorkerDeps::new(QueueFamily::MarketingList, Connector::new(crm, newsletter));
+
+    let event = sync_turned_on(&seeded.list_id);
+    let message = InboundMessage {
+        message_id: event.operation_id.clone(),
+        body: serde_json::to_string(&event).map_err(|e| e.to_string())?,
+        group: Some(message_group(&event)),
+    };
+    let started = Instant::now();
+    let failed = handle_messages(&worker, vec![message]).await;
+    let wall = started.elapsed();
+    let rss_end = rss();
+    let heap_peak = HEAP_PEAK.load(Ordering::Relaxed);
+    drop(worker);
+
+    let dataverse_calls = control.dataverse_stats().await?.since(&dataverse_before);
+    let cleverreach_calls = control.cleverreach_stats().await?;
+
+    // The list as the worker left it.
+    let admin = dataverse_client(dv, &dv.admin)?;
+    let list = admin
+        .retrieve::<Value>(
+            "lists",
+            &seeded.list_id,
+            &[schema::GROUP_ID, schema::SYNC_STATUS, schema::LAST_ERROR],
+        )
+        .await
+        .map_err(|e| format!("reading the list back: {e}"))?
+        .unwrap_or_default();
+    let group = list[schema::GROUP_ID].as_str().map(str::to_string);
+
+    // ---- report
+    let mut ok = true;
+    let dv_rows = dataverse_rows(&dataverse_calls, n);
+    let cr_rows = cleverreach_rows(&cleverreach_calls, n, BATCH_SIZE, missing_attributes);
+    println!();
+    println!(
+        "{:<44} {:>8} {:>8} {:>7}",
+        "calls", "actual", "minimal", "ratio"
+    );
+    for (system, rows) in [("Dataverse", &dv_rows), ("CleverReach", &cr_rows)] {
+        let actual: u64 = rows.iter().map(|r| r.actual).sum();
+        let minimal: u64 = rows.iter().map(|r| r.minimal).sum();
+        let ratio = actual as f64 / minimal.max(1) as f64;
+        let verdict = if ratio <= CALL_RATIO_TARGET {
+            "ok"
+        } else {
+            ok = false;
+            "OVER TARGET"
+        };
+        println!(
+            "{:<44} {actual:>8} {minimal:>8} {ratio:>7.3}  (target ≤ {CALL_RATIO_TARGET}: {verdict})",
+            format!("{system}, total")
+        );
+        for r in rows.iter() {
+            println!(
+                "{:<44} {:>8} {:>8}",
+                format!("  {}", r.label),
+                r.actual,
+                r.minimal
+            );
+        }
+    }
+    println!();
+    println!(
+        "Dataverse requests by key (tokens: {}, throttled: {}):",
+        dataverse_calls.tokens, dataverse_calls.throttled
+    );
+    for (key, count) in &dataverse_calls.requests {
+        println!("  {key:<42} {count:>8}");
+    }
+    println!("CleverReach calls by endpoint:");
+    for (key, count) in &cleverreach_calls {
+        println!("  {key:<42} {count:>8}");
+    }
+    println!();
+    println!(
+        "{:<44} {:>10.2} s",
+        "wall time (worker handler)",
+        wall.as_secs_f64()
+    );
+    println!(
+        "{:<44} {:>10.0} contacts/s",
+        "throughput",
+        n as f64 / wall.as_secs_f64().max(1e-9)
+    );
+    let rss_verdict = if !peaks_reset {
+        ok = false;
+        "UNKNOWN: the high-water mark could not be reset after seeding"
+    } else if rss_end.peak <= RSS_TARGET {
+        "ok"
+    } else {
+        ok = false;
+        "OVER TARGET"
+    };
+    println!(
+        "{:<44} {:>12}  (target ≤ {}: {rss_verdict})",
+        "peak RSS of the worker process (VmHWM)",
+        mb(rss_end.peak),
+        mb(RSS_TARGET)
+    );
+    println!(
+        "{:<44} {:>12}  (VmHWM {} after the reset, {} while seeding)",
+        "  RSS before the sync (VmRSS)",
+        mb(rss_start.now),
+        mb(rss_start.peak),
+        mb(rss_seeding.peak)
+    );
+    println!(
+        "{:<44} {:>12}",
+        "  RSS after the sync (VmRSS)",
+        mb(rss_end.now)
+    );
+    println!(
+        "{:<44} {:>12}  (live heap before the sync {})",
+        "peak heap during the sync",
+        mb(heap_peak as u64),
+        mb(heap_start as u64)
+    );
+    println!();
+
+    if !failed.is_empty() {
+        ok = false;
+        println!("FAILED: the worker left the message on the queue");
+    }
+    println!(
+        "sync status on the list: {:?}; last error: {:?}",
+        list[schema::SYNC_STATUS].as_str().unwrap_or(""),
+        list[schema::LAST_ERROR].as_str().unwrap_or("")
+    );
+    match group {
+        None => {
+            ok = false;
+            println!("FAILED: no group id stored on the list");
+        }
+        Some(group) => match verify_group(&control, &group, n).await {
+            Ok(summary) => println!("verified: {summary}"),
+            Err(summary) => {
+                ok = false;
+                println!("FAILED: {summary}");
+            }
+        },
+    }
+    println!("result: {}", if ok { "PASS" } else { "FAIL" });
+    Ok(ok)
+}
+
+fn main() -> std::process::ExitCode {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--serve-simulators") {
+        return match serve_simulators() {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("simulators: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let args = match parse_args(args) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let sims = match start_simulators(args.sandbox.as_deref()) {
+        Ok(sims) => sims,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tokio runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(bench(args, &sims));
+    drop(runtime);
+    drop(sims);
+    match result {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("bench failed: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
