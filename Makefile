@@ -4,7 +4,7 @@ CARGO ?= cargo
 CARGO_FLAGS ?= --locked
 FUNCTIONS := webhook-intake sync-marketing-list sync-contact sync-lead sync-account
 
-.PHONY: help demo up test lint fmt check-domain bench sandbox clean
+.PHONY: help demo up test lint fmt check-domain bench bench-first-sync sandbox clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -30,6 +30,9 @@ check-domain: ## prove the domain compiles without HTTP or AWS crates
 
 bench: ## benchmarks (release build): the reconcile planner
 	$(CARGO) bench -p shared --bench planner $(CARGO_FLAGS)
+
+bench-first-sync: ## benchmark (release build): first sync of static lists of 10k/50k/100k contacts against the sandbox (~40 min, mostly seeding)
+	CARGO="$(CARGO)" CARGO_FLAGS="$(CARGO_FLAGS)" tests/bench/first-sync.sh
 
 sandbox: ## only the Dataverse and CleverReach simulators, in the foreground
 	$(CARGO) run -p sandbox --bin sandbox $(CARGO_FLAGS)
