@@ -283,3 +283,39 @@ async fn deleting_an_account_removes_its_primary_contact_from_the_account_lists(
         "still a member in their own right"
     );
 }
+
+#[tokio::test]
+async fn a_lead_created_that_a_synced_dynamic_lead_list_selects_becomes_a_receiver() {
+    let h = Harness::start().await.unwrap();
+    h.install(&[]).await.unwrap();
+    let query = r#"<fetch><entity name="lead"><attribute name="leadid"/><filter><condition attribute="companyname" operator="like" value="%Fair%"/></filter></entity></fetch>"#;
+    let list = h
+        .create(
+            "lists",
+            json!({ "listname": "Fair leads", "createdfromcode": 4, "type": true, "query": query,
+                    "crc_checklist": checklist(&[(0, 1)]), "crc_syncwithcleverreach": true }),
+        )
+        .await
+        .unwrap();
+    h.settle().await.unwrap();
+    let group = h.group_of("lists", &list).expect("group");
+    assert!(h.active_emails(&group).is_empty());
+
+    h.create(
+        "leads",
+        json!({ "lastname": "Visitor", "companyname": "Fair GmbH", "emailaddress1": "visitor@fair.example",
+                "crc_checklist": checklist(&[(0, 1)]) }),
+    )
+    .await
+    .unwrap();
+    h.create(
+        "leads",
+        json!({ "lastname": "Other", "companyname": "Elsewhere", "emailaddress1": "other@example.com",
+                "crc_checklist": checklist(&[(0, 1)]) }),
+    )
+    .await
+    .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(h.active_emails(&group), ["visitor@fair.example"]);
+    assert!(h.dead_letters().is_empty());
+}
