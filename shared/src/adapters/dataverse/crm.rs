@@ -407,6 +407,21 @@ impl DataverseCrm {
         Ok(rows)
     }
 
+    /// The ids (`key`) of the rows of `entity_set` whose `column` holds this GUID.
+    async fn ids_where(
+        &self,
+        entity_set: &str,
+        column: &str,
+        guid: &str,
+        key: &str,
+    ) -> Result<Vec<String>, CrmError> {
+        let filter = format!("{column} eq {}", filter::guid_literal(guid)?);
+        let rows = self
+            .all_rows(entity_set, &Query::new().select([key]).filter(filter))
+            .await?;
+        Ok(rows.iter().filter_map(|r| id(r, key)).collect())
+    }
+
     /// Contacts and leads whose e-mail is this address. Dataverse compares case-insensitively
     /// but does not trim, so the search is `contains` and the exact match (trimmed, any case) is
     /// made here: an address stored with blanks around it is found too.
@@ -449,44 +464,30 @@ impl DataverseCrm {
         &self,
         contact_id: &str,
     ) -> Result<Vec<String>, CrmError> {
-        let filter = format!(
-            "_primarycontactid_value eq {}",
-            filter::guid_literal(contact_id)?
-        );
-        let rows = self
-            .all_rows(
-                "accounts",
-                &Query::new().select(["accountid"]).filter(filter),
-            )
-            .await?;
-        Ok(rows.iter().filter_map(|r| id(r, "accountid")).collect())
+        self.ids_where(
+            "accounts",
+            "_primarycontactid_value",
+            contact_id,
+            "accountid",
+        )
+        .await
     }
 
     /// Contacts whose parent customer is this account (their company name is the account's).
     pub async fn contacts_of_account(&self, account_id: &str) -> Result<Vec<String>, CrmError> {
-        let filter = format!(
-            "_parentcustomerid_value eq {}",
-            filter::guid_literal(account_id)?
-        );
-        let rows = self
-            .all_rows(
-                "contacts",
-                &Query::new().select(["contactid"]).filter(filter),
-            )
-            .await?;
-        Ok(rows.iter().filter_map(|r| id(r, "contactid")).collect())
+        self.ids_where(
+            "contacts",
+            "_parentcustomerid_value",
+            account_id,
+            "contactid",
+        )
+        .await
     }
 
     /// The static marketing lists a record is a member of.
     pub async fn static_lists_of(&self, record_id: &str) -> Result<Vec<String>, CrmError> {
-        let filter = format!("_entityid_value eq {}", filter::guid_literal(record_id)?);
-        let rows = self
-            .all_rows(
-                "listmembers",
-                &Query::new().select(["_listid_value"]).filter(filter),
-            )
-            .await?;
-        Ok(rows.iter().filter_map(|r| id(r, "_listid_value")).collect())
+        self.ids_where("listmembers", "_entityid_value", record_id, "_listid_value")
+            .await
     }
 
     /// The active dynamic marketing lists whose members the connector may need: those with sync
@@ -570,34 +571,24 @@ impl DataverseCrm {
         &self,
         list_id: &str,
     ) -> Result<Vec<(SourceKind, String)>, CrmError> {
-        let list = filter::guid_literal(list_id)?;
         let mut found = Vec::new();
-        let rows = self
-            .all_rows(
+        for (kind, set, column, key) in [
+            (
+                SourceKind::Campaign,
                 "campaignitems",
-                &Query::new()
-                    .select(["_campaignid_value"])
-                    .filter(format!("entityid eq {list}")),
-            )
-            .await?;
-        found.extend(
-            rows.iter()
-                .filter_map(|r| id(r, "_campaignid_value"))
-                .map(|i| (SourceKind::Campaign, i)),
-        );
-        let rows = self
-            .all_rows(
+                "entityid",
+                "_campaignid_value",
+            ),
+            (
+                SourceKind::CampaignActivity,
                 "campaignactivityitems",
-                &Query::new()
-                    .select(["_campaignactivityid_value"])
-                    .filter(format!("itemid eq {list}")),
-            )
-            .await?;
-        found.extend(
-            rows.iter()
-                .filter_map(|r| id(r, "_campaignactivityid_value"))
-                .map(|i| (SourceKind::CampaignActivity, i)),
-        );
+                "itemid",
+                "_campaignactivityid_value",
+            ),
+        ] {
+            let ids = self.ids_where(set, column, list_id, key).await?;
+            found.extend(ids.into_iter().map(|i| (kind, i)));
+        }
         Ok(found)
     }
 
