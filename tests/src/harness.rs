@@ -577,6 +577,55 @@ impl Harness {
         .map(|_| ())
     }
 
+    /// Creates a contact named after its address (`first@…` → first name `first`, last name the
+    /// domain) with this consent checklist.
+    pub async fn contact(&self, email: &str, consent: &[(i64, i64)]) -> Step<String> {
+        let (first, last) = email.split_once('@').unwrap_or((email, ""));
+        self.create(
+            "contacts",
+            serde_json::json!({ "firstname": first, "lastname": last, "emailaddress1": email,
+                                "crc_checklist": checklist(consent) }),
+        )
+        .await
+    }
+
+    /// Creates a static list of `entity` (`contact`, `lead`, `account`) whose checklist says yes
+    /// to newsletter type 0, adds the members, turns sync on and settles. Returns the list id
+    /// and its group id.
+    pub async fn synced_static_list(
+        &self,
+        name: &str,
+        entity: &str,
+        members: &[String],
+    ) -> Step<(String, String)> {
+        let code = match entity {
+            "account" => 1,
+            "contact" => 2,
+            _ => 4,
+        };
+        let list = self
+            .create(
+                "lists",
+                serde_json::json!({ "listname": name, "createdfromcode": code, "type": false,
+                                    "crc_checklist": checklist(&[(0, 1)]), "crc_syncwithcleverreach": false }),
+            )
+            .await?;
+        if !members.is_empty() {
+            self.add_members(&list, entity, members).await?;
+        }
+        self.update(
+            "lists",
+            &list,
+            serde_json::json!({ "crc_syncwithcleverreach": true }),
+        )
+        .await?;
+        self.settle().await.map_err(|e| e.to_string())?;
+        let group = self
+            .group_of("lists", &list)
+            .ok_or_else(|| format!("list {name} has no group after sync was turned on"))?;
+        Ok((list, group))
+    }
+
     /// The group id stored on a source.
     pub fn group_of(&self, set: &str, id: &str) -> Option<String> {
         self.dataverse.row(set, id).and_then(|row| {

@@ -1145,28 +1145,6 @@ async fn random_changes_applied_one_at_a_time_without_faults_converge_to_the_rul
 
 // ── Connector bugs the convergence run found, each reduced to its smallest case ─────────────
 
-async fn synced_static_list(h: &Harness, name: &str, kind: &str, members: &[String]) -> String {
-    let code = match kind {
-        "account" => 1,
-        "contact" => 2,
-        _ => 4,
-    };
-    let list = h
-        .create(
-            "lists",
-            json!({ "listname": name, "createdfromcode": code, "type": false,
-                    "crc_checklist": checklist(&[(0, 1)]), "crc_syncwithcleverreach": false }),
-        )
-        .await
-        .unwrap();
-    h.add_members(&list, kind, members).await.unwrap();
-    h.update("lists", &list, json!({ "crc_syncwithcleverreach": true }))
-        .await
-        .unwrap();
-    h.settle().await.unwrap();
-    h.group_of("lists", &list).expect("group")
-}
-
 #[tokio::test]
 async fn a_lead_taking_an_address_that_a_contact_stores_with_blanks_leaves_the_contacts_receiver_alone()
  {
@@ -1188,7 +1166,11 @@ async fn a_lead_taking_an_address_that_a_contact_stores_with_blanks_leaves_the_c
         )
         .await
         .unwrap();
-    let contacts = synced_static_list(&h, "Contacts", "contact", &[dora]).await;
+    let contacts = h
+        .synced_static_list("Contacts", "contact", &[dora])
+        .await
+        .unwrap()
+        .1;
     assert_eq!(h.active_emails(&contacts), ["dora@example.org"]);
 
     // The lead (in no synced list) takes the address Dora has.
@@ -1223,8 +1205,16 @@ async fn a_contact_taking_an_address_that_is_a_receiver_in_another_group_moves_i
     h.install(&[]).await.unwrap();
     let anna = person(&h, "contacts", "Anna", "anna@example.org").await;
     let lea = person(&h, "leads", "Lea", "lea@example.org").await;
-    let contacts = synced_static_list(&h, "Contacts", "contact", std::slice::from_ref(&anna)).await;
-    let leads = synced_static_list(&h, "Leads", "lead", &[lea]).await;
+    let contacts = h
+        .synced_static_list("Contacts", "contact", std::slice::from_ref(&anna))
+        .await
+        .unwrap()
+        .1;
+    let leads = h
+        .synced_static_list("Leads", "lead", &[lea])
+        .await
+        .unwrap()
+        .1;
 
     h.update(
         "contacts",
@@ -1246,8 +1236,16 @@ async fn an_email_change_of_one_of_two_records_sharing_an_address_keeps_the_othe
     let anna = person(&h, "contacts", "Anna", "shared@example.org").await;
     let lea = person(&h, "leads", "Lea", "shared@example.org").await;
     // The contacts' group is synced last: the address's (account-wide) attributes are Anna's.
-    let leads = synced_static_list(&h, "Leads", "lead", &[lea]).await;
-    let contacts = synced_static_list(&h, "Contacts", "contact", std::slice::from_ref(&anna)).await;
+    let leads = h
+        .synced_static_list("Leads", "lead", &[lea])
+        .await
+        .unwrap()
+        .1;
+    let contacts = h
+        .synced_static_list("Contacts", "contact", std::slice::from_ref(&anna))
+        .await
+        .unwrap()
+        .1;
     assert_eq!(h.active_emails(&leads), ["shared@example.org"]);
 
     h.update(
@@ -1381,7 +1379,11 @@ async fn a_contacts_company_comes_back_when_the_account_that_overwrote_it_leaves
         )
         .await
         .unwrap();
-    let contacts = synced_static_list(&h, "Contacts", "contact", std::slice::from_ref(&boss)).await;
+    let contacts = h
+        .synced_static_list("Contacts", "contact", std::slice::from_ref(&boss))
+        .await
+        .unwrap()
+        .1;
     let company = |h: &Harness| {
         h.cleverreach
             .receiver(&contacts, "bea@example.org")

@@ -6,16 +6,6 @@
 use sandbox::harness::{Harness, checklist};
 use serde_json::json;
 
-async fn contact(h: &Harness, email: &str, consent: &[(i64, i64)]) -> String {
-    let (first, last) = email.split_once('@').unwrap();
-    h.create(
-        "contacts",
-        json!({ "firstname": first, "lastname": last, "emailaddress1": email, "crc_checklist": checklist(consent) }),
-    )
-    .await
-    .unwrap()
-}
-
 async fn static_list(h: &Harness, name: &str, sync: bool) -> String {
     h.create(
         "lists",
@@ -29,9 +19,9 @@ async fn static_list(h: &Harness, name: &str, sync: bool) -> String {
 async fn turning_sync_on_creates_a_group_with_the_eligible_members() {
     let h = Harness::start().await.unwrap();
     h.install(&[]).await.unwrap();
-    let anna = contact(&h, "anna@example.com", &[(0, 1)]).await;
-    let bert = contact(&h, "bert@example.com", &[(1, 1)]).await;
-    let carl = contact(&h, "carl@example.com", &[(0, 2)]).await;
+    let anna = h.contact("anna@example.com", &[(0, 1)]).await.unwrap();
+    let bert = h.contact("bert@example.com", &[(1, 1)]).await.unwrap();
+    let carl = h.contact("carl@example.com", &[(0, 2)]).await.unwrap();
     let list = static_list(&h, "Newsletter", false).await;
     h.add_members(&list, "contact", &[anna, bert, carl])
         .await
@@ -66,8 +56,8 @@ async fn members_added_to_and_removed_from_a_synced_static_list_follow_into_the_
         .expect("created with sync on: group exists");
     assert!(h.active_emails(&group).is_empty());
 
-    let anna = contact(&h, "anna@example.com", &[(0, 1)]).await;
-    let bert = contact(&h, "bert@example.com", &[(0, 1)]).await;
+    let anna = h.contact("anna@example.com", &[(0, 1)]).await.unwrap();
+    let bert = h.contact("bert@example.com", &[(0, 1)]).await.unwrap();
     h.add_member(&list, &anna).await.unwrap();
     h.add_members(&list, "contact", std::slice::from_ref(&bert))
         .await
@@ -99,9 +89,15 @@ async fn synced_list_with(h: &Harness, name: &str, members: &[String]) -> (Strin
 async fn a_dynamic_list_created_with_sync_on_gets_a_group_with_the_contacts_its_query_selects() {
     let h = Harness::start().await.unwrap();
     h.install(&[]).await.unwrap();
-    contact(&h, "ann.berlin@example.com", &[(0, 1)]).await;
-    contact(&h, "bob.berlin@example.com", &[(0, 2)]).await;
-    contact(&h, "cem.hamburg@example.com", &[(0, 1)]).await;
+    h.contact("ann.berlin@example.com", &[(0, 1)])
+        .await
+        .unwrap();
+    h.contact("bob.berlin@example.com", &[(0, 2)])
+        .await
+        .unwrap();
+    h.contact("cem.hamburg@example.com", &[(0, 1)])
+        .await
+        .unwrap();
     let query = r#"<fetch><entity name="contact"><attribute name="contactid"/><filter><condition attribute="emailaddress1" operator="like" value="%berlin%"/></filter></entity></fetch>"#;
     let list = h
         .create(
@@ -124,7 +120,9 @@ async fn a_dynamic_list_created_with_sync_on_gets_a_group_with_the_contacts_its_
     assert_eq!(h.active_emails(&group), ["cem.hamburg@example.com"]);
 
     // A new contact the query selects joins the group.
-    contact(&h, "dora.hamburg@example.com", &[(0, 1)]).await;
+    h.contact("dora.hamburg@example.com", &[(0, 1)])
+        .await
+        .unwrap();
     h.settle().await.unwrap();
     assert_eq!(
         h.active_emails(&group),
@@ -137,8 +135,8 @@ async fn a_dynamic_list_created_with_sync_on_gets_a_group_with_the_contacts_its_
 async fn a_changed_source_checklist_adds_those_who_now_qualify_and_removes_the_others() {
     let h = Harness::start().await.unwrap();
     h.install(&[]).await.unwrap();
-    let info = contact(&h, "info@example.com", &[(0, 1)]).await;
-    let ads = contact(&h, "ads@example.com", &[(1, 1)]).await;
+    let info = h.contact("info@example.com", &[(0, 1)]).await.unwrap();
+    let ads = h.contact("ads@example.com", &[(1, 1)]).await.unwrap();
     let (list, group) = synced_list_with(&h, "Checklist", &[info, ads]).await;
     assert_eq!(h.active_emails(&group), ["info@example.com"]);
 
@@ -174,7 +172,7 @@ async fn turning_sync_off_deletes_the_group_by_default_and_keeps_it_when_the_set
     // Default: deletedisablesynchronization = true.
     let h = Harness::start().await.unwrap();
     h.install(&[]).await.unwrap();
-    let anna = contact(&h, "anna@example.com", &[(0, 1)]).await;
+    let anna = h.contact("anna@example.com", &[(0, 1)]).await.unwrap();
     let (list, group) = synced_list_with(&h, "Off", &[anna]).await;
     h.update("lists", &list, json!({ "crc_syncwithcleverreach": false }))
         .await
@@ -191,7 +189,7 @@ async fn turning_sync_off_deletes_the_group_by_default_and_keeps_it_when_the_set
     )])
     .await
     .unwrap();
-    let anna = contact(&h, "anna@example.com", &[(0, 1)]).await;
+    let anna = h.contact("anna@example.com", &[(0, 1)]).await.unwrap();
     let (list, group) = synced_list_with(&h, "Kept", &[anna]).await;
     h.update("lists", &list, json!({ "crc_syncwithcleverreach": false }))
         .await
@@ -221,7 +219,7 @@ async fn deactivating_a_list_turns_its_sync_off_and_activating_it_with_sync_on_b
     )])
     .await
     .unwrap();
-    let anna = contact(&h, "anna@example.com", &[(0, 1)]).await;
+    let anna = h.contact("anna@example.com", &[(0, 1)]).await.unwrap();
     let (list, group) = synced_list_with(&h, "State", &[anna]).await;
 
     h.update("lists", &list, json!({ "statecode": 1 }))

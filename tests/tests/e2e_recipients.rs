@@ -6,53 +6,19 @@
 use sandbox::harness::{Harness, checklist};
 use serde_json::json;
 
-async fn contact(h: &Harness, email: &str, consent: &[(i64, i64)]) -> String {
-    let (first, last) = email.split_once('@').unwrap();
-    h.create(
-        "contacts",
-        json!({ "firstname": first, "lastname": last, "emailaddress1": email, "crc_checklist": checklist(consent) }),
-    )
-    .await
-    .unwrap()
-}
-
-async fn synced_list(
-    h: &Harness,
-    name: &str,
-    entity: &str,
-    members: &[String],
-) -> (String, String) {
-    let code = match entity {
-        "account" => 1,
-        "contact" => 2,
-        _ => 4,
-    };
-    let list = h
-        .create(
-            "lists",
-            json!({ "listname": name, "createdfromcode": code, "type": false,
-                    "crc_checklist": checklist(&[(0, 1)]), "crc_syncwithcleverreach": false }),
-        )
-        .await
-        .unwrap();
-    if !members.is_empty() {
-        h.add_members(&list, entity, members).await.unwrap();
-    }
-    h.update("lists", &list, json!({ "crc_syncwithcleverreach": true }))
-        .await
-        .unwrap();
-    h.settle().await.unwrap();
-    let group = h.group_of("lists", &list).expect("group");
-    (list, group)
-}
-
 #[tokio::test]
 async fn a_recipients_checklist_change_adds_or_removes_them_in_every_group() {
     let h = Harness::start().await.unwrap();
     h.install(&[]).await.unwrap();
-    let anna = contact(&h, "anna@example.com", &[(0, 2)]).await;
-    let (_, g1) = synced_list(&h, "One", "contact", std::slice::from_ref(&anna)).await;
-    let (_, g2) = synced_list(&h, "Two", "contact", std::slice::from_ref(&anna)).await;
+    let anna = h.contact("anna@example.com", &[(0, 2)]).await.unwrap();
+    let (_, g1) = h
+        .synced_static_list("One", "contact", std::slice::from_ref(&anna))
+        .await
+        .unwrap();
+    let (_, g2) = h
+        .synced_static_list("Two", "contact", std::slice::from_ref(&anna))
+        .await
+        .unwrap();
     assert!(h.active_emails(&g1).is_empty());
 
     h.update(
@@ -83,9 +49,15 @@ async fn a_recipients_checklist_change_adds_or_removes_them_in_every_group() {
 async fn an_email_change_moves_the_receiver_to_the_new_address_keeping_its_history() {
     let h = Harness::start().await.unwrap();
     h.install(&[]).await.unwrap();
-    let anna = contact(&h, "anna@example.com", &[(0, 1)]).await;
-    let (_, g1) = synced_list(&h, "One", "contact", std::slice::from_ref(&anna)).await;
-    let (_, g2) = synced_list(&h, "Two", "contact", std::slice::from_ref(&anna)).await;
+    let anna = h.contact("anna@example.com", &[(0, 1)]).await.unwrap();
+    let (_, g1) = h
+        .synced_static_list("One", "contact", std::slice::from_ref(&anna))
+        .await
+        .unwrap();
+    let (_, g2) = h
+        .synced_static_list("Two", "contact", std::slice::from_ref(&anna))
+        .await
+        .unwrap();
     let before = h.cleverreach.receiver(&g1, "anna@example.com").unwrap();
 
     h.update(
@@ -107,8 +79,11 @@ async fn an_email_change_moves_the_receiver_to_the_new_address_keeping_its_histo
 async fn name_and_salutation_changes_update_the_receivers_attributes() {
     let h = Harness::start().await.unwrap();
     h.install(&[]).await.unwrap();
-    let anna = contact(&h, "anna@example.com", &[(0, 1)]).await;
-    let (_, group) = synced_list(&h, "Names", "contact", std::slice::from_ref(&anna)).await;
+    let anna = h.contact("anna@example.com", &[(0, 1)]).await.unwrap();
+    let (_, group) = h
+        .synced_static_list("Names", "contact", std::slice::from_ref(&anna))
+        .await
+        .unwrap();
     h.update(
         "contacts",
         &anna,
@@ -146,7 +121,10 @@ async fn the_company_follows_the_parent_account_and_its_name() {
         )
         .await
         .unwrap();
-    let (_, group) = synced_list(&h, "Company", "contact", std::slice::from_ref(&anna)).await;
+    let (_, group) = h
+        .synced_static_list("Company", "contact", std::slice::from_ref(&anna))
+        .await
+        .unwrap();
     let company = |h: &Harness| {
         h.cleverreach
             .receiver(&group, "anna@example.com")
@@ -177,9 +155,12 @@ async fn the_company_follows_the_parent_account_and_its_name() {
 async fn deactivating_or_deleting_a_recipient_removes_its_receiver_everywhere() {
     let h = Harness::start().await.unwrap();
     h.install(&[]).await.unwrap();
-    let anna = contact(&h, "anna@example.com", &[(0, 1)]).await;
-    let bert = contact(&h, "bert@example.com", &[(0, 1)]).await;
-    let (_, group) = synced_list(&h, "People", "contact", &[anna.clone(), bert.clone()]).await;
+    let anna = h.contact("anna@example.com", &[(0, 1)]).await.unwrap();
+    let bert = h.contact("bert@example.com", &[(0, 1)]).await.unwrap();
+    let (_, group) = h
+        .synced_static_list("People", "contact", &[anna.clone(), bert.clone()])
+        .await
+        .unwrap();
     assert_eq!(
         h.active_emails(&group),
         ["anna@example.com", "bert@example.com"]
@@ -206,7 +187,10 @@ async fn leads_in_a_lead_list_are_synced_and_follow_their_changes() {
         )
         .await
         .unwrap();
-    let (_, group) = synced_list(&h, "Leads", "lead", std::slice::from_ref(&lead)).await;
+    let (_, group) = h
+        .synced_static_list("Leads", "lead", std::slice::from_ref(&lead))
+        .await
+        .unwrap();
     let r = h.cleverreach.receiver(&group, "lea@example.com").unwrap();
     assert_eq!(r.global_attributes["company"], "Leadworks");
     assert_eq!(r.global_attributes["crmentity"], "lead");
@@ -225,8 +209,8 @@ async fn leads_in_a_lead_list_are_synced_and_follow_their_changes() {
 async fn an_account_list_sends_the_primary_contact_and_follows_a_new_primary_contact() {
     let h = Harness::start().await.unwrap();
     h.install(&[]).await.unwrap();
-    let old = contact(&h, "old.boss@example.com", &[(0, 1)]).await;
-    let new = contact(&h, "new.boss@example.com", &[(0, 1)]).await;
+    let old = h.contact("old.boss@example.com", &[(0, 1)]).await.unwrap();
+    let new = h.contact("new.boss@example.com", &[(0, 1)]).await.unwrap();
     let acme = h
         .create(
             "accounts",
@@ -234,7 +218,10 @@ async fn an_account_list_sends_the_primary_contact_and_follows_a_new_primary_con
         )
         .await
         .unwrap();
-    let (_, group) = synced_list(&h, "Accounts", "account", std::slice::from_ref(&acme)).await;
+    let (_, group) = h
+        .synced_static_list("Accounts", "account", std::slice::from_ref(&acme))
+        .await
+        .unwrap();
     assert_eq!(h.active_emails(&group), ["old.boss@example.com"]);
     let r = h
         .cleverreach
@@ -264,7 +251,7 @@ async fn an_account_list_sends_the_primary_contact_and_follows_a_new_primary_con
 async fn deleting_an_account_removes_its_primary_contact_from_the_account_lists() {
     let h = Harness::start().await.unwrap();
     h.install(&[]).await.unwrap();
-    let boss = contact(&h, "boss@example.com", &[(0, 1)]).await;
+    let boss = h.contact("boss@example.com", &[(0, 1)]).await.unwrap();
     let acme = h
         .create(
             "accounts",
@@ -272,8 +259,14 @@ async fn deleting_an_account_removes_its_primary_contact_from_the_account_lists(
         )
         .await
         .unwrap();
-    let (_, accounts) = synced_list(&h, "Accounts", "account", std::slice::from_ref(&acme)).await;
-    let (_, contacts) = synced_list(&h, "Contacts", "contact", std::slice::from_ref(&boss)).await;
+    let (_, accounts) = h
+        .synced_static_list("Accounts", "account", std::slice::from_ref(&acme))
+        .await
+        .unwrap();
+    let (_, contacts) = h
+        .synced_static_list("Contacts", "contact", std::slice::from_ref(&boss))
+        .await
+        .unwrap();
     h.delete("accounts", &acme).await.unwrap();
     h.settle().await.unwrap();
     assert!(h.active_emails(&accounts).is_empty());
