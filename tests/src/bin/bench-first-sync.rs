@@ -702,6 +702,15 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
     println!("first sync of a static marketing list of {n} contacts");
     let seeded = {
         let admin = dataverse_client(&endpoints.dataverse, &endpoints.dataverse.admin)?;
+        // The CRM names the CleverReach it syncs with (here the simulator), as an administrator
+        // configures it; the worker refuses to sync when it disagrees with the deployment.
+        admin
+            .create(
+                "crc_settings",
+                &json!({ "crc_key": "cleverreach:connectiondata:apiurl", "crc_value": endpoints.cleverreach.base_url }),
+            )
+            .await
+            .map_err(|e| format!("writing the apiurl setting: {e}"))?;
         seed(&admin, n).await?
     };
     println!(
