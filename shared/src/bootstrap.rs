@@ -114,3 +114,29 @@ pub async fn intake_deps() -> Result<IntakeDeps<SqsChangeQueue, SecretsManagerSo
         },
     })
 }
+
+/// Everything the connect page needs: the CleverReach client (tokens in Secrets Manager) and
+/// the administrator key. `CONNECT_PUBLIC_URL` fixes the page's address when the function URL
+/// sits behind another name; otherwise the request's host is used.
+pub async fn connect_deps()
+-> Result<crate::handlers::connect::ConnectDeps<SecretsManagerTokenStore>, StartError> {
+    let config = Config::from_env()?;
+    let aws = aws().await;
+    let connector = connector(&config, &aws).await?;
+    let secrets = SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(&aws));
+    let admin_key = secrets
+        .secret(
+            &config.connector_secret_id,
+            Some(secret_fields::CONNECT_ADMIN_KEY),
+        )
+        .await?;
+    let public_url = std::env::var("CONNECT_PUBLIC_URL")
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty());
+    Ok(crate::handlers::connect::ConnectDeps {
+        newsletter: connector.newsletter,
+        admin_key,
+        settings: crate::handlers::connect::ConnectSettings { public_url },
+    })
+}

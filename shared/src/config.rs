@@ -48,6 +48,8 @@ pub mod secret_fields {
     pub const DATAVERSE_CLIENT_SECRET: &str = "dataverse_client_secret";
     pub const CLEVERREACH_CLIENT_SECRET: &str = "cleverreach_client_secret";
     pub const WEBHOOK_KEY: &str = "webhook_key";
+    /// The key administrators sign in to the connect page with.
+    pub const CONNECT_ADMIN_KEY: &str = "connect_admin_key";
 }
 
 impl Config {

@@ -8,6 +8,7 @@
 pub mod aws;
 pub mod chaos;
 pub mod cleverreach;
+pub mod connect_page;
 pub mod dataverse;
 pub mod faults;
 pub mod harness;

@@ -105,6 +105,7 @@ async fn the_token_store_keeps_the_rotated_pair_and_creates_its_secret_on_first_
         access_token: Secret::new("access-1"),
         refresh_token: Some(Secret::new("refresh-1")),
         expires_at_unix: 1_800_000_000,
+        reconnect_required: None,
     };
     store.save(&first).await.unwrap();
     assert_eq!(store.load().await.unwrap(), Some(first));
@@ -112,6 +113,7 @@ async fn the_token_store_keeps_the_rotated_pair_and_creates_its_secret_on_first_
         access_token: Secret::new("access-2"),
         refresh_token: Some(Secret::new("refresh-2")),
         expires_at_unix: 1_800_003_600,
+        reconnect_required: None,
     };
     store.save(&rotated).await.unwrap();
     assert_eq!(store.load().await.unwrap(), Some(rotated));

@@ -232,6 +232,7 @@ mod cleverreach {
             access_token: Secret::new("scripted-access"),
             refresh_token: None,
             expires_at_unix: chrono::Utc::now().timestamp() + 3600,
+            reconnect_required: None,
         });
         let client = CleverReachClient::new(config(&base, 250, retry), store).unwrap();
         (script, client, server)

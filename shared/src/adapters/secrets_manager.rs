@@ -129,6 +129,8 @@ struct StoredTokens {
     #[serde(default)]
     refresh_token: Option<String>,
     expires_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reconnect_required: Option<String>,
 }
 
 #[async_trait]
@@ -178,6 +180,7 @@ impl crate::adapters::cleverreach::TokenStore for SecretsManagerTokenStore {
             access_token: Secret::new(stored.access_token),
             refresh_token: stored.refresh_token.map(Secret::new),
             expires_at_unix: stored.expires_at,
+            reconnect_required: stored.reconnect_required,
         }))
     }
 
@@ -193,6 +196,7 @@ impl crate::adapters::cleverreach::TokenStore for SecretsManagerTokenStore {
                 .as_ref()
                 .map(|s| s.expose().to_string()),
             expires_at: tokens.expires_at_unix,
+            reconnect_required: tokens.reconnect_required.clone(),
         };
         let text =
             serde_json::to_string(&stored).map_err(|e| TokenStoreError::Corrupt(e.to_string()))?;

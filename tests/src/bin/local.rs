@@ -272,8 +272,32 @@ async fn demo() -> Run<bool> {
     Ok(dead == 0)
 }
 
+/// The key for the local connect page (the deployed page takes it from Secrets Manager).
+const LOCAL_ADMIN_KEY: &str = "local-admin-key";
+
+/// The connect page on `CONNECT_PORT` (8804), sharing the workers' CleverReach tokens.
+async fn connect_page(h: &Harness) -> Run<sandbox::connect_page::ConnectPage> {
+    let port = port("CONNECT_PORT", 8804)?;
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .map_err(|e| format!("connect page on 127.0.0.1:{port}: {e}"))?;
+    let newsletter = h
+        .worker(QueueFamily::MarketingList)
+        .map(|w| w.conn.newsletter.clone())
+        .ok_or("no worker")?;
+    let deps = shared::handlers::connect::ConnectDeps {
+        newsletter,
+        admin_key: shared::secret::Secret::new(LOCAL_ADMIN_KEY),
+        settings: shared::handlers::connect::ConnectSettings {
+            public_url: Some(format!("http://127.0.0.1:{port}")),
+        },
+    };
+    sandbox::connect_page::serve(listener, std::sync::Arc::new(deps)).map_err(|e| e.to_string())
+}
+
 async fn up() -> Run<bool> {
     let h = start(true).await?;
+    let page = connect_page(&h).await?;
     println!(
         "{}",
         json!({
@@ -285,6 +309,7 @@ async fn up() -> Run<bool> {
             },
             "cleverreach": { "base_url": h.cleverreach.base_url(), "state": format!("{}_sim/state", h.cleverreach.base_url()) },
             "intake_url": h.intake_url,
+            "connect_page": { "url": page.url, "admin_key": LOCAL_ADMIN_KEY },
             "queue": if h.sqs.is_some() { "sqs" } else { "local" },
         })
     );

@@ -21,6 +21,9 @@ use url::Url;
 const REFRESH_MARGIN_SECS: i64 = 60;
 /// Error texts quote at most this much of an unexpected body.
 const BODY_EXCERPT: usize = 200;
+/// After a refused refresh: how long to wait before each look into the token store for the
+/// tokens another worker just rotated (about 2 s in all).
+const STORE_REREAD_WAITS_MS: [u64; 5] = [0, 100, 300, 600, 1000];
 
 /// The CleverReach REST v3 client. Cheap to clone; clones share tokens and the HTTP pool.
 pub struct CleverReachClient<S: TokenStore> {
@@ -347,11 +350,24 @@ impl<S: TokenStore> CleverReachClient<S> {
     async fn access_token(&self) -> Result<Secret, CleverReachError> {
         let mut cache = self.inner.tokens.lock().await;
         self.ensure_loaded(&mut cache).await?;
+        if cache
+            .current
+            .as_ref()
+            .is_some_and(|t| t.reconnect_required.is_some())
+        {
+            // An administrator may have connected again since: look before refusing.
+            cache.current = self.inner.store.load().await?;
+        }
         let Some(current) = cache.current.clone() else {
             return Err(CleverReachError::ReconnectRequired {
                 reason: "no CleverReach tokens are stored; connect CleverReach first".into(),
             });
         };
+        if let Some(reason) = &current.reconnect_required {
+            return Err(CleverReachError::ReconnectRequired {
+                reason: reason.clone(),
+            });
+        }
         if current.expires_at_unix - now_unix() > REFRESH_MARGIN_SECS {
             return Ok(current.access_token);
         }
@@ -363,6 +379,11 @@ impl<S: TokenStore> CleverReachClient<S> {
         let mut cache = self.inner.tokens.lock().await;
         self.ensure_loaded(&mut cache).await?;
         match cache.current.clone() {
+            Some(current) if current.reconnect_required.is_some() => {
+                Err(CleverReachError::ReconnectRequired {
+                    reason: current.reconnect_required.unwrap_or_default(),
+                })
+            }
             Some(current) if current.access_token != *used => Ok(current.access_token),
             Some(current) => self.refresh_locked(&mut cache, current).await,
             None => Err(CleverReachError::ReconnectRequired {
@@ -372,16 +393,17 @@ impl<S: TokenStore> CleverReachClient<S> {
     }
 
     /// Refreshes with `tried`'s refresh token while holding the token lock, so that
-    /// concurrent callers in this process refresh once. A refused refresh re-reads the
-    /// store once: another worker may have rotated the pair and stored the new one.
+    /// concurrent callers in this process refresh once. Other processes (workers in other
+    /// Lambda instances) may refresh at the same moment: CleverReach then accepts one of them
+    /// and refuses the others' (rotated) refresh token, so a refused refresh waits a little
+    /// for the winner's tokens to appear in the store before it gives up.
     async fn refresh_locked(
         &self,
         cache: &mut TokenCache,
         tried: TokenSet,
     ) -> Result<Secret, CleverReachError> {
         let mut tried = tried;
-        let mut reread = false;
-        loop {
+        for _ in 0..3 {
             let Some(refresh) = tried.refresh_token.clone() else {
                 return Err(CleverReachError::ReconnectRequired {
                     reason: "the access token expired and there is no refresh token".into(),
@@ -396,37 +418,74 @@ impl<S: TokenStore> CleverReachClient<S> {
                     cache.unsaved = false;
                     return Ok(fresh.access_token);
                 }
-                Err(TokenFailure::Refused(why)) if !reread => {
-                    reread = true;
-                    let stored = self.inner.store.load().await?;
-                    match stored {
-                        Some(newer) if newer != tried => {
-                            tracing::info!(
-                                "the refresh was refused; using the newer tokens from the store"
-                            );
-                            cache.current = Some(newer.clone());
-                            if newer.expires_at_unix - now_unix() > REFRESH_MARGIN_SECS {
-                                return Ok(newer.access_token);
-                            }
-                            tried = newer;
-                        }
-                        _ => {
-                            return Err(CleverReachError::ReconnectRequired {
-                                reason: format!(
-                                    "the refresh token was refused ({why}) and no newer one is stored"
-                                ),
-                            });
-                        }
-                    }
-                }
                 Err(TokenFailure::Refused(why)) => {
-                    return Err(CleverReachError::ReconnectRequired {
-                        reason: format!("the refresh token was refused ({why})"),
-                    });
+                    let Some(newer) = self.newer_in_store(&tried).await? else {
+                        return Err(self.mark_dead(cache, tried, &why).await);
+                    };
+                    tracing::info!(
+                        "the refresh was refused; using the newer tokens from the store"
+                    );
+                    cache.current = Some(newer.clone());
+                    if let Some(reason) = newer.reconnect_required {
+                        return Err(CleverReachError::ReconnectRequired { reason });
+                    }
+                    if newer.expires_at_unix - now_unix() > REFRESH_MARGIN_SECS {
+                        return Ok(newer.access_token);
+                    }
+                    tried = newer;
                 }
                 Err(TokenFailure::Other(e)) => return Err(e),
             }
         }
+        Err(CleverReachError::ReconnectRequired {
+            reason: "the tokens kept changing while refreshing; connect CleverReach again".into(),
+        })
+    }
+
+    /// Tokens in the store other than `tried`, waiting briefly: the worker whose refresh won
+    /// may still be saving them.
+    async fn newer_in_store(&self, tried: &TokenSet) -> Result<Option<TokenSet>, CleverReachError> {
+        for wait_ms in STORE_REREAD_WAITS_MS {
+            if wait_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            }
+            match self.inner.store.load().await? {
+                // Another pair (not just another expiry of the same dead one), or the news
+                // that the connection is dead.
+                Some(stored)
+                    if stored.refresh_token != tried.refresh_token
+                        || stored.access_token != tried.access_token
+                        || stored.reconnect_required.is_some() =>
+                {
+                    return Ok(Some(stored));
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// Nobody holds a working refresh token: record that in the store, so that other workers
+    /// stop at once (and the connect page says so), and name what to do.
+    async fn mark_dead(
+        &self,
+        cache: &mut TokenCache,
+        tried: TokenSet,
+        why: &str,
+    ) -> CleverReachError {
+        let reason = format!(
+            "the refresh token was refused ({why}); an administrator must connect CleverReach again"
+        );
+        let dead = TokenSet {
+            reconnect_required: Some(reason.clone()),
+            ..tried
+        };
+        if let Err(e) = self.inner.store.save(&dead).await {
+            tracing::warn!(error = %e, "could not record the dead connection in the token store");
+        }
+        cache.current = Some(dead);
+        tracing::error!(%reason, "CleverReach connection lost");
+        CleverReachError::ReconnectRequired { reason }
     }
 
     /// `grant_type=refresh_token`, with retries for transient failures.
@@ -497,14 +556,13 @@ impl<S: TokenStore> CleverReachClient<S> {
                 message: "the token answer has an empty access_token".into(),
             }));
         }
-        Ok(TokenSet {
-            access_token: Secret::new(wire.access_token),
-            refresh_token: wire
-                .refresh_token
+        Ok(TokenSet::new(
+            Secret::new(wire.access_token),
+            wire.refresh_token
                 .filter(|r| !r.is_empty())
                 .map(Secret::new),
-            expires_at_unix: now_unix() + wire.expires_in.max(0),
-        })
+            now_unix() + wire.expires_in.max(0),
+        ))
     }
 }
 

@@ -17,6 +17,22 @@ pub struct TokenSet {
     pub refresh_token: Option<Secret>,
     /// Unix seconds.
     pub expires_at_unix: i64,
+    /// Set when CleverReach refused the refresh token and nobody holds a newer one: the
+    /// connection is dead until an administrator connects again. Kept in the store so that
+    /// every worker stops at once instead of each trying (and failing) to refresh.
+    pub reconnect_required: Option<String>,
+}
+
+impl TokenSet {
+    /// A live token set.
+    pub fn new(access_token: Secret, refresh_token: Option<Secret>, expires_at_unix: i64) -> Self {
+        TokenSet {
+            access_token,
+            refresh_token,
+            expires_at_unix,
+            reconnect_required: None,
+        }
+    }
 }
 
 /// Where the tokens live between invocations (a port).
