@@ -4,8 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use sandbox::harness::{Harness, checklist};
+use sandbox::harness::{Harness, WEBHOOK_KEY, checklist};
 use serde_json::{Map, Value, json};
+use shared::domain::routing::QueueFamily;
+use shared::install::install_webhooks;
+use shared::secret::Secret;
 
 /// The two source kinds this file is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -827,5 +830,84 @@ async fn deleting_a_campaign_deletes_the_groups_of_its_activities_too() {
     assert!(h.cleverreach.group(&campaign_group).is_none());
     assert!(h.cleverreach.group(&activity_group).is_none());
     assert!(h.cleverreach.groups().is_empty());
+    no_dead_letters(&h);
+}
+
+// --- installation and people ---------------------------------------------------------------
+
+#[tokio::test]
+async fn the_installer_registers_each_campaign_step_once_and_changes_of_no_interest_queue_nothing()
+{
+    let h = started(&[]).await;
+    let client = h
+        .worker(QueueFamily::Campaign)
+        .unwrap()
+        .conn
+        .crm
+        .client()
+        .clone();
+    let again = install_webhooks(&client, &h.intake_url, &Secret::new(WEBHOOK_KEY))
+        .await
+        .unwrap();
+    assert!(again.created.is_empty(), "created again: {:?}", again.created);
+
+    let names: Vec<String> = h
+        .dataverse
+        .rows("sdkmessageprocessingsteps")
+        .iter()
+        .filter_map(|r| r.get("name")?.as_str().map(str::to_string))
+        .collect();
+    for entity in ["campaign", "campaignactivity"] {
+        for message in ["Create", "Update", "Delete", "AddItem", "RemoveItem"] {
+            let name = format!("CleverReach Connector: {message} of {entity}");
+            assert_eq!(
+                names.iter().filter(|n| **n == name).count(),
+                1,
+                "{name} in {names:?}"
+            );
+        }
+    }
+
+    // A campaign's own description is not the connector's business (only an activity's is).
+    let id = source(&h, Kind::Campaign, "Quiet", true).await;
+    h.settle().await.unwrap();
+    update(&h, Kind::Campaign, &id, json!({ "description": "notes" })).await;
+    assert_eq!(h.settle().await.unwrap(), 0, "no work queued");
+}
+
+#[tokio::test]
+async fn a_recipient_deactivated_leaves_the_campaigns_group_and_comes_back_when_reactivated() {
+    let h = started(&[]).await;
+    let anna = h.contact("anna@example.com", &[(0, 1)]).await.unwrap();
+    let bert = h.contact("bert@example.com", &[(0, 1)]).await.unwrap();
+    let lena = lead(&h, "lena@example.com", &[(0, 1)]).await;
+    let list = contact_list(&h, "Members", &[&anna, &bert]).await;
+    let id = source(&h, Kind::Campaign, "People", true).await;
+    add_list(&h, Kind::Campaign, &id, &list).await;
+    link_lead(&h, Kind::Campaign, &lena, Some(&id)).await;
+    h.settle().await.unwrap();
+    let group = group(&h, Kind::Campaign, &id);
+    assert_eq!(
+        h.active_emails(&group),
+        ["anna@example.com", "bert@example.com", "lena@example.com"]
+    );
+
+    h.update("contacts", &anna, json!({ "statecode": 1 }))
+        .await
+        .unwrap();
+    h.update("leads", &lena, json!({ "statecode": 2 }))
+        .await
+        .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(h.active_emails(&group), ["bert@example.com"]);
+
+    h.update("contacts", &anna, json!({ "statecode": 0 }))
+        .await
+        .unwrap();
+    h.settle().await.unwrap();
+    assert_eq!(
+        h.active_emails(&group),
+        ["anna@example.com", "bert@example.com"]
+    );
     no_dead_letters(&h);
 }
