@@ -163,7 +163,13 @@ fn no_dead_letters(h: &Harness) {
     let dead: Vec<String> = h
         .dead_letters()
         .iter()
-        .map(|d| format!("{} {}", d.change.event.message.name(), d.change.event.entity))
+        .map(|d| {
+            format!(
+                "{} {}",
+                d.change.event.message.name(),
+                d.change.event.entity
+            )
+        })
         .collect();
     assert!(dead.is_empty(), "dead letters: {dead:?}");
 }
@@ -231,7 +237,10 @@ async fn sync_flag_on_and_off_with_default_settings(kind: Kind) {
     let id = source(&h, kind, "Flag", false).await;
     add_list(&h, kind, &id, &list).await;
     h.settle().await.unwrap();
-    assert!(h.group_of(kind.set(), &id).is_none(), "no group with sync off");
+    assert!(
+        h.group_of(kind.set(), &id).is_none(),
+        "no group with sync off"
+    );
     assert!(h.cleverreach.groups().is_empty());
 
     update(&h, kind, &id, json!({ "crc_syncwithcleverreach": true })).await;
@@ -849,7 +858,11 @@ async fn the_installer_registers_each_campaign_step_once_and_changes_of_no_inter
     let again = install_webhooks(&client, &h.intake_url, &Secret::new(WEBHOOK_KEY))
         .await
         .unwrap();
-    assert!(again.created.is_empty(), "created again: {:?}", again.created);
+    assert!(
+        again.created.is_empty(),
+        "created again: {:?}",
+        again.created
+    );
 
     let names: Vec<String> = h
         .dataverse
