@@ -130,8 +130,9 @@ pub async fn on_list_members_change<S: TokenStore>(
 }
 
 /// Up to this many named members, a list's membership change reaches the campaigns and
-/// activities linked to the list as a scoped reconcile of those members; beyond it (bulk adds),
-/// each linked source is reconciled in full, which costs the same few calls per 5000 members.
+/// activities linked to the list as a scoped reconcile of those members (several requests per
+/// person); beyond it (bulk adds), each linked source is reconciled in full, reading its
+/// members 5000 a request.
 pub const LINKED_SCOPED_LIMIT: usize = 50;
 
 /// A marketing list changed in a way that changes who it feeds: members added or removed, its
