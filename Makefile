@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
-FUNCTIONS := webhook-intake sync-marketing-list sync-contact sync-lead sync-account
+FUNCTIONS := webhook-intake sync-marketing-list sync-contact sync-lead sync-account sync-campaign sync-campaign-activity
 
 .PHONY: help demo up test lint fmt check-domain bench bench-first-sync sandbox clean
 

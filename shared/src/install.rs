@@ -64,6 +64,24 @@ const LIST_UPDATE: &[&str] = &[
     schema::CHECKLIST,
     schema::RESYNC,
 ];
+/// A campaign's group follows its name, state, flags and checklist; its lists come through
+/// AddItem/RemoveItem.
+const CAMPAIGN_UPDATE: &[&str] = &[
+    "name",
+    "statecode",
+    schema::SYNC_FLAG,
+    schema::CHECKLIST,
+    schema::RESYNC,
+];
+/// An activity's subject names its group and its description is the group's receiver_info.
+const CAMPAIGN_ACTIVITY_UPDATE: &[&str] = &[
+    "subject",
+    "description",
+    "statecode",
+    schema::SYNC_FLAG,
+    schema::CHECKLIST,
+    schema::RESYNC,
+];
 
 fn pre(attributes: &'static [&'static str]) -> ImageSpec {
     ImageSpec {
@@ -115,6 +133,27 @@ pub fn steps() -> Vec<StepSpec> {
         step("AddMember", "list", &[], vec![]),
         step("AddListMembers", "list", &[], vec![]),
         step("RemoveMember", "list", &[], vec![]),
+        step("Create", "campaign", &[], vec![]),
+        step("Update", "campaign", CAMPAIGN_UPDATE, vec![]),
+        step("Delete", "campaign", &[], vec![pre(&[schema::GROUP_ID])]),
+        // A list added to or removed from a campaign (AddItemCampaign, RemoveItemCampaign).
+        step("AddItem", "campaign", &[], vec![]),
+        step("RemoveItem", "campaign", &[], vec![]),
+        step("Create", "campaignactivity", &[], vec![]),
+        step(
+            "Update",
+            "campaignactivity",
+            CAMPAIGN_ACTIVITY_UPDATE,
+            vec![],
+        ),
+        step(
+            "Delete",
+            "campaignactivity",
+            &[],
+            vec![pre(&[schema::GROUP_ID])],
+        ),
+        step("AddItem", "campaignactivity", &[], vec![]),
+        step("RemoveItem", "campaignactivity", &[], vec![]),
     ]
 }
 

@@ -10,7 +10,7 @@ use super::source::{ReconcileReport, execute, skip_label};
 use super::{Connector, SyncError};
 use crate::adapters::cleverreach::{FilterRequest, FilterRule, TokenStore};
 use crate::adapters::dataverse::crm::{ListShape, SourceRecord};
-use crate::domain::change::{AttrValue, ChangeEvent};
+use crate::domain::change::{AttrValue, ChangeEvent, CrmMessage};
 use crate::domain::email::Email;
 use crate::domain::planner::{PlannerOptions, ReconcilePlanner};
 use crate::domain::receiver::{Candidate, CurrentReceiver, ReceiverData};
@@ -127,6 +127,57 @@ pub async fn on_list_members_change<S: TokenStore>(
     }
     let sync = reconcile_people(conn, settings, scope, Some((list, group))).await?;
     Ok(sync.groups.into_values().next().unwrap_or_default())
+}
+
+/// Up to this many named members, a list's membership change reaches the campaigns and
+/// activities linked to the list as a scoped reconcile of those members (several requests per
+/// person); beyond it (bulk adds), each linked source is reconciled in full, reading its
+/// members 5000 a request.
+pub const LINKED_SCOPED_LIMIT: usize = 50;
+
+/// A marketing list changed in a way that changes who it feeds: members added or removed, its
+/// query or state changed. The campaigns and campaign activities it is linked to follow (DESIGN
+/// §2 rule 6), whether or not the list itself is synced. Returns how many linked sources there are.
+pub async fn on_linked_list_change<S: TokenStore>(
+    conn: &Connector<S>,
+    settings: &Settings,
+    list: &SourceRecord,
+    event: &ChangeEvent,
+) -> Result<usize, SyncError> {
+    let membership = matches!(
+        event.message,
+        CrmMessage::AddMember | CrmMessage::AddListMembers | CrmMessage::RemoveMember
+    );
+    let selection = event.size_exceeded
+        || event.touched("query")
+        || event.touched(crate::adapters::dataverse::schema::STATECODE);
+    let Some(shape) = &list.list else {
+        return Ok(0);
+    };
+    if !(membership || selection) {
+        return Ok(0);
+    }
+    let linked = conn.crm.sources_linking_list(&list.source.id).await?;
+    if linked.is_empty() {
+        return Ok(0);
+    }
+    let named = &event.related;
+    if membership && !selection && !named.is_empty() && named.len() <= LINKED_SCOPED_LIMIT {
+        // Those members everywhere: their memberships are read afresh, so one still in the
+        // campaign through another list or as a linked lead stays.
+        let mut scope = PeopleScope::default();
+        for member in named {
+            scope
+                .records
+                .insert((shape.member_kind, member.id.to_ascii_lowercase()));
+        }
+        reconcile_people(conn, settings, scope, None).await?;
+    } else {
+        for (kind, id) in &linked {
+            super::source::resync_source(conn, settings, *kind, id).await?;
+        }
+    }
+    Ok(linked.len())
 }
 
 /// The scoped reconcile. With `only`, just that source's group is worked out.

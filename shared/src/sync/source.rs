@@ -129,7 +129,12 @@ pub async fn on_source_change<S: TokenStore>(
     };
     let result = sync_existing_source(conn, settings, &record, event).await;
     write_status(conn, &record, &result).await;
-    result
+    let sync = result?;
+    if kind == SourceKind::MarketingList {
+        // Campaigns and activities linked to the list follow its members, synced list or not.
+        super::people::on_linked_list_change(conn, settings, &record, event).await?;
+    }
+    Ok(sync)
 }
 
 /// Full reconcile of one source whatever the event said ("resync").
