@@ -1,5 +1,7 @@
 //! Handlers: one module per function. Each turns its trigger's event into domain commands, runs
 //! them through the ports, and turns the result into the trigger's answer.
 
+pub mod lead_sync;
+pub mod receiver_state_sync;
 pub mod sync_worker;
 pub mod webhook_intake;
