@@ -80,7 +80,8 @@ pub struct RunLimits {
     pub budget: Duration,
     /// Receivers asked for per filter page (1..=5000).
     pub page_size: usize,
-    /// Stop after this many events (all kinds and groups together); `None`: no cap.
+    /// Stop after this many events were applied (all kinds and groups together; events found
+    /// applied before do not count, so a resumed run always gets further); `None`: no cap.
     pub max_events: Option<usize>,
     /// How far back a new pass starts before the previous pass began.
     pub overlap: Duration,
@@ -289,14 +290,15 @@ enum Stop {
 struct Run<'a> {
     limits: RunLimits,
     deadline: Instant,
-    events: usize,
+    /// Events applied in this run (for `max_events`).
+    applied: usize,
     summary: &'a mut RunSummary,
 }
 
 impl Run<'_> {
     fn out_of_budget(&self) -> bool {
         Instant::now() >= self.deadline
-            || self.limits.max_events.is_some_and(|max| self.events >= max)
+            || self.limits.max_events.is_some_and(|max| self.applied >= max)
     }
 }
 
@@ -319,7 +321,7 @@ pub async fn run_job<S: TokenStore>(
     let mut run = Run {
         limits,
         deadline,
-        events: 0,
+        applied: 0,
         summary: &mut summary,
     };
     let mut complete = true;
@@ -460,13 +462,15 @@ async fn group_pass<S: TokenStore>(
                     .map_err(Stop::Failed)?;
                 return Err(Stop::Limit);
             }
-            run.events += 1;
             run.summary.events += 1;
             match job
                 .apply(conn, context, group, kind, record, run.summary)
                 .await
             {
-                Ok(Outcome::Applied) => run.summary.applied += 1,
+                Ok(Outcome::Applied) => {
+                    run.applied += 1;
+                    run.summary.applied += 1;
+                }
                 Ok(Outcome::AlreadyDone) => run.summary.already_done += 1,
                 Ok(Outcome::Ignored) => run.summary.ignored += 1,
                 Ok(Outcome::Skipped) => {}
