@@ -231,10 +231,14 @@ impl BackflowLimits {
                 return Ok(None);
             };
             match text.parse::<u64>() {
-                Ok(n) if n >= min => text.parse::<T>().map(Some).map_err(|_| ConfigError::Invalid {
-                    name,
-                    problem: format!("{text:?} is too large"),
-                }),
+                Ok(n) if n >= min => {
+                    text.parse::<T>()
+                        .map(Some)
+                        .map_err(|_| ConfigError::Invalid {
+                            name,
+                            problem: format!("{text:?} is too large"),
+                        })
+                }
                 _ => Err(ConfigError::Invalid {
                     name,
                     problem: format!("{text:?} is not a whole number of at least {min}"),
@@ -267,9 +271,8 @@ mod backflow_limit_tests {
             BackflowLimits::from_vars(|_| None),
             Ok(BackflowLimits::default())
         );
-        let limits = BackflowLimits::from_vars(|n| {
-            (n == "BACKFLOW_BUDGET_SECS").then(|| "120".to_string())
-        });
+        let limits =
+            BackflowLimits::from_vars(|n| (n == "BACKFLOW_BUDGET_SECS").then(|| "120".to_string()));
         assert_eq!(limits.map(|l| l.budget_secs), Ok(Some(120)));
         for (name, value) in [
             ("BACKFLOW_PAGE_SIZE", "0"),

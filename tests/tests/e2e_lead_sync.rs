@@ -72,13 +72,24 @@ async fn a_signup_becomes_exactly_one_lead_with_its_data_and_types_and_a_rerun_a
     assert_eq!(lead["salutation"], "Frau");
     assert_eq!(lead["statecode"], 0);
     // The list says yes to type 0: the lead gets 0 = yes, type 1 no choice.
-    assert_eq!(h.checklist_states("leads", &lead_id(lead)), [(0, 1), (1, 0)]);
+    assert_eq!(
+        h.checklist_states("leads", &lead_id(lead)),
+        [(0, 1), (1, 0)]
+    );
     // Anna came from the CRM: no lead for her.
     assert_eq!(h.dataverse.rows("leads").len(), 1);
-    assert_eq!(h.settle().await.unwrap(), 0, "creating the lead queued no work");
+    assert_eq!(
+        h.settle().await.unwrap(),
+        0,
+        "creating the lead queued no work"
+    );
 
     let again = h.run_lead_sync().await.unwrap();
-    assert_eq!((again.leads_created, again.leads_updated), (0, 0), "{again:?}");
+    assert_eq!(
+        (again.leads_created, again.leads_updated),
+        (0, 0),
+        "{again:?}"
+    );
     assert_eq!(h.dataverse.rows("leads").len(), 1);
 }
 

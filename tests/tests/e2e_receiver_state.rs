@@ -55,7 +55,11 @@ async fn an_unsubscribe_comes_back_as_one_row_and_a_no_that_a_full_resync_respec
     assert_eq!(row["crc_groupid"], json!(group));
     assert_eq!(row["crc_event"], json!(1));
     assert_eq!(row["_crc_contactid_value"], json!(anna));
-    let deactivated = h.cleverreach.receiver(&group, "anna@example.com").unwrap().deactivated;
+    let deactivated = h
+        .cleverreach
+        .receiver(&group, "anna@example.com")
+        .unwrap()
+        .deactivated;
     let event_time = chrono::DateTime::parse_from_rfc3339(row["crc_eventtime"].as_str().unwrap())
         .unwrap()
         .timestamp();
@@ -124,13 +128,19 @@ async fn bounce_with(disable_contact: bool, disable_lead: bool) -> (bool, bool) 
 
     let summary = h.run_receiver_state_sync().await.unwrap();
     assert_eq!(summary.applied, 2, "{summary:?}");
-    for (email, group) in [("carl@example.com", &contacts), ("lena@example.com", &leads)] {
+    for (email, group) in [
+        ("carl@example.com", &contacts),
+        ("lena@example.com", &leads),
+    ] {
         let rows = rows_for(&h, email);
         assert_eq!(rows.len(), 1, "{email}: {rows:?}");
         assert_eq!(rows[0]["crc_event"], json!(2));
         assert_eq!(rows[0]["crc_groupid"], json!(group));
     }
-    assert_eq!(rows_for(&h, "lena@example.com")[0]["_crc_leadid_value"], json!(lena));
+    assert_eq!(
+        rows_for(&h, "lena@example.com")[0]["_crc_leadid_value"],
+        json!(lena)
+    );
     assert_eq!(h.run_receiver_state_sync().await.unwrap().applied, 0);
     assert_eq!(h.dataverse.rows("crc_receiverstates").len(), 2);
     // Bounced people keep their checklist: a bounce is not an opt-out of the person.
@@ -174,7 +184,11 @@ async fn broken_receivers_and_unknown_states_are_reported_and_skipped_and_the_re
         .corrupt_receiver(&group, "anna@example.com", json!({ "deactivated": "soon" }))
         .unwrap();
     h.cleverreach
-        .corrupt_receiver(&group, "bert@example.com", json!({ "email": "bert at example" }))
+        .corrupt_receiver(
+            &group,
+            "bert@example.com",
+            json!({ "email": "bert at example" }),
+        )
         .unwrap();
     h.cleverreach
         .corrupt_receiver(&group, "carl@example.com", json!("garbage"))
@@ -183,12 +197,21 @@ async fn broken_receivers_and_unknown_states_are_reported_and_skipped_and_the_re
     let summary = h.run_receiver_state_sync().await.unwrap();
     assert_eq!(summary.applied, 1, "{summary:?}");
     assert!(summary.skipped >= 3, "{summary:?}");
-    assert!(summary.complete, "bad input does not stop the run: {summary:?}");
+    assert!(
+        summary.complete,
+        "bad input does not stop the run: {summary:?}"
+    );
     let problems = summary.problems.join("\n");
-    assert!(problems.contains("no valid unsubscribed time"), "{problems}");
+    assert!(
+        problems.contains("no valid unsubscribed time"),
+        "{problems}"
+    );
     assert!(problems.contains("not a valid e-mail"), "{problems}");
     assert!(problems.contains("not a readable receiver"), "{problems}");
-    assert!(!problems.contains("@example.com"), "no addresses in reports: {problems}");
+    assert!(
+        !problems.contains("@example.com"),
+        "no addresses in reports: {problems}"
+    );
 
     assert_eq!(rows_for(&h, "dora@example.com").len(), 1);
     assert_eq!(h.dataverse.rows("crc_receiverstates").len(), 1);
@@ -221,7 +244,12 @@ async fn a_broken_checklist_in_the_crm_is_reported_and_the_event_still_recorded(
     assert!(summary.problems[0].contains("state 7"), "{summary:?}");
     let rows = rows_for(&h, "anna@example.com");
     assert_eq!(rows.len(), 1);
-    assert!(rows[0]["crc_details"].as_str().unwrap().contains("cannot be read"));
+    assert!(
+        rows[0]["crc_details"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be read")
+    );
     assert_eq!(
         h.dataverse.row("contacts", &anna).unwrap()["crc_checklist"],
         json!(broken),
@@ -293,7 +321,10 @@ async fn a_run_stopped_by_its_budget_resumes_from_the_cursor_and_applies_every_e
         }
         assert!(runs < 10, "the runs never finish: {run:?}");
     }
-    assert_eq!(applied, 5, "every event applied exactly once over {runs} runs");
+    assert_eq!(
+        applied, 5,
+        "every event applied exactly once over {runs} runs"
+    );
     every_event_applied_once(&h, &people);
 }
 
@@ -329,6 +360,9 @@ async fn runs_failing_on_crm_faults_resume_and_apply_every_event_once() {
     let injected: u64 = h.dataverse.faults().stats().injected.values().sum();
     h.dataverse.faults().off();
     assert!(complete, "the runs never finished under faults");
-    assert!(injected > 0 && interrupted > 0, "faults {injected}, interrupted runs {interrupted}");
+    assert!(
+        injected > 0 && interrupted > 0,
+        "faults {injected}, interrupted runs {interrupted}"
+    );
     every_event_applied_once(&h, &people);
 }

@@ -14,5 +14,8 @@ async fn main() -> Result<(), Error> {
         conn: shared::bootstrap::connector(&config, &aws).await?,
         limits: limits_from_env()?,
     };
-    run(service_fn(|event| lambda::run(event, &deps, Job::ReceiverState))).await
+    run(service_fn(|event| {
+        lambda::run(event, &deps, Job::ReceiverState)
+    }))
+    .await
 }

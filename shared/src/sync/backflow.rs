@@ -298,7 +298,10 @@ struct Run<'a> {
 impl Run<'_> {
     fn out_of_budget(&self) -> bool {
         Instant::now() >= self.deadline
-            || self.limits.max_events.is_some_and(|max| self.applied >= max)
+            || self
+                .limits
+                .max_events
+                .is_some_and(|max| self.applied >= max)
     }
 }
 
@@ -336,9 +339,11 @@ pub async fn run_job<S: TokenStore>(
                 Err(Stop::Failed(e)) => {
                     complete = false;
                     warn!(job = job.name(), group = %group.id, kind = kind.name(), error = %e, retryable = e.is_retryable(), "group stopped; the next run resumes it");
-                    run.summary
-                        .failed_groups
-                        .push(format!("group {} ({}): {e}", group.id, kind.name()));
+                    run.summary.failed_groups.push(format!(
+                        "group {} ({}): {e}",
+                        group.id,
+                        kind.name()
+                    ));
                     // The other kinds of this group wait too: their cursors are independent,
                     // but a failing group is usually failing for all of them.
                     continue 'groups;
@@ -558,19 +563,34 @@ mod tests {
 
     #[test]
     fn derived_ids_are_stable_guids_that_differ_per_event() {
-        let a = derived_id("receiverstate", &["7", "a@example.com", "unsubscribed", "100"]);
+        let a = derived_id(
+            "receiverstate",
+            &["7", "a@example.com", "unsubscribed", "100"],
+        );
         assert_eq!(
             a,
-            derived_id("receiverstate", &["7", "a@example.com", "unsubscribed", "100"])
+            derived_id(
+                "receiverstate",
+                &["7", "a@example.com", "unsubscribed", "100"]
+            )
         );
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "8", "version nibble: {a}");
         assert!(crate::adapters::dataverse::client::filter::guid(&a).is_ok());
         for other in [
-            derived_id("receiverstate", &["7", "a@example.com", "unsubscribed", "101"]),
+            derived_id(
+                "receiverstate",
+                &["7", "a@example.com", "unsubscribed", "101"],
+            ),
             derived_id("receiverstate", &["7", "a@example.com", "bounced", "100"]),
-            derived_id("receiverstate", &["8", "a@example.com", "unsubscribed", "100"]),
-            derived_id("receiverstate", &["7a", "@example.com", "unsubscribed", "100"]),
+            derived_id(
+                "receiverstate",
+                &["8", "a@example.com", "unsubscribed", "100"],
+            ),
+            derived_id(
+                "receiverstate",
+                &["7a", "@example.com", "unsubscribed", "100"],
+            ),
             derived_id("lead", &["7", "a@example.com", "unsubscribed", "100"]),
         ] {
             assert_ne!(a, other);

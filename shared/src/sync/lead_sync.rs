@@ -70,7 +70,10 @@ pub(crate) async fn apply<S: TokenStore>(
         body.insert("emailaddress1".into(), json!(email));
         body.insert(
             "subject".into(),
-            json!(format!("Newsletter sign-up in CleverReach (group {})", group.id)),
+            json!(format!(
+                "Newsletter sign-up in CleverReach (group {})",
+                group.id
+            )),
         );
         body.insert(schema::CHECKLIST.into(), json!(checklist.to_json()));
         let person = &receiver.person;

@@ -135,7 +135,9 @@ pub(crate) async fn apply<S: TokenStore>(
                         "group {}: the checklist of {who} cannot be read ({e}); it was not changed",
                         group.id
                     ));
-                    details.push(format!("{who}: checklist not changed, it cannot be read: {e}"));
+                    details.push(format!(
+                        "{who}: checklist not changed, it cannot be read: {e}"
+                    ));
                 }
                 Ok(current) => {
                     if group.types.is_empty() {

@@ -21,11 +21,11 @@ use shared::adapters::cleverreach::{CleverReachClient, CleverReachConfig, InMemo
 use shared::adapters::dataverse::client::{DataverseClient, DataverseConfig};
 use shared::adapters::dataverse::crm::DataverseCrm;
 use shared::adapters::sqs::QueueUrls;
+use shared::domain::routing::QueueFamily;
 use shared::handlers::receiver_state_sync::{JobDeps, limits_from_env, run_once};
 use shared::secret::Secret;
 use shared::sync::Connector;
 use shared::sync::backflow::{Job, RunSummary};
-use shared::domain::routing::QueueFamily;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -336,7 +336,11 @@ async fn demo() -> Run<bool> {
     let leaving = h
         .dataverse
         .row("contacts", &contacts[0])
-        .and_then(|r| r.get("emailaddress1").and_then(|v| v.as_str()).map(str::to_string))
+        .and_then(|r| {
+            r.get("emailaddress1")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })
         .ok_or("demo contact without e-mail")?;
     h.cleverreach
         .unsubscribe(&customers_group, &leaving)
@@ -345,7 +349,11 @@ async fn demo() -> Run<bool> {
         .signup(
             &customers_group,
             "neue.abonnentin@example.com",
-            &[("firstname", "Nina"), ("lastname", "Neumann"), ("company", "Formular AG")],
+            &[
+                ("firstname", "Nina"),
+                ("lastname", "Neumann"),
+                ("company", "Formular AG"),
+            ],
         )
         .map_err(|e| e.to_string())?;
     println!(
@@ -356,9 +364,11 @@ async fn demo() -> Run<bool> {
     for _ in 0..10 {
         tokio::time::sleep(interval).await;
         scheduled_jobs(&h).await?;
-        let row = h.dataverse.rows("crc_receiverstates").into_iter().find(|r| {
-            r.get("crc_email").and_then(|v| v.as_str()) == Some(leaving.as_str())
-        });
+        let row = h
+            .dataverse
+            .rows("crc_receiverstates")
+            .into_iter()
+            .find(|r| r.get("crc_email").and_then(|v| v.as_str()) == Some(leaving.as_str()));
         let lead = h.dataverse.rows("leads").into_iter().any(|r| {
             r.get("emailaddress1").and_then(|v| v.as_str()) == Some("neue.abonnentin@example.com")
         });
@@ -368,12 +378,20 @@ async fn demo() -> Run<bool> {
             let checklist = h
                 .dataverse
                 .row("contacts", &contacts[0])
-                .and_then(|r| r.get("crc_checklist").and_then(|v| v.as_str()).map(str::to_string))
+                .and_then(|r| {
+                    r.get("crc_checklist")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string)
+                })
                 .unwrap_or_default();
             println!(
                 "unsubscribe travelled back: {leaving} → receiver-state row ({} at {}), contact checklist now {checklist}",
-                row.get("crc_event").map(|v| v.to_string()).unwrap_or_default(),
-                row.get("crc_eventtime").and_then(|v| v.as_str()).unwrap_or(""),
+                row.get("crc_event")
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+                row.get("crc_eventtime")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or(""),
             );
             println!("sign-up travelled back: neue.abonnentin@example.com → a lead in the CRM");
             back = true;
@@ -393,7 +411,11 @@ async fn demo() -> Run<bool> {
         .is_none_or(|r| !r.active);
     println!(
         "after a full resync of the list: {leaving} is {}",
-        if still_out { "still out (opt-out kept)" } else { "ACTIVE AGAIN (bug)" }
+        if still_out {
+            "still out (opt-out kept)"
+        } else {
+            "ACTIVE AGAIN (bug)"
+        }
     );
     if !still_out || !h.cleverreach.reactivations().is_empty() {
         return Err("an opt-out was undone".into());

@@ -969,11 +969,7 @@ impl DataverseCrm {
     pub async fn receiver_state_exists(&self, id: &str) -> Result<bool, CrmError> {
         Ok(self
             .client
-            .retrieve::<Value>(
-                schema::RECEIVER_STATE_SET,
-                id,
-                &[schema::RECEIVER_STATE_ID],
-            )
+            .retrieve::<Value>(schema::RECEIVER_STATE_SET, id, &[schema::RECEIVER_STATE_ID])
             .await?
             .is_some())
     }
