@@ -4,9 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use sandbox::dataverse::{CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET};
 use sandbox::faults::{FaultConfig, FaultKind};
 use sandbox::harness::Harness;
 use serde_json::{Map, Value, json};
+use shared::adapters::dataverse::client::{DataverseClient, DataverseConfig};
+use shared::adapters::dataverse::crm::DataverseCrm;
+use shared::adapters::http::RetryPolicy;
+use shared::domain::routing::QueueFamily;
+use shared::handlers::receiver_state_sync::{JobDeps, run_once};
+use shared::secret::Secret;
+use shared::sync::Connector;
 use shared::sync::backflow::{Job, RunLimits};
 use std::time::Duration;
 
@@ -332,8 +340,33 @@ async fn a_run_stopped_by_its_budget_resumes_from_the_cursor_and_applies_every_e
 async fn runs_failing_on_crm_faults_resume_and_apply_every_event_once() {
     let h = Harness::start().await.unwrap();
     let (people, _) = five_unsubscribed(&h).await;
+    // A connector whose CRM calls are not retried: every injected fault fails the run at that
+    // point (lost answers of applied writes included), and the next run must pick up.
+    let crm = DataverseClient::new(DataverseConfig {
+        retry: RetryPolicy::none(),
+        ..DataverseConfig::new(
+            url::Url::parse(&h.dataverse.api_url()).unwrap(),
+            url::Url::parse(&h.dataverse.token_url()).unwrap(),
+            CONNECTOR_CLIENT_ID,
+            Secret::new(CONNECTOR_CLIENT_SECRET),
+            format!("{}/.default", h.dataverse.resource()),
+        )
+    })
+    .unwrap();
+    let worker = h.worker(QueueFamily::Contact).unwrap();
+    let deps = JobDeps {
+        conn: Connector {
+            crm: DataverseCrm::new(crm),
+            newsletter: worker.conn.newsletter.clone(),
+            now: worker.conn.now,
+        },
+        limits: RunLimits {
+            page_size: 2,
+            ..RunLimits::default()
+        },
+    };
     h.dataverse.faults().set(FaultConfig {
-        rate: 0.4,
+        rate: 0.1,
         kinds: vec![
             FaultKind::InternalError,
             FaultKind::Unavailable,
@@ -342,14 +375,10 @@ async fn runs_failing_on_crm_faults_resume_and_apply_every_event_once() {
         seed: Some(11),
         ..FaultConfig::off()
     });
-    let limits = RunLimits {
-        page_size: 2,
-        ..RunLimits::default()
-    };
     let mut complete = false;
     let mut interrupted = 0;
-    for _ in 0..30 {
-        match h.run_job_with(Job::ReceiverState, limits).await {
+    for _ in 0..100 {
+        match run_once(&deps, Job::ReceiverState, &json!({})).await {
             Ok(run) if run.complete => {
                 complete = true;
                 break;
@@ -359,7 +388,10 @@ async fn runs_failing_on_crm_faults_resume_and_apply_every_event_once() {
     }
     let injected: u64 = h.dataverse.faults().stats().injected.values().sum();
     h.dataverse.faults().off();
-    assert!(complete, "the runs never finished under faults");
+    assert!(
+        complete,
+        "the runs never finished under faults ({interrupted} interrupted)"
+    );
     assert!(
         injected > 0 && interrupted > 0,
         "faults {injected}, interrupted runs {interrupted}"

@@ -386,9 +386,11 @@ async fn demo() -> Run<bool> {
                 .unwrap_or_default();
             println!(
                 "unsubscribe travelled back: {leaving} → receiver-state row ({} at {}), contact checklist now {checklist}",
-                row.get("crc_event")
-                    .map(|v| v.to_string())
-                    .unwrap_or_default(),
+                match row.get("crc_event").and_then(|v| v.as_i64()) {
+                    Some(1) => "unsubscribed",
+                    Some(2) => "bounced",
+                    _ => "unknown event",
+                },
                 row.get("crc_eventtime")
                     .and_then(|v| v.as_str())
                     .unwrap_or(""),
