@@ -2,9 +2,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
-FUNCTIONS := webhook-intake sync-marketing-list sync-contact sync-lead sync-account sync-campaign sync-campaign-activity
+FUNCTIONS := webhook-intake sync-marketing-list sync-contact sync-lead sync-account sync-campaign sync-campaign-activity receiver-state-sync lead-sync connect
 
-.PHONY: help demo up test lint fmt check-domain bench bench-first-sync sandbox clean
+.PHONY: help demo up test lint fmt check-domain bench bench-first-sync sandbox clean receiver-state-sync lead-sync
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -14,6 +14,12 @@ demo: ## run the connector locally against the sandbox: demo data, webhooks, cha
 
 up: ## the connector and sandbox in the foreground (ports 8801/8802/8803) for hands-on use
 	$(CARGO) run -p sandbox --bin local $(CARGO_FLAGS) -- up
+
+receiver-state-sync: ## run the unsubscribe/bounce back-flow once against a running `make up`
+	$(CARGO) run -p sandbox --bin local $(CARGO_FLAGS) -- run-job receiver-state-sync
+
+lead-sync: ## run the sign-up → lead back-flow once against a running `make up`
+	$(CARGO) run -p sandbox --bin local $(CARGO_FLAGS) -- run-job lead-sync
 
 test: check-domain ## every test (unit, handler, sandbox, end to end; an AWS emulator is started if none is set)
 	tests/with-aws-emulator.sh $(CARGO) test --workspace $(CARGO_FLAGS)

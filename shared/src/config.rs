@@ -201,3 +201,91 @@ mod tests {
         assert!(config.queue_urls["contact"].ends_with("contact.fifo"));
     }
 }
+
+/// Limits of the scheduled back-flow jobs (`receiver-state-sync`, `lead-sync`), each optional:
+/// `BACKFLOW_BUDGET_SECS` (time a run may take before it stops and saves its cursor; keep it
+/// well under the function timeout), `BACKFLOW_PAGE_SIZE` (receivers per CleverReach page),
+/// `BACKFLOW_MAX_EVENTS` (events per run), `BACKFLOW_OVERLAP_SECS` (how far a new pass reaches
+/// back).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackflowLimits {
+    pub budget_secs: Option<u64>,
+    pub page_size: Option<usize>,
+    pub max_events: Option<usize>,
+    pub overlap_secs: Option<u64>,
+}
+
+impl BackflowLimits {
+    pub fn from_env() -> Result<BackflowLimits, ConfigError> {
+        BackflowLimits::from_vars(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<BackflowLimits, ConfigError> {
+        fn number<T: std::str::FromStr>(
+            get: &impl Fn(&str) -> Option<String>,
+            name: &'static str,
+            min: u64,
+        ) -> Result<Option<T>, ConfigError> {
+            let Some(text) = get(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+            else {
+                return Ok(None);
+            };
+            match text.parse::<u64>() {
+                Ok(n) if n >= min => {
+                    text.parse::<T>()
+                        .map(Some)
+                        .map_err(|_| ConfigError::Invalid {
+                            name,
+                            problem: format!("{text:?} is too large"),
+                        })
+                }
+                _ => Err(ConfigError::Invalid {
+                    name,
+                    problem: format!("{text:?} is not a whole number of at least {min}"),
+                }),
+            }
+        }
+        let page_size: Option<usize> = number(&get, "BACKFLOW_PAGE_SIZE", 1)?;
+        if let Some(size) = page_size.filter(|s| *s > 5000) {
+            return Err(ConfigError::Invalid {
+                name: "BACKFLOW_PAGE_SIZE",
+                problem: format!("{size} is above CleverReach's page limit of 5000"),
+            });
+        }
+        Ok(BackflowLimits {
+            budget_secs: number(&get, "BACKFLOW_BUDGET_SECS", 0)?,
+            page_size,
+            max_events: number(&get, "BACKFLOW_MAX_EVENTS", 1)?,
+            overlap_secs: number(&get, "BACKFLOW_OVERLAP_SECS", 0)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod backflow_limit_tests {
+    use super::*;
+
+    #[test]
+    fn backflow_limits_are_optional_and_a_bad_one_is_named() {
+        assert_eq!(
+            BackflowLimits::from_vars(|_| None),
+            Ok(BackflowLimits::default())
+        );
+        let limits =
+            BackflowLimits::from_vars(|n| (n == "BACKFLOW_BUDGET_SECS").then(|| "120".to_string()));
+        assert_eq!(limits.map(|l| l.budget_secs), Ok(Some(120)));
+        for (name, value) in [
+            ("BACKFLOW_PAGE_SIZE", "0"),
+            ("BACKFLOW_PAGE_SIZE", "6000"),
+            ("BACKFLOW_MAX_EVENTS", "many"),
+        ] {
+            let err = BackflowLimits::from_vars(|n| (n == name).then(|| value.to_string()))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(name), "{name}={value}: {err}");
+        }
+    }
+}

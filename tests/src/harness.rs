@@ -648,3 +648,77 @@ impl Harness {
         emails
     }
 }
+
+/// The scheduled back-flow jobs (`receiver-state-sync`, `lead-sync`), run on demand.
+impl Harness {
+    /// What a back-flow job needs, on the connector's own CRM and CleverReach clients.
+    pub fn job_deps(
+        &self,
+        limits: shared::sync::backflow::RunLimits,
+    ) -> Step<shared::handlers::receiver_state_sync::JobDeps<TokenStore>> {
+        let worker = self
+            .worker(QueueFamily::Contact)
+            .ok_or("the harness has no worker")?;
+        Ok(shared::handlers::receiver_state_sync::JobDeps {
+            conn: Connector {
+                crm: worker.conn.crm.clone(),
+                newsletter: worker.conn.newsletter.clone(),
+                now: worker.conn.now,
+            },
+            limits,
+        })
+    }
+
+    /// Runs one job once with these limits, as its schedule would (payload `{}`).
+    pub async fn run_job_with(
+        &self,
+        job: shared::sync::backflow::Job,
+        limits: shared::sync::backflow::RunLimits,
+    ) -> Step<shared::sync::backflow::RunSummary> {
+        let deps = self.job_deps(limits)?;
+        shared::handlers::receiver_state_sync::run_once(&deps, job, &serde_json::json!({}))
+            .await
+            .map_err(|e| format!("{}: {e}", job.name()))
+    }
+
+    /// Runs `receiver-state-sync` once with the default limits.
+    pub async fn run_receiver_state_sync(&self) -> Step<shared::sync::backflow::RunSummary> {
+        self.run_job_with(
+            shared::sync::backflow::Job::ReceiverState,
+            shared::sync::backflow::RunLimits::default(),
+        )
+        .await
+    }
+
+    /// Runs `lead-sync` once with the default limits.
+    pub async fn run_lead_sync(&self) -> Step<shared::sync::backflow::RunSummary> {
+        self.run_job_with(
+            shared::sync::backflow::Job::LeadSync,
+            shared::sync::backflow::RunLimits::default(),
+        )
+        .await
+    }
+
+    /// The state (`[(type id, state)]`, in entry order) of a person's checklist as stored.
+    pub fn checklist_states(&self, set: &str, id: &str) -> Vec<(i64, i64)> {
+        let text = self
+            .dataverse
+            .row(set, id)
+            .and_then(|row| {
+                row.get("crc_checklist")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        serde_json::from_str::<Vec<serde_json::Value>>(&text)
+            .unwrap_or_default()
+            .iter()
+            .map(|e| {
+                (
+                    e.get("id").and_then(|v| v.as_i64()).unwrap_or(-1),
+                    e.get("state").and_then(|v| v.as_i64()).unwrap_or(-1),
+                )
+            })
+            .collect()
+    }
+}

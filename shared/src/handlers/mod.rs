@@ -3,5 +3,7 @@
 
 #[cfg(feature = "aws")]
 pub mod connect;
+pub mod lead_sync;
+pub mod receiver_state_sync;
 pub mod sync_worker;
 pub mod webhook_intake;

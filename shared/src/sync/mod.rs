@@ -2,7 +2,10 @@
 //! CRM adapter and the CleverReach client. Handlers call these; the domain decides, this layer
 //! reads, writes and reports.
 
+pub mod backflow;
+pub mod lead_sync;
 pub mod people;
+pub mod receiver_state;
 pub mod source;
 
 use crate::adapters::cleverreach::{CleverReachClient, CleverReachError, TokenStore};

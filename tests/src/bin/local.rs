@@ -7,14 +7,25 @@
 //! summary, exits 0 (1 if anything ended in a dead-letter queue).
 //! `local up`: the same without the script, in the foreground until Ctrl-C, on fixed ports
 //! (`DATAVERSE_PORT` 8801, `CLEVERREACH_PORT` 8802, `INTAKE_PORT` 8803); prints the endpoints and
-//! sandbox credentials as one JSON line.
+//! sandbox credentials as one JSON line. Both also run the scheduled back-flow jobs
+//! (`receiver-state-sync`, `lead-sync`) every `BACKFLOW_INTERVAL_SECS` (default 30 for `up`, 2
+//! for `demo`), as EventBridge Scheduler does hourly in AWS.
+//! `local run-job receiver-state-sync|lead-sync`: runs one job once against a running
+//! `local up` (its fixed ports), with its own clients, and prints the run's summary.
 
-use sandbox::cleverreach::CleverReachSimConfig;
+use sandbox::cleverreach::{CleverReachSimConfig, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
 use sandbox::dataverse::{self, DataverseSimConfig};
 use sandbox::harness::{Harness, HarnessOptions, SqsQueues, checklist};
 use serde_json::json;
+use shared::adapters::cleverreach::{CleverReachClient, CleverReachConfig, InMemoryTokenStore};
+use shared::adapters::dataverse::client::{DataverseClient, DataverseConfig};
+use shared::adapters::dataverse::crm::DataverseCrm;
 use shared::adapters::sqs::QueueUrls;
 use shared::domain::routing::QueueFamily;
+use shared::handlers::receiver_state_sync::{JobDeps, limits_from_env, run_once};
+use shared::secret::Secret;
+use shared::sync::Connector;
+use shared::sync::backflow::{Job, RunSummary};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -83,6 +94,100 @@ async fn start(fixed_ports: bool) -> Run<Harness> {
     .await
     .map_err(|e| e.to_string())?;
     Ok(h)
+}
+
+/// Seconds between runs of the scheduled jobs (`BACKFLOW_INTERVAL_SECS`).
+fn backflow_interval(default: u64) -> Run<Duration> {
+    match std::env::var("BACKFLOW_INTERVAL_SECS") {
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("BACKFLOW_INTERVAL_SECS={v:?} is not a positive number")),
+        Err(_) => Ok(Duration::from_secs(default)),
+    }
+}
+
+/// One tick of the schedule: both jobs once; a line for each that did something.
+async fn scheduled_jobs(h: &Harness) -> Run<(RunSummary, RunSummary)> {
+    let states = h.run_receiver_state_sync().await?;
+    let leads = h.run_lead_sync().await?;
+    if states.applied + states.skipped > 0 || !states.failed_groups.is_empty() {
+        println!(
+            "receiver-state-sync: {} event(s) applied ({} receiver-state rows, {} checklists set to no, {} deactivated), {} skipped, {} group(s) failed",
+            states.applied,
+            states.receiver_states_created,
+            states.checklists_written,
+            states.people_deactivated,
+            states.skipped,
+            states.failed_groups.len()
+        );
+    }
+    if leads.applied + leads.skipped > 0 || !leads.failed_groups.is_empty() {
+        println!(
+            "lead-sync: {} lead(s) created, {} updated, {} skipped, {} group(s) failed",
+            leads.leads_created,
+            leads.leads_updated,
+            leads.skipped,
+            leads.failed_groups.len()
+        );
+    }
+    Ok((states, leads))
+}
+
+/// `local run-job <job>`: one run against the sandbox of a running `local up`.
+async fn run_job(name: &str) -> Run<bool> {
+    let job = match name {
+        "receiver-state-sync" => Job::ReceiverState,
+        "lead-sync" => Job::LeadSync,
+        other => {
+            return Err(format!(
+                "unknown job {other:?}: receiver-state-sync or lead-sync"
+            ));
+        }
+    };
+    let url = |text: String| url::Url::parse(&text).map_err(|e| format!("{text}: {e}"));
+    let dataverse_base = format!("http://127.0.0.1:{}", port("DATAVERSE_PORT", 8801)?);
+    let tenant = DataverseSimConfig::default().tenant_id;
+    let crm = DataverseClient::new(DataverseConfig::new(
+        url(format!("{dataverse_base}/api/data/v9.2/"))?,
+        url(format!("{dataverse_base}/{tenant}/oauth2/v2.0/token"))?,
+        dataverse::CONNECTOR_CLIENT_ID,
+        Secret::new(dataverse::CONNECTOR_CLIENT_SECRET),
+        format!("{dataverse_base}/.default"),
+    ))
+    .map_err(|e| e.to_string())?;
+    let newsletter = CleverReachClient::new(
+        CleverReachConfig::new(
+            url(format!(
+                "http://127.0.0.1:{}/",
+                port("CLEVERREACH_PORT", 8802)?
+            ))?,
+            DEFAULT_CLIENT_ID,
+            Secret::new(DEFAULT_CLIENT_SECRET),
+            "Dynamics 365 (local)",
+        ),
+        InMemoryTokenStore::new(),
+    )
+    .map_err(|e| e.to_string())?;
+    newsletter
+        .connect_client_credentials()
+        .await
+        .map_err(|e| format!("is `make up` running? CleverReach sandbox: {e}"))?;
+    let deps = JobDeps {
+        conn: Connector::new(DataverseCrm::new(crm), newsletter),
+        limits: limits_from_env().map_err(|e| e.to_string())?,
+    };
+    let summary = run_once(&deps, job, &json!({}))
+        .await
+        .map_err(|e| format!("{}: {e}", job.name()))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?
+    );
+    Ok(summary.failed_groups.is_empty())
 }
 
 const FIRST: [&str; 10] = [
@@ -222,6 +327,102 @@ async fn demo() -> Run<bool> {
     let changes = h.settle().await.map_err(|e| e.to_string())?;
     println!("changes synced: {changes} messages");
 
+    // Back from CleverReach: someone unsubscribes, someone signs up; the scheduled jobs run
+    // every BACKFLOW_INTERVAL_SECS until both arrived in the CRM.
+    let interval = backflow_interval(2)?;
+    let customers_group = h
+        .group_of("lists", &customers)
+        .ok_or("the Customers list has no group")?;
+    let leaving = h
+        .dataverse
+        .row("contacts", &contacts[0])
+        .and_then(|r| {
+            r.get("emailaddress1")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })
+        .ok_or("demo contact without e-mail")?;
+    h.cleverreach
+        .unsubscribe(&customers_group, &leaving)
+        .map_err(|e| e.to_string())?;
+    h.cleverreach
+        .signup(
+            &customers_group,
+            "neue.abonnentin@example.com",
+            &[
+                ("firstname", "Nina"),
+                ("lastname", "Neumann"),
+                ("company", "Formular AG"),
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+    println!(
+        "in CleverReach: {leaving} unsubscribed from group {customers_group}; neue.abonnentin@example.com signed up; jobs every {} s",
+        interval.as_secs()
+    );
+    let mut back = false;
+    for _ in 0..10 {
+        tokio::time::sleep(interval).await;
+        scheduled_jobs(&h).await?;
+        let row = h
+            .dataverse
+            .rows("crc_receiverstates")
+            .into_iter()
+            .find(|r| r.get("crc_email").and_then(|v| v.as_str()) == Some(leaving.as_str()));
+        let lead = h.dataverse.rows("leads").into_iter().any(|r| {
+            r.get("emailaddress1").and_then(|v| v.as_str()) == Some("neue.abonnentin@example.com")
+        });
+        if let Some(row) = row
+            && lead
+        {
+            let checklist = h
+                .dataverse
+                .row("contacts", &contacts[0])
+                .and_then(|r| {
+                    r.get("crc_checklist")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string)
+                })
+                .unwrap_or_default();
+            println!(
+                "unsubscribe travelled back: {leaving} → receiver-state row ({} at {}), contact checklist now {checklist}",
+                match row.get("crc_event").and_then(|v| v.as_i64()) {
+                    Some(1) => "unsubscribed",
+                    Some(2) => "bounced",
+                    _ => "unknown event",
+                },
+                row.get("crc_eventtime")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or(""),
+            );
+            println!("sign-up travelled back: neue.abonnentin@example.com → a lead in the CRM");
+            back = true;
+            break;
+        }
+    }
+    if !back {
+        return Err("the unsubscribe or the sign-up did not come back to the CRM".into());
+    }
+    // A full resync of the list afterwards leaves the unsubscribed receiver out.
+    h.update("lists", &customers, json!({ "crc_resync": true }))
+        .await?;
+    h.settle().await.map_err(|e| e.to_string())?;
+    let still_out = h
+        .cleverreach
+        .receiver(&customers_group, &leaving)
+        .is_none_or(|r| !r.active);
+    println!(
+        "after a full resync of the list: {leaving} is {}",
+        if still_out {
+            "still out (opt-out kept)"
+        } else {
+            "ACTIVE AGAIN (bug)"
+        }
+    );
+    if !still_out || !h.cleverreach.reactivations().is_empty() {
+        return Err("an opt-out was undone".into());
+    }
+
     println!();
     for list in [&customers, &org_list, &lead_list, &account_list] {
         let row = h.dataverse.row("lists", list).unwrap_or_default();
@@ -314,11 +515,17 @@ async fn up() -> Run<bool> {
         })
     );
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut schedule = tokio::time::interval(backflow_interval(30)?);
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(true),
             _ = tick.tick() => {
                 if let Err(e) = h.settle().await {
+                    eprintln!("{e}");
+                }
+            }
+            _ = schedule.tick() => {
+                if let Err(e) = scheduled_jobs(&h).await {
                     eprintln!("{e}");
                 }
             }
@@ -337,7 +544,11 @@ async fn main() -> ExitCode {
     let result = match command.as_str() {
         "demo" => demo().await,
         "up" => up().await,
-        _ => Err("usage: local demo | local up".to_string()),
+        "run-job" => run_job(&std::env::args().nth(2).unwrap_or_default()).await,
+        _ => Err(
+            "usage: local demo | local up | local run-job receiver-state-sync|lead-sync"
+                .to_string(),
+        ),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

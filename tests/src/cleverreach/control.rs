@@ -27,6 +27,7 @@ pub(crate) fn router(shared: Shared) -> Router {
         .route("/_sim/blacklist", post(blacklist))
         .route("/_sim/signup", post(signup))
         .route("/_sim/stranger", post(stranger))
+        .route("/_sim/corrupt", post(corrupt))
         .route("/_sim/tokens/expire", post(expire_tokens))
         .route("/_sim/tokens/revoke", post(revoke_tokens))
         .with_state(shared)
@@ -157,6 +158,22 @@ async fn stranger(State(s): State<Shared>, body: Bytes) -> Result<Response> {
     let req: NewReceiver = parse(&body)?;
     let active = req.active;
     add(&s, req, active, "Import")
+}
+
+#[derive(Deserialize)]
+struct Corruption {
+    group_id: Value,
+    email: String,
+    damage: Value,
+}
+
+/// `{"group_id", "email", "damage"}`: see [`super::CleverReachSim::corrupt_receiver`].
+async fn corrupt(State(s): State<Shared>, body: Bytes) -> Result<Json<Value>> {
+    let req: Corruption = parse(&body)?;
+    let mut st = s.lock();
+    let (gid, pid) = st.member(&id_text(&req.group_id), &req.email)?;
+    st.corruptions.insert((gid, pid), req.damage);
+    Ok(Json(json!(true)))
 }
 
 async fn expire_tokens(State(s): State<Shared>) -> Json<Value> {

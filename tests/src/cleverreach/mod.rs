@@ -12,7 +12,7 @@
 //! - `{base}v3/…`: the REST API, every path with and without `.json`;
 //! - `{base}_sim/…`: test and human controls (never faulted): `GET /_sim/state`,
 //!   `GET|DELETE /_sim/stats`, `GET /_sim/reactivations`, `GET /_sim/groups[/{id}[/receivers]]`,
-//!   `POST /_sim/unsubscribe|bounce|blacklist|signup|stranger`,
+//!   `POST /_sim/unsubscribe|bounce|blacklist|signup|stranger|corrupt`,
 //!   `POST /_sim/tokens/expire|revoke`, and `/_sim/faults` (see [`crate::faults`]).
 //!
 //! Rules that protect people (DESIGN §2): an upsert never re-activates a receiver who is
@@ -402,6 +402,22 @@ impl CleverReachSim {
                 message,
             }),
         }
+    }
+
+    /// Damages how one receiver is rendered in every answer (list, filter, get), as a broken
+    /// or unexpected payload from CleverReach would look: an object's fields replace the
+    /// rendered ones (e.g. `{"deactivated": "soon"}`), any other value replaces the whole
+    /// receiver. The stored receiver (and what filters match) stays as it is.
+    pub fn corrupt_receiver(
+        &self,
+        group_id: &str,
+        email: &str,
+        damage: serde_json::Value,
+    ) -> Result<(), SimError> {
+        let mut st = self.shared.lock();
+        let (gid, pid) = st.member(group_id, email)?;
+        st.corruptions.insert((gid, pid), damage);
+        Ok(())
     }
 
     // ---- inspection ---------------------------------------------------------------------

@@ -172,6 +172,10 @@ pub(crate) struct SimState {
     pub bounces: Vec<BounceRecord>,
     pub reactivations: Vec<Reactivation>,
     pub ignored_attributes: Vec<IgnoredAttribute>,
+    /// Damaged receiver renderings, keyed by (group id, pool id): an object's fields replace
+    /// the rendered ones, anything else replaces the whole receiver (see
+    /// [`super::CleverReachSim::corrupt_receiver`]).
+    pub corruptions: HashMap<(u64, u64), Value>,
     pub tokens: Tokens,
     pub stats: CallStats,
 }
@@ -245,6 +249,7 @@ impl SimState {
             bounces: Vec::new(),
             reactivations: Vec::new(),
             ignored_attributes: Vec::new(),
+            corruptions: HashMap::new(),
             tokens: Tokens::default(),
             stats: CallStats::default(),
         }
@@ -935,6 +940,15 @@ impl SimState {
             "open_rate": 0,
             "click_rate": 0,
         });
+        match self.corruptions.get(&(group_id, pool_id)) {
+            Some(Value::Object(fields)) => {
+                if let Some(map) = obj.as_object_mut() {
+                    map.extend(fields.clone());
+                }
+            }
+            Some(whole) => return whole.clone(),
+            None => {}
+        }
         let detail = detail.unwrap_or(7);
         if let Some(map) = obj.as_object_mut() {
             if detail & 4 != 0 {

@@ -844,3 +844,176 @@ impl MemberStream<'_> {
         })
     }
 }
+
+/// A source that has a CleverReach group (for the scheduled back-flow jobs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagedSource {
+    pub kind: SourceKind,
+    pub id: String,
+    pub group_id: String,
+    /// The source's checklist; `Err` holds why it could not be read.
+    pub checklist: Result<Checklist, String>,
+}
+
+/// A contact or lead as the back-flow jobs read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonRecord {
+    pub person: CrmRef,
+    pub email: Option<String>,
+    pub statecode: Option<i64>,
+    /// The checklist text as stored (parsed by the caller, which reports what is wrong).
+    pub checklist: String,
+}
+
+fn person_set(entity: PersonEntity) -> (&'static str, &'static str) {
+    match entity {
+        PersonEntity::Contact => ("contacts", "contactid"),
+        PersonEntity::Lead => ("leads", "leadid"),
+    }
+}
+
+/// Back-flow (CleverReach → CRM): managed groups, people by id, receiver-state rows, leads
+/// and the jobs' cursors.
+impl DataverseCrm {
+    /// Every source with a group id stored on it, whatever its sync flag: a group the connector
+    /// made keeps sending unsubscribes back as long as it is linked.
+    pub async fn managed_sources(&self) -> Result<Vec<ManagedSource>, CrmError> {
+        let mut found = Vec::new();
+        for kind in SourceKind::ALL {
+            let rows = self
+                .all_rows(
+                    kind.entity_set(),
+                    &Query::new()
+                        .select([kind.primary_key(), schema::GROUP_ID, schema::CHECKLIST])
+                        .filter(format!("{} ne null", schema::GROUP_ID)),
+                )
+                .await?;
+            for row in rows {
+                let (Some(id), Some(group_id)) =
+                    (id(&row, kind.primary_key()), text(&row, schema::GROUP_ID))
+                else {
+                    continue;
+                };
+                let checklist = Checklist::parse(
+                    row.get(schema::CHECKLIST)
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                )
+                .map_err(|e| e.to_string());
+                found.push(ManagedSource {
+                    kind,
+                    id,
+                    group_id,
+                    checklist,
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    /// One contact or lead, `None` when it does not exist.
+    pub async fn person(&self, person: &CrmRef) -> Result<Option<PersonRecord>, CrmError> {
+        let (set, key) = person_set(person.entity);
+        let Some(row) = self
+            .client
+            .retrieve::<Value>(
+                set,
+                &filter::guid(&person.id)?,
+                &[key, "emailaddress1", schema::STATECODE, schema::CHECKLIST],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(PersonRecord {
+            person: person.clone(),
+            email: text(&row, "emailaddress1"),
+            statecode: row.get(schema::STATECODE).and_then(Value::as_i64),
+            checklist: row
+                .get(schema::CHECKLIST)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        }))
+    }
+
+    /// Writes a person's checklist.
+    pub async fn write_checklist(
+        &self,
+        person: &CrmRef,
+        checklist: &Checklist,
+    ) -> Result<(), CrmError> {
+        let (set, _) = person_set(person.entity);
+        self.client
+            .update(
+                set,
+                &person.id,
+                &json!({ schema::CHECKLIST: checklist.to_json() }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Deactivates a contact (inactive) or a lead (disqualified: "cannot contact").
+    pub async fn deactivate_person(&self, person: &CrmRef) -> Result<(), CrmError> {
+        let (set, _) = person_set(person.entity);
+        let body = match person.entity {
+            PersonEntity::Contact => json!({ schema::STATECODE: 1, schema::STATUSCODE: 2 }),
+            PersonEntity::Lead => json!({ schema::STATECODE: 2, schema::STATUSCODE: 5 }),
+        };
+        self.client.update(set, &person.id, &body).await?;
+        Ok(())
+    }
+
+    /// Whether the receiver-state row with this id exists.
+    pub async fn receiver_state_exists(&self, id: &str) -> Result<bool, CrmError> {
+        Ok(self
+            .client
+            .retrieve::<Value>(schema::RECEIVER_STATE_SET, id, &[schema::RECEIVER_STATE_ID])
+            .await?
+            .is_some())
+    }
+
+    /// Creates a receiver-state row with this id; `Ok(false)` when it already exists.
+    pub async fn create_receiver_state(&self, id: &str, body: &Value) -> Result<bool, CrmError> {
+        match self
+            .client
+            .create_with_id(schema::RECEIVER_STATE_SET, id, body)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(DataverseError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates a lead with this id; `Ok(false)` when a lead with this id already exists.
+    pub async fn create_lead(&self, id: &str, body: &Value) -> Result<bool, CrmError> {
+        match self.client.create_with_id("leads", id, body).await {
+            Ok(_) => Ok(true),
+            Err(DataverseError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The value of a cursor row of the settings table (`row_id` derived from its key).
+    pub async fn cursor(&self, row_id: &str) -> Result<Option<String>, CrmError> {
+        Ok(self
+            .client
+            .retrieve::<Value>(schema::SETTINGS_SET, row_id, &[schema::SETTING_VALUE])
+            .await?
+            .map(|row| text(&row, schema::SETTING_VALUE).unwrap_or_default()))
+    }
+
+    /// Creates or overwrites a cursor row of the settings table.
+    pub async fn save_cursor(&self, row_id: &str, key: &str, value: &str) -> Result<(), CrmError> {
+        self.client
+            .upsert(
+                schema::SETTINGS_SET,
+                row_id,
+                &json!({ schema::SETTING_KEY: key, schema::SETTING_VALUE: value }),
+            )
+            .await?;
+        Ok(())
+    }
+}

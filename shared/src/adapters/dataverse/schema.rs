@@ -87,3 +87,30 @@ pub fn fetch_attributes(columns: &[&'static str]) -> Vec<&'static str> {
         })
         .collect()
 }
+
+/// The receiver-state table (DESIGN §7): one row per unsubscribe or bounce read back from
+/// CleverReach. The row id is derived from the event (see `sync::backflow`), so the same
+/// event never makes two rows.
+pub const RECEIVER_STATE_SET: &str = "crc_receiverstates";
+pub const RECEIVER_STATE_ID: &str = "crc_receiverstateid";
+pub const RECEIVER_STATE_NAME: &str = "crc_name";
+/// `<group>|<e-mail>|<event>|<unix time>`: the event in words, for people and look-ups.
+pub const RECEIVER_STATE_KEY: &str = "crc_eventkey";
+pub const RECEIVER_STATE_EMAIL: &str = "crc_email";
+pub const RECEIVER_STATE_GROUP: &str = "crc_groupid";
+/// Choice: 1 unsubscribed, 2 bounced (3 blacklisted and 4 subscribed are reserved).
+pub const RECEIVER_STATE_EVENT: &str = "crc_event";
+pub const RECEIVER_STATE_TIME: &str = "crc_eventtime";
+/// The recipient: navigation properties of the contact and lead lookups.
+pub const RECEIVER_STATE_CONTACT: &str = "crc_contactid";
+pub const RECEIVER_STATE_LEAD: &str = "crc_leadid";
+/// What was done, or why something could not be done.
+pub const RECEIVER_STATE_DETAILS: &str = "crc_details";
+pub const RECEIVER_STATE_DETAILS_MAX: usize = 4000;
+pub const EVENT_UNSUBSCRIBED: i64 = 1;
+pub const EVENT_BOUNCED: i64 = 2;
+
+/// Progress of the scheduled back-flow jobs, kept as rows of the settings table whose keys
+/// start with this (not `cleverreach:`, so the settings reader passes them by). One row per
+/// job, group and event kind; the value is JSON (`sync::backflow::Cursor`).
+pub const CURSOR_KEY_PREFIX: &str = "connector:cursor:";

@@ -1,0 +1,127 @@
+//! Handler: function `receiver-state-sync`, started by an EventBridge Scheduler schedule
+//! (default hourly). Unsubscribes and bounces of every managed group since the last run become
+//! receiver-state rows, "no" on checklists and (per bounce settings) deactivated people; see
+//! `sync::receiver_state`. The schedule's payload is free JSON and is not read (`{}` will do):
+//! where to go on comes from the durable cursor, not from the event.
+
+use crate::adapters::cleverreach::TokenStore;
+use crate::config::{BackflowLimits, ConfigError};
+use crate::sync::backflow::{Job, RunLimits, RunSummary, run_job};
+use crate::sync::{Connector, SyncError};
+use serde_json::Value;
+use std::time::Duration;
+use tracing::{error, info, warn};
+
+/// What a back-flow job needs.
+pub struct JobDeps<S: TokenStore> {
+    pub conn: Connector<S>,
+    pub limits: RunLimits,
+}
+
+/// The run limits: the defaults, with what the `BACKFLOW_*` variables set.
+pub fn limits(configured: BackflowLimits) -> RunLimits {
+    let defaults = RunLimits::default();
+    RunLimits {
+        budget: configured
+            .budget_secs
+            .map_or(defaults.budget, Duration::from_secs),
+        page_size: configured.page_size.unwrap_or(defaults.page_size),
+        max_events: configured.max_events.or(defaults.max_events),
+        overlap: configured
+            .overlap_secs
+            .map_or(defaults.overlap, Duration::from_secs),
+    }
+}
+
+/// [`limits`] from the process environment.
+pub fn limits_from_env() -> Result<RunLimits, ConfigError> {
+    Ok(limits(BackflowLimits::from_env()?))
+}
+
+/// Runs one back-flow job once: settings read fresh, then every managed group.
+pub async fn run_once<S: TokenStore>(
+    deps: &JobDeps<S>,
+    job: Job,
+    trigger: &Value,
+) -> Result<RunSummary, SyncError> {
+    info!(job = job.name(), trigger = %describe(trigger), "scheduled run started");
+    let settings = deps.conn.settings().await?;
+    let summary = run_job(&deps.conn, job, &settings, deps.limits).await?;
+    if !summary.failed_groups.is_empty() {
+        error!(job = job.name(), failed = ?summary.failed_groups, "some groups failed; the next run resumes them");
+    }
+    if summary.skipped > 0 {
+        warn!(job = job.name(), skipped = summary.skipped, problems = ?summary.problems, "bad input skipped");
+    }
+    Ok(summary)
+}
+
+/// The handler of `receiver-state-sync`.
+pub async fn handle<S: TokenStore>(
+    deps: &JobDeps<S>,
+    trigger: &Value,
+) -> Result<RunSummary, SyncError> {
+    run_once(deps, Job::ReceiverState, trigger).await
+}
+
+/// The trigger in one line for the log: the scheduler's id and time when it sent them.
+fn describe(trigger: &Value) -> String {
+    match trigger {
+        Value::Object(map) if map.is_empty() => "{}".to_string(),
+        Value::Object(map) => {
+            let pick = |k: &str| map.get(k).and_then(Value::as_str).unwrap_or("");
+            format!("{} {} {}", pick("source"), pick("id"), pick("time"))
+                .trim()
+                .to_string()
+        }
+        Value::Null => "none".to_string(),
+        _ => "a non-object payload".to_string(),
+    }
+}
+
+/// Lambda adapter: any JSON in, the run's summary out. The invocation fails only when the run
+/// could not start (settings or sources unreadable), so that the scheduler's retry and the
+/// error metric see it; a failing group is in the summary and resumes next run.
+#[cfg(feature = "aws")]
+pub mod lambda {
+    use super::*;
+    use lambda_runtime::LambdaEvent;
+
+    pub async fn run<S: TokenStore>(
+        event: LambdaEvent<Value>,
+        deps: &JobDeps<S>,
+        job: Job,
+    ) -> Result<Value, lambda_runtime::Error> {
+        let summary = run_once(deps, job, &event.payload).await.map_err(|e| {
+            error!(job = job.name(), error = %e, "scheduled run could not start");
+            lambda_runtime::Error::from(e.to_string())
+        })?;
+        Ok(serde_json::to_value(&summary)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schedule_payload_of_any_shape_is_described_without_failing() {
+        assert_eq!(describe(&serde_json::json!({})), "{}");
+        assert_eq!(
+            describe(&serde_json::json!({"source": "aws.scheduler", "id": "x", "time": "t"})),
+            "aws.scheduler x t"
+        );
+        assert_eq!(describe(&serde_json::json!([1])), "a non-object payload");
+    }
+
+    #[test]
+    fn unset_limits_keep_the_defaults() {
+        let l = limits(BackflowLimits {
+            page_size: Some(20),
+            ..BackflowLimits::default()
+        });
+        assert_eq!(l.page_size, 20);
+        assert_eq!(l.budget, RunLimits::default().budget);
+        assert!(l.budget < Duration::from_secs(900));
+    }
+}
