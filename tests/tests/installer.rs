@@ -28,10 +28,7 @@ fn env(h: &Harness, with_key: bool) -> impl Fn(&str) -> Option<String> + use<> {
     if with_key {
         pairs.push(("WEBHOOK_KEY", WEBHOOK_KEY.to_string()));
     }
-    let pairs: Vec<(String, String)> = pairs
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+    let pairs: Vec<(String, String)> = pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     move |name: &str| {
         pairs
             .iter()
@@ -78,10 +75,19 @@ async fn after_installing_the_sandbox_fires_exactly_the_connectors_steps_and_lis
     result.unwrap();
     assert!(out.contains("created"), "{out}");
 
-    assert_eq!(names(&h.dataverse, "serviceendpoints"), BTreeSet::from([ENDPOINT_NAME.to_string()]));
-    assert_eq!(names(&h.dataverse, "sdkmessageprocessingsteps"), expected_steps());
+    assert_eq!(
+        names(&h.dataverse, "serviceendpoints"),
+        BTreeSet::from([ENDPOINT_NAME.to_string()])
+    );
+    assert_eq!(
+        names(&h.dataverse, "sdkmessageprocessingsteps"),
+        expected_steps()
+    );
     let images: usize = steps().iter().map(|s| s.images.len()).sum();
-    assert_eq!(h.dataverse.rows("sdkmessageprocessingstepimages").len(), images);
+    assert_eq!(
+        h.dataverse.rows("sdkmessageprocessingstepimages").len(),
+        images
+    );
     let keys: BTreeSet<String> = h
         .dataverse
         .rows("crc_settings")
@@ -116,7 +122,11 @@ async fn after_installing_the_sandbox_fires_exactly_the_connectors_steps_and_lis
     let deliveries = h.dataverse.deliveries();
     let fired: BTreeSet<String> = deliveries.iter().map(|d| d.step_name.clone()).collect();
     assert!(fired.is_subset(&expected_steps()), "{fired:?}");
-    for wanted in ["Create of contact", "AddListMembers of list", "Update of list"] {
+    for wanted in [
+        "Create of contact",
+        "AddListMembers of list",
+        "Update of list",
+    ] {
         assert!(
             fired.iter().any(|f| f.ends_with(wanted)),
             "{wanted} fired: {fired:?}"
@@ -167,10 +177,17 @@ async fn a_dry_run_prints_the_plan_and_changes_nothing() {
     result.unwrap();
     assert_eq!(counts(&h.dataverse), before);
     assert_eq!(before, [0, 0, 0, 0]);
-    let planned = out.lines().filter(|l| l.starts_with("would create")).count();
+    let planned = out
+        .lines()
+        .filter(|l| l.starts_with("would create"))
+        .count();
     assert_eq!(planned, 1 + steps().len() + 13, "{out}");
     for step in steps() {
-        assert!(out.contains(&step.name()), "{} planned:\n{out}", step.name());
+        assert!(
+            out.contains(&step.name()),
+            "{} planned:\n{out}",
+            step.name()
+        );
     }
     assert!(out.contains("nothing was changed"), "{out}");
 

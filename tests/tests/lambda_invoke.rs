@@ -207,13 +207,14 @@ fn check_sample(path: &Path, expected: &Value, stale: &mut Vec<String>) {
     }
     if update {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(
-            path,
-            serde_json::to_string_pretty(expected).unwrap() + "\n",
-        )
-        .unwrap();
+        std::fs::write(path, serde_json::to_string_pretty(expected).unwrap() + "\n").unwrap();
     } else {
-        stale.push(path.strip_prefix(workspace()).unwrap().display().to_string());
+        stale.push(
+            path.strip_prefix(workspace())
+                .unwrap()
+                .display()
+                .to_string(),
+        );
     }
 }
 
@@ -252,7 +253,10 @@ fn sample_function_url_events_wrap_every_webhook_body() {
         })
         .collect();
     names.sort();
-    assert!(names.len() >= 15, "the webhook samples are there: {names:?}");
+    assert!(
+        names.len() >= 15,
+        "the webhook samples are there: {names:?}"
+    );
     for name in names
         .iter()
         .filter(|n| !HAND_MADE_URL_EVENTS.contains(&n.as_str()))
@@ -322,8 +326,9 @@ impl Group {
     }
 
     fn signal(&self, signal: &str) {
+        // `--`: a negative id names the process group, not an option of kill.
         let _ = Command::new("kill")
-            .args([signal, &format!("-{}", self.child.id())])
+            .args([signal, "--", &format!("-{}", self.child.id())])
             .stderr(Stdio::null())
             .status();
     }
@@ -339,6 +344,7 @@ impl Drop for Group {
             std::thread::sleep(Duration::from_millis(100));
         }
         self.signal("-KILL");
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
@@ -355,7 +361,10 @@ fn function_env(
         ("DATAVERSE_URL", dataverse.resource()),
         ("DATAVERSE_API_URL", dataverse.api_url()),
         ("DATAVERSE_TOKEN_URL", dataverse.token_url()),
-        ("DATAVERSE_SCOPE", format!("{}/.default", dataverse.resource())),
+        (
+            "DATAVERSE_SCOPE",
+            format!("{}/.default", dataverse.resource()),
+        ),
         ("DATAVERSE_CLIENT_ID", CONNECTOR_CLIENT_ID.to_string()),
         ("CONNECTOR_USER_ID", CONNECTOR_USER_ID.to_string()),
         ("DATAVERSE_ORGANIZATION", ORG_DOMAIN.to_string()),
@@ -389,8 +398,19 @@ async fn invoke(
     let mut command = Command::new(cargo_lambda);
     command
         .current_dir(workspace())
-        .args(["lambda", "invoke", function, "--invoke-address", "127.0.0.1"])
-        .args(["--invoke-port", &port.to_string(), "--output-format", "json"])
+        .args([
+            "lambda",
+            "invoke",
+            function,
+            "--invoke-address",
+            "127.0.0.1",
+        ])
+        .args([
+            "--invoke-port",
+            &port.to_string(),
+            "--output-format",
+            "json",
+        ])
         .arg("--data-file")
         .arg(event);
     let output = tokio::task::spawn_blocking(move || command.output())
@@ -543,7 +563,12 @@ async fn the_function_binaries_answer_their_events_under_cargo_lambda_watch() {
     command
         .current_dir(workspace())
         .args(["lambda", "watch", "--ignore-changes", "--quiet"])
-        .args(["--invoke-address", "127.0.0.1", "--invoke-port", &port.to_string()])
+        .args([
+            "--invoke-address",
+            "127.0.0.1",
+            "--invoke-port",
+            &port.to_string(),
+        ])
         .envs(&env)
         .stdout(Stdio::null());
     let watch = Group::spawn(command);

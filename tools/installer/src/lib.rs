@@ -166,7 +166,11 @@ impl Options {
         let client_secret = env(&secret_var)
             .filter(|v| !v.trim().is_empty())
             .map(Secret::new)
-            .ok_or_else(|| usage(format!("the client secret is read from ${secret_var}, which is not set")))?;
+            .ok_or_else(|| {
+                usage(format!(
+                    "the client secret is read from ${secret_var}, which is not set"
+                ))
+            })?;
         let key_var = get("--webhook-key-env", "").unwrap_or("WEBHOOK_KEY".into());
         let webhook_key = env(&key_var)
             .filter(|v| !v.trim().is_empty())
@@ -193,7 +197,11 @@ impl Options {
                 .find(|(k, _)| canonical_key(k) == canonical_key(&key))
             {
                 Some(row) => row.1 = value,
-                None => return Err(usage(format!("--setting: {key:?} is not a connector setting"))),
+                None => {
+                    return Err(usage(format!(
+                        "--setting: {key:?} is not a connector setting"
+                    )));
+                }
             }
         }
         // The rows must read back as valid settings: refuse a bad override before writing.
@@ -234,7 +242,11 @@ pub fn default_settings(cleverreach_api_url: &str) -> Vec<(String, String)> {
         .iter()
         .map(|t| serde_json::json!({ "id": t.id.0, "description": t.description, "position": t.position }))
         .collect();
-    let entities: Vec<&str> = d.transfer_entities.iter().map(|k| k.logical_name()).collect();
+    let entities: Vec<&str> = d
+        .transfer_entities
+        .iter()
+        .map(|k| k.logical_name())
+        .collect();
     let priority = match d.deletion.priority {
         DeletionPriority::DeleteDespiteProtection => 0,
         DeletionPriority::NeverDeleteProtected => 1,
@@ -255,7 +267,10 @@ pub fn default_settings(cleverreach_api_url: &str) -> Vec<(String, String)> {
         (keys::TYP_JSON, serde_json::Value::Array(types).to_string()),
         (keys::ENTITY, entities.join(",")),
         (keys::SUBLIST_COUNT, d.sublist_count.to_string()),
-        (keys::UPDATE_REQUEST_COUNT, d.update_request_count.to_string()),
+        (
+            keys::UPDATE_REQUEST_COUNT,
+            d.update_request_count.to_string(),
+        ),
         (keys::SCHEDULE_MINUTES, d.schedule_minutes.to_string()),
     ]
     .into_iter()
@@ -336,7 +351,10 @@ impl Plan {
                 "dry run: {created} to create, {kept} already there; nothing was changed"
             )
         } else {
-            writeln!(out, "done: {created} created, {kept} already there (left as they were)")
+            writeln!(
+                out,
+                "done: {created} created, {kept} already there (left as they were)"
+            )
         }
     }
 }
@@ -387,7 +405,10 @@ pub async fn plan(client: &DataverseClient, options: &Options) -> Result<Plan, D
         .and_then(|row| text(row, "url"))
         .filter(|url| url.trim_end_matches('/') != options.intake_url.trim_end_matches('/'))
         .map(|url| {
-            format!("registered for {url}; kept: delete the endpoint in the CRM to register {}", options.intake_url)
+            format!(
+                "registered for {url}; kept: delete the endpoint in the CRM to register {}",
+                options.intake_url
+            )
         });
     plan.items.push(PlanItem {
         kind: "endpoint",
@@ -568,8 +589,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("sublistcount"), "{err}");
-        let err = Options::parse(&args(&["--setting", "cleverreach:nope=1"]), env(ENV))
-            .unwrap_err();
+        let err =
+            Options::parse(&args(&["--setting", "cleverreach:nope=1"]), env(ENV)).unwrap_err();
         assert!(err.to_string().contains("cleverreach:nope"), "{err}");
     }
 
