@@ -4,7 +4,11 @@ CARGO ?= cargo
 CARGO_FLAGS ?= --locked
 FUNCTIONS := webhook-intake sync-marketing-list sync-contact sync-lead sync-account sync-campaign sync-campaign-activity receiver-state-sync lead-sync connect
 
-.PHONY: help demo up test lint fmt check-domain bench bench-first-sync sandbox clean receiver-state-sync lead-sync
+VENV ?= .venv
+# Pinned Python tools for the deployable (toolchain.md): SAM template lint and cargo-lambda.
+PY_TOOLS := 'cfn-lint==1.58.0' 'aws-sam-translator==1.115.0' 'cargo-lambda==1.9.2'
+
+.PHONY: help demo up test lint fmt check-domain bench bench-first-sync sandbox clean build lint-infra tools receiver-state-sync lead-sync
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -45,3 +49,18 @@ sandbox: ## only the Dataverse and CleverReach simulators, in the foreground
 
 clean:
 	$(CARGO) clean
+
+tools: $(VENV)/.deploy-tools ## cfn-lint, aws-sam-translator and cargo-lambda (pinned) into $(VENV)
+
+$(VENV)/.deploy-tools:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q $(PY_TOOLS)
+	touch $@
+
+build: tools ## every function for Lambda (arm64, release) with cargo-lambda: target/lambda/<fn>/bootstrap (~10-25 min cold on 2 cores)
+	rustup target list --installed | grep -q '^aarch64-unknown-linux-gnu$$' || rustup target add aarch64-unknown-linux-gnu
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) lambda build --release --arm64 $(CARGO_FLAGS) $(addprefix -p ,$(FUNCTIONS))
+	@for f in $(FUNCTIONS); do printf '%-26s %s bytes\n' "$$f" "$$(stat -c %s target/lambda/$$f/bootstrap)"; done
+
+lint-infra: tools ## cfn-lint the SAM template, as written and as translated by aws-sam-translator
+	VENV=$(VENV) infra/lint.sh

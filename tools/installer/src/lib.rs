@@ -1,0 +1,618 @@
+//! The CRM installer: registers the webhook service endpoint and every step the connector needs
+//! (`shared::install`), and creates the `crc_setting` rows with their defaults (DESIGN §6).
+//! Idempotent: what exists is left as it is. `--dry-run` reads the CRM and prints the plan.
+//!
+//! Secrets (the Dataverse client secret, the webhook key) come from environment variables only,
+//! never from flags, so that they stay out of shell history and process lists.
+
+use shared::adapters::dataverse::client::{
+    DataverseClient, DataverseConfig, DataverseError, Query, filter,
+};
+use shared::adapters::dataverse::schema;
+use shared::domain::deletion::DeletionPriority;
+use shared::domain::settings::{Settings, keys};
+use shared::install::{ENDPOINT_NAME, install_webhooks, steps};
+use shared::secret::Secret;
+use std::collections::BTreeMap;
+use std::io::Write;
+use url::Url;
+
+pub const USAGE: &str = "\
+crc-install: registers the CleverReach connector in a Dynamics 365 org (webhook endpoint,
+steps, settings rows). Idempotent; what exists is left as it is.
+
+Usage: crc-install [--dry-run] [options]
+
+Options (each falls back to the environment variable in brackets):
+  --dataverse-url URL        the environment, e.g. https://contoso.crm4.dynamics.com [DATAVERSE_URL]
+  --tenant-id ID             Entra tenant of the app registration [DATAVERSE_TENANT_ID]
+  --client-id ID             app registration that installs (needs System Administrator or
+                             the rights to register steps) [DATAVERSE_CLIENT_ID]
+  --intake-url URL           the webhook-intake function URL (stack output WebhookIntakeUrl) [INTAKE_URL]
+  --cleverreach-api-url URL  value of the apiurl setting row [CLEVERREACH_API_URL]
+                             (default https://rest.cleverreach.com/)
+  --setting KEY=VALUE        value for a new settings row instead of the default (repeatable)
+  --token-url URL            token endpoint [DATAVERSE_TOKEN_URL] (default: from the tenant)
+  --api-url URL              Web API root [DATAVERSE_API_URL] (default: <dataverse-url>/api/data/v9.2/)
+  --scope SCOPE              [DATAVERSE_SCOPE] (default: <dataverse-url>/.default)
+  --client-secret-env NAME   variable holding the client secret (default DATAVERSE_CLIENT_SECRET)
+  --webhook-key-env NAME     variable holding the webhook key (default WEBHOOK_KEY); the key is
+                             the webhook_key field of the connector secret
+  --dry-run                  print what would be created; change nothing
+  --help                     this text";
+
+/// Why the installer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// Bad or missing arguments; an empty text means `--help` was asked for.
+    #[error("{0}")]
+    Usage(String),
+    #[error("Dataverse: {0}")]
+    Dataverse(#[from] DataverseError),
+    #[error("writing the output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// What the installer was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub dry_run: bool,
+    pub api_url: Url,
+    pub token_url: Url,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scope: String,
+    pub intake_url: String,
+    /// Needed to register the endpoint; a dry run does without.
+    pub webhook_key: Option<Secret>,
+    /// The settings rows to create where missing, in order.
+    pub settings: Vec<(String, String)>,
+}
+
+fn usage(text: impl Into<String>) -> InstallError {
+    InstallError::Usage(text.into())
+}
+
+fn parse_url(what: &str, text: &str) -> Result<Url, InstallError> {
+    let url = Url::parse(text).map_err(|e| usage(format!("{what} {text:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+        return Err(usage(format!("{what} {text:?} must be an http(s) URL")));
+    }
+    Ok(url)
+}
+
+impl Options {
+    /// Reads the flags, falling back to the environment through `env`.
+    pub fn parse(
+        args: &[String],
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Options, InstallError> {
+        let mut flags: BTreeMap<&str, String> = BTreeMap::new();
+        let mut overrides: Vec<(String, String)> = Vec::new();
+        let mut dry_run = false;
+        let mut iter = args.iter();
+        const VALUED: [&str; 11] = [
+            "--dataverse-url",
+            "--tenant-id",
+            "--client-id",
+            "--intake-url",
+            "--cleverreach-api-url",
+            "--token-url",
+            "--api-url",
+            "--scope",
+            "--client-secret-env",
+            "--webhook-key-env",
+            "--setting",
+        ];
+        while let Some(arg) = iter.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+                _ => (arg.as_str(), None),
+            };
+            match name {
+                "--help" | "-h" => return Err(usage("")),
+                "--dry-run" => dry_run = true,
+                _ => {
+                    let Some(flag) = VALUED.iter().find(|f| **f == name) else {
+                        return Err(usage(format!("unknown argument {arg:?}")));
+                    };
+                    let value = match inline {
+                        Some(v) => v,
+                        None => iter
+                            .next()
+                            .cloned()
+                            .ok_or_else(|| usage(format!("{name} needs a value")))?,
+                    };
+                    if *flag == "--setting" {
+                        let (key, value) = value.split_once('=').ok_or_else(|| {
+                            usage(format!("--setting {value:?} must be KEY=VALUE"))
+                        })?;
+                        overrides.push((key.trim().to_string(), value.to_string()));
+                    } else {
+                        flags.insert(flag, value);
+                    }
+                }
+            }
+        }
+        let get = |flag: &str, var: &str| -> Option<String> {
+            flags
+                .get(flag)
+                .cloned()
+                .or_else(|| env(var))
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let required = |flag: &str, var: &str| {
+            get(flag, var).ok_or_else(|| usage(format!("{flag} (or {var}) is required")))
+        };
+        let dataverse_url = required("--dataverse-url", "DATAVERSE_URL")?;
+        let dataverse = parse_url("--dataverse-url", &dataverse_url)?;
+        let base = dataverse.as_str().trim_end_matches('/').to_string();
+        let api_url = match get("--api-url", "DATAVERSE_API_URL") {
+            Some(v) => parse_url("--api-url", &v)?,
+            None => parse_url("--api-url", &format!("{base}/api/data/v9.2/"))?,
+        };
+        let token_url = match get("--token-url", "DATAVERSE_TOKEN_URL") {
+            Some(v) => parse_url("--token-url", &v)?,
+            None => {
+                let tenant = required("--tenant-id", "DATAVERSE_TENANT_ID")?;
+                parse_url(
+                    "--tenant-id",
+                    &format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"),
+                )?
+            }
+        };
+        let secret_var = get("--client-secret-env", "").unwrap_or("DATAVERSE_CLIENT_SECRET".into());
+        let client_secret = env(&secret_var)
+            .filter(|v| !v.trim().is_empty())
+            .map(Secret::new)
+            .ok_or_else(|| {
+                usage(format!(
+                    "the client secret is read from ${secret_var}, which is not set"
+                ))
+            })?;
+        let key_var = get("--webhook-key-env", "").unwrap_or("WEBHOOK_KEY".into());
+        let webhook_key = env(&key_var)
+            .filter(|v| !v.trim().is_empty())
+            .map(Secret::new);
+        if webhook_key.is_none() && !dry_run {
+            return Err(usage(format!(
+                "the webhook key is read from ${key_var}, which is not set (it is the webhook_key \
+                 field of the connector secret)"
+            )));
+        }
+        let intake_url = required("--intake-url", "INTAKE_URL")?;
+        let intake = parse_url("--intake-url", &intake_url)?;
+        if intake.query_pairs().any(|(k, _)| k == "code") {
+            return Err(usage(
+                "--intake-url must not carry ?code=: Dataverse adds the webhook key itself",
+            ));
+        }
+        let cleverreach_api_url = get("--cleverreach-api-url", "CLEVERREACH_API_URL")
+            .unwrap_or_else(|| shared::domain::settings::DEFAULT_API_URL.to_string());
+        let mut settings = default_settings(&cleverreach_api_url);
+        for (key, value) in overrides {
+            match settings
+                .iter_mut()
+                .find(|(k, _)| canonical_key(k) == canonical_key(&key))
+            {
+                Some(row) => row.1 = value,
+                None => {
+                    return Err(usage(format!(
+                        "--setting: {key:?} is not a connector setting"
+                    )));
+                }
+            }
+        }
+        // The rows must read back as valid settings: refuse a bad override before writing.
+        Settings::from_rows(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| usage(format!("--setting: {e}")))?;
+        Ok(Options {
+            dry_run,
+            scope: get("--scope", "DATAVERSE_SCOPE").unwrap_or_else(|| format!("{base}/.default")),
+            api_url,
+            token_url,
+            client_id: required("--client-id", "DATAVERSE_CLIENT_ID")?,
+            client_secret,
+            intake_url,
+            webhook_key,
+            settings,
+        })
+    }
+
+    /// The Dataverse client the installer works with.
+    pub fn client(&self) -> Result<DataverseClient, DataverseError> {
+        DataverseClient::new(DataverseConfig::new(
+            self.api_url.clone(),
+            self.token_url.clone(),
+            self.client_id.clone(),
+            self.client_secret.clone(),
+            self.scope.clone(),
+        ))
+    }
+}
+
+/// Every DESIGN §6 setting with its default value, as rows of `crc_setting` (rendered from
+/// `Settings::default()`, so the rows read back as exactly the defaults).
+pub fn default_settings(cleverreach_api_url: &str) -> Vec<(String, String)> {
+    let d = Settings::default();
+    let flag = |on: bool| on.to_string();
+    let types: Vec<serde_json::Value> = d
+        .newsletter_types
+        .iter()
+        .map(|t| serde_json::json!({ "id": t.id.0, "description": t.description, "position": t.position }))
+        .collect();
+    let entities: Vec<&str> = d
+        .transfer_entities
+        .iter()
+        .map(|k| k.logical_name())
+        .collect();
+    let priority = match d.deletion.priority {
+        DeletionPriority::DeleteDespiteProtection => 0,
+        DeletionPriority::NeverDeleteProtected => 1,
+        DeletionPriority::DeleteProtectedOnlyWhenRecordDeleted => 2,
+    };
+    [
+        (keys::API_URL, cleverreach_api_url.to_string()),
+        (keys::DISABLE_CONTACT, flag(d.bounce.disable_contact)),
+        (keys::DISABLE_LEAD, flag(d.bounce.disable_lead)),
+        (keys::DELETE_CAMPAIGN, flag(d.deletion.delete_campaign)),
+        (
+            keys::DELETE_DISABLE_SYNCHRONIZATION,
+            flag(d.deletion.delete_disable_synchronization),
+        ),
+        (keys::DELETE_PROTECTION, flag(d.deletion.delete_protection)),
+        (keys::PRIORITY, priority.to_string()),
+        (keys::GROUP_PREFIX, d.group_prefix.clone()),
+        (keys::TYP_JSON, serde_json::Value::Array(types).to_string()),
+        (keys::ENTITY, entities.join(",")),
+        (keys::SUBLIST_COUNT, d.sublist_count.to_string()),
+        (
+            keys::UPDATE_REQUEST_COUNT,
+            d.update_request_count.to_string(),
+        ),
+        (keys::SCHEDULE_MINUTES, d.schedule_minutes.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// The seed's misspelled key segments that the connector reads as the proper ones (the same
+/// list as `shared::domain::settings`): a row spelled the seed's way counts as existing.
+const SEGMENT_ALIASES: [(&str, &str); 4] = [
+    ("bouncestettings", "bouncesettings"),
+    (
+        "deletedisablestynchronization",
+        "deletedisablesynchronization",
+    ),
+    ("groupsetting", "groupsettings"),
+    ("newslettersettings", "newslettertypsettings"),
+];
+
+fn canonical_key(raw: &str) -> String {
+    raw.trim()
+        .to_lowercase()
+        .split(':')
+        .map(|segment| {
+            let segment = segment.trim();
+            SEGMENT_ALIASES
+                .iter()
+                .find(|(alias, _)| *alias == segment)
+                .map_or(segment, |(_, proper)| proper)
+        })
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// One thing the installer registers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanItem {
+    /// `endpoint`, `step` or `setting`.
+    pub kind: &'static str,
+    pub name: String,
+    /// Already in the CRM (left as it is).
+    pub exists: bool,
+    /// Something an administrator should know (e.g. the endpoint points elsewhere).
+    pub note: Option<String>,
+}
+
+/// Everything the installer registers, and what is already there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub items: Vec<PlanItem>,
+}
+
+impl Plan {
+    pub fn to_create(&self) -> impl Iterator<Item = &PlanItem> {
+        self.items.iter().filter(|i| !i.exists)
+    }
+
+    /// One line per item, then a count.
+    pub fn write(&self, out: &mut impl Write, dry_run: bool) -> std::io::Result<()> {
+        let (new, old) = if dry_run {
+            ("would create", "exists")
+        } else {
+            ("created", "exists")
+        };
+        for item in &self.items {
+            let state = if item.exists { old } else { new };
+            write!(out, "{state:<13} {:<9} {}", item.kind, item.name)?;
+            if let Some(note) = &item.note {
+                write!(out, "  ({note})")?;
+            }
+            writeln!(out)?;
+        }
+        let created = self.to_create().count();
+        let kept = self.items.len() - created;
+        if dry_run {
+            writeln!(
+                out,
+                "dry run: {created} to create, {kept} already there; nothing was changed"
+            )
+        } else {
+            writeln!(
+                out,
+                "done: {created} created, {kept} already there (left as they were)"
+            )
+        }
+    }
+}
+
+async fn all_rows(
+    client: &DataverseClient,
+    set: &str,
+    query: Query,
+) -> Result<Vec<serde_json::Value>, DataverseError> {
+    let mut pages = client.query::<serde_json::Value>(set, &query);
+    let mut rows = Vec::new();
+    while let Some(page) = pages.next_page().await? {
+        rows.extend(page);
+    }
+    Ok(rows)
+}
+
+fn text<'a>(row: &'a serde_json::Value, column: &str) -> Option<&'a str> {
+    row.get(column).and_then(serde_json::Value::as_str)
+}
+
+/// The keys of the settings rows already in the CRM, in canonical spelling.
+async fn existing_setting_keys(client: &DataverseClient) -> Result<Vec<String>, DataverseError> {
+    Ok(all_rows(
+        client,
+        schema::SETTINGS_SET,
+        Query::new().select([schema::SETTING_KEY]),
+    )
+    .await?
+    .iter()
+    .filter_map(|row| text(row, schema::SETTING_KEY).map(canonical_key))
+    .collect())
+}
+
+/// Reads the CRM and says what exists and what an install would create. Changes nothing.
+pub async fn plan(client: &DataverseClient, options: &Options) -> Result<Plan, DataverseError> {
+    let mut plan = Plan::default();
+    let endpoints = all_rows(
+        client,
+        "serviceendpoints",
+        Query::new()
+            .select(["serviceendpointid", "url"])
+            .filter(format!("name eq {}", filter::string_literal(ENDPOINT_NAME))),
+    )
+    .await?;
+    let note = endpoints
+        .first()
+        .and_then(|row| text(row, "url"))
+        .filter(|url| url.trim_end_matches('/') != options.intake_url.trim_end_matches('/'))
+        .map(|url| {
+            format!(
+                "registered for {url}; kept: delete the endpoint in the CRM to register {}",
+                options.intake_url
+            )
+        });
+    plan.items.push(PlanItem {
+        kind: "endpoint",
+        name: format!("{ENDPOINT_NAME} -> {}", options.intake_url),
+        exists: !endpoints.is_empty(),
+        note,
+    });
+    for step in steps() {
+        let name = step.name();
+        let found = all_rows(
+            client,
+            "sdkmessageprocessingsteps",
+            Query::new()
+                .select(["sdkmessageprocessingstepid"])
+                .filter(format!("name eq {}", filter::string_literal(&name))),
+        )
+        .await?;
+        plan.items.push(PlanItem {
+            kind: "step",
+            name,
+            exists: !found.is_empty(),
+            note: None,
+        });
+    }
+    let existing = existing_setting_keys(client).await?;
+    for (key, value) in &options.settings {
+        let exists = existing.contains(&canonical_key(key));
+        plan.items.push(PlanItem {
+            kind: "setting",
+            name: format!("{key} = {value:?}"),
+            exists,
+            note: exists.then(|| "value kept".to_string()),
+        });
+    }
+    Ok(plan)
+}
+
+/// Registers what is missing and returns what was created and what was already there.
+pub async fn install(client: &DataverseClient, options: &Options) -> Result<Plan, InstallError> {
+    let before = plan(client, options).await?;
+    let key = options
+        .webhook_key
+        .as_ref()
+        .ok_or_else(|| usage("the webhook key is needed to register the endpoint"))?;
+    install_webhooks(client, &options.intake_url, key).await?;
+    let existing = existing_setting_keys(client).await?;
+    for (key, value) in &options.settings {
+        if existing.contains(&canonical_key(key)) {
+            continue;
+        }
+        client
+            .create(
+                schema::SETTINGS_SET,
+                &serde_json::json!({ schema::SETTING_KEY: key, schema::SETTING_VALUE: value }),
+            )
+            .await?;
+    }
+    Ok(before)
+}
+
+/// The command line: parse, plan or install, print.
+pub async fn run(
+    args: &[String],
+    env: impl Fn(&str) -> Option<String>,
+    out: &mut impl Write,
+) -> Result<(), InstallError> {
+    let options = Options::parse(args, env)?;
+    let client = options.client()?;
+    if options.dry_run {
+        writeln!(out, "dry run against {}", options.api_url)?;
+        plan(&client, &options).await?.write(out, true)?;
+    } else {
+        writeln!(out, "installing into {}", options.api_url)?;
+        install(&client, &options).await?.write(out, false)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    const ENV: &[(&str, &str)] = &[
+        ("DATAVERSE_URL", "https://contoso.crm4.dynamics.com"),
+        ("DATAVERSE_TENANT_ID", "tenant-1"),
+        ("DATAVERSE_CLIENT_ID", "client-1"),
+        ("DATAVERSE_CLIENT_SECRET", "s3cret"),
+        ("WEBHOOK_KEY", "k3y"),
+        ("INTAKE_URL", "https://abc.lambda-url.eu-central-1.on.aws/"),
+    ];
+
+    #[test]
+    fn the_default_rows_read_back_as_the_default_settings() {
+        let rows = default_settings("https://rest.cleverreach.com/");
+        let loaded =
+            Settings::from_rows(rows.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap();
+        assert_eq!(loaded.settings, Settings::default());
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert_eq!(rows.len(), 13, "every DESIGN §6 key has a row");
+    }
+
+    #[test]
+    fn the_environment_fills_in_what_flags_do_not_give() {
+        let options = Options::parse(&args(&[]), env(ENV)).unwrap();
+        assert_eq!(
+            options.api_url.as_str(),
+            "https://contoso.crm4.dynamics.com/api/data/v9.2/"
+        );
+        assert_eq!(
+            options.token_url.as_str(),
+            "https://login.microsoftonline.com/tenant-1/oauth2/v2.0/token"
+        );
+        assert_eq!(options.scope, "https://contoso.crm4.dynamics.com/.default");
+        assert!(!options.dry_run);
+        let flagged = Options::parse(
+            &args(&["--client-id", "other", "--dry-run", "--scope=x/.default"]),
+            env(ENV),
+        )
+        .unwrap();
+        assert_eq!(flagged.client_id, "other");
+        assert_eq!(flagged.scope, "x/.default");
+        assert!(flagged.dry_run);
+    }
+
+    #[test]
+    fn a_missing_secret_or_value_is_named() {
+        for (missing, named) in [
+            ("DATAVERSE_CLIENT_SECRET", "DATAVERSE_CLIENT_SECRET"),
+            ("WEBHOOK_KEY", "WEBHOOK_KEY"),
+            ("INTAKE_URL", "--intake-url"),
+            ("DATAVERSE_URL", "--dataverse-url"),
+        ] {
+            let pairs: Vec<(&str, &str)> =
+                ENV.iter().copied().filter(|(k, _)| *k != missing).collect();
+            let err = Options::parse(&args(&[]), env(&pairs)).unwrap_err();
+            assert!(err.to_string().contains(named), "{missing}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_dry_run_needs_no_webhook_key() {
+        let pairs: Vec<(&str, &str)> = ENV
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "WEBHOOK_KEY")
+            .collect();
+        assert!(Options::parse(&args(&["--dry-run"]), env(&pairs)).is_ok());
+    }
+
+    #[test]
+    fn a_setting_override_replaces_the_default_and_a_bad_one_is_refused() {
+        let options = Options::parse(
+            &args(&["--setting", "cleverreach:groupsettings:groupprefix=CRM - "]),
+            env(ENV),
+        )
+        .unwrap();
+        assert!(
+            options
+                .settings
+                .contains(&(keys::GROUP_PREFIX.to_string(), "CRM - ".to_string()))
+        );
+        let err = Options::parse(
+            &args(&["--setting", "cleverreach:synchronization:sublistcount=0"]),
+            env(ENV),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("sublistcount"), "{err}");
+        let err =
+            Options::parse(&args(&["--setting", "cleverreach:nope=1"]), env(ENV)).unwrap_err();
+        assert!(err.to_string().contains("cleverreach:nope"), "{err}");
+    }
+
+    #[test]
+    fn a_key_in_the_intake_url_is_refused() {
+        let err = Options::parse(
+            &args(&["--intake-url", "https://x.on.aws/?code=abc"]),
+            env(ENV),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("code"), "{err}");
+    }
+
+    #[test]
+    fn the_seeds_misspelled_keys_count_as_the_proper_ones() {
+        assert_eq!(
+            canonical_key(" CleverReach:BounceStettings:DisableContact "),
+            keys::DISABLE_CONTACT
+        );
+        assert_eq!(
+            canonical_key("cleverreach:newslettersettings:typjson"),
+            keys::TYP_JSON
+        );
+    }
+}
