@@ -124,12 +124,19 @@ pub async fn connect_deps()
     let aws = aws().await;
     let connector = connector(&config, &aws).await?;
     let secrets = SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(&aws));
-    let admin_key = secrets
-        .secret(
-            &config.connector_secret_id,
-            Some(secret_fields::CONNECT_ADMIN_KEY),
-        )
-        .await?;
+    // The SAM template keeps the key in a secret of its own (`CONNECT_ADMIN_SECRET_ID`, the
+    // whole secret is the key); without it, a field of the connector secret.
+    let admin_key = match std::env::var("CONNECT_ADMIN_SECRET_ID") {
+        Ok(id) if !id.trim().is_empty() => secrets.secret(id.trim(), None).await?,
+        _ => {
+            secrets
+                .secret(
+                    &config.connector_secret_id,
+                    Some(secret_fields::CONNECT_ADMIN_KEY),
+                )
+                .await?
+        }
+    };
     let public_url = std::env::var("CONNECT_PUBLIC_URL")
         .ok()
         .map(|v| v.trim().to_string())

@@ -420,6 +420,10 @@ mod cleverreach {
             .await;
         browser.wait_for("document.querySelector('#connect')").await;
         assert!(browser.text("#status").await.contains("not connected"));
+        assert_eq!(
+            browser.text("#callback").await,
+            format!("{}/callback", s.page.url)
+        );
 
         // "Connect CleverReach" → CleverReach's consent page → "Authorize".
         browser

@@ -144,7 +144,7 @@ pub async fn handle<S: TokenStore>(request: &PageRequest, deps: &ConnectDeps<S>)
             Err(refused) => refused,
         },
         ("GET", "/" | "") => match authenticate(request, deps) {
-            Ok(()) => status_page(deps).await,
+            Ok(()) => status_page(request, deps).await,
             Err(_) => sign_in_page(200, None),
         },
         ("GET", "/status") => match authenticate(request, deps) {
@@ -371,7 +371,7 @@ fn time_text(unix: i64) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-async fn status_page<S: TokenStore>(deps: &ConnectDeps<S>) -> PageResponse {
+async fn status_page<S: TokenStore>(request: &PageRequest, deps: &ConnectDeps<S>) -> PageResponse {
     let connect_buttons = "<form method=\"post\" action=\"/connect\"><button id=\"connect\" type=\"submit\">Connect CleverReach</button></form>\
          <form method=\"post\" action=\"/connect/app\"><button id=\"connect-app\" type=\"submit\">Connect the app's own account (client credentials)</button></form>";
     let (title, body) = match connection(&deps.newsletter).await {
@@ -409,7 +409,17 @@ async fn status_page<S: TokenStore>(deps: &ConnectDeps<S>) -> PageResponse {
             ),
         ),
     };
-    page(200, title, &body)
+    // CleverReach only sends the browser back to a redirect URL registered on the OAuth app.
+    let callback = request
+        .callback_url(&deps.settings)
+        .map(|url| {
+            format!(
+                "<p>Redirect URL to register on your CleverReach OAuth app: <code id=\"callback\">{}</code></p>",
+                escape(&url)
+            )
+        })
+        .unwrap_or_default();
+    page(200, title, &format!("{body}{callback}"))
 }
 
 async fn status_json<S: TokenStore>(deps: &ConnectDeps<S>) -> PageResponse {
