@@ -7,13 +7,18 @@
 //! summary, exits 0 (1 if anything ended in a dead-letter queue).
 //! `local up`: the same without the script, in the foreground until Ctrl-C, on fixed ports
 //! (`DATAVERSE_PORT` 8801, `CLEVERREACH_PORT` 8802, `INTAKE_PORT` 8803); prints the endpoints and
-//! sandbox credentials as one JSON line.
+//! sandbox credentials as one JSON line. It also serves `POST /resync` on `RESYNC_PORT` (8804):
+//! the `resync` function's handler, queueing a full reconcile of every source with sync on.
+//! `local resync [list|campaign|campaignactivity]`: asks a running `local up` for that and
+//! prints how many sources were queued; `up` then works them like any other change.
 
 use sandbox::cleverreach::CleverReachSimConfig;
 use sandbox::dataverse::{self, DataverseSimConfig};
 use sandbox::harness::{Harness, HarnessOptions, SqsQueues, checklist};
 use serde_json::json;
-use shared::adapters::sqs::QueueUrls;
+use shared::adapters::sqs::{QueueUrls, SqsChangeQueue};
+use shared::handlers::resync::{ResyncDeps, ResyncError, ResyncRequest, resync_all};
+use shared::ports::ChangeQueue;
 use shared::domain::routing::QueueFamily;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -272,8 +277,101 @@ async fn demo() -> Run<bool> {
     Ok(dead == 0)
 }
 
+type ResyncState = std::sync::Arc<ResyncDeps<std::sync::Arc<dyn ChangeQueue>>>;
+
+async fn resync_route(
+    axum::extract::State(deps): axum::extract::State<ResyncState>,
+    body: axum::body::Bytes,
+) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    use axum::http::StatusCode;
+    let event = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Value::Null
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(event) => event,
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    axum::Json(json!({ "error": format!("the body is not JSON: {e}") })),
+                );
+            }
+        }
+    };
+    let run_id = uuid::Uuid::new_v4().hyphenated().to_string();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let result = match ResyncRequest::from_event(&event) {
+        Ok(request) => resync_all(&deps, &request, &run_id, now_ms).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(queued) => (
+            StatusCode::OK,
+            axum::Json(serde_json::to_value(queued).unwrap_or_default()),
+        ),
+        Err(e @ ResyncError::BadRequest(_)) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({ "error": e.to_string() })),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "error": e.to_string() })),
+        ),
+    }
+}
+
+/// Serves `POST /resync` for `local resync`, with the run's CRM connection and queue.
+async fn serve_resync(h: &Harness) -> Run<(String, tokio::task::JoinHandle<()>)> {
+    let crm = h
+        .worker(QueueFamily::MarketingList)
+        .map(|w| w.conn.crm.clone())
+        .ok_or("no marketing-list worker")?;
+    let queue: std::sync::Arc<dyn ChangeQueue> = match &h.sqs {
+        Some(sqs) => std::sync::Arc::new(SqsChangeQueue::new(
+            sqs.client.clone(),
+            sqs.urls.clone(),
+        )),
+        None => h.queue.clone(),
+    };
+    let state: ResyncState = std::sync::Arc::new(ResyncDeps { crm, queue });
+    let bind = SocketAddr::from(([127, 0, 0, 1], port("RESYNC_PORT", 8804)?));
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| format!("resync endpoint on {bind}: {e}"))?;
+    let url = format!(
+        "http://{}/resync",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let app = axum::Router::new()
+        .route("/resync", axum::routing::post(resync_route))
+        .with_state(state);
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, server))
+}
+
+/// `local resync [kind]`: asks the running `local up` to queue a resync of every source.
+async fn resync(kind: Option<String>) -> Run<bool> {
+    let url = format!("http://127.0.0.1:{}/resync", port("RESYNC_PORT", 8804)?);
+    let body = match kind {
+        Some(kind) => json!({ "kind": kind }),
+        None => json!({}),
+    };
+    let reply = reqwest::Client::new()
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e} (is `make up` running?)"))?;
+    let ok = reply.status().is_success();
+    let text = reply.text().await.map_err(|e| format!("{url}: {e}"))?;
+    println!("{text}");
+    Ok(ok)
+}
+
 async fn up() -> Run<bool> {
     let h = start(true).await?;
+    let (resync_url, resync_server) = serve_resync(&h).await?;
     println!(
         "{}",
         json!({
@@ -285,13 +383,17 @@ async fn up() -> Run<bool> {
             },
             "cleverreach": { "base_url": h.cleverreach.base_url(), "state": format!("{}_sim/state", h.cleverreach.base_url()) },
             "intake_url": h.intake_url,
+            "resync_url": resync_url,
             "queue": if h.sqs.is_some() { "sqs" } else { "local" },
         })
     );
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(true),
+            _ = tokio::signal::ctrl_c() => {
+                resync_server.abort();
+                return Ok(true);
+            }
             _ = tick.tick() => {
                 if let Err(e) = h.settle().await {
                     eprintln!("{e}");
@@ -312,7 +414,8 @@ async fn main() -> ExitCode {
     let result = match command.as_str() {
         "demo" => demo().await,
         "up" => up().await,
-        _ => Err("usage: local demo | local up".to_string()),
+        "resync" => resync(std::env::args().nth(2)).await,
+        _ => Err("usage: local demo | local up | local resync [list|campaign|campaignactivity]".to_string()),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
