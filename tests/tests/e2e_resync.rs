@@ -358,10 +358,24 @@ async fn the_sync_status_counts_what_happened_and_an_error_shows_in_plain_words_
         )
         .await
         .unwrap();
-    let (list, group) = h
-        .synced_static_list("Status", "contact", &[anna, bert, carl])
+    // Members first, then sync on, each settled: one reconcile, so the status counts it alone.
+    let list = h
+        .create(
+            "lists",
+            json!({ "listname": "Status", "createdfromcode": 2, "type": false,
+                    "crc_checklist": checklist(&[(0, 1)]), "crc_syncwithcleverreach": false }),
+        )
         .await
         .unwrap();
+    h.add_members(&list, "contact", &[anna, bert, carl])
+        .await
+        .unwrap();
+    h.settle().await.unwrap();
+    h.update("lists", &list, json!({ "crc_syncwithcleverreach": true }))
+        .await
+        .unwrap();
+    h.settle().await.unwrap();
+    let group = h.group_of("lists", &list).unwrap();
     let row = list_row(&h, &list);
     assert_eq!(
         row["crc_syncstatus"].as_str(),

@@ -428,11 +428,6 @@ fn row(label: &str, actual: u64, minimal: u64) -> Row {
     }
 }
 
-/// Dataverse calls by kind, with the minimal model: one token, the settings read, the source
-/// read, ceil(N/5000) member pages, the group id written on the source, the status written.
-fn dataverse_rows(calls: &DataverseCalls, contacts: usize) -> Vec<Row> {
-    let member_key = "GET lists/listcontact_association";
-
 // ---- arguments ------------------------------------------------------------------------------
 
 struct Args {
