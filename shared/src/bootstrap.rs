@@ -116,8 +116,8 @@ pub async fn intake_deps() -> Result<IntakeDeps<SqsChangeQueue, SecretsManagerSo
 }
 
 /// Everything the `resync` function needs: the CRM (to list sources) and the queues.
-pub async fn resync_deps()
--> Result<crate::handlers::resync::ResyncDeps<SqsChangeQueue>, StartError> {
+pub async fn resync_deps() -> Result<crate::handlers::resync::ResyncDeps<SqsChangeQueue>, StartError>
+{
     let config = Config::from_env()?;
     let aws = aws().await;
     let mut urls = QueueUrls::new();

@@ -285,7 +285,11 @@ async fn deactivating_a_list_turns_sync_off_and_deletes_the_group_and_activating
         .unwrap();
     h.settle().await.unwrap();
     let row = h.dataverse.row("lists", &list).unwrap();
-    assert_eq!(row["crc_syncwithcleverreach"], json!(false), "flag written back");
+    assert_eq!(
+        row["crc_syncwithcleverreach"],
+        json!(false),
+        "flag written back"
+    );
     assert!(h.cleverreach.group(&group).is_none(), "deleted by default");
     assert!(h.group_of("lists", &list).is_none());
 

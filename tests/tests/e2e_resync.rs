@@ -18,7 +18,10 @@ use shared::handlers::resync::{ResyncDeps, ResyncRequest, resync_all};
 
 /// A CleverReach client with the connector's account: what a CleverReach user does by hand.
 fn cleverreach_user(h: &Harness) -> &CleverReachClient<TokenStore> {
-    &h.worker(QueueFamily::MarketingList).unwrap().conn.newsletter
+    &h.worker(QueueFamily::MarketingList)
+        .unwrap()
+        .conn
+        .newsletter
 }
 
 fn email(text: &str) -> Email {
@@ -82,7 +85,10 @@ async fn drift(h: &Harness, group: &str, prefix: &str, carl: &str) {
         activate: false,
     };
     cr.upsert_receivers(group, &[wrong]).await.unwrap();
-    assert_eq!(first_name(h, group, &format!("{prefix}carl@example.com")), "Karl-Heinz");
+    assert_eq!(
+        first_name(h, group, &format!("{prefix}carl@example.com")),
+        "Karl-Heinz"
+    );
 }
 
 /// The rule's state: anna, bert, carl active with their CRM data; erik still there and still
@@ -191,7 +197,11 @@ async fn resync_of_every_source_repairs_each_synced_group_and_leaves_unsynced_on
 
     assert_restored(&h, &group_a, "n.", "North");
     assert_restored(&h, &group_b, "s.", "South");
-    assert_eq!(h.active_emails(&group_off), off_before, "sync off: untouched");
+    assert_eq!(
+        h.active_emails(&group_off),
+        off_before,
+        "sync off: untouched"
+    );
     for list in [&list_a, &list_b] {
         let row = list_row(&h, list);
         let status = row["crc_syncstatus"].as_str().unwrap_or_default();
@@ -236,7 +246,9 @@ async fn a_resync_of_a_group_in_step_changes_nothing_in_cleverreach() {
         .unwrap_or_default()
         .to_string();
     assert!(
-        status.starts_with("all members compared: 0 added, 0 updated, 0 e-mail changed, 0 removed, 3 unchanged"),
+        status.starts_with(
+            "all members compared: 0 added, 0 updated, 0 e-mail changed, 0 removed, 3 unchanged"
+        ),
         "{status}"
     );
 }
@@ -396,7 +408,11 @@ async fn the_sync_status_counts_what_happened_and_an_error_shows_in_plain_words_
         .await
         .unwrap();
     h.settle().await.unwrap();
-    assert_eq!(h.active_emails(&group), ["anna@example.com"], "group untouched");
+    assert_eq!(
+        h.active_emails(&group),
+        ["anna@example.com"],
+        "group untouched"
+    );
     let row = list_row(&h, &list);
     let error = row["crc_lasterror"].as_str().unwrap_or_default();
     assert!(

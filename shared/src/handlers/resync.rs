@@ -131,8 +131,13 @@ pub async fn resync_all<Q: ChangeQueue>(
                 })?;
             done.queued += 1;
         }
-        info!(kind = kind.logical_name(), sources = ids.len(), "resync queued");
-        done.by_kind.insert(kind.logical_name().to_string(), ids.len());
+        info!(
+            kind = kind.logical_name(),
+            sources = ids.len(),
+            "resync queued"
+        );
+        done.by_kind
+            .insert(kind.logical_name().to_string(), ids.len());
     }
     Ok(done)
 }

@@ -466,7 +466,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     }
     if parsed.recipients == 0
         || parsed.overlap > parsed.recipients
-        || (parsed.recipients + parsed.overlap) % 2 != 0
+        || !(parsed.recipients + parsed.overlap).is_multiple_of(2)
     {
         return Err(format!(
             "--recipients must be positive, --overlap at most that, and their sum even (two lists of equal size)\n{USAGE}"
@@ -738,9 +738,21 @@ fn cleverreach_rows(
             upserts,
             minimal_upserts,
         ),
-        row("group calls (create / read, rename)", groups, minimal_groups),
-        row("attribute calls (list + create missing)", attributes, minimal_attributes),
-        row("receiver reads (group's receivers, 5000 a page)", reads, minimal_reads),
+        row(
+            "group calls (create / read, rename)",
+            groups,
+            minimal_groups,
+        ),
+        row(
+            "attribute calls (list + create missing)",
+            attributes,
+            minimal_attributes,
+        ),
+        row(
+            "receiver reads (group's receivers, 5000 a page)",
+            reads,
+            minimal_reads,
+        ),
         row("removals", removals, minimal_removals),
         row("blacklist / bounces", opt_outs, 1),
         row("other", other, 0),
@@ -780,10 +792,13 @@ async fn verify_group(
     let receivers: Vec<SimReceiver> =
         serde_json::from_value(receivers).map_err(|e| format!("receivers of {group}: {e}"))?;
     let info = control
-        .send(Method::GET, &control.cleverreach, &format!("_sim/groups/{group}"))
+        .send(
+            Method::GET,
+            &control.cleverreach,
+            &format!("_sim/groups/{group}"),
+        )
         .await?;
-    let info: SimGroup =
-        serde_json::from_value(info).map_err(|e| format!("group {group}: {e}"))?;
+    let info: SimGroup = serde_json::from_value(info).map_err(|e| format!("group {group}: {e}"))?;
     let expected: HashSet<String> = (0..n).map(contact_email).collect();
     let found: HashSet<String> = receivers.iter().map(|r| r.email.to_lowercase()).collect();
     let missing = expected.difference(&found).count();
@@ -828,13 +843,18 @@ const BATCH_SIZE: usize = 250;
 const RSS_TARGET: u64 = 128 * 1024 * 1024;
 const CALL_RATIO_TARGET: f64 = 1.1;
 
-fn cleverreach_client(endpoints: &Endpoints) -> Result<CleverReachClient<Arc<InMemoryTokenStore>>, String> {
+fn cleverreach_client(
+    endpoints: &Endpoints,
+) -> Result<CleverReachClient<Arc<InMemoryTokenStore>>, String> {
     let cr = &endpoints.cleverreach;
     let mut config = CleverReachConfig::new(
         url(&cr.base_url)?,
         cr.client_id.clone(),
         Secret::new(cr.client_secret.clone()),
-        format!("Dynamics 365 ({})", DataverseSimConfig::default().org_domain),
+        format!(
+            "Dynamics 365 ({})",
+            DataverseSimConfig::default().org_domain
+        ),
     );
     config.upsert_batch_size = BATCH_SIZE;
     CleverReachClient::new(config, Arc::new(InMemoryTokenStore::new())).map_err(|e| e.to_string())
@@ -942,7 +962,10 @@ async fn run_once(
             );
         }
     }
-    println!("Dataverse requests by key (tokens: {}):", dataverse_calls.tokens);
+    println!(
+        "Dataverse requests by key (tokens: {}):",
+        dataverse_calls.tokens
+    );
     for (key, count) in &dataverse_calls.requests {
         println!("  {key:<54} {count:>8}");
     }
@@ -1049,7 +1072,10 @@ async fn make_drift(
                     email: Email::parse(&format!("stranger-{i:06}@example.org"))
                         .map_err(|e| e.to_string())?,
                     person: PersonData::default(),
-                    crm: CrmRef::new(PersonEntity::Contact, format!("5e5e0000-0000-4000-8000-{i:012x}")),
+                    crm: CrmRef::new(
+                        PersonEntity::Contact,
+                        format!("5e5e0000-0000-4000-8000-{i:012x}"),
+                    ),
                 },
                 activate: true,
             })

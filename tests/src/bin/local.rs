@@ -17,9 +17,9 @@ use sandbox::dataverse::{self, DataverseSimConfig};
 use sandbox::harness::{Harness, HarnessOptions, SqsQueues, checklist};
 use serde_json::json;
 use shared::adapters::sqs::{QueueUrls, SqsChangeQueue};
+use shared::domain::routing::QueueFamily;
 use shared::handlers::resync::{ResyncDeps, ResyncError, ResyncRequest, resync_all};
 use shared::ports::ChangeQueue;
-use shared::domain::routing::QueueFamily;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -326,10 +326,7 @@ async fn serve_resync(h: &Harness) -> Run<(String, tokio::task::JoinHandle<()>)>
         .map(|w| w.conn.crm.clone())
         .ok_or("no marketing-list worker")?;
     let queue: std::sync::Arc<dyn ChangeQueue> = match &h.sqs {
-        Some(sqs) => std::sync::Arc::new(SqsChangeQueue::new(
-            sqs.client.clone(),
-            sqs.urls.clone(),
-        )),
+        Some(sqs) => std::sync::Arc::new(SqsChangeQueue::new(sqs.client.clone(), sqs.urls.clone())),
         None => h.queue.clone(),
     };
     let state: ResyncState = std::sync::Arc::new(ResyncDeps { crm, queue });
@@ -415,7 +412,10 @@ async fn main() -> ExitCode {
         "demo" => demo().await,
         "up" => up().await,
         "resync" => resync(std::env::args().nth(2)).await,
-        _ => Err("usage: local demo | local up | local resync [list|campaign|campaignactivity]".to_string()),
+        _ => Err(
+            "usage: local demo | local up | local resync [list|campaign|campaignactivity]"
+                .to_string(),
+        ),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
