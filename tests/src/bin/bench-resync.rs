@@ -10,8 +10,9 @@
 //! [--drift D] [--sandbox PATH]`
 //!
 //! The simulators run in a child process (this binary in `--serve-simulators` mode, or the
-//! sandbox binary with `--sandbox`), so this process's memory is the worker's alone; the RSS
-//! high-water mark is reset before each run. Exit status 0 when the group ends up right and the
+//! sandbox binary with `--sandbox`), and each run's worker in another (this binary in
+//! `--worker` mode: a cold Lambda), so the peak RSS measured is the worker's alone, not the
+//! seeding's or the verification's. Exit status 0 when the group ends up right and the
 //! targets are met (calls ≤ 1.1 × minimal per API, peak RSS ≤ 128 MB), 1 otherwise.
 
 use reqwest::Method;
@@ -123,17 +124,6 @@ fn rss() -> Rss {
     }
 }
 
-/// Starts a new peak: RSS high-water mark (Linux ≥ 4.0, `clear_refs` 5) and heap peak. Seeding
-/// ran in this process too, and its peak must not count as the worker's.
-fn reset_peaks() -> bool {
-    HEAP_PEAK.store(HEAP_NOW.load(Ordering::Relaxed), Ordering::Relaxed);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open("/proc/self/clear_refs")
-        .and_then(|mut f| f.write_all(b"5"))
-        .is_ok()
-}
-
 fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -220,6 +210,8 @@ struct Endpoints {
 struct Simulators {
     child: Child,
     endpoints: Endpoints,
+    /// The JSON line as printed, handed on to the worker processes.
+    line: String,
 }
 
 impl Drop for Simulators {
@@ -283,7 +275,11 @@ fn start_simulators(sandbox: Option<&str>) -> Result<Simulators, String> {
             }
         }
     });
-    Ok(Simulators { child, endpoints })
+    Ok(Simulators {
+        child,
+        endpoints,
+        line: line.trim().to_string(),
+    })
 }
 
 // ---- seeding (test data, through the Web API as an administrator) ---------------------------
@@ -863,6 +859,8 @@ fn cleverreach_client(
 /// What every run shares.
 struct Setup<'a> {
     endpoints: &'a Endpoints,
+    /// The simulators' JSON line, for the worker processes.
+    line: &'a str,
     control: &'a Control,
     campaign_id: &'a str,
     n: usize,
@@ -879,6 +877,7 @@ async fn run_once(
 ) -> Result<bool, String> {
     let Setup {
         endpoints,
+        line: _,
         control,
         campaign_id,
         n,
@@ -888,36 +887,8 @@ async fn run_once(
     println!("== {label}");
     let dataverse_before = control.dataverse_stats().await?;
     control.reset_cleverreach_stats().await?;
-    let peaks_reset = reset_peaks();
-    let rss_start = rss();
-    let heap_start = HEAP_NOW.load(Ordering::Relaxed);
-
+    let measured = run_worker_process(setup.line, campaign_id)?;
     let dv = &endpoints.dataverse;
-    let crm = DataverseCrm::new(dataverse_client(dv, &dv.connector)?);
-    let newsletter = cleverreach_client(endpoints)?;
-    newsletter
-        .connect_client_credentials()
-        .await
-        .map_err(|e| format!("CleverReach token: {e}"))?;
-    let worker = WorkerDeps::new(QueueFamily::Campaign, Connector::new(crm, newsletter));
-    let run_id = uuid::Uuid::new_v4().hyphenated().to_string();
-    let event = ChangeEvent::resync_request(
-        "campaign",
-        campaign_id,
-        &run_id,
-        chrono::Utc::now().timestamp_millis(),
-    );
-    let message = InboundMessage {
-        message_id: run_id.clone(),
-        body: serde_json::to_string(&event).map_err(|e| e.to_string())?,
-        group: Some(message_group(&event)),
-    };
-    let started = Instant::now();
-    let failed = handle_messages(&worker, vec![message]).await;
-    let wall = started.elapsed();
-    let rss_end = rss();
-    let heap_peak = HEAP_PEAK.load(Ordering::Relaxed);
-    drop(worker);
 
     let dataverse_calls = control.dataverse_stats().await?.since(&dataverse_before);
     let cleverreach_calls = control.cleverreach_stats().await?;
@@ -975,33 +946,27 @@ async fn run_once(
     }
     println!(
         "{:<56} {:>10.2} s",
-        "wall time (worker handler)",
-        wall.as_secs_f64()
+        "wall time (worker handler)", measured.wall_s
     );
-    let rss_verdict = if !peaks_reset {
-        ok = false;
-        "UNKNOWN: the high-water mark could not be reset"
-    } else if rss_end.peak <= RSS_TARGET {
+    let rss_verdict = if measured.rss_peak <= RSS_TARGET {
         "ok"
     } else {
         ok = false;
         "OVER TARGET"
     };
     println!(
-        "{:<56} {:>12}  (target ≤ {}: {rss_verdict}; VmRSS before {}, after {})",
+        "{:<56} {:>12}  (target ≤ {}: {rss_verdict}; VmRSS of the fresh process before the message {})",
         "peak RSS of the worker process (VmHWM)",
-        mb(rss_end.peak),
+        mb(measured.rss_peak),
         mb(RSS_TARGET),
-        mb(rss_start.now),
-        mb(rss_end.now)
+        mb(measured.rss_before),
     );
     println!(
-        "{:<56} {:>12}  (live heap before {})",
+        "{:<56} {:>12}",
         "peak heap during the run",
-        mb(heap_peak as u64),
-        mb(heap_start as u64)
+        mb(measured.heap_peak)
     );
-    if !failed.is_empty() {
+    if measured.failed {
         ok = false;
         println!("FAILED: the worker left the message on the queue");
     }
@@ -1026,6 +991,85 @@ async fn run_once(
     println!("{label}: {}", if ok { "PASS" } else { "FAIL" });
     println!();
     Ok(ok)
+}
+
+/// What a worker process measured.
+#[derive(Debug, serde::Serialize, Deserialize)]
+struct Measured {
+    wall_s: f64,
+    rss_before: u64,
+    rss_peak: u64,
+    heap_peak: u64,
+    /// The worker left the message on the queue.
+    failed: bool,
+}
+
+/// Runs one worker in a fresh process of this binary and reads what it measured.
+fn run_worker_process(line: &str, campaign_id: &str) -> Result<Measured, String> {
+    let me = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    let output = Command::new(me)
+        .arg("--worker")
+        .arg(campaign_id)
+        .env("BENCH_SIMULATORS", line)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("starting the worker: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(text.trim()).map_err(|e| {
+        format!(
+            "the worker did not report ({e}; exit {}): {text:?}",
+            output.status
+        )
+    })
+}
+
+/// Worker mode: one `Resync` message for the campaign, handled by the campaign worker built as
+/// the function's `main` builds it; prints what it measured as one JSON line.
+fn worker_process(campaign_id: &str) -> Result<(), String> {
+    let line = std::env::var("BENCH_SIMULATORS").map_err(|_| "BENCH_SIMULATORS is not set")?;
+    let endpoints: Endpoints = serde_json::from_str(&line).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let measured = runtime.block_on(async {
+        let dv = &endpoints.dataverse;
+        let crm = DataverseCrm::new(dataverse_client(dv, &dv.connector)?);
+        let newsletter = cleverreach_client(&endpoints)?;
+        newsletter
+            .connect_client_credentials()
+            .await
+            .map_err(|e| format!("CleverReach token: {e}"))?;
+        let worker = WorkerDeps::new(QueueFamily::Campaign, Connector::new(crm, newsletter));
+        let run_id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let event = ChangeEvent::resync_request(
+            "campaign",
+            campaign_id,
+            &run_id,
+            chrono::Utc::now().timestamp_millis(),
+        );
+        let message = InboundMessage {
+            message_id: run_id.clone(),
+            body: serde_json::to_string(&event).map_err(|e| e.to_string())?,
+            group: Some(message_group(&event)),
+        };
+        let rss_before = rss().now;
+        let heap_before = HEAP_NOW.load(Ordering::Relaxed);
+        HEAP_PEAK.store(heap_before, Ordering::Relaxed);
+        let started = Instant::now();
+        let failed = handle_messages(&worker, vec![message]).await;
+        let wall = started.elapsed();
+        Ok::<Measured, String>(Measured {
+            wall_s: wall.as_secs_f64(),
+            rss_before,
+            rss_peak: rss().peak,
+            heap_peak: HEAP_PEAK.load(Ordering::Relaxed) as u64,
+            failed: !failed.is_empty(),
+        })
+    })?;
+    println!(
+        "{}",
+        serde_json::to_string(&measured).map_err(|e| e.to_string())?
+    );
+    Ok(())
 }
 
 /// Drift behind the connector's back, through CleverReach's API (as a CleverReach user or an
@@ -1157,6 +1201,7 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
 
     let setup = Setup {
         endpoints,
+        line: &sims.line,
         control: &control,
         campaign_id: &seeded.campaign_id,
         n,
@@ -1202,6 +1247,23 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
 
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--worker") {
+        let campaign = std::env::args().nth(2).unwrap_or_default();
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .init();
+        return match worker_process(&campaign) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("worker: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if args.peek().map(String::as_str) == Some("--serve-simulators") {
         return match serve_simulators() {
             Ok(()) => std::process::ExitCode::SUCCESS,
