@@ -2,13 +2,13 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
-FUNCTIONS := webhook-intake sync-marketing-list sync-contact sync-lead sync-account sync-campaign sync-campaign-activity receiver-state-sync lead-sync connect
+FUNCTIONS := webhook-intake sync-marketing-list sync-contact sync-lead sync-account sync-campaign sync-campaign-activity receiver-state-sync lead-sync connect resync
 
 VENV ?= .venv
 # Pinned Python tools for the deployable (toolchain.md): SAM template lint and cargo-lambda.
 PY_TOOLS := 'cfn-lint==1.58.0' 'aws-sam-translator==1.115.0' 'cargo-lambda==1.9.2'
 
-.PHONY: help demo up test lint fmt check-domain bench bench-first-sync sandbox clean build lint-infra tools receiver-state-sync lead-sync
+.PHONY: help demo up resync test lint fmt check-domain bench bench-first-sync bench-resync sandbox clean build lint-infra tools receiver-state-sync lead-sync
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -24,6 +24,9 @@ receiver-state-sync: ## run the unsubscribe/bounce back-flow once against a runn
 
 lead-sync: ## run the sign-up → lead back-flow once against a running `make up`
 	$(CARGO) run -p sandbox --bin local $(CARGO_FLAGS) -- run-job lead-sync
+
+resync: ## queue a full reconcile of every synced source in a running `make up` (KIND=list|campaign|campaignactivity to limit)
+	$(CARGO) run -q -p sandbox --bin local $(CARGO_FLAGS) -- resync $(KIND)
 
 test: check-domain ## every test (unit, handler, sandbox, end to end; an AWS emulator is started if none is set)
 	tests/with-aws-emulator.sh $(CARGO) test --workspace $(CARGO_FLAGS)
@@ -43,6 +46,9 @@ bench: ## benchmarks (release build): the reconcile planner
 
 bench-first-sync: ## benchmark (release build): first sync of static lists of 10k/50k/100k contacts against the sandbox (~40 min, mostly seeding)
 	CARGO="$(CARGO)" CARGO_FLAGS="$(CARGO_FLAGS)" tests/bench/first-sync.sh
+
+bench-resync: ## benchmark (release build): full resync of a campaign of 100k recipients across two overlapping lists, from an empty group and from one in step with drift
+	CARGO="$(CARGO)" CARGO_FLAGS="$(CARGO_FLAGS)" tests/bench/resync.sh
 
 sandbox: ## only the Dataverse and CleverReach simulators, in the foreground
 	$(CARGO) run -p sandbox --bin sandbox $(CARGO_FLAGS)

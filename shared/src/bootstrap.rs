@@ -147,3 +147,21 @@ pub async fn connect_deps()
         settings: crate::handlers::connect::ConnectSettings { public_url },
     })
 }
+
+/// Everything the `resync` function needs: the CRM (to list sources) and the queues.
+pub async fn resync_deps() -> Result<crate::handlers::resync::ResyncDeps<SqsChangeQueue>, StartError>
+{
+    let config = Config::from_env()?;
+    let aws = aws().await;
+    let mut urls = QueueUrls::new();
+    for family in QueueFamily::ALL {
+        if let Some(url) = config.queue_urls.get(family.name()) {
+            urls = urls.with(family, url.clone());
+        }
+    }
+    let connector = connector(&config, &aws).await?;
+    Ok(crate::handlers::resync::ResyncDeps {
+        crm: connector.crm,
+        queue: SqsChangeQueue::new(aws_sdk_sqs::Client::new(&aws), urls),
+    })
+}

@@ -29,6 +29,11 @@ pub enum CrmMessage {
     RemoveItem,
     Associate,
     Disassociate,
+    /// Not a Dataverse message: the connector's own request for a full reconcile of one source
+    /// ("resync every source", DESIGN §3), queued like a change so that each source's reconcile
+    /// runs in its own worker invocation. Webhook bodies never produce it (`from_name` does not
+    /// map it), so no CRM user can send it through the intake.
+    Resync,
     /// Any other message, kept by name so that it can be logged and ignored.
     Other(String),
 }
@@ -62,6 +67,7 @@ impl CrmMessage {
             CrmMessage::RemoveItem => "RemoveItem",
             CrmMessage::Associate => "Associate",
             CrmMessage::Disassociate => "Disassociate",
+            CrmMessage::Resync => "Resync",
             CrmMessage::Other(name) => name,
         }
     }
@@ -192,5 +198,59 @@ impl ChangeEvent {
     /// True when the change touched this attribute (it is in the target).
     pub fn touched(&self, attribute: &str) -> bool {
         self.target.contains_key(attribute)
+    }
+
+    /// A request for a full reconcile of one source (`entity`: `list`, `campaign`,
+    /// `campaignactivity`), made by the connector itself, not by a CRM change. `run_id` names
+    /// the run that asked (one per "resync every source"): it is the operation id, so a run
+    /// queues each source once and a later run queues it again.
+    pub fn resync_request(entity: &str, record_id: &str, run_id: &str, now_ms: i64) -> Self {
+        ChangeEvent {
+            operation_id: run_id.to_string(),
+            correlation_id: run_id.to_string(),
+            message: CrmMessage::Resync,
+            entity: entity.to_string(),
+            record_id: record_id.to_ascii_lowercase(),
+            user_id: String::new(),
+            initiating_user_id: String::new(),
+            organization_id: String::new(),
+            organization_name: String::new(),
+            occurred_at_ms: Some(now_ms),
+            depth: 0,
+            target: Attributes::new(),
+            pre_image: None,
+            post_image: None,
+            related: Vec::new(),
+            size_exceeded: false,
+            tag: None,
+        }
+    }
+
+    /// The change is a resync request, not a CRM change.
+    pub fn is_resync(&self) -> bool {
+        self.message == CrmMessage::Resync
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resync_request_travels_through_the_queue_as_json_and_stays_a_resync() {
+        let event = ChangeEvent::resync_request("list", "ABC-1", "run-1", 5);
+        let json = serde_json::to_string(&event).unwrap_or_default();
+        let back: ChangeEvent = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        assert!(back.is_resync());
+        assert_eq!(back.record_id, "abc-1");
+        assert_eq!(back.entity, "list");
+    }
+
+    #[test]
+    fn a_webhook_message_named_resync_is_not_a_resync_request() {
+        assert_eq!(
+            CrmMessage::from_name("Resync"),
+            CrmMessage::Other("Resync".into())
+        );
     }
 }

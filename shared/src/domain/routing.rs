@@ -138,6 +138,22 @@ mod tests {
     }
 
     #[test]
+    fn a_resync_run_queues_each_source_once_and_the_next_run_queues_it_again() {
+        let first = ChangeEvent::resync_request("list", "6d81597f", "run-1", 0);
+        let again = ChangeEvent::resync_request("list", "6d81597f", "run-1", 9);
+        let next_run = ChangeEvent::resync_request("list", "6d81597f", "run-2", 0);
+        let other_list = ChangeEvent::resync_request("list", "7e81597f", "run-1", 0);
+        assert_eq!(deduplication_id(&first), deduplication_id(&again));
+        assert_ne!(deduplication_id(&first), deduplication_id(&next_run));
+        assert_ne!(deduplication_id(&first), deduplication_id(&other_list));
+        assert_eq!(message_group(&first), "list:6d81597f");
+        assert_eq!(
+            QueueFamily::for_entity(&first.entity),
+            Some(QueueFamily::MarketingList)
+        );
+    }
+
+    #[test]
     fn queue_url_variables_are_named_after_the_family() {
         assert_eq!(
             QueueFamily::MarketingList.queue_url_variable(),

@@ -54,14 +54,22 @@ pub struct ReconcileReport {
     pub rejected: usize,
     /// Dataverse requests for members.
     pub member_requests: u32,
+    /// Every member was read and the whole group compared (not only the members an event
+    /// named).
+    pub full: bool,
 }
 
 impl ReconcileReport {
     /// The status line administrators see on the source.
     pub fn status_line(&self) -> String {
         let s = &self.summary;
+        let scope = if self.full {
+            "all members compared"
+        } else {
+            "changed members only"
+        };
         let mut line = format!(
-            "{} added, {} updated, {} e-mail changed, {} removed, {} unchanged",
+            "{scope}: {} added, {} updated, {} e-mail changed, {} removed, {} unchanged",
             s.added, s.updated, s.email_changed, s.removed, s.unchanged
         );
         let opted_out = s.kept_opted_out + s.skipped_blocked + s.opted_out;
@@ -116,52 +124,53 @@ impl SourceSync {
     }
 }
 
-/// Handles a change of a source: the event says which, the CRM says what it is now.
+/// Handles a change of a source: the event says which, the CRM says what it is now. A marketing
+/// list's change also reaches the campaigns and activities it is linked to.
 pub async fn on_source_change<S: TokenStore>(
     conn: &Connector<S>,
     settings: &Settings,
     kind: SourceKind,
     event: &ChangeEvent,
 ) -> Result<SourceSync, SyncError> {
-    let record = conn.crm.source(kind, &event.record_id).await?;
-    let Some(record) = record else {
-        return on_source_deleted(conn, settings, kind, event).await;
-    };
-    let result = sync_existing_source(conn, settings, &record, event).await;
-    write_status(conn, &record, &result).await;
-    let sync = result?;
-    if kind == SourceKind::MarketingList {
+    let (record, sync) = sync_source(conn, settings, kind, event).await?;
+    if let Some(record) = record
+        && kind == SourceKind::MarketingList
+        && !event.is_resync()
+    {
         // Campaigns and activities linked to the list follow its members, synced list or not.
         super::people::on_linked_list_change(conn, settings, &record, event).await?;
     }
     Ok(sync)
 }
 
-/// Full reconcile of one source whatever the event said ("resync").
+/// The source's own group: deleted, kept, created, renamed or reconciled; status written.
+async fn sync_source<S: TokenStore>(
+    conn: &Connector<S>,
+    settings: &Settings,
+    kind: SourceKind,
+    event: &ChangeEvent,
+) -> Result<(Option<SourceRecord>, SourceSync), SyncError> {
+    let record = conn.crm.source(kind, &event.record_id).await?;
+    let Some(record) = record else {
+        return Ok((None, on_source_deleted(conn, settings, kind, event).await?));
+    };
+    let result = sync_existing_source(conn, settings, &record, event).await;
+    write_status(conn, &record, &result).await;
+    Ok((Some(record), result?))
+}
+
+/// Full reconcile of one source whatever the event said ("resync"), the same path as a queued
+/// resync request: a deactivated source has its sync turned off, an unreadable checklist leaves
+/// the group alone, a source with sync off is left as it is.
 pub async fn resync_source<S: TokenStore>(
     conn: &Connector<S>,
     settings: &Settings,
     kind: SourceKind,
     id: &str,
 ) -> Result<SourceSync, SyncError> {
-    let Some(record) = conn.crm.source(kind, id).await? else {
-        return Ok(SourceSync::unchanged(None));
-    };
-    let result = async {
-        if !(record.source.sync_enabled && record.source.active) {
-            return Ok(SourceSync::unchanged(record.source.group_id.clone()));
-        }
-        let (group, _) = ensure_group(conn, settings, &record).await?;
-        let report = reconcile_group(conn, settings, &record, &group).await?;
-        Ok(SourceSync {
-            outcome: GroupOutcome::Reconciled,
-            group: Some(group),
-            report: Some(report),
-        })
-    }
-    .await;
-    write_status(conn, &record, &result).await;
-    result
+    let run = format!("resync-{}", (conn.now)());
+    let event = ChangeEvent::resync_request(kind.logical_name(), id, &run, (conn.now)() * 1000);
+    Ok(sync_source(conn, settings, kind, &event).await?.1)
 }
 
 async fn sync_existing_source<S: TokenStore>(
@@ -178,6 +187,8 @@ async fn sync_existing_source<S: TokenStore>(
         return sync_disabled(conn, settings, record).await;
     }
     if !source.sync_enabled {
+        // A resync request for a source whose sync was turned off since is no "sync off"
+        // event: that one comes (or came) on its own and decides the group's fate.
         let flag_or_state_changed = event.message == CrmMessage::Create
             || event.size_exceeded
             || event.touched(schema::SYNC_FLAG)
@@ -196,8 +207,10 @@ async fn sync_existing_source<S: TokenStore>(
         )));
     }
     let (group, created) = ensure_group(conn, settings, record).await?;
+    // "Resync": the flag on the source, or a queued request of "resync every source".
+    let full_resync = record.resync_requested || event.is_resync();
     let needs_members = created
-        || record.resync_requested
+        || full_resync
         || event.size_exceeded
         || matches!(
             event.message,
@@ -222,7 +235,7 @@ async fn sync_existing_source<S: TokenStore>(
         event.message,
         CrmMessage::AddMember | CrmMessage::AddListMembers | CrmMessage::RemoveMember
     ) && !created
-        && !record.resync_requested
+        && !full_resync
         && !event.size_exceeded
         && !event.related.is_empty();
     let report = if scoped_members {
@@ -312,7 +325,10 @@ pub async fn reconcile_group<S: TokenStore>(
     let mut planner = ReconcilePlanner::new(current, options)
         .map_err(|e| SyncError::Invalid(e.to_string()))?
         .with_blocked(blocked);
-    let mut report = ReconcileReport::default();
+    let mut report = ReconcileReport {
+        full: true,
+        ..ReconcileReport::default()
+    };
     let mut members = conn.crm.members(record);
     while let Some(page) = members.next_page().await? {
         for recipient in page {
@@ -567,9 +583,15 @@ pub async fn write_status<S: TokenStore>(
             columns.insert(schema::LAST_ERROR.into(), Value::Null);
         }
         Err(e) => {
+            // The status and last sync time stay those of the last good sync; the error says
+            // when it happened and what went wrong, until a good sync clears it.
+            let text = format!(
+                "{}: the sync failed: {e}",
+                now.format("%Y-%m-%d %H:%M:%S UTC")
+            );
             columns.insert(
                 schema::LAST_ERROR.into(),
-                json!(format!("{}: {e}", now.to_rfc3339())),
+                json!(schema::fit(&text, schema::LAST_ERROR_MAX)),
             );
         }
     }

@@ -12,6 +12,10 @@
 //! for `demo`), as EventBridge Scheduler does hourly in AWS.
 //! `local run-job receiver-state-sync|lead-sync`: runs one job once against a running
 //! `local up` (its fixed ports), with its own clients, and prints the run's summary.
+//! `up` also serves `POST /resync` on `RESYNC_PORT` (8805):
+//! the `resync` function's handler, queueing a full reconcile of every source with sync on.
+//! `local resync [list|campaign|campaignactivity]`: asks a running `local up` for that and
+//! prints how many sources were queued; `up` then works them like any other change.
 
 use sandbox::cleverreach::{CleverReachSimConfig, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
 use sandbox::dataverse::{self, DataverseSimConfig};
@@ -21,8 +25,11 @@ use shared::adapters::cleverreach::{CleverReachClient, CleverReachConfig, InMemo
 use shared::adapters::dataverse::client::{DataverseClient, DataverseConfig};
 use shared::adapters::dataverse::crm::DataverseCrm;
 use shared::adapters::sqs::QueueUrls;
+use shared::adapters::sqs::SqsChangeQueue;
 use shared::domain::routing::QueueFamily;
 use shared::handlers::receiver_state_sync::{JobDeps, limits_from_env, run_once};
+use shared::handlers::resync::{ResyncDeps, ResyncError, ResyncRequest, resync_all};
+use shared::ports::ChangeQueue;
 use shared::secret::Secret;
 use shared::sync::Connector;
 use shared::sync::backflow::{Job, RunSummary};
@@ -496,9 +503,99 @@ async fn connect_page(h: &Harness) -> Run<sandbox::connect_page::ConnectPage> {
     sandbox::connect_page::serve(listener, std::sync::Arc::new(deps)).map_err(|e| e.to_string())
 }
 
+type ResyncState = std::sync::Arc<ResyncDeps<std::sync::Arc<dyn ChangeQueue>>>;
+
+async fn resync_route(
+    axum::extract::State(deps): axum::extract::State<ResyncState>,
+    body: axum::body::Bytes,
+) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    use axum::http::StatusCode;
+    let event = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Value::Null
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(event) => event,
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    axum::Json(json!({ "error": format!("the body is not JSON: {e}") })),
+                );
+            }
+        }
+    };
+    let run_id = uuid::Uuid::new_v4().hyphenated().to_string();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let result = match ResyncRequest::from_event(&event) {
+        Ok(request) => resync_all(&deps, &request, &run_id, now_ms).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(queued) => (
+            StatusCode::OK,
+            axum::Json(serde_json::to_value(queued).unwrap_or_default()),
+        ),
+        Err(e @ ResyncError::BadRequest(_)) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({ "error": e.to_string() })),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "error": e.to_string() })),
+        ),
+    }
+}
+
+/// Serves `POST /resync` for `local resync`, with the run's CRM connection and queue.
+async fn serve_resync(h: &Harness) -> Run<(String, tokio::task::JoinHandle<()>)> {
+    let crm = h
+        .worker(QueueFamily::MarketingList)
+        .map(|w| w.conn.crm.clone())
+        .ok_or("no marketing-list worker")?;
+    let queue: std::sync::Arc<dyn ChangeQueue> = match &h.sqs {
+        Some(sqs) => std::sync::Arc::new(SqsChangeQueue::new(sqs.client.clone(), sqs.urls.clone())),
+        None => h.queue.clone(),
+    };
+    let state: ResyncState = std::sync::Arc::new(ResyncDeps { crm, queue });
+    let bind = SocketAddr::from(([127, 0, 0, 1], port("RESYNC_PORT", 8805)?));
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| format!("resync endpoint on {bind}: {e}"))?;
+    let url = format!(
+        "http://{}/resync",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let app = axum::Router::new()
+        .route("/resync", axum::routing::post(resync_route))
+        .with_state(state);
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, server))
+}
+
+/// `local resync [kind]`: asks the running `local up` to queue a resync of every source.
+async fn resync(kind: Option<String>) -> Run<bool> {
+    let url = format!("http://127.0.0.1:{}/resync", port("RESYNC_PORT", 8805)?);
+    let body = match kind {
+        Some(kind) => json!({ "kind": kind }),
+        None => json!({}),
+    };
+    let reply = reqwest::Client::new()
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e} (is `make up` running?)"))?;
+    let ok = reply.status().is_success();
+    let text = reply.text().await.map_err(|e| format!("{url}: {e}"))?;
+    println!("{text}");
+    Ok(ok)
+}
+
 async fn up() -> Run<bool> {
     let h = start(true).await?;
     let page = connect_page(&h).await?;
+    let (resync_url, resync_server) = serve_resync(&h).await?;
     println!(
         "{}",
         json!({
@@ -511,6 +608,7 @@ async fn up() -> Run<bool> {
             "cleverreach": { "base_url": h.cleverreach.base_url(), "state": format!("{}_sim/state", h.cleverreach.base_url()) },
             "intake_url": h.intake_url,
             "connect_page": { "url": page.url, "admin_key": LOCAL_ADMIN_KEY },
+            "resync_url": resync_url,
             "queue": if h.sqs.is_some() { "sqs" } else { "local" },
         })
     );
@@ -518,7 +616,10 @@ async fn up() -> Run<bool> {
     let mut schedule = tokio::time::interval(backflow_interval(30)?);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(true),
+            _ = tokio::signal::ctrl_c() => {
+                resync_server.abort();
+                return Ok(true);
+            }
             _ = tick.tick() => {
                 if let Err(e) = h.settle().await {
                     eprintln!("{e}");
@@ -545,8 +646,9 @@ async fn main() -> ExitCode {
         "demo" => demo().await,
         "up" => up().await,
         "run-job" => run_job(&std::env::args().nth(2).unwrap_or_default()).await,
+        "resync" => resync(std::env::args().nth(2)).await,
         _ => Err(
-            "usage: local demo | local up | local run-job receiver-state-sync|lead-sync"
+            "usage: local demo | local up | local run-job receiver-state-sync|lead-sync | local resync [list|campaign|campaignactivity]"
                 .to_string(),
         ),
     };

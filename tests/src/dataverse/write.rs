@@ -1126,6 +1126,18 @@ fn add_listmember(
     if let Some(existing) = find_listmember(store, list, member) {
         return existing;
     }
+    insert_listmember(store, ctx, list, member_table, member, undo)
+}
+
+/// Adds a member the caller knows is not one yet; returns the listmember id.
+fn insert_listmember(
+    store: &mut Store,
+    ctx: &Ctx,
+    list: Uuid,
+    member_table: &'static Table,
+    member: Uuid,
+    undo: &mut Vec<Undo>,
+) -> Uuid {
     let id = Uuid::new_v4();
     let mut row = Row::new();
     row.insert("listmemberid", Val::Guid(id));
@@ -1443,8 +1455,17 @@ pub fn unbound_action(
         ids.push(id);
     }
     let mut undo = Vec::new();
+    // The list's members, read once: checking each added member against every listmember row
+    // made seeding a list of 100,000 quadratic.
+    let mut present: std::collections::HashSet<Uuid> = store
+        .table_rows("listmember")
+        .filter(|(_, r)| points_to(r, "listid", list_id))
+        .filter_map(|(_, r)| r.get("entityid").and_then(Val::guid))
+        .collect();
     for id in &ids {
-        add_listmember(store, ctx, list_id, mt, *id, &mut undo);
+        if present.insert(*id) {
+            insert_listmember(store, ctx, list_id, mt, *id, &mut undo);
+        }
     }
     let list_table = schema::table("list").ok_or_else(|| ApiError::segment_not_found("lists"))?;
     let mut ev = action_event(ctx, req, store, "AddListMembers", list_table, list_id);

@@ -656,6 +656,23 @@ impl DataverseCrm {
         Ok(())
     }
 
+    /// The ids of every source of this kind whose sync flag is on ("resync every source"),
+    /// inactive ones included: the worker turns their flag off, as a missed deactivation event
+    /// would have.
+    pub async fn synced_sources(&self, kind: SourceKind) -> Result<Vec<String>, CrmError> {
+        let mut pages = self.client.query::<Value>(
+            kind.entity_set(),
+            &Query::new()
+                .select([kind.primary_key()])
+                .filter(format!("{} eq true", schema::SYNC_FLAG)),
+        );
+        let mut ids = Vec::new();
+        while let Some(page) = pages.next_page().await? {
+            ids.extend(page.iter().filter_map(|r| id(r, kind.primary_key())));
+        }
+        Ok(ids)
+    }
+
     /// Stores the group id on the source (or clears it).
     pub async fn record_group(
         &self,

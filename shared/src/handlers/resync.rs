@@ -1,0 +1,199 @@
+//! Handler: "resync every source" (function `resync`, `make resync`). Lists every campaign,
+//! campaign activity and marketing list whose sync flag is on and queues one resync request per
+//! source on its family's queue, so that each full reconcile runs in its own worker invocation
+//! (a big group never shares a Lambda's time limit with the others). The worker then reconciles
+//! the source as it would for `crc_resync` (DESIGN §3 "resync").
+
+use crate::adapters::dataverse::crm::{CrmError, DataverseCrm};
+use crate::domain::change::ChangeEvent;
+use crate::domain::routing::QueueFamily;
+use crate::domain::source::SourceKind;
+use crate::error::Retryable;
+use crate::ports::{ChangeQueue, QueueError};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use tracing::info;
+
+/// The invocation's event: `{}` (or nothing) for every source kind, `{"kind": "list"}` for one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResyncRequest {
+    /// `list` (or `marketing-list`), `campaign`, `campaignactivity` (or `campaign-activity`).
+    #[serde(default)]
+    pub kind: Option<String>,
+}
+
+impl ResyncRequest {
+    /// Reads the event; `null` means "every kind".
+    pub fn from_event(event: &Value) -> Result<ResyncRequest, ResyncError> {
+        if event.is_null() {
+            return Ok(ResyncRequest::default());
+        }
+        serde_json::from_value(event.clone()).map_err(|e| {
+            ResyncError::BadRequest(format!(
+                "the event must be {{}} or {{\"kind\": \"list\" | \"campaign\" | \"campaignactivity\"}}: {e}"
+            ))
+        })
+    }
+
+    /// The source kinds to resync.
+    pub fn kinds(&self) -> Result<Vec<SourceKind>, ResyncError> {
+        let Some(kind) = &self.kind else {
+            return Ok(SourceKind::ALL.to_vec());
+        };
+        let wanted = kind.trim().to_ascii_lowercase();
+        SourceKind::from_logical_name(&wanted)
+            .or_else(|| SourceKind::from_entity_set(&wanted))
+            .or_else(|| {
+                SourceKind::ALL
+                    .into_iter()
+                    .find(|k| family(*k).name() == wanted)
+            })
+            .map(|k| vec![k])
+            .ok_or_else(|| {
+                ResyncError::BadRequest(format!(
+                    "unknown source kind {kind:?}: use list, campaign or campaignactivity"
+                ))
+            })
+    }
+}
+
+/// Why the resync could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum ResyncError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("listing the sources with sync on: {0}")]
+    Crm(#[from] CrmError),
+    #[error("{queued} resync requests were queued, then: {error}")]
+    Queue { queued: usize, error: QueueError },
+}
+
+impl Retryable for ResyncError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            ResyncError::BadRequest(_) => false,
+            ResyncError::Crm(e) => e.is_retryable(),
+            ResyncError::Queue { error, .. } => error.is_retryable(),
+        }
+    }
+}
+
+/// What was queued.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ResyncQueued {
+    /// Resync requests queued, in all.
+    pub queued: usize,
+    /// Per source kind (`list`, `campaign`, `campaignactivity`).
+    pub by_kind: BTreeMap<String, usize>,
+    /// The run's id: the operation id of every request it queued.
+    pub run_id: String,
+}
+
+/// What the handler needs: the CRM to list sources, the queue to send the requests to.
+pub struct ResyncDeps<Q: ChangeQueue> {
+    pub crm: DataverseCrm,
+    pub queue: Q,
+}
+
+fn family(kind: SourceKind) -> QueueFamily {
+    match kind {
+        SourceKind::MarketingList => QueueFamily::MarketingList,
+        SourceKind::Campaign => QueueFamily::Campaign,
+        SourceKind::CampaignActivity => QueueFamily::CampaignActivity,
+    }
+}
+
+/// Queues one resync request per source with sync on. `run_id` is the requests' operation id:
+/// a retried invocation with the same id queues nothing twice (FIFO de-duplication).
+pub async fn resync_all<Q: ChangeQueue>(
+    deps: &ResyncDeps<Q>,
+    request: &ResyncRequest,
+    run_id: &str,
+    now_ms: i64,
+) -> Result<ResyncQueued, ResyncError> {
+    let kinds = request.kinds()?;
+    let mut done = ResyncQueued {
+        run_id: run_id.to_string(),
+        ..ResyncQueued::default()
+    };
+    for kind in kinds {
+        let ids = deps.crm.synced_sources(kind).await?;
+        for id in &ids {
+            let event = ChangeEvent::resync_request(kind.logical_name(), id, run_id, now_ms);
+            deps.queue
+                .enqueue(family(kind), &event)
+                .await
+                .map_err(|error| ResyncError::Queue {
+                    queued: done.queued,
+                    error,
+                })?;
+            done.queued += 1;
+        }
+        info!(
+            kind = kind.logical_name(),
+            sources = ids.len(),
+            "resync queued"
+        );
+        done.by_kind
+            .insert(kind.logical_name().to_string(), ids.len());
+    }
+    Ok(done)
+}
+
+/// Lambda adapter: any JSON event → the number queued.
+#[cfg(feature = "aws")]
+pub mod lambda {
+    use super::*;
+    use lambda_runtime::LambdaEvent;
+
+    /// The function's handler. The invocation's request id is the run id, so Lambda's own
+    /// retry of a failed invocation does not queue a source twice.
+    pub async fn run<Q: ChangeQueue>(
+        event: LambdaEvent<Value>,
+        deps: &ResyncDeps<Q>,
+    ) -> Result<ResyncQueued, lambda_runtime::Error> {
+        let request = ResyncRequest::from_event(&event.payload)?;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        Ok(resync_all(deps, &request, &event.context.request_id, now_ms).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn kinds(event: Value) -> Result<Vec<SourceKind>, String> {
+        ResyncRequest::from_event(&event)
+            .and_then(|r| r.kinds())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_empty_event_resyncs_every_kind_and_a_kind_limits_it() {
+        assert_eq!(kinds(json!({})), Ok(SourceKind::ALL.to_vec()));
+        assert_eq!(kinds(Value::Null), Ok(SourceKind::ALL.to_vec()));
+        assert_eq!(
+            kinds(json!({"kind": "list"})),
+            Ok(vec![SourceKind::MarketingList])
+        );
+        assert_eq!(
+            kinds(json!({"kind": " Campaign-Activity "})),
+            Ok(vec![SourceKind::CampaignActivity])
+        );
+        assert_eq!(
+            kinds(json!({"kind": "campaigns"})),
+            Ok(vec![SourceKind::Campaign])
+        );
+    }
+
+    #[test]
+    fn an_unknown_kind_or_field_is_refused_with_a_message_naming_it() {
+        let err = kinds(json!({"kind": "contact"})).unwrap_err();
+        assert!(err.contains("\"contact\""), "{err}");
+        let err = kinds(json!({"knid": "list"})).unwrap_err();
+        assert!(err.contains("knid"), "{err}");
+    }
+}

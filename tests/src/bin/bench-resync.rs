@@ -1,0 +1,1314 @@
+//! Benchmark: full resync of a campaign whose recipients come from two overlapping static
+//! marketing lists (default 100,000 contacts: lists of 60,000 and 60,000 sharing 20,000),
+//! against the sandbox. Two runs, each one `Resync` message handled by the campaign worker as a
+//! Lambda invocation would: first from no group at all, then with the group in step plus drift
+//! made behind the connector's back (receivers removed, attributes overwritten, strangers added,
+//! some unsubscribed, the group renamed). Counts Dataverse and CleverReach calls against the
+//! minimal count, measures wall time and the worker's peak memory, and checks the group.
+//!
+//! `cargo run --release -p sandbox --bin bench-resync -- [--recipients N] [--overlap K]
+//! [--drift D] [--sandbox PATH]`
+//!
+//! The simulators run in a child process (this binary in `--serve-simulators` mode, or the
+//! sandbox binary with `--sandbox`), and each run's worker in another (this binary in
+//! `--worker` mode: a cold Lambda), so the peak RSS measured is the worker's alone, not the
+//! seeding's or the verification's. Exit status 0 when the group ends up right and the
+//! targets are met (calls ≤ 1.1 × minimal per API, peak RSS ≤ 128 MB), 1 otherwise.
+
+use reqwest::Method;
+use sandbox::cleverreach::{CleverReachSim, CleverReachSimConfig};
+use sandbox::dataverse::{self, DataverseSim, DataverseSimConfig};
+use sandbox::harness::checklist;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shared::adapters::cleverreach::{CleverReachClient, CleverReachConfig, InMemoryTokenStore};
+use shared::adapters::dataverse::client::{
+    BatchRequest, DataverseClient, DataverseConfig, MAX_BATCH_REQUESTS,
+};
+use shared::adapters::dataverse::crm::DataverseCrm;
+use shared::adapters::dataverse::schema;
+use shared::domain::change::ChangeEvent;
+use shared::domain::email::Email;
+use shared::domain::planner::ReceiverUpsert;
+use shared::domain::receiver::{PersonData, ReceiverData};
+use shared::domain::recipient::{CrmRef, PersonEntity};
+use shared::domain::routing::{QueueFamily, message_group};
+use shared::handlers::sync_worker::{InboundMessage, WorkerDeps, handle_messages};
+use shared::secret::Secret;
+use shared::sync::Connector;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use url::Url;
+
+// ---- memory -------------------------------------------------------------------------------
+
+/// The system allocator, counting live heap bytes and their peak (RSS alone mixes in the
+/// allocator's retained pages; the heap peak says what the code actually holds).
+struct Counting;
+
+static HEAP_NOW: AtomicUsize = AtomicUsize::new(0);
+static HEAP_PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn heap_grew(by: usize) {
+    let now = HEAP_NOW.fetch_add(by, Ordering::Relaxed) + by;
+    HEAP_PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+// SAFETY: every call is forwarded unchanged to `System`; the counters are plain atomics.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            heap_grew(layout.size());
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            heap_grew(layout.size());
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) };
+        HEAP_NOW.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            HEAP_NOW.fetch_sub(layout.size(), Ordering::Relaxed);
+            heap_grew(new_size);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Resident set now and its high-water mark, in bytes (`/proc/self/status`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Rss {
+    now: u64,
+    peak: u64,
+}
+
+fn rss() -> Rss {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map_or(0, |k| k * 1024)
+    };
+    Rss {
+        now: kib("VmRSS:"),
+        peak: kib("VmHWM:"),
+    }
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+// ---- the simulators' process ------------------------------------------------------------------
+
+/// Child mode: both simulators on free ports; the sandbox binary's JSON line on stdout; exit
+/// when stdin closes (the bench ended, however it ended).
+fn serve_simulators() -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let dataverse = DataverseSim::spawn(DataverseSimConfig::default())
+            .await
+            .map_err(|e| format!("Dataverse simulator: {e}"))?;
+        let defaults = CleverReachSimConfig::default();
+        let cleverreach = CleverReachSim::spawn(defaults.clone())
+            .await
+            .map_err(|e| format!("CleverReach simulator: {e}"))?;
+        // The same line as `src/bin/sandbox.rs` prints, so both children are read alike.
+        println!(
+            "{}",
+            json!({
+                "dataverse": {
+                    "api_url": dataverse.api_url(),
+                    "token_url": dataverse.token_url(),
+                    "scope": format!("{}/.default", dataverse.resource()),
+                    "admin": { "client_id": dataverse::ADMIN_CLIENT_ID, "client_secret": dataverse::ADMIN_CLIENT_SECRET },
+                    "connector": { "client_id": dataverse::CONNECTOR_CLIENT_ID, "client_secret": dataverse::CONNECTOR_CLIENT_SECRET, "user_id": dataverse::CONNECTOR_USER_ID },
+                },
+                "cleverreach": {
+                    "base_url": cleverreach.base_url(),
+                    "client_id": defaults.client_id,
+                    "client_secret": defaults.client_secret,
+                },
+            })
+        );
+        std::io::stdout().flush().map_err(|e| e.to_string())?;
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            let _ = closed_tx.send(());
+        });
+        let _ = closed_rx.await;
+        Ok(())
+    })
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    client_id: String,
+    client_secret: String,
+}
+
+#[derive(Deserialize)]
+struct DataverseEndpoints {
+    api_url: String,
+    token_url: String,
+    scope: String,
+    admin: Credentials,
+    connector: Credentials,
+}
+
+#[derive(Deserialize)]
+struct CleverReachEndpoints {
+    base_url: String,
+    client_id: String,
+    client_secret: String,
+}
+
+/// The sandbox's JSON line.
+#[derive(Deserialize)]
+struct Endpoints {
+    dataverse: DataverseEndpoints,
+    cleverreach: CleverReachEndpoints,
+}
+
+/// The simulators' process; killed (by its own handle) when the bench ends.
+struct Simulators {
+    child: Child,
+    endpoints: Endpoints,
+    /// The JSON line as printed, handed on to the worker processes.
+    line: String,
+}
+
+impl Drop for Simulators {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_simulators(sandbox: Option<&str>) -> Result<Simulators, String> {
+    let mut command = match sandbox {
+        Some(path) => Command::new(path),
+        None => {
+            let me = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+            let mut c = Command::new(me);
+            c.arg("--serve-simulators");
+            c
+        }
+    };
+    let mut child = command
+        // Free ports: other sandboxes may be running on the defaults.
+        .env("DATAVERSE_PORT", "0")
+        .env("CLEVERREACH_PORT", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("starting the simulators: {e}"))?;
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        return Err("the simulators' stdout is not piped".into());
+    };
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    let read = reader.read_line(&mut line);
+    let endpoints = read
+        .map_err(|e| e.to_string())
+        .and_then(|_| serde_json::from_str::<Endpoints>(&line).map_err(|e| e.to_string()));
+    let endpoints = match endpoints {
+        Ok(endpoints) => endpoints,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "the simulators did not print their endpoints ({e}): {line:?}"
+            ));
+        }
+    };
+    // The sandbox binary logs to stdout: keep draining it so that it never blocks.
+    std::thread::spawn(move || {
+        let mut rest = Vec::new();
+        let mut chunk = [0u8; 8192];
+        while let Ok(n) = reader.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            rest.extend_from_slice(&chunk[..n]);
+            if let Some(end) = rest.iter().rposition(|b| *b == b'\n') {
+                let _ = std::io::stderr().write_all(&rest[..=end]);
+                rest.drain(..=end);
+            }
+        }
+    });
+    Ok(Simulators {
+        child,
+        endpoints,
+        line: line.trim().to_string(),
+    })
+}
+
+// ---- seeding (test data, through the Web API as an administrator) ---------------------------
+
+fn url(text: &str) -> Result<Url, String> {
+    Url::parse(text).map_err(|e| format!("{text}: {e}"))
+}
+
+fn dataverse_client(
+    dv: &DataverseEndpoints,
+    credentials: &Credentials,
+) -> Result<DataverseClient, String> {
+    DataverseClient::new(DataverseConfig::new(
+        url(&dv.api_url)?,
+        url(&dv.token_url)?,
+        credentials.client_id.clone(),
+        Secret::new(credentials.client_secret.clone()),
+        dv.scope.clone(),
+    ))
+    .map_err(|e| e.to_string())
+}
+
+// ---- call counts ------------------------------------------------------------------------------
+
+/// The simulators' `/_sim/…` control endpoints (never faulted, no token).
+struct Control {
+    http: reqwest::Client,
+    dataverse: Url,
+    cleverreach: Url,
+}
+
+impl Control {
+    fn new(endpoints: &Endpoints) -> Result<Control, String> {
+        Ok(Control {
+            http: reqwest::Client::new(),
+            dataverse: url(&endpoints.dataverse.api_url)?,
+            cleverreach: url(&endpoints.cleverreach.base_url)?,
+        })
+    }
+
+    async fn send(&self, method: Method, base: &Url, path: &str) -> Result<Value, String> {
+        let target = base.join(path).map_err(|e| e.to_string())?;
+        let reply = self
+            .http
+            .request(method, target.clone())
+            .send()
+            .await
+            .map_err(|e| format!("{target}: {e}"))?;
+        let status = reply.status();
+        let text = reply.text().await.map_err(|e| format!("{target}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("{target}: {status} {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("{target}: {e}"))
+    }
+
+    async fn post(&self, base: &Url, path: &str, body: &Value) -> Result<Value, String> {
+        let target = base.join(path).map_err(|e| e.to_string())?;
+        let reply = self
+            .http
+            .post(target.clone())
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| format!("{target}: {e}"))?;
+        let status = reply.status();
+        let text = reply.text().await.map_err(|e| format!("{target}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("{target}: {status} {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("{target}: {e}"))
+    }
+
+    async fn dataverse_stats(&self) -> Result<DataverseCalls, String> {
+        let stats = self
+            .send(Method::GET, &self.dataverse, "/_sim/stats")
+            .await?;
+        DataverseCalls::from_json(&stats)
+    }
+
+    async fn cleverreach_stats(&self) -> Result<BTreeMap<String, u64>, String> {
+        let stats = self
+            .send(Method::GET, &self.cleverreach, "_sim/stats")
+            .await?;
+        serde_json::from_value::<BTreeMap<String, u64>>(stats["calls"].clone())
+            .map_err(|e| format!("CleverReach stats: {e}"))
+    }
+
+    async fn reset_cleverreach_stats(&self) -> Result<(), String> {
+        self.send(Method::DELETE, &self.cleverreach, "_sim/stats")
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Dataverse requests by `"<METHOD> <set or action>"`, and tokens issued.
+#[derive(Debug, Clone, Default)]
+struct DataverseCalls {
+    requests: BTreeMap<String, u64>,
+    tokens: u64,
+    throttled: u64,
+}
+
+impl DataverseCalls {
+    fn from_json(stats: &Value) -> Result<DataverseCalls, String> {
+        Ok(DataverseCalls {
+            requests: serde_json::from_value(stats["requests"].clone())
+                .map_err(|e| format!("Dataverse stats: {e}"))?,
+            tokens: stats["tokens"].as_u64().unwrap_or(0),
+            throttled: stats["throttled"].as_u64().unwrap_or(0),
+        })
+    }
+
+    /// What happened between `before` and `self` (the simulator's stats cannot be reset without
+    /// clearing its data).
+    fn since(&self, before: &DataverseCalls) -> DataverseCalls {
+        DataverseCalls {
+            requests: self
+                .requests
+                .iter()
+                .map(|(k, v)| (k.clone(), v - before.requests.get(k).copied().unwrap_or(0)))
+                .filter(|(_, v)| *v > 0)
+                .collect(),
+            tokens: self.tokens - before.tokens,
+            throttled: self.throttled - before.throttled,
+        }
+    }
+}
+
+/// One line of the call table: actual and minimal count.
+struct Row {
+    label: String,
+    actual: u64,
+    minimal: u64,
+}
+
+fn row(label: &str, actual: u64, minimal: u64) -> Row {
+    Row {
+        label: label.to_string(),
+        actual,
+        minimal,
+    }
+}
+
+// ---- arguments ------------------------------------------------------------------------------
+
+struct Args {
+    recipients: usize,
+    overlap: usize,
+    drift: usize,
+    sandbox: Option<String>,
+}
+
+const USAGE: &str = "usage: bench-resync [--recipients N] [--overlap K] [--drift D] [--sandbox PATH-TO-SANDBOX-BINARY]";
+
+fn number(flag: &str, value: Option<String>) -> Result<usize, String> {
+    let value = value.ok_or(format!("{flag} needs a number"))?;
+    value
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("{flag} {value:?} is not a number"))
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut parsed = Args {
+        recipients: 100_000,
+        overlap: 20_000,
+        drift: 500,
+        sandbox: None,
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--recipients" => parsed.recipients = number("--recipients", args.next())?,
+            "--overlap" => parsed.overlap = number("--overlap", args.next())?,
+            "--drift" => parsed.drift = number("--drift", args.next())?,
+            "--sandbox" => parsed.sandbox = Some(args.next().ok_or("--sandbox needs a path")?),
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    if parsed.recipients == 0
+        || parsed.overlap > parsed.recipients
+        || !(parsed.recipients + parsed.overlap).is_multiple_of(2)
+    {
+        return Err(format!(
+            "--recipients must be positive, --overlap at most that, and their sum even (two lists of equal size)\n{USAGE}"
+        ));
+    }
+    if parsed.drift * 4 > parsed.recipients {
+        return Err(format!(
+            "--drift {} is too large for {} recipients",
+            parsed.drift, parsed.recipients
+        ));
+    }
+    Ok(parsed)
+}
+
+// ---- seeding (test data, through the Web API as an administrator) ---------------------------
+
+/// Contact `i`'s id: fixed, so that the members can be added without reading them back.
+fn contact_id(i: usize) -> String {
+    format!("be9c0000-0000-4000-8000-{i:012x}")
+}
+
+fn contact_email(i: usize) -> String {
+    format!("bench-{i:06}@example.com")
+}
+
+fn first_name(i: usize) -> String {
+    format!("Bench{i}")
+}
+
+const CAMPAIGN_NAME: &str = "Bench campaign";
+
+struct Seeded {
+    campaign_id: String,
+    requests: usize,
+    took: Duration,
+}
+
+/// The two lists: `[0, size)` and `[n - size, n)`, so that `overlap` contacts are in both.
+fn list_ranges(n: usize, overlap: usize) -> [std::ops::Range<usize>; 2] {
+    let size = (n + overlap) / 2;
+    [0..size, n - size..n]
+}
+
+/// N contacts with consent for newsletter type 0; two static lists (sync off) with their
+/// members; a campaign with sync on and checklist type 0 = yes, linked to both lists.
+async fn seed(admin: &DataverseClient, n: usize, overlap: usize) -> Result<Seeded, String> {
+    let started = Instant::now();
+    let mut requests = 0;
+    let consent = checklist(&[(0, 1)]);
+    for chunk_start in (0..n).step_by(MAX_BATCH_REQUESTS) {
+        let chunk_end = (chunk_start + MAX_BATCH_REQUESTS).min(n);
+        let creates: Vec<BatchRequest> = (chunk_start..chunk_end)
+            .map(|i| {
+                BatchRequest::new(Method::PATCH, format!("contacts({})", contact_id(i)))
+                    .with_header("If-None-Match", "*")
+                    .with_body(json!({
+                        "firstname": first_name(i),
+                        "lastname": "Contact",
+                        "emailaddress1": contact_email(i),
+                        "crc_checklist": consent,
+                    }))
+            })
+            .collect();
+        let answers = admin
+            .batch(creates)
+            .await
+            .map_err(|e| format!("creating contacts {chunk_start}..{chunk_end}: {e}"))?;
+        requests += 1;
+        if let Some(failed) = answers.iter().find(|a| !a.is_success()) {
+            return Err(format!(
+                "creating contacts {chunk_start}..{chunk_end}: a part answered {}: {:?}",
+                failed.status,
+                failed.error.as_ref().map(|e| &e.message)
+            ));
+        }
+    }
+    let mut lists = Vec::new();
+    for (number, range) in list_ranges(n, overlap).into_iter().enumerate() {
+        let list_id = admin
+            .create(
+                "lists",
+                &json!({
+                    "listname": format!("Bench list {}", number + 1),
+                    "createdfromcode": 2,
+                    "type": false,
+                    "crc_checklist": consent,
+                    "crc_syncwithcleverreach": false,
+                }),
+            )
+            .await
+            .map_err(|e| format!("creating a list: {e}"))?;
+        requests += 1;
+        for chunk_start in range.clone().step_by(MAX_BATCH_REQUESTS) {
+            let chunk_end = (chunk_start + MAX_BATCH_REQUESTS).min(range.end);
+            let members: Vec<Value> = (chunk_start..chunk_end)
+                .map(|i| json!({ "@odata.type": "Microsoft.Dynamics.CRM.contact", "contactid": contact_id(i) }))
+                .collect();
+            admin
+                .execute_action(
+                    "AddListMembersList",
+                    &json!({
+                        "List": { "@odata.type": "Microsoft.Dynamics.CRM.list", "listid": list_id },
+                        "Members": members,
+                    }),
+                )
+                .await
+                .map_err(|e| format!("adding members {chunk_start}..{chunk_end}: {e}"))?;
+            requests += 1;
+        }
+        lists.push(list_id);
+    }
+    let campaign_id = admin
+        .create(
+            "campaigns",
+            &json!({ "name": CAMPAIGN_NAME, "crc_checklist": consent, schema::SYNC_FLAG: true }),
+        )
+        .await
+        .map_err(|e| format!("creating the campaign: {e}"))?;
+    requests += 1;
+    for list in &lists {
+        admin
+            .execute_action(
+                &format!("campaigns({campaign_id})/Microsoft.Dynamics.CRM.AddItemCampaign"),
+                &json!({ "EntityId": list, "EntityName": "list" }),
+            )
+            .await
+            .map_err(|e| format!("linking list {list} to the campaign: {e}"))?;
+        requests += 1;
+    }
+    Ok(Seeded {
+        campaign_id,
+        requests,
+        took: started.elapsed(),
+    })
+}
+
+// ---- the minimal call counts ------------------------------------------------------------------
+
+/// Dataverse calls by kind. Minimal: one token; the settings; the campaign; its linked lists;
+/// ceil(size/5000) member pages per list; the leads linked to the campaign (one page); the
+/// group id written (first run only) and the status written.
+fn dataverse_rows(calls: &DataverseCalls, n: usize, overlap: usize, first: bool) -> Vec<Row> {
+    let member_pages: u64 = calls
+        .requests
+        .iter()
+        .filter(|(k, _)| k.contains("listcontact_association"))
+        .map(|(_, v)| *v)
+        .sum();
+    let minimal_pages: u64 = list_ranges(n, overlap)
+        .iter()
+        .map(|r| r.len().div_ceil(5000) as u64)
+        .sum();
+    let mut reads = 0;
+    let mut writes = 0;
+    for (key, count) in &calls.requests {
+        if key.contains("listcontact_association") {
+            continue;
+        }
+        if key.starts_with("GET ") {
+            reads += count;
+        } else {
+            writes += count;
+        }
+    }
+    vec![
+        row("token", calls.tokens, 1),
+        row("member pages (5000 a page)", member_pages, minimal_pages),
+        row(
+            "other reads (settings, campaign, its lists, its leads)",
+            reads,
+            4,
+        ),
+        row(
+            if first {
+                "writes (group id, sync status)"
+            } else {
+                "writes (sync status)"
+            },
+            writes,
+            if first { 2 } else { 1 },
+        ),
+    ]
+}
+
+/// What the second run has to change.
+#[derive(Debug, Clone, Copy, Default)]
+struct Drift {
+    removed: usize,
+    altered: usize,
+    strangers: usize,
+    unsubscribed: usize,
+    renamed: bool,
+}
+
+/// CleverReach calls by kind. Minimal, first run: one token, the group created, the attribute
+/// list and each missing attribute created, one (empty) receivers page, the blacklist,
+/// ceil(N/250) upserts. Second run: one token, the group read (and renamed if it was), the
+/// attribute list, floor(receivers/5000)+1 receiver pages (the last full page cannot be known
+/// to be the last), the blacklist, ceil((removed + altered)/250) upserts (re-add and repair in
+/// the same batches), ceil(strangers/250) removals.
+fn cleverreach_rows(
+    calls: &BTreeMap<String, u64>,
+    n: usize,
+    batch_size: usize,
+    missing_attributes: usize,
+    drift: Option<Drift>,
+) -> Vec<Row> {
+    let sum = |names: &[&str]| -> u64 {
+        names
+            .iter()
+            .map(|name| calls.get(*name).copied().unwrap_or(0))
+            .sum()
+    };
+    let token = sum(&["token"]);
+    let upserts = sum(&[
+        "receivers_upsert",
+        "receivers_upsert_plus",
+        "receivers_insert",
+    ]);
+    let groups = sum(&[
+        "groups_list",
+        "group_get",
+        "group_create",
+        "group_update",
+        "group_delete",
+        "group_stats",
+    ]);
+    let attributes = sum(&["attributes_list", "attribute_create"]);
+    let reads = sum(&[
+        "receivers_list",
+        "receiver_get",
+        "receiver_pool_get",
+        "receivers_filter",
+    ]);
+    let removals = sum(&["receivers_delete_batch", "receiver_delete"]);
+    let opt_outs = sum(&["blacklist_list", "blacklist_get", "bounces"]);
+    let other = calls.values().sum::<u64>()
+        - token
+        - upserts
+        - groups
+        - attributes
+        - reads
+        - removals
+        - opt_outs;
+    let (minimal_upserts, minimal_groups, minimal_attributes, minimal_reads, minimal_removals) =
+        match drift {
+            None => (
+                n.div_ceil(batch_size) as u64,
+                1,
+                1 + missing_attributes as u64,
+                1,
+                0,
+            ),
+            Some(d) => {
+                let in_group = n - d.removed + d.strangers;
+                (
+                    (d.removed + d.altered).div_ceil(batch_size) as u64,
+                    1 + u64::from(d.renamed),
+                    1,
+                    (in_group / 5000 + 1) as u64,
+                    d.strangers.div_ceil(batch_size) as u64,
+                )
+            }
+        };
+    vec![
+        row("token", token, 1),
+        row(
+            &format!("upserts ({batch_size} a call)"),
+            upserts,
+            minimal_upserts,
+        ),
+        row(
+            "group calls (create / read, rename)",
+            groups,
+            minimal_groups,
+        ),
+        row(
+            "attribute calls (list + create missing)",
+            attributes,
+            minimal_attributes,
+        ),
+        row(
+            "receiver reads (group's receivers, 5000 a page)",
+            reads,
+            minimal_reads,
+        ),
+        row("removals", removals, minimal_removals),
+        row("blacklist / bounces", opt_outs, 1),
+        row("other", other, 0),
+    ]
+}
+
+// ---- verification -----------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct SimReceiver {
+    email: String,
+    active: bool,
+    #[serde(default)]
+    global_attributes: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct SimGroup {
+    name: String,
+}
+
+/// The group as the CleverReach simulator holds it: every seeded address once, active unless
+/// it unsubscribed (`inactive`), with its first name from the CRM; nothing else.
+async fn verify_group(
+    control: &Control,
+    group: &str,
+    n: usize,
+    inactive: &HashSet<String>,
+) -> Result<String, String> {
+    let receivers = control
+        .send(
+            Method::GET,
+            &control.cleverreach,
+            &format!("_sim/groups/{group}/receivers"),
+        )
+        .await?;
+    let receivers: Vec<SimReceiver> =
+        serde_json::from_value(receivers).map_err(|e| format!("receivers of {group}: {e}"))?;
+    let info = control
+        .send(
+            Method::GET,
+            &control.cleverreach,
+            &format!("_sim/groups/{group}"),
+        )
+        .await?;
+    let info: SimGroup = serde_json::from_value(info).map_err(|e| format!("group {group}: {e}"))?;
+    let expected: HashSet<String> = (0..n).map(contact_email).collect();
+    let found: HashSet<String> = receivers.iter().map(|r| r.email.to_lowercase()).collect();
+    let missing = expected.difference(&found).count();
+    let unexpected = found.difference(&expected).count();
+    let wrong_state = receivers
+        .iter()
+        .filter(|r| r.active == inactive.contains(&r.email.to_lowercase()))
+        .count();
+    let wrong_name = receivers
+        .iter()
+        .filter(|r| {
+            let i = r
+                .email
+                .strip_prefix("bench-")
+                .and_then(|rest| rest.split('@').next())
+                .and_then(|digits| digits.parse::<usize>().ok());
+            i.is_some_and(|i| r.global_attributes.get("firstname") != Some(&first_name(i)))
+        })
+        .count();
+    let summary = format!(
+        "group {group} {:?}: {} receivers, {} active; {missing} seeded addresses missing, {unexpected} unexpected, {wrong_state} in the wrong state, {wrong_name} with a wrong first name",
+        info.name,
+        receivers.len(),
+        receivers.iter().filter(|r| r.active).count(),
+    );
+    if receivers.len() == n
+        && missing == 0
+        && unexpected == 0
+        && wrong_state == 0
+        && wrong_name == 0
+        && info.name == CAMPAIGN_NAME
+    {
+        Ok(summary)
+    } else {
+        Err(summary)
+    }
+}
+
+// ---- the runs ---------------------------------------------------------------------------------
+
+const BATCH_SIZE: usize = 250;
+const RSS_TARGET: u64 = 128 * 1024 * 1024;
+const CALL_RATIO_TARGET: f64 = 1.1;
+
+fn cleverreach_client(
+    endpoints: &Endpoints,
+) -> Result<CleverReachClient<Arc<InMemoryTokenStore>>, String> {
+    let cr = &endpoints.cleverreach;
+    let mut config = CleverReachConfig::new(
+        url(&cr.base_url)?,
+        cr.client_id.clone(),
+        Secret::new(cr.client_secret.clone()),
+        format!(
+            "Dynamics 365 ({})",
+            DataverseSimConfig::default().org_domain
+        ),
+    );
+    config.upsert_batch_size = BATCH_SIZE;
+    CleverReachClient::new(config, Arc::new(InMemoryTokenStore::new())).map_err(|e| e.to_string())
+}
+
+/// What every run shares.
+struct Setup<'a> {
+    endpoints: &'a Endpoints,
+    /// The simulators' JSON line, for the worker processes.
+    line: &'a str,
+    control: &'a Control,
+    campaign_id: &'a str,
+    n: usize,
+    overlap: usize,
+    missing_attributes: usize,
+}
+
+/// One resync: a fresh worker (a cold Lambda), one `Resync` message, measured.
+async fn run_once(
+    setup: &Setup<'_>,
+    label: &str,
+    drift: Option<Drift>,
+    inactive: &HashSet<String>,
+) -> Result<bool, String> {
+    let Setup {
+        endpoints,
+        line: _,
+        control,
+        campaign_id,
+        n,
+        overlap,
+        missing_attributes,
+    } = *setup;
+    println!("== {label}");
+    let dataverse_before = control.dataverse_stats().await?;
+    control.reset_cleverreach_stats().await?;
+    let measured = run_worker_process(setup.line, campaign_id)?;
+    let dv = &endpoints.dataverse;
+
+    let dataverse_calls = control.dataverse_stats().await?.since(&dataverse_before);
+    let cleverreach_calls = control.cleverreach_stats().await?;
+    let admin = dataverse_client(dv, &dv.admin)?;
+    let campaign = admin
+        .retrieve::<Value>(
+            "campaigns",
+            campaign_id,
+            &[schema::GROUP_ID, schema::SYNC_STATUS, schema::LAST_ERROR],
+        )
+        .await
+        .map_err(|e| format!("reading the campaign back: {e}"))?
+        .unwrap_or_default();
+
+    let mut ok = true;
+    let dv_rows = dataverse_rows(&dataverse_calls, n, overlap, drift.is_none());
+    let cr_rows = cleverreach_rows(&cleverreach_calls, n, BATCH_SIZE, missing_attributes, drift);
+    println!(
+        "{:<56} {:>8} {:>8} {:>7}",
+        "calls", "actual", "minimal", "ratio"
+    );
+    for (system, rows) in [("Dataverse", &dv_rows), ("CleverReach", &cr_rows)] {
+        let actual: u64 = rows.iter().map(|r| r.actual).sum();
+        let minimal: u64 = rows.iter().map(|r| r.minimal).sum();
+        let ratio = actual as f64 / minimal.max(1) as f64;
+        let verdict = if ratio <= CALL_RATIO_TARGET {
+            "ok"
+        } else {
+            ok = false;
+            "OVER TARGET"
+        };
+        println!(
+            "{:<56} {actual:>8} {minimal:>8} {ratio:>7.3}  (target ≤ {CALL_RATIO_TARGET}: {verdict})",
+            format!("{system}, total")
+        );
+        for r in rows.iter() {
+            println!(
+                "{:<56} {:>8} {:>8}",
+                format!("  {}", r.label),
+                r.actual,
+                r.minimal
+            );
+        }
+    }
+    println!(
+        "Dataverse requests by key (tokens: {}):",
+        dataverse_calls.tokens
+    );
+    for (key, count) in &dataverse_calls.requests {
+        println!("  {key:<54} {count:>8}");
+    }
+    println!("CleverReach calls by endpoint:");
+    for (key, count) in &cleverreach_calls {
+        println!("  {key:<54} {count:>8}");
+    }
+    println!(
+        "{:<56} {:>10.2} s",
+        "wall time (worker handler)", measured.wall_s
+    );
+    let rss_verdict = if measured.rss_peak <= RSS_TARGET {
+        "ok"
+    } else {
+        ok = false;
+        "OVER TARGET"
+    };
+    println!(
+        "{:<56} {:>12}  (target ≤ {}: {rss_verdict}; VmRSS of the fresh process before the message {})",
+        "peak RSS of the worker process (VmHWM)",
+        mb(measured.rss_peak),
+        mb(RSS_TARGET),
+        mb(measured.rss_before),
+    );
+    println!(
+        "{:<56} {:>12}",
+        "peak heap during the run",
+        mb(measured.heap_peak)
+    );
+    if measured.failed {
+        ok = false;
+        println!("FAILED: the worker left the message on the queue");
+    }
+    println!(
+        "sync status on the campaign: {:?}; last error: {:?}",
+        campaign[schema::SYNC_STATUS].as_str().unwrap_or(""),
+        campaign[schema::LAST_ERROR].as_str().unwrap_or("")
+    );
+    match campaign[schema::GROUP_ID].as_str() {
+        None => {
+            ok = false;
+            println!("FAILED: no group id stored on the campaign");
+        }
+        Some(group) => match verify_group(control, group, n, inactive).await {
+            Ok(summary) => println!("verified: {summary}"),
+            Err(summary) => {
+                ok = false;
+                println!("FAILED: {summary}");
+            }
+        },
+    }
+    println!("{label}: {}", if ok { "PASS" } else { "FAIL" });
+    println!();
+    Ok(ok)
+}
+
+/// What a worker process measured.
+#[derive(Debug, serde::Serialize, Deserialize)]
+struct Measured {
+    wall_s: f64,
+    rss_before: u64,
+    rss_peak: u64,
+    heap_peak: u64,
+    /// The worker left the message on the queue.
+    failed: bool,
+}
+
+/// Runs one worker in a fresh process of this binary and reads what it measured.
+fn run_worker_process(line: &str, campaign_id: &str) -> Result<Measured, String> {
+    let me = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    let output = Command::new(me)
+        .arg("--worker")
+        .arg(campaign_id)
+        .env("BENCH_SIMULATORS", line)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("starting the worker: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(text.trim()).map_err(|e| {
+        format!(
+            "the worker did not report ({e}; exit {}): {text:?}",
+            output.status
+        )
+    })
+}
+
+/// Worker mode: one `Resync` message for the campaign, handled by the campaign worker built as
+/// the function's `main` builds it; prints what it measured as one JSON line.
+fn worker_process(campaign_id: &str) -> Result<(), String> {
+    let line = std::env::var("BENCH_SIMULATORS").map_err(|_| "BENCH_SIMULATORS is not set")?;
+    let endpoints: Endpoints = serde_json::from_str(&line).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let measured = runtime.block_on(async {
+        let dv = &endpoints.dataverse;
+        let crm = DataverseCrm::new(dataverse_client(dv, &dv.connector)?);
+        let newsletter = cleverreach_client(&endpoints)?;
+        newsletter
+            .connect_client_credentials()
+            .await
+            .map_err(|e| format!("CleverReach token: {e}"))?;
+        let worker = WorkerDeps::new(QueueFamily::Campaign, Connector::new(crm, newsletter));
+        let run_id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let event = ChangeEvent::resync_request(
+            "campaign",
+            campaign_id,
+            &run_id,
+            chrono::Utc::now().timestamp_millis(),
+        );
+        let message = InboundMessage {
+            message_id: run_id.clone(),
+            body: serde_json::to_string(&event).map_err(|e| e.to_string())?,
+            group: Some(message_group(&event)),
+        };
+        let rss_before = rss().now;
+        let heap_before = HEAP_NOW.load(Ordering::Relaxed);
+        HEAP_PEAK.store(heap_before, Ordering::Relaxed);
+        let started = Instant::now();
+        let failed = handle_messages(&worker, vec![message]).await;
+        let wall = started.elapsed();
+        Ok::<Measured, String>(Measured {
+            wall_s: wall.as_secs_f64(),
+            rss_before,
+            rss_peak: rss().peak,
+            heap_peak: HEAP_PEAK.load(Ordering::Relaxed) as u64,
+            failed: !failed.is_empty(),
+        })
+    })?;
+    println!(
+        "{}",
+        serde_json::to_string(&measured).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}
+
+/// Drift behind the connector's back, through CleverReach's API (as a CleverReach user or an
+/// import would): `d` receivers removed, `d` with their first name overwritten, `d` strangers
+/// added, `d / 5` unsubscribed, the group renamed. Returns it and the unsubscribed addresses.
+async fn make_drift(
+    endpoints: &Endpoints,
+    control: &Control,
+    group: &str,
+    d: usize,
+) -> Result<(Drift, HashSet<String>), String> {
+    let cr = cleverreach_client(endpoints)?;
+    cr.connect_client_credentials()
+        .await
+        .map_err(|e| format!("CleverReach token: {e}"))?;
+    let email = |i: usize| Email::parse(&contact_email(i)).map_err(|e| e.to_string());
+    let removed: Vec<Email> = (0..d).map(email).collect::<Result<_, _>>()?;
+    cr.remove_receivers(group, &removed)
+        .await
+        .map_err(|e| format!("removing receivers: {e}"))?;
+    let altered: Vec<ReceiverUpsert> = (d..2 * d)
+        .map(|i| {
+            Ok(ReceiverUpsert {
+                receiver: ReceiverData {
+                    email: email(i)?,
+                    person: PersonData {
+                        first_name: "Overwritten".into(),
+                        last_name: "Contact".into(),
+                        ..PersonData::default()
+                    },
+                    crm: CrmRef::new(PersonEntity::Contact, contact_id(i)),
+                },
+                activate: false,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    cr.upsert_receivers(group, &altered)
+        .await
+        .map_err(|e| format!("overwriting attributes: {e}"))?;
+    let strangers: Vec<ReceiverUpsert> = (0..d)
+        .map(|i| {
+            Ok(ReceiverUpsert {
+                receiver: ReceiverData {
+                    email: Email::parse(&format!("stranger-{i:06}@example.org"))
+                        .map_err(|e| e.to_string())?,
+                    person: PersonData::default(),
+                    crm: CrmRef::new(
+                        PersonEntity::Contact,
+                        format!("5e5e0000-0000-4000-8000-{i:012x}"),
+                    ),
+                },
+                activate: true,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    cr.upsert_receivers(group, &strangers)
+        .await
+        .map_err(|e| format!("adding strangers: {e}"))?;
+    let mut unsubscribed = HashSet::new();
+    for i in 2 * d..2 * d + d / 5 {
+        control
+            .post(
+                &control.cleverreach,
+                "_sim/unsubscribe",
+                &json!({ "group_id": group, "email": contact_email(i) }),
+            )
+            .await?;
+        unsubscribed.insert(contact_email(i));
+    }
+    cr.rename_group(group, "renamed in CleverReach")
+        .await
+        .map_err(|e| format!("renaming the group: {e}"))?;
+    Ok((
+        Drift {
+            removed: d,
+            altered: d,
+            strangers: d,
+            unsubscribed: d / 5,
+            renamed: true,
+        },
+        unsubscribed,
+    ))
+}
+
+async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
+    let endpoints = &sims.endpoints;
+    let control = Control::new(endpoints)?;
+    let n = args.recipients;
+    let [a, b] = list_ranges(n, args.overlap);
+    println!(
+        "full resync of a campaign of {n} recipients: two static lists of {} and {} contacts sharing {}",
+        a.len(),
+        b.len(),
+        args.overlap
+    );
+    let seeded = {
+        let admin = dataverse_client(&endpoints.dataverse, &endpoints.dataverse.admin)?;
+        admin
+            .create(
+                "crc_settings",
+                &json!({ "crc_key": "cleverreach:connectiondata:apiurl", "crc_value": endpoints.cleverreach.base_url }),
+            )
+            .await
+            .map_err(|e| format!("writing the apiurl setting: {e}"))?;
+        seed(&admin, n, args.overlap).await?
+    };
+    println!(
+        "seeded through the Web API with {} requests in {:.1} s",
+        seeded.requests,
+        seeded.took.as_secs_f64()
+    );
+    let state = control
+        .send(Method::GET, &control.cleverreach, "_sim/state")
+        .await?;
+    let existing: HashSet<String> = state["attributes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["name"].as_str())
+                .map(str::to_lowercase)
+                .collect()
+        })
+        .unwrap_or_default();
+    let missing_attributes = shared::adapters::cleverreach::attribute::ALL
+        .iter()
+        .filter(|a| !existing.contains(**a))
+        .count();
+    println!();
+
+    let setup = Setup {
+        endpoints,
+        line: &sims.line,
+        control: &control,
+        campaign_id: &seeded.campaign_id,
+        n,
+        overlap: args.overlap,
+        missing_attributes,
+    };
+    let mut ok = run_once(&setup, "run 1: from no group", None, &HashSet::new()).await?;
+
+    let admin = dataverse_client(&endpoints.dataverse, &endpoints.dataverse.admin)?;
+    let group = admin
+        .retrieve::<Value>("campaigns", &seeded.campaign_id, &[schema::GROUP_ID])
+        .await
+        .map_err(|e| e.to_string())?
+        .and_then(|row| row[schema::GROUP_ID].as_str().map(str::to_string))
+        .ok_or("no group after the first run")?;
+    let (drift, unsubscribed) = make_drift(endpoints, &control, &group, args.drift).await?;
+    println!(
+        "drift made behind the connector's back: {} removed, {} attributes overwritten, {} strangers added, {} unsubscribed, group renamed",
+        drift.removed, drift.altered, drift.strangers, drift.unsubscribed
+    );
+    println!();
+    ok &= run_once(
+        &setup,
+        "run 2: group in step plus drift",
+        Some(drift),
+        &unsubscribed,
+    )
+    .await?;
+
+    let reactivations = control
+        .send(Method::GET, &control.cleverreach, "_sim/reactivations")
+        .await?;
+    let count = reactivations.as_array().map_or(0, Vec::len);
+    if count > 0 {
+        ok = false;
+        println!("FAILED: {count} unsubscribed receivers re-activated");
+    } else {
+        println!("no unsubscribed receiver re-activated");
+    }
+    println!("result: {}", if ok { "PASS" } else { "FAIL" });
+    Ok(ok)
+}
+
+fn main() -> std::process::ExitCode {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--worker") {
+        let campaign = std::env::args().nth(2).unwrap_or_default();
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .init();
+        return match worker_process(&campaign) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("worker: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    if args.peek().map(String::as_str) == Some("--serve-simulators") {
+        return match serve_simulators() {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("simulators: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let args = match parse_args(args) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let sims = match start_simulators(args.sandbox.as_deref()) {
+        Ok(sims) => sims,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tokio runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(bench(args, &sims));
+    drop(runtime);
+    drop(sims);
+    match result {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("bench failed: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
