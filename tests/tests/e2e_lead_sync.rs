@@ -203,7 +203,7 @@ async fn a_signup_into_a_lead_lists_group_joins_the_list_and_survives_a_full_res
     let leads = leads_with(&h, "nora@example.com");
     assert_eq!(leads.len(), 1);
     let lead = lead_id(&leads[0]);
-    assert_eq!(lists_of(&h, &lead), [list.clone()]);
+    assert_eq!(lists_of(&h, &lead), std::slice::from_ref(&list));
     assert_eq!(
         h.settle().await.unwrap(),
         0,
