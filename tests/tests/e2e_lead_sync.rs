@@ -161,3 +161,144 @@ async fn no_lead_is_made_for_a_known_address_an_inactive_receiver_or_a_no_that_w
     assert_eq!(h.checklist_states("leads", &nora), [(0, 2)]);
     assert_eq!(h.dataverse.rows("leads").len(), 1);
 }
+
+/// The static lists (ids) a record is a member of.
+fn lists_of(h: &Harness, member: &str) -> Vec<String> {
+    h.dataverse
+        .rows("listmembers")
+        .into_iter()
+        .filter(|m| m.get("_entityid_value").and_then(Value::as_str) == Some(member))
+        .filter_map(|m| {
+            m.get("_listid_value")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// Asks for a full resync of a source and waits until it is done.
+async fn resync(h: &Harness, set: &str, id: &str) {
+    h.update(set, id, json!({ "crc_resync": true }))
+        .await
+        .unwrap();
+    h.settle().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_signup_into_a_lead_lists_group_joins_the_list_and_survives_a_full_resync() {
+    let h = Harness::start().await.unwrap();
+    h.install(&[]).await.unwrap();
+    let (list, group) = h.synced_static_list("Leads", "lead", &[]).await.unwrap();
+    h.cleverreach
+        .signup(&group, "nora@example.com", &[("firstname", "Nora")])
+        .unwrap();
+
+    let summary = h.run_lead_sync().await.unwrap();
+    assert_eq!(
+        (summary.leads_created, summary.leads_linked),
+        (1, 1),
+        "{summary:?}"
+    );
+    assert!(summary.signups_at_risk.is_empty(), "{summary:?}");
+    let leads = leads_with(&h, "nora@example.com");
+    assert_eq!(leads.len(), 1);
+    let lead = lead_id(&leads[0]);
+    assert_eq!(lists_of(&h, &lead), std::slice::from_ref(&list));
+    assert_eq!(
+        h.settle().await.unwrap(),
+        0,
+        "the connector's writes queued no work"
+    );
+
+    resync(&h, "lists", &list).await;
+    assert_eq!(h.active_emails(&group), ["nora@example.com"]);
+    assert!(h.dead_letters().is_empty());
+
+    let again = h.run_lead_sync().await.unwrap();
+    assert_eq!(
+        (again.applied, again.leads_created, again.leads_linked),
+        (0, 0, 0),
+        "{again:?}"
+    );
+    assert_eq!(h.dataverse.rows("leads").len(), 1);
+    assert_eq!(lists_of(&h, &lead), [list]);
+}
+
+#[tokio::test]
+async fn a_signup_into_a_campaigns_group_is_linked_to_the_campaign_and_survives_a_full_resync() {
+    let h = Harness::start().await.unwrap();
+    h.install(&[]).await.unwrap();
+    let campaign = h
+        .create(
+            "campaigns",
+            json!({ "name": "Spring", "crc_checklist": checklist(&[(0, 1)]),
+                    "crc_syncwithcleverreach": true }),
+        )
+        .await
+        .unwrap();
+    h.settle().await.unwrap();
+    let group = h.group_of("campaigns", &campaign).expect("group created");
+    h.cleverreach
+        .signup(&group, "otto@example.com", &[])
+        .unwrap();
+
+    let summary = h.run_lead_sync().await.unwrap();
+    assert_eq!(
+        (summary.leads_created, summary.leads_linked),
+        (1, 1),
+        "{summary:?}"
+    );
+    assert!(summary.signups_at_risk.is_empty(), "{summary:?}");
+    let leads = leads_with(&h, "otto@example.com");
+    assert_eq!(leads.len(), 1);
+    assert_eq!(leads[0]["_campaignid_value"], json!(campaign));
+    assert_eq!(h.settle().await.unwrap(), 0);
+
+    resync(&h, "campaigns", &campaign).await;
+    assert_eq!(h.active_emails(&group), ["otto@example.com"]);
+
+    let again = h.run_lead_sync().await.unwrap();
+    assert_eq!((again.applied, again.leads_linked), (0, 0), "{again:?}");
+    assert_eq!(h.dataverse.rows("leads").len(), 1);
+}
+
+#[tokio::test]
+async fn a_signup_into_a_contact_lists_group_is_kept_as_a_lead_and_reported_as_at_risk() {
+    let h = Harness::start().await.unwrap();
+    h.install(&[]).await.unwrap();
+    let list = h
+        .create(
+            "lists",
+            json!({ "listname": "Contacts", "createdfromcode": 2, "type": false,
+                    "crc_checklist": checklist(&[(0, 1)]), "crc_syncwithcleverreach": true }),
+        )
+        .await
+        .unwrap();
+    h.settle().await.unwrap();
+    let group = h.group_of("lists", &list).expect("group created");
+    h.cleverreach
+        .signup(&group, "paula@example.com", &[])
+        .unwrap();
+
+    let summary = h.run_lead_sync().await.unwrap();
+    assert_eq!(
+        (summary.leads_created, summary.leads_linked),
+        (1, 0),
+        "{summary:?}"
+    );
+    assert_eq!(summary.signups_at_risk.len(), 1, "{summary:?}");
+    let report = &summary.signups_at_risk[0];
+    assert!(report.contains(&list), "{report}");
+    assert!(report.contains("static list of contacts"), "{report}");
+    assert!(
+        report.contains("a resync will remove the receiver"),
+        "{report}"
+    );
+    assert!(!report.contains("paula"), "no personal data: {report}");
+    let lead = lead_id(&leads_with(&h, "paula@example.com")[0]);
+    assert!(lists_of(&h, &lead).is_empty());
+
+    // What the report warns of: the list cannot hold the lead, so a full resync removes it.
+    resync(&h, "lists", &list).await;
+    assert!(h.active_emails(&group).is_empty());
+}

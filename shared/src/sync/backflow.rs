@@ -120,6 +120,14 @@ pub struct RunSummary {
     pub people_deactivated: usize,
     pub leads_created: usize,
     pub leads_updated: usize,
+    /// Sign-up leads made members of their group's sources (added to a static lead list, or
+    /// linked to a campaign or campaign activity), so that a full resync keeps the receiver.
+    pub leads_linked: usize,
+    /// Sign-ups kept as leads that a source of their group cannot hold (a static list of
+    /// contacts or accounts, a dynamic list, a lead linked elsewhere already): a full resync
+    /// of that source removes the receiver from the group. One line per event and source,
+    /// with ids only.
+    pub signups_at_risk: Vec<String>,
     /// Readable descriptions of bad input and failures (never personal data).
     pub problems: Vec<String>,
     /// Groups whose events could not all be read or applied in this run, with the reason.
@@ -259,16 +267,20 @@ impl Job {
         self,
         conn: &Connector<S>,
         context: &JobContext,
-        group: &ManagedGroup,
+        group: &GroupWork<'_>,
         kind: EventKind,
         record: &ReceiverRecord,
         summary: &mut RunSummary,
     ) -> Result<Outcome, SyncError> {
         match self {
             Job::ReceiverState => {
-                super::receiver_state::apply(conn, context, group, kind, record, summary).await
+                super::receiver_state::apply(conn, context, group.group, kind, record, summary)
+                    .await
             }
-            Job::LeadSync => super::lead_sync::apply(conn, context, group, record, summary).await,
+            Job::LeadSync => {
+                super::lead_sync::apply(conn, context, group.group, &group.sources, record, summary)
+                    .await
+            }
         }
     }
 }
@@ -277,6 +289,13 @@ impl Job {
 #[derive(Debug, Clone)]
 pub(crate) struct JobContext {
     pub settings: Settings,
+}
+
+/// A group and the sources linked to it (the sources a sign-up must join to stay, DESIGN §2
+/// rule 6).
+struct GroupWork<'a> {
+    group: &'a ManagedGroup,
+    sources: Vec<&'a ManagedSource>,
 }
 
 /// Why a group's pass stopped early.
@@ -329,8 +348,12 @@ pub async fn run_job<S: TokenStore>(
     };
     let mut complete = true;
     'groups: for group in &groups {
+        let work = GroupWork {
+            group,
+            sources: sources.iter().filter(|s| s.group_id == group.id).collect(),
+        };
         for &kind in job.kinds() {
-            match group_pass(conn, job, &context, group, kind, &mut run).await {
+            match group_pass(conn, job, &context, &work, kind, &mut run).await {
                 Ok(()) => {}
                 Err(Stop::Limit) => {
                     complete = false;
@@ -393,10 +416,11 @@ async fn group_pass<S: TokenStore>(
     conn: &Connector<S>,
     job: Job,
     context: &JobContext,
-    group: &ManagedGroup,
+    work: &GroupWork<'_>,
     kind: EventKind,
     run: &mut Run<'_>,
 ) -> Result<(), Stop> {
+    let group = work.group;
     if run.out_of_budget() {
         return Err(Stop::Limit);
     }
@@ -469,7 +493,7 @@ async fn group_pass<S: TokenStore>(
             }
             run.summary.events += 1;
             match job
-                .apply(conn, context, group, kind, record, run.summary)
+                .apply(conn, context, work, kind, record, run.summary)
                 .await
             {
                 Ok(Outcome::Applied) => {
@@ -623,6 +647,7 @@ mod tests {
             id: id.into(),
             group_id: group.into(),
             checklist: Checklist::parse(json).map_err(|e| e.to_string()),
+            list: None,
         };
         let mut summary = RunSummary::default();
         let groups = managed_groups(

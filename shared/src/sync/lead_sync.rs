@@ -7,16 +7,26 @@
 //! the lead (or gets "exists" on create) and creates nothing twice. The same person in a second
 //! group adds that group's types to the same lead; a "no" someone set is never turned into
 //! "yes". Receivers the connector wrote itself carry their CRM record and are passed by.
+//!
+//! The lead then joins the group's sources where the CRM lets it (a static lead list: as a
+//! member; a campaign or campaign activity: through the lead's lookup, if empty), so that the
+//! next full reconcile (DESIGN §2 rule 6) keeps the receiver. A source that cannot hold a lead
+//! (a list of contacts or accounts, a dynamic list) is left as it is and the sign-up is
+//! reported in the run summary. The connector's own writes are not work for the intake, and
+//! the receiver is in the group already.
 
 use super::backflow::{
     JobContext, MODIFIED_BY, ManagedGroup, Outcome, RunSummary, crm_time, derived_id,
 };
 use super::{Connector, SyncError};
 use crate::adapters::cleverreach::{ReceiverRecord, TokenStore};
+use crate::adapters::dataverse::client::DataverseError;
+use crate::adapters::dataverse::crm::{CrmError, ManagedSource};
 use crate::adapters::dataverse::schema;
 use crate::domain::checklist::{Checklist, ChoiceState};
 use crate::domain::receiver::ReceiverState;
 use crate::domain::recipient::{CrmRef, PersonEntity, RecipientKind};
+use crate::domain::source::SourceKind;
 use serde_json::{Map, Value, json};
 
 /// The id of the lead made for this address.
@@ -37,10 +47,136 @@ fn with_group_types(current: &Checklist, group: &ManagedGroup, when: &str) -> Op
     changed.then_some(checklist)
 }
 
+/// Why a source cannot hold a lead, or `None` when it can (a static lead list, a campaign, a
+/// campaign activity).
+fn cannot_hold_leads(source: &ManagedSource) -> Option<String> {
+    if source.kind != SourceKind::MarketingList {
+        return None;
+    }
+    match &source.list {
+        None => Some("its member type cannot be read".into()),
+        Some(shape) if shape.dynamic => {
+            Some("it is a dynamic list; its members come from its query".into())
+        }
+        Some(shape) if shape.member_kind != RecipientKind::Lead => {
+            Some(format!("it is a static list of {}s", shape.member_kind))
+        }
+        Some(_) => None,
+    }
+}
+
+/// The CRM said no to this write (4xx, a row gone): reported, not retried.
+fn refused(e: &CrmError) -> bool {
+    matches!(
+        e,
+        CrmError::Api(DataverseError::Client { .. } | DataverseError::NotFound { .. })
+    )
+}
+
+fn at_risk(summary: &mut RunSummary, group: &ManagedGroup, lead: &str, source: &str, why: &str) {
+    summary.signups_at_risk.push(format!(
+        "group {}: sign-up kept as lead {lead}; {source} cannot hold it ({why}), so a resync will remove the receiver",
+        group.id
+    ));
+}
+
+/// Makes lead `lead` a member of the group's sources where the CRM allows it; returns how many
+/// sources it joined. `fresh`: the lead was just created (it is in no list and linked to
+/// nothing, so nothing needs reading).
+async fn keep_in_sources<S: TokenStore>(
+    conn: &Connector<S>,
+    context: &JobContext,
+    group: &ManagedGroup,
+    sources: &[&ManagedSource],
+    lead: &str,
+    fresh: bool,
+    summary: &mut RunSummary,
+) -> Result<usize, SyncError> {
+    let mut joined = 0;
+    let mut lists_of_lead: Option<Vec<String>> = fresh.then(Vec::new);
+    let mut links_of_lead: Option<Vec<(SourceKind, String)>> = fresh.then(Vec::new);
+    let mut new_links: Vec<(SourceKind, String)> = Vec::new();
+    for source in sources {
+        let name = format!("{} {}", source.kind, source.id);
+        if let Some(why) = cannot_hold_leads(source) {
+            at_risk(summary, group, lead, &name, &why);
+            continue;
+        }
+        if source.kind == SourceKind::MarketingList {
+            if lists_of_lead.is_none() {
+                lists_of_lead = Some(conn.crm.static_lists_of(lead).await?);
+            }
+            let lists = lists_of_lead.get_or_insert_with(Vec::new);
+            if lists.contains(&source.id) {
+                continue;
+            }
+            match conn.crm.add_list_member(&source.id, lead).await {
+                Ok(()) => {
+                    lists.push(source.id.clone());
+                    joined += 1;
+                }
+                Err(e) if refused(&e) => {
+                    at_risk(
+                        summary,
+                        group,
+                        lead,
+                        &name,
+                        &format!("it refused the lead: {e}"),
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
+            continue;
+        }
+        if links_of_lead.is_none() {
+            links_of_lead = Some(conn.crm.lead_links(lead).await?);
+        }
+        let links = links_of_lead.get_or_insert_with(Vec::new);
+        // A lead has one lookup per kind: the first source of a kind takes it.
+        let taken = links
+            .iter()
+            .chain(&new_links)
+            .find(|(kind, _)| *kind == source.kind);
+        match taken {
+            Some((_, id)) if *id == source.id => {}
+            Some((kind, other)) => {
+                let why = format!("the lead is linked to {kind} {other}");
+                at_risk(summary, group, lead, &name, &why);
+            }
+            None => new_links.push((source.kind, source.id.clone())),
+        }
+    }
+    if !new_links.is_empty() {
+        match conn.crm.link_lead(lead, &new_links).await {
+            Ok(()) => joined += new_links.len(),
+            Err(e) if refused(&e) => {
+                for (kind, id) in &new_links {
+                    let why = format!("linking the lead was refused: {e}");
+                    at_risk(summary, group, lead, &format!("{kind} {id}"), &why);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !context
+        .settings
+        .transfer_entities
+        .contains(&RecipientKind::Lead)
+    {
+        summary.signups_at_risk.push(format!(
+            "group {}: sign-up kept as lead {lead}; leads are not transferred (transfersettings:entity), so a resync will remove the receiver",
+            group.id
+        ));
+    }
+    summary.leads_linked += joined;
+    Ok(joined)
+}
+
 pub(crate) async fn apply<S: TokenStore>(
     conn: &Connector<S>,
     context: &JobContext,
     group: &ManagedGroup,
+    sources: &[&ManagedSource],
     record: &ReceiverRecord,
     summary: &mut RunSummary,
 ) -> Result<Outcome, SyncError> {
@@ -59,6 +195,7 @@ pub(crate) async fn apply<S: TokenStore>(
     let ours = lead_id(email);
     let when = crm_time(record.activated.unwrap_or_else(chrono::Utc::now));
     let people = conn.crm.people_with_email(email).await?;
+    let mut created = false;
     if people.is_empty() {
         let checklist = with_group_types(
             &Checklist::default().normalized_for(&context.settings.newsletter_types),
@@ -88,11 +225,11 @@ pub(crate) async fn apply<S: TokenStore>(
                 body.insert(column.into(), json!(schema::fit(value, max)));
             }
         }
-        if conn.crm.create_lead(&ours, &Value::Object(body)).await? {
+        created = conn.crm.create_lead(&ours, &Value::Object(body)).await?;
+        if created {
             summary.leads_created += 1;
-            return Ok(Outcome::Applied);
         }
-        // Created meanwhile by another run: fall through to adding this group's types.
+        // Not created: made meanwhile by another run; go on as with a lead found.
     } else if people
         .iter()
         .any(|(kind, id)| !(*kind == RecipientKind::Lead && *id == ours))
@@ -100,28 +237,35 @@ pub(crate) async fn apply<S: TokenStore>(
         // Someone in the CRM has this address already: not ours to create.
         return Ok(Outcome::Ignored);
     }
-    let lead = CrmRef::new(PersonEntity::Lead, &ours);
-    let Some(current) = conn.crm.person(&lead).await? else {
-        return Ok(Outcome::Ignored);
-    };
-    let checklist = match Checklist::parse(&current.checklist) {
-        Ok(c) => c,
-        Err(e) => {
-            summary.problem(format!(
-                "group {}: the checklist of lead {ours} cannot be read ({e}); the group's types were not added",
-                group.id
-            ));
-            return Ok(Outcome::Skipped);
+    let mut changed = created;
+    if !created {
+        let lead = CrmRef::new(PersonEntity::Lead, &ours);
+        let Some(current) = conn.crm.person(&lead).await? else {
+            return Ok(Outcome::Ignored);
+        };
+        match Checklist::parse(&current.checklist) {
+            Ok(checklist) => {
+                if let Some(updated) = with_group_types(&checklist, group, &when) {
+                    conn.crm.write_checklist(&lead, &updated).await?;
+                    summary.leads_updated += 1;
+                    changed = true;
+                }
+            }
+            Err(e) => {
+                summary.problem(format!(
+                    "group {}: the checklist of lead {ours} cannot be read ({e}); the group's types were not added",
+                    group.id
+                ));
+                return Ok(Outcome::Skipped);
+            }
         }
-    };
-    match with_group_types(&checklist, group, &when) {
-        Some(updated) => {
-            conn.crm.write_checklist(&lead, &updated).await?;
-            summary.leads_updated += 1;
-            Ok(Outcome::Applied)
-        }
-        None => Ok(Outcome::AlreadyDone),
     }
+    let joined = keep_in_sources(conn, context, group, sources, &ours, created, summary).await?;
+    Ok(if changed || joined > 0 {
+        Outcome::Applied
+    } else {
+        Outcome::AlreadyDone
+    })
 }
 
 #[cfg(test)]

@@ -870,6 +870,9 @@ pub struct ManagedSource {
     pub group_id: String,
     /// The source's checklist; `Err` holds why it could not be read.
     pub checklist: Result<Checklist, String>,
+    /// Marketing lists: static or dynamic, and the member type (`query` is not read here);
+    /// `None` for campaigns and activities, and for a list whose member type cannot be read.
+    pub list: Option<ListShape>,
 }
 
 /// A contact or lead as the back-flow jobs read it.
@@ -897,11 +900,15 @@ impl DataverseCrm {
     pub async fn managed_sources(&self) -> Result<Vec<ManagedSource>, CrmError> {
         let mut found = Vec::new();
         for kind in SourceKind::ALL {
+            let mut select = vec![kind.primary_key(), schema::GROUP_ID, schema::CHECKLIST];
+            if kind == SourceKind::MarketingList {
+                select.extend(["type", "createdfromcode"]);
+            }
             let rows = self
                 .all_rows(
                     kind.entity_set(),
                     &Query::new()
-                        .select([kind.primary_key(), schema::GROUP_ID, schema::CHECKLIST])
+                        .select(select)
                         .filter(format!("{} ne null", schema::GROUP_ID)),
                 )
                 .await?;
@@ -917,11 +924,16 @@ impl DataverseCrm {
                         .unwrap_or(""),
                 )
                 .map_err(|e| e.to_string());
+                let list = match kind {
+                    SourceKind::MarketingList => list_shape(&row).ok(),
+                    _ => None,
+                };
                 found.push(ManagedSource {
                     kind,
                     id,
                     group_id,
                     checklist,
+                    list,
                 });
             }
         }
@@ -1011,6 +1023,57 @@ impl DataverseCrm {
             Err(DataverseError::Conflict { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Adds a record to a static marketing list (`AddMemberList`; a record that is a member
+    /// already stays one, nothing is added twice).
+    pub async fn add_list_member(&self, list_id: &str, member_id: &str) -> Result<(), CrmError> {
+        let list_id = filter::guid(list_id)?;
+        let member_id = filter::guid(member_id)?;
+        self.client
+            .execute_action(
+                &format!("lists({list_id})/Microsoft.Dynamics.CRM.AddMemberList"),
+                &json!({ "EntityId": member_id }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Links a lead to campaigns or campaign activities through its lookups (`LEAD_CAMPAIGN`,
+    /// `LEAD_CAMPAIGN_ACTIVITY`), in one update. Marketing lists in `links` are refused.
+    pub async fn link_lead(
+        &self,
+        lead_id: &str,
+        links: &[(SourceKind, String)],
+    ) -> Result<(), CrmError> {
+        let mut body = Map::new();
+        for (kind, source_id) in links {
+            let lookup = match kind {
+                SourceKind::Campaign => schema::LEAD_CAMPAIGN,
+                SourceKind::CampaignActivity => schema::LEAD_CAMPAIGN_ACTIVITY,
+                SourceKind::MarketingList => {
+                    return Err(CrmError::Invalid {
+                        what: format!("the link of lead {lead_id} to marketing list {source_id}"),
+                        problem: "a lead joins a list as a member, not through a lookup".into(),
+                    });
+                }
+            };
+            body.insert(
+                format!("{lookup}@odata.bind"),
+                json!(format!(
+                    "/{}({})",
+                    kind.entity_set(),
+                    filter::guid(source_id)?
+                )),
+            );
+        }
+        if body.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .update("leads", &filter::guid(lead_id)?, &Value::Object(body))
+            .await?;
+        Ok(())
     }
 
     /// The value of a cursor row of the settings table (`row_id` derived from its key).
