@@ -63,6 +63,7 @@ const LIST_UPDATE: &[&str] = &[
     schema::SYNC_FLAG,
     schema::CHECKLIST,
     schema::RESYNC,
+    schema::RETROACTIVE_SYNC,
 ];
 
 fn pre(attributes: &'static [&'static str]) -> ImageSpec {

@@ -3,3 +3,4 @@
 
 pub mod sync_worker;
 pub mod webhook_intake;
+pub mod retroactive;

@@ -3,6 +3,7 @@
 //! reads, writes and reports.
 
 pub mod people;
+pub mod retroactive;
 pub mod source;
 
 use crate::adapters::cleverreach::{CleverReachClient, CleverReachError, TokenStore};
