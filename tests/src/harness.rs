@@ -798,6 +798,33 @@ impl Harness {
         }
     }
 
+    /// Rebuilds the retroactive-sync functions' Dataverse client with pages of `rows` rows
+    /// (`odata.maxpagesize`, FetchXML `count`), so that tests reach many pages with few rows.
+    pub fn set_retroactive_page_size(&mut self, rows: u32) -> Result<(), HarnessError> {
+        let client = DataverseClient::new(DataverseConfig {
+            retry: RetryPolicy::fast(),
+            max_page_size: rows,
+            ..DataverseConfig::new(
+                url(&self.dataverse.api_url())?,
+                url(&self.dataverse.token_url())?,
+                CONNECTOR_CLIENT_ID,
+                Secret::new(CONNECTOR_CLIENT_SECRET),
+                format!("{}/.default", self.dataverse.resource()),
+            )
+        })
+        .map_err(|e| HarnessError::Start(e.to_string()))?;
+        let limits = self.retroactive.limits;
+        self.retroactive = RetroactiveDeps::new(
+            Connector::new(
+                DataverseCrm::new(client),
+                self.retroactive.conn.newsletter.clone(),
+            ),
+            self.retroactive_queue.clone(),
+        );
+        self.retroactive.limits = limits;
+        Ok(())
+    }
+
     /// What the retroactive-sync functions did so far.
     pub fn retroactive_log(&self) -> RetroactiveLog {
         self.retroactive_log

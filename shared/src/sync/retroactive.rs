@@ -543,7 +543,10 @@ pub async fn fan_out<S: TokenStore, Q: MessageQueue>(
         })
     };
     while let Some(page) = members.next_page().await? {
-        pages += 1;
+        // Pages read again only to skip what earlier invocations queued do not count.
+        if seen + page.len() as u64 > skip {
+            pages += 1;
+        }
         for recipient in page {
             seen += 1;
             if seen <= skip {
@@ -569,7 +572,7 @@ pub async fn fan_out<S: TokenStore, Q: MessageQueue>(
                 .await
                 .map_err(queue_error)?;
         }
-        if pages >= limits.max_pages || started.elapsed() >= limits.time_budget {
+        if pages > 0 && (pages >= limits.max_pages || started.elapsed() >= limits.time_budget) {
             // The members of the unfinished sublist are read again by the follow-up.
             let skip = seen - sublist.len() as u64;
             let body = encode(&FanoutMessage::Continue {
