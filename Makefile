@@ -2,9 +2,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
-FUNCTIONS := webhook-intake sync-marketing-list sync-contact sync-lead sync-account
+FUNCTIONS := webhook-intake sync-marketing-list sync-contact sync-lead sync-account sublist-fanout sublist-update
 
-.PHONY: help demo up test lint fmt check-domain bench bench-first-sync sandbox clean
+.PHONY: help demo up test lint fmt check-domain bench bench-first-sync bench-retroactive sandbox clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -33,6 +33,9 @@ bench: ## benchmarks (release build): the reconcile planner
 
 bench-first-sync: ## benchmark (release build): first sync of static lists of 10k/50k/100k contacts against the sandbox (~40 min, mostly seeding)
 	CARGO="$(CARGO)" CARGO_FLAGS="$(CARGO_FLAGS)" tests/bench/first-sync.sh
+
+bench-retroactive: ## benchmark (release build): retroactive sync of 100,000 contacts, sandbox answering after 50 ms ($$batch count, longest invocation, peak RSS, wall time)
+	$(CARGO) run --release -p sandbox --bin bench-retroactive $(CARGO_FLAGS) -- --contacts 100000 --latency-ms 50
 
 sandbox: ## only the Dataverse and CleverReach simulators, in the foreground
 	$(CARGO) run -p sandbox --bin sandbox $(CARGO_FLAGS)

@@ -51,7 +51,9 @@ fn expected(n: usize) -> Expected {
 }
 
 fn emails(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}{i}@retro.example")).collect()
+    (0..n)
+        .map(|i| format!("{prefix}{i}@retro.example"))
+        .collect()
 }
 
 /// Seeds `n` contacts (or leads) in `city`; returns their ids in order.
@@ -94,7 +96,9 @@ async fn dynamic_list(h: &Harness, name: &str, entity: &str, city: &str) -> (Str
         .await
         .unwrap();
     h.settle().await.unwrap();
-    let group = h.group_of("lists", &list).expect("group after the first sync");
+    let group = h
+        .group_of("lists", &list)
+        .expect("group after the first sync");
     (list, group)
 }
 
@@ -126,7 +130,11 @@ fn flag(h: &Harness, list: &str) -> bool {
 
 /// The checklist state of newsletter type 0 of every row of `set`, by id.
 fn type0(h: &Harness, set: &str) -> BTreeMap<String, ChoiceState> {
-    let key = if set == "leads" { "leadid" } else { "contactid" };
+    let key = if set == "leads" {
+        "leadid"
+    } else {
+        "contactid"
+    };
     h.dataverse
         .rows(set)
         .iter()
@@ -236,8 +244,10 @@ async fn a_list_of_20000_accounts_updates_their_primary_contacts() {
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            object(json!({ "name": format!("Account {i}"), "address1_city": "Accountville",
-                           "primarycontactid@odata.bind": format!("contacts({c})") }))
+            object(
+                json!({ "name": format!("Account {i}"), "address1_city": "Accountville",
+                           "primarycontactid@odata.bind": format!("contacts({c})") }),
+            )
         })
         .collect();
     h.dataverse.seed("accounts", accounts).unwrap();
@@ -315,7 +325,10 @@ async fn a_static_list_is_fanned_out_over_follow_up_invocations() {
         .iter()
         .filter(|(name, _)| *name == "sublist-fanout")
         .count();
-    assert!(fanouts >= 3, "1,200 members in pages of 500: {fanouts} fan-out invocations");
+    assert!(
+        fanouts >= 3,
+        "1,200 members in pages of 500: {fanouts} fan-out invocations"
+    );
 }
 
 #[tokio::test]
@@ -376,7 +389,12 @@ async fn with_faults_on_both_apis_the_run_completes_and_writes_every_member_once
         faults.off();
     }
     let injected: u64 = h.dataverse.faults().stats().injected.values().sum::<u64>()
-        + h.cleverreach.faults().stats().injected.values().sum::<u64>();
+        + h.cleverreach
+            .faults()
+            .stats()
+            .injected
+            .values()
+            .sum::<u64>();
     assert!(injected >= 10, "faults were injected ({injected})");
 
     let state = run_state(&h, &list);

@@ -86,7 +86,8 @@ async fn fanout_one<S: TokenStore, Q: MessageQueue>(
     deps: &RetroactiveDeps<S, Q>,
     message: &InboundMessage,
 ) -> Result<(), String> {
-    let body = fanout_body(&message.body).inspect_err(|e| error!(error = %e, "unreadable message"))?;
+    let body =
+        fanout_body(&message.body).inspect_err(|e| error!(error = %e, "unreadable message"))?;
     let settings = deps.settings().await.map_err(report)?;
     let outcome = match body {
         FanoutBody::Trigger(event) => {
@@ -252,5 +253,52 @@ pub mod lambda {
         let messages = to_messages(event.payload);
         let total = messages.len();
         respond(total, handle_sublists(deps, messages).await)
+    }
+}
+
+#[cfg(all(test, feature = "aws"))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use aws_lambda_events::event::sqs::SqsEvent;
+
+    fn messages(json: &str) -> Vec<InboundMessage> {
+        let event: SqsEvent = serde_json::from_str(json).unwrap();
+        crate::handlers::sync_worker::lambda::to_messages(event)
+    }
+
+    #[test]
+    fn the_sample_events_are_read_as_a_trigger_and_a_sublist() {
+        let fanout = messages(include_str!(
+            "../../../events/sublist-fanout/list-retroactive-sync-on.json"
+        ));
+        assert_eq!(fanout.len(), 1);
+        match fanout_body(&fanout[0].body).unwrap() {
+            FanoutBody::Trigger(event) => {
+                assert!(crate::domain::routing::starts_retroactive_sync(&event));
+            }
+            FanoutBody::Follow(_) => panic!("a list change is a trigger"),
+        }
+        let sublist = messages(include_str!("../../../events/sublist-update/sublist.json"));
+        let parsed: SublistMessage = serde_json::from_str(&sublist[0].body).unwrap();
+        assert!(matches!(parsed, SublistMessage::Update { index: 0, .. }));
+        assert!(sublist[0].group.as_deref().unwrap().starts_with("list:"));
+    }
+
+    #[test]
+    fn a_failed_message_holds_back_the_rest_of_its_run_only() {
+        let message = |id: &str, group: &str| InboundMessage {
+            message_id: id.into(),
+            body: String::new(),
+            group: Some(group.into()),
+        };
+        let mut gate = GroupGate::default();
+        let (a1, a2, b1) = (message("a1", "a"), message("a2", "a"), message("b1", "b"));
+        assert!(!gate.blocked(&a1));
+        gate.record(&a1, Err("down".into()));
+        assert!(gate.blocked(&a2));
+        assert!(!gate.blocked(&b1));
+        gate.record(&b1, Ok(()));
+        assert_eq!(gate.failed, ["a1", "a2"]);
     }
 }

@@ -207,10 +207,7 @@ impl RunState {
     }
 
     pub fn sublists_done(&self) -> u64 {
-        self.done
-            .iter()
-            .map(|[a, b]| u64::from(b - a) + 1)
-            .sum()
+        self.done.iter().map(|[a, b]| u64::from(b - a) + 1).sum()
     }
 
     /// Every sublist counted and every group reconciled.
@@ -554,7 +551,11 @@ pub async fn fan_out<S: TokenStore, Q: MessageQueue>(
             }
             // A list has one member table; an account's recipient is its primary contact.
             if recipient.person.entity != entity && !sublist.is_empty() {
-                out.push(sublist_message(index, entity, std::mem::take(&mut sublist))?);
+                out.push(sublist_message(
+                    index,
+                    entity,
+                    std::mem::take(&mut sublist),
+                )?);
                 index += 1;
             }
             entity = recipient.person.entity;
@@ -562,7 +563,11 @@ pub async fn fan_out<S: TokenStore, Q: MessageQueue>(
                 sublist.push(recipient.person.id);
             }
             if sublist.len() >= size {
-                out.push(sublist_message(index, entity, std::mem::take(&mut sublist))?);
+                out.push(sublist_message(
+                    index,
+                    entity,
+                    std::mem::take(&mut sublist),
+                )?);
                 index += 1;
             }
         }
@@ -611,18 +616,18 @@ pub async fn fan_out<S: TokenStore, Q: MessageQueue>(
         }
     }
     if !sublist.is_empty() {
-        out.push(sublist_message(index, entity, std::mem::take(&mut sublist))?);
+        out.push(sublist_message(
+            index,
+            entity,
+            std::mem::take(&mut sublist),
+        )?);
         index += 1;
     }
     let body = encode(&SublistMessage::Finish {
         run: run.clone(),
         sublists: index,
     })?;
-    out.push(run.message(
-        QueueFamily::Sublist,
-        format!("{}-finish", run.run_id),
-        body,
-    ));
+    out.push(run.message(QueueFamily::Sublist, format!("{}-finish", run.run_id), body));
     queue.send(out).await.map_err(queue_error)?;
     let mut flag_off = Map::new();
     flag_off.insert(schema::RETROACTIVE_SYNC.into(), Value::Bool(false));
@@ -852,11 +857,7 @@ async fn finish_run<S: TokenStore, Q: MessageQueue>(
             source: *kind,
             source_id: id.clone(),
         })?;
-        messages.push(run.message(
-            QueueFamily::Sublist,
-            format!("{}-r{id}", run.run_id),
-            body,
-        ));
+        messages.push(run.message(QueueFamily::Sublist, format!("{}-r{id}", run.run_id), body));
     }
     let groups = sources.len() as u32;
     // Recorded first: a group reconciled before its count is known would look finished.
@@ -986,22 +987,18 @@ mod tests {
             state: None,
             etag: None,
         };
-        let err = requested_checklist(&columns(Some("[{\"id\":0,"), None), &settings)
+        let err = requested_checklist(&columns(Some("[{\"id\":0,"), None), &settings).unwrap_err();
+        assert!(
+            err.contains("crc_retroactivesyncjson is not valid"),
+            "{err}"
+        );
+        let err = requested_checklist(&columns(Some(r#"[{"id":7,"state":1}]"#), None), &settings)
             .unwrap_err();
-        assert!(err.contains("crc_retroactivesyncjson is not valid"), "{err}");
-        let err = requested_checklist(
-            &columns(Some(r#"[{"id":7,"state":1}]"#), None),
-            &settings,
-        )
-        .unwrap_err();
         assert!(err.contains("newsletter type 7"), "{err}");
         let err = requested_checklist(&columns(None, None), &settings).unwrap_err();
         assert!(err.contains("crc_checklist"), "{err}");
         let ok = requested_checklist(&columns(None, Some(r#"[{"id":1,"state":1}]"#)), &settings)
             .unwrap();
-        assert_eq!(
-            ok.state_of(NewsletterTypeId(1)),
-            ChoiceState::Yes
-        );
+        assert_eq!(ok.state_of(NewsletterTypeId(1)), ChoiceState::Yes);
     }
 }

@@ -484,7 +484,12 @@ impl Control {
 
     async fn rows(&self, set: &str) -> Result<Vec<Value>, String> {
         let rows = self
-            .send(Method::GET, &self.dataverse, &format!("_sim/rows/{set}"), None)
+            .send(
+                Method::GET,
+                &self.dataverse,
+                &format!("_sim/rows/{set}"),
+                None,
+            )
             .await?;
         Ok(match rows {
             Value::Array(rows) => rows,

@@ -923,9 +923,10 @@ impl DataverseCrm {
         columns: Map<String, Value>,
     ) -> Result<bool, CrmError> {
         let id = filter::guid(list_id)?;
-        let request = super::client::BatchRequest::new(reqwest::Method::PATCH, format!("lists({id})"))
-            .with_body(Value::Object(columns))
-            .with_header("If-Match", etag);
+        let request =
+            super::client::BatchRequest::new(reqwest::Method::PATCH, format!("lists({id})"))
+                .with_body(Value::Object(columns))
+                .with_header("If-Match", etag);
         let results = self.client.batch(vec![request]).await?;
         match results.first() {
             Some(part) if part.is_success() => Ok(true),
