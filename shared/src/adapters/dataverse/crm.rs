@@ -62,6 +62,11 @@ pub struct SourceRecord {
     pub resync_requested: bool,
 }
 
+/// Ids per FetchXML `in` condition: each id takes about 70 characters of the percent-encoded
+/// URL, and a GET inside `$batch` may be at most 64 KB long (ref §4.3), so 5000 ids would be
+/// refused; 400 keep it under 32 KB.
+const IDS_PER_FETCH: usize = 400;
+
 /// The CRM through the Web API.
 #[derive(Clone)]
 pub struct DataverseCrm {
@@ -365,10 +370,10 @@ impl DataverseCrm {
         }
     }
 
-    /// Contacts by id (with the parent account's name), one request per 5000 ids.
+    /// Contacts by id (with the parent account's name), one request per 400 ids.
     pub async fn contacts_by_id(&self, ids: &[String]) -> Result<HashMap<String, Value>, CrmError> {
         let mut found = HashMap::new();
-        for chunk in ids.chunks(5000) {
+        for chunk in ids.chunks(IDS_PER_FETCH) {
             let mut values = String::new();
             for id in chunk {
                 // Validated GUIDs only: nothing from data is pasted into the XML unchecked.
@@ -940,7 +945,7 @@ impl DataverseCrm {
     }
 
     /// The stored checklists (and row versions) of these contacts or leads, one FetchXML
-    /// request per 5000 ids. Ids that are not found are left out.
+    /// request per 400 ids. Ids that are not found are left out.
     pub async fn stored_checklists(
         &self,
         entity: PersonEntity,
@@ -948,7 +953,7 @@ impl DataverseCrm {
     ) -> Result<HashMap<String, StoredChecklist>, CrmError> {
         let (logical, set, key) = person_table(entity);
         let mut found = HashMap::new();
-        for chunk in ids.chunks(5000) {
+        for chunk in ids.chunks(IDS_PER_FETCH) {
             let mut values = String::new();
             for id in chunk {
                 // Validated GUIDs only: nothing from data is pasted into the XML unchecked.
