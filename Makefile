@@ -2,13 +2,13 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
-FUNCTIONS := webhook-intake sync-marketing-list sync-contact sync-lead sync-account sync-campaign sync-campaign-activity receiver-state-sync lead-sync connect resync
+FUNCTIONS := webhook-intake sync-marketing-list sync-contact sync-lead sync-account sync-campaign sync-campaign-activity receiver-state-sync lead-sync connect resync sublist-fanout sublist-update
 
 VENV ?= .venv
 # Pinned Python tools for the deployable (toolchain.md): SAM template lint and cargo-lambda.
 PY_TOOLS := 'cfn-lint==1.58.0' 'aws-sam-translator==1.115.0' 'cargo-lambda==1.9.2'
 
-.PHONY: help demo up resync test lint fmt check-domain bench bench-first-sync bench-resync sandbox clean build lint-infra tools receiver-state-sync lead-sync
+.PHONY: help demo up resync test lint fmt check-domain bench bench-first-sync bench-resync bench-retroactive sandbox clean build lint-infra tools receiver-state-sync lead-sync
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -49,6 +49,9 @@ bench-first-sync: ## benchmark (release build): first sync of static lists of 10
 
 bench-resync: ## benchmark (release build): full resync of a campaign of 100k recipients across two overlapping lists, from an empty group and from one in step with drift
 	CARGO="$(CARGO)" CARGO_FLAGS="$(CARGO_FLAGS)" tests/bench/resync.sh
+
+bench-retroactive: ## benchmark (release build): retroactive sync of 100,000 contacts, sandbox answering after 50 ms ($$batch count, longest invocation, peak RSS, wall time)
+	$(CARGO) run --release -p sandbox --bin bench-retroactive $(CARGO_FLAGS) -- --contacts 100000 --latency-ms 50
 
 sandbox: ## only the Dataverse and CleverReach simulators, in the foreground
 	$(CARGO) run -p sandbox --bin sandbox $(CARGO_FLAGS)

@@ -103,6 +103,10 @@ pub async fn intake_deps() -> Result<IntakeDeps<SqsChangeQueue, SecretsManagerSo
             urls = urls.with(family, url.clone());
         }
     }
+    // A list update that turns retroactive sync on also goes to the fan-out's queue.
+    if let Some(url) = crate::config::queue_url(QueueFamily::RetroactiveSync) {
+        urls = urls.with(QueueFamily::RetroactiveSync, url);
+    }
     Ok(IntakeDeps {
         queue: SqsChangeQueue::new(aws_sdk_sqs::Client::new(&aws), urls),
         secrets: SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(&aws)),
@@ -164,4 +168,31 @@ pub async fn resync_deps() -> Result<crate::handlers::resync::ResyncDeps<SqsChan
         crm: connector.crm,
         queue: SqsChangeQueue::new(aws_sdk_sqs::Client::new(&aws), urls),
     })
+}
+
+/// Everything `sublist-fanout` and `sublist-update` need: the connector and the two
+/// retroactive-sync queues (`RETROACTIVE_SYNC_QUEUE_URL`, `SUBLIST_QUEUE_URL`).
+pub async fn retroactive_deps() -> Result<
+    crate::handlers::retroactive::RetroactiveDeps<
+        SecretsManagerTokenStore,
+        crate::adapters::sqs::SqsMessageQueue,
+    >,
+    StartError,
+> {
+    let config = Config::from_env()?;
+    let aws = aws().await;
+    let mut urls = QueueUrls::new();
+    for family in QueueFamily::RETROACTIVE {
+        let url = crate::config::queue_url(family).ok_or_else(|| {
+            StartError::Adapter(format!(
+                "environment variable {} is not set",
+                family.queue_url_variable()
+            ))
+        })?;
+        urls = urls.with(family, url);
+    }
+    Ok(crate::handlers::retroactive::RetroactiveDeps::new(
+        connector(&config, &aws).await?,
+        crate::adapters::sqs::SqsMessageQueue::new(aws_sdk_sqs::Client::new(&aws), urls),
+    ))
 }

@@ -122,6 +122,15 @@ impl Config {
     }
 }
 
+/// `<FAMILY>_QUEUE_URL` of one family from the process environment (the retroactive-sync
+/// queues, which [`Config::queue_urls`] leaves out), when set.
+pub fn queue_url(family: crate::domain::routing::QueueFamily) -> Option<String> {
+    std::env::var(family.queue_url_variable())
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,6 +63,7 @@ const LIST_UPDATE: &[&str] = &[
     schema::SYNC_FLAG,
     schema::CHECKLIST,
     schema::RESYNC,
+    schema::RETROACTIVE_SYNC,
 ];
 /// A campaign's group follows its name, state, flags and checklist; its lists come through
 /// AddItem/RemoveItem.

@@ -17,10 +17,13 @@ use shared::adapters::cleverreach::{CleverReachClient, CleverReachConfig, InMemo
 use shared::adapters::dataverse::client::{DataverseClient, DataverseConfig};
 use shared::adapters::dataverse::crm::DataverseCrm;
 use shared::adapters::http::RetryPolicy;
-use shared::adapters::memory::{InMemoryChangeQueue, QueuedChange, StaticSecrets};
+use shared::adapters::memory::{
+    InMemoryChangeQueue, InMemoryMessageQueue, QueuedChange, QueuedMessage, StaticSecrets,
+};
 use shared::adapters::sqs::{QueueUrls, SqsChangeQueue};
 use shared::domain::change::ChangeEvent;
 use shared::domain::routing::QueueFamily;
+use shared::handlers::retroactive::{RetroactiveDeps, handle_fanout, handle_sublists};
 use shared::handlers::sync_worker::{InboundMessage, WorkerDeps, handle_messages};
 use shared::handlers::webhook_intake::{IntakeDeps, IntakeSettings, WebhookRequest, handle};
 use shared::ports::ChangeQueue;
@@ -64,6 +67,11 @@ pub struct Harness {
     pub sqs: Option<SqsQueues>,
     pub intake_url: String,
     workers: Vec<WorkerDeps<TokenStore>>,
+    /// `sublist-fanout` and `sublist-update` (DESIGN §5); their limits may be changed.
+    pub retroactive: RetroactiveDeps<TokenStore, Arc<InMemoryMessageQueue>>,
+    /// The local retroactive-sync queues (follow-ups, sublists, reconciles).
+    pub retroactive_queue: Arc<InMemoryMessageQueue>,
+    retroactive_log: Mutex<RetroactiveLog>,
     receive_counts: Mutex<HashMap<String, u32>>,
     dead_letters: Mutex<Vec<DeadLetter>>,
     intake: tokio::task::JoinHandle<()>,
@@ -217,7 +225,42 @@ impl Harness {
                 Connector::new(DataverseCrm::new(dataverse_client), newsletter),
             ));
         }
+        let retroactive_queue = Arc::new(InMemoryMessageQueue::new());
+        let retroactive = RetroactiveDeps::new(
+            Connector::new(
+                DataverseCrm::new(
+                    DataverseClient::new(DataverseConfig {
+                        retry: RetryPolicy::fast(),
+                        ..DataverseConfig::new(
+                            url(&dataverse.api_url())?,
+                            url(&dataverse.token_url())?,
+                            CONNECTOR_CLIENT_ID,
+                            Secret::new(CONNECTOR_CLIENT_SECRET),
+                            format!("{}/.default", dataverse.resource()),
+                        )
+                    })
+                    .map_err(|e| HarnessError::Start(e.to_string()))?,
+                ),
+                CleverReachClient::new(
+                    CleverReachConfig {
+                        retry: RetryPolicy::fast(),
+                        ..CleverReachConfig::new(
+                            url(&cleverreach.base_url())?,
+                            cleverreach_config.client_id.clone(),
+                            Secret::new(cleverreach_config.client_secret.clone()),
+                            format!("Dynamics 365 ({})", dataverse.config().org_domain),
+                        )
+                    },
+                    tokens.clone(),
+                )
+                .map_err(|e| HarnessError::Start(e.to_string()))?,
+            ),
+            retroactive_queue.clone(),
+        );
         Ok(Harness {
+            retroactive,
+            retroactive_queue,
+            retroactive_log: Mutex::new(RetroactiveLog::default()),
             dataverse,
             cleverreach,
             admin,
@@ -295,6 +338,11 @@ impl Harness {
                     .collect();
                 let failed = handle_messages(worker, messages).await;
                 self.finish(worker.family, batch, &failed).await?;
+            }
+            if self.sqs.is_none() {
+                let (moved_retroactive, count) = self.retroactive_round().await;
+                moved |= moved_retroactive;
+                processed += count;
             }
             if !moved {
                 self.dataverse.webhooks_idle().await;
@@ -418,7 +466,7 @@ impl Harness {
 
     async fn is_drained(&self) -> Result<bool, HarnessError> {
         let Some(sqs) = &self.sqs else {
-            return Ok(self.queue.is_empty());
+            return Ok(self.queue.is_empty() && self.retroactive_queue.is_empty());
         };
         for family in sqs.urls.families() {
             let Some(url) = sqs.urls.get(family) else {
@@ -720,5 +768,142 @@ impl Harness {
                 )
             })
             .collect()
+    }
+}
+
+/// What the local run of the retroactive-sync functions did.
+#[derive(Debug, Clone, Default)]
+pub struct RetroactiveLog {
+    /// Each invocation: the function and how long it took.
+    pub invocations: Vec<(&'static str, std::time::Duration)>,
+    /// Messages that failed `MAX_RECEIVE_COUNT` times.
+    pub dead_letters: Vec<QueuedMessage>,
+    /// Messages delivered (a redelivery counts again).
+    pub deliveries: usize,
+}
+
+impl Harness {
+    /// One round of the retroactive-sync functions (local queues only): up to ten triggers
+    /// and follow-ups for `sublist-fanout`, then up to ten messages for `sublist-update`, each
+    /// batch one "invocation". Returns whether anything moved, and how many messages.
+    async fn retroactive_round(&self) -> (bool, usize) {
+        let mut moved = false;
+        let mut processed = 0;
+        // Triggers come from the intake as change events.
+        let triggers = self.queue.take(QueueFamily::RetroactiveSync, 10);
+        if !triggers.is_empty() {
+            moved = true;
+            processed += triggers.len();
+            let messages = triggers
+                .iter()
+                .map(|c| InboundMessage {
+                    message_id: c.message_id.clone(),
+                    body: serde_json::to_string(&c.event).unwrap_or_default(),
+                    group: Some(shared::domain::routing::message_group(&c.event)),
+                })
+                .collect();
+            let started = std::time::Instant::now();
+            let failed = handle_fanout(&self.retroactive, messages).await;
+            self.log_invocation("sublist-fanout", started.elapsed(), triggers.len());
+            let back: Vec<QueuedChange> = triggers
+                .into_iter()
+                .filter(|c| failed.contains(&c.message_id))
+                .filter(|c| self.count_receive(&c.message_id) < MAX_RECEIVE_COUNT)
+                .collect();
+            self.queue.put_back(QueueFamily::RetroactiveSync, back);
+        }
+        for family in QueueFamily::RETROACTIVE {
+            let batch = self.retroactive_queue.take(family, 10);
+            if batch.is_empty() {
+                continue;
+            }
+            moved = true;
+            processed += batch.len();
+            let messages = batch
+                .iter()
+                .map(|m| InboundMessage {
+                    message_id: m.message_id.clone(),
+                    body: m.message.body.clone(),
+                    group: Some(m.message.group.clone()),
+                })
+                .collect();
+            let started = std::time::Instant::now();
+            let (name, failed) = match family {
+                QueueFamily::Sublist => (
+                    "sublist-update",
+                    handle_sublists(&self.retroactive, messages).await,
+                ),
+                _ => (
+                    "sublist-fanout",
+                    handle_fanout(&self.retroactive, messages).await,
+                ),
+            };
+            self.log_invocation(name, started.elapsed(), batch.len());
+            let mut back = Vec::new();
+            for message in batch {
+                if !failed.contains(&message.message_id) {
+                    continue;
+                }
+                if self.count_receive(&message.message_id) < MAX_RECEIVE_COUNT {
+                    back.push(message);
+                } else if let Ok(mut log) = self.retroactive_log.lock() {
+                    log.dead_letters.push(message);
+                }
+            }
+            self.retroactive_queue.put_back(family, back);
+        }
+        (moved, processed)
+    }
+
+    fn count_receive(&self, message_id: &str) -> u32 {
+        let mut counts = self
+            .receive_counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let c = counts.entry(message_id.to_string()).or_default();
+        *c += 1;
+        *c
+    }
+
+    fn log_invocation(&self, name: &'static str, took: std::time::Duration, messages: usize) {
+        if let Ok(mut log) = self.retroactive_log.lock() {
+            log.invocations.push((name, took));
+            log.deliveries += messages;
+        }
+    }
+
+    /// Rebuilds the retroactive-sync functions' Dataverse client with pages of `rows` rows
+    /// (`odata.maxpagesize`, FetchXML `count`), so that tests reach many pages with few rows.
+    pub fn set_retroactive_page_size(&mut self, rows: u32) -> Result<(), HarnessError> {
+        let client = DataverseClient::new(DataverseConfig {
+            retry: RetryPolicy::fast(),
+            max_page_size: rows,
+            ..DataverseConfig::new(
+                url(&self.dataverse.api_url())?,
+                url(&self.dataverse.token_url())?,
+                CONNECTOR_CLIENT_ID,
+                Secret::new(CONNECTOR_CLIENT_SECRET),
+                format!("{}/.default", self.dataverse.resource()),
+            )
+        })
+        .map_err(|e| HarnessError::Start(e.to_string()))?;
+        let limits = self.retroactive.limits;
+        self.retroactive = RetroactiveDeps::new(
+            Connector::new(
+                DataverseCrm::new(client),
+                self.retroactive.conn.newsletter.clone(),
+            ),
+            self.retroactive_queue.clone(),
+        );
+        self.retroactive.limits = limits;
+        Ok(())
+    }
+
+    /// What the retroactive-sync functions did so far.
+    pub fn retroactive_log(&self) -> RetroactiveLog {
+        self.retroactive_log
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 }

@@ -84,7 +84,11 @@ impl ChangeQueue for InMemoryChangeQueue {
         let mut st = self.lock();
         // SQS FIFO keeps de-duplication ids for five minutes; the local queue keeps them for
         // the whole run, which is stricter and fine for tests and demos.
-        if !st.seen.insert(deduplication_id(event)) {
+        // Per queue, as SQS de-duplicates per queue (one change may go to two families).
+        if !st
+            .seen
+            .insert(format!("{family}:{}", deduplication_id(event)))
+        {
             return Ok(());
         }
         st.next_id += 1;
@@ -146,5 +150,95 @@ impl SecretSource for StaticSecrets {
                 reason: "not in the local secret store".into(),
             })?;
         secret_field(name, &whole, field)
+    }
+}
+
+/// A retroactive-sync message as the local queue holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    pub message_id: String,
+    pub message: crate::sync::retroactive::OutboundMessage,
+}
+
+/// The retroactive-sync queues in memory: FIFO per family, de-duplicated per family by the
+/// message's de-duplication id (for the whole run, stricter than SQS's five minutes).
+#[derive(Default)]
+pub struct InMemoryMessageQueue {
+    state: Mutex<LocalMessages>,
+}
+
+#[derive(Default)]
+struct LocalMessages {
+    queues: BTreeMap<QueueFamily, VecDeque<QueuedMessage>>,
+    seen: HashSet<(QueueFamily, String)>,
+    next_id: u64,
+}
+
+impl InMemoryMessageQueue {
+    pub fn new() -> Self {
+        InMemoryMessageQueue::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LocalMessages> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes up to `max` messages of one family, oldest first.
+    pub fn take(&self, family: QueueFamily, max: usize) -> Vec<QueuedMessage> {
+        let mut st = self.lock();
+        let queue = st.queues.entry(family).or_default();
+        let n = max.min(queue.len());
+        queue.drain(..n).collect()
+    }
+
+    /// Puts messages back at the front (a failed delivery), keeping their order.
+    pub fn put_back(&self, family: QueueFamily, messages: Vec<QueuedMessage>) {
+        let mut st = self.lock();
+        let queue = st.queues.entry(family).or_default();
+        for message in messages.into_iter().rev() {
+            queue.push_front(message);
+        }
+    }
+
+    /// Queues a message again as if it were delivered twice (for redelivery tests), ignoring
+    /// de-duplication.
+    pub fn redeliver(&self, message: QueuedMessage) {
+        let mut st = self.lock();
+        st.queues
+            .entry(message.message.family)
+            .or_default()
+            .push_back(message);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().queues.values().all(VecDeque::is_empty)
+    }
+}
+
+#[async_trait]
+impl crate::sync::retroactive::MessageQueue for InMemoryMessageQueue {
+    async fn send(
+        &self,
+        messages: Vec<crate::sync::retroactive::OutboundMessage>,
+    ) -> Result<(), QueueError> {
+        let mut st = self.lock();
+        for message in messages {
+            if !st
+                .seen
+                .insert((message.family, message.deduplication_id.clone()))
+            {
+                continue;
+            }
+            st.next_id += 1;
+            let message_id = format!("local-m{}", st.next_id);
+            st.queues
+                .entry(message.family)
+                .or_default()
+                .push_back(QueuedMessage {
+                    message_id,
+                    message,
+                });
+        }
+        Ok(())
     }
 }

@@ -93,3 +93,94 @@ impl ChangeQueue for SqsChangeQueue {
         Ok(())
     }
 }
+
+/// Sends retroactive-sync messages (DESIGN §5) to their SQS FIFO queues, ten per
+/// `SendMessageBatch` and at most 200 KB a batch, in order.
+#[derive(Clone)]
+pub struct SqsMessageQueue {
+    client: aws_sdk_sqs::Client,
+    urls: QueueUrls,
+}
+
+impl SqsMessageQueue {
+    pub fn new(client: aws_sdk_sqs::Client, urls: QueueUrls) -> Self {
+        SqsMessageQueue { client, urls }
+    }
+
+    async fn send_batch(
+        &self,
+        family: QueueFamily,
+        batch: &[crate::sync::retroactive::OutboundMessage],
+    ) -> Result<(), QueueError> {
+        use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+        let url = self
+            .urls
+            .get(family)
+            .ok_or(QueueError::NotConfigured(family))?;
+        let mut entries = Vec::with_capacity(batch.len());
+        for (i, message) in batch.iter().enumerate() {
+            entries.push(
+                SendMessageBatchRequestEntry::builder()
+                    .id(format!("m{i}"))
+                    .message_body(&message.body)
+                    .message_group_id(&message.group)
+                    .message_deduplication_id(&message.deduplication_id)
+                    .build()
+                    .map_err(|e| QueueError::Encode(e.to_string()))?,
+            );
+        }
+        let answer = self
+            .client
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| QueueError::Unavailable {
+                family,
+                reason: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
+            })?;
+        if let Some(refused) = answer.failed.first() {
+            // Retried as a whole: the de-duplication ids keep the accepted ones single.
+            return Err(QueueError::Unavailable {
+                family,
+                reason: format!(
+                    "{} of {} messages refused ({}: {})",
+                    answer.failed.len(),
+                    batch.len(),
+                    refused.code,
+                    refused.message.as_deref().unwrap_or("")
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl crate::sync::retroactive::MessageQueue for SqsMessageQueue {
+    async fn send(
+        &self,
+        messages: Vec<crate::sync::retroactive::OutboundMessage>,
+    ) -> Result<(), QueueError> {
+        const MAX_ENTRIES: usize = 10;
+        const MAX_BYTES: usize = 200 * 1024;
+        let mut start = 0;
+        while start < messages.len() {
+            let family = messages[start].family;
+            let mut end = start;
+            let mut bytes = 0;
+            while end < messages.len()
+                && end - start < MAX_ENTRIES
+                && messages[end].family == family
+                && (end == start || bytes + messages[end].body.len() <= MAX_BYTES)
+            {
+                bytes += messages[end].body.len();
+                end += 1;
+            }
+            self.send_batch(family, &messages[start..end]).await?;
+            start = end;
+        }
+        Ok(())
+    }
+}

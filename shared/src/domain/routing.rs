@@ -18,6 +18,12 @@ pub enum QueueFamily {
     Account,
     Campaign,
     CampaignActivity,
+    /// Retroactive sync (DESIGN §5): list updates that turn it on, and the fan-out's own
+    /// follow-ups; worked by `sublist-fanout`. Not in [`QueueFamily::ALL`]: its messages are
+    /// not all change events.
+    RetroactiveSync,
+    /// One message per sublist of a retroactive sync; worked by `sublist-update`.
+    Sublist,
 }
 
 impl QueueFamily {
@@ -29,6 +35,9 @@ impl QueueFamily {
         QueueFamily::Campaign,
         QueueFamily::CampaignActivity,
     ];
+
+    /// The two queues of the retroactive sync (DESIGN §5), apart from the change queues.
+    pub const RETROACTIVE: [QueueFamily; 2] = [QueueFamily::RetroactiveSync, QueueFamily::Sublist];
 
     /// The family of a CRM table, or `None` when the connector has no interest in it.
     pub fn for_entity(logical_name: &str) -> Option<QueueFamily> {
@@ -52,6 +61,8 @@ impl QueueFamily {
             QueueFamily::Account => "account",
             QueueFamily::Campaign => "campaign",
             QueueFamily::CampaignActivity => "campaign-activity",
+            QueueFamily::RetroactiveSync => "retroactive-sync",
+            QueueFamily::Sublist => "sublist",
         }
     }
 
@@ -86,6 +97,21 @@ pub fn deduplication_id(event: &ChangeEvent) -> String {
         .take(128)
         .collect()
 }
+
+/// A marketing list change that turns retroactive sync on (DESIGN §5): it goes to the
+/// fan-out's queue as well as to the list's own queue. Turning it off (which the fan-out itself
+/// does when it is done) starts nothing.
+pub fn starts_retroactive_sync(event: &ChangeEvent) -> bool {
+    event.entity == "list"
+        && event
+            .target
+            .get(RETROACTIVE_SYNC_FLAG)
+            .and_then(super::change::AttrValue::as_bool)
+            == Some(true)
+}
+
+/// `crc_retroactivesync` (kept here as the domain cannot see the adapter's schema module).
+const RETROACTIVE_SYNC_FLAG: &str = "crc_retroactivesync";
 
 #[cfg(test)]
 mod tests {
@@ -150,6 +176,31 @@ mod tests {
         assert_eq!(
             QueueFamily::for_entity(&first.entity),
             Some(QueueFamily::MarketingList)
+        );
+    }
+
+    #[test]
+    fn only_turning_retroactive_sync_on_starts_it() {
+        use crate::domain::change::AttrValue;
+        let mut on = event("list", CrmMessage::Update);
+        on.target
+            .insert("crc_retroactivesync".into(), AttrValue::Bool(true));
+        assert!(starts_retroactive_sync(&on));
+        let mut off = on.clone();
+        off.target
+            .insert("crc_retroactivesync".into(), AttrValue::Bool(false));
+        assert!(!starts_retroactive_sync(&off));
+        let mut other = on.clone();
+        other.entity = "campaign".into();
+        assert!(!starts_retroactive_sync(&other));
+        assert!(!starts_retroactive_sync(&event("list", CrmMessage::Update)));
+        assert_eq!(
+            QueueFamily::Sublist.queue_url_variable(),
+            "SUBLIST_QUEUE_URL"
+        );
+        assert_eq!(
+            QueueFamily::RetroactiveSync.queue_url_variable(),
+            "RETROACTIVE_SYNC_QUEUE_URL"
         );
     }
 

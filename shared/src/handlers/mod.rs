@@ -6,5 +6,6 @@ pub mod connect;
 pub mod lead_sync;
 pub mod receiver_state_sync;
 pub mod resync;
+pub mod retroactive;
 pub mod sync_worker;
 pub mod webhook_intake;

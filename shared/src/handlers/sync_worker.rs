@@ -249,6 +249,12 @@ async fn work<S: TokenStore>(
                 people::on_person_change(conn, settings, kind, event).await?;
             }
         }
+        QueueFamily::RetroactiveSync | QueueFamily::Sublist => {
+            return Err(SyncError::Config(format!(
+                "the {} queue is worked by its own function, not by a sync worker",
+                deps.family
+            )));
+        }
     }
     Ok(())
 }

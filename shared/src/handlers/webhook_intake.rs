@@ -107,7 +107,16 @@ pub async fn handle<Q: ChangeQueue, S: SecretSource>(
         Ok(family) => family,
         Err(ignored) => return ignored,
     };
-    enqueue(&deps.queue, family, &event).await
+    let response = enqueue(&deps.queue, family, &event).await;
+    if response.status == 202 && crate::domain::routing::starts_retroactive_sync(&event) {
+        // The fan-out has a queue of its own (DESIGN §5); Dataverse retries the webhook when
+        // this fails, and the list queue de-duplicates the copy it already has.
+        let fanout = enqueue(&deps.queue, QueueFamily::RetroactiveSync, &event).await;
+        if fanout.status != 202 {
+            return fanout;
+        }
+    }
+    response
 }
 
 async fn authenticate<Q, S: SecretSource>(

@@ -6,6 +6,7 @@ pub mod backflow;
 pub mod lead_sync;
 pub mod people;
 pub mod receiver_state;
+pub mod retroactive;
 pub mod source;
 
 use crate::adapters::cleverreach::{CleverReachClient, CleverReachError, TokenStore};

@@ -314,7 +314,7 @@ macro_rules! sync_columns {
 // --- list ----------------------------------------------------------------------------------
 
 static LIST_CREATEDFROM: [Opt; 3] = [Opt(1, "Account"), Opt(2, "Contact"), Opt(4, "Lead")];
-static LIST_COLUMNS: [Column; 26] = {
+static LIST_COLUMNS: [Column; 27] = {
     let s = sync_columns!();
     [
         pk("listid"),
@@ -340,6 +340,7 @@ static LIST_COLUMNS: [Column; 26] = {
         rw("crc_retroactivesync", Kind::Bool),
         rw("crc_retroactivesyncjson", MEMO),
         rw("crc_retroactiveprogress", Kind::Str(4000)),
+        rw("crc_retroactivestate", MEMO),
         STATE,
         STATUS,
         rw("cost", Kind::Int),

@@ -62,6 +62,11 @@ pub struct SourceRecord {
     pub resync_requested: bool,
 }
 
+/// Ids per FetchXML `in` condition: each id takes about 70 characters of the percent-encoded
+/// URL, and a GET inside `$batch` may be at most 64 KB long (ref §4.3), so 5000 ids would be
+/// refused; 400 keep it under 32 KB.
+const IDS_PER_FETCH: usize = 400;
+
 /// The CRM through the Web API.
 #[derive(Clone)]
 pub struct DataverseCrm {
@@ -365,10 +370,10 @@ impl DataverseCrm {
         }
     }
 
-    /// Contacts by id (with the parent account's name), one request per 5000 ids.
+    /// Contacts by id (with the parent account's name), one request per 400 ids.
     pub async fn contacts_by_id(&self, ids: &[String]) -> Result<HashMap<String, Value>, CrmError> {
         let mut found = HashMap::new();
-        for chunk in ids.chunks(5000) {
+        for chunk in ids.chunks(IDS_PER_FETCH) {
             let mut values = String::new();
             for id in chunk {
                 // Validated GUIDs only: nothing from data is pasted into the XML unchecked.
@@ -1095,5 +1100,194 @@ impl DataverseCrm {
             )
             .await?;
         Ok(())
+    }
+}
+
+// ----- retroactive sync (DESIGN §5) ------------------------------------------------------------
+
+/// The retroactive-sync columns of a marketing list, with the row version they were read at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetroactiveColumns {
+    /// `crc_retroactivesync`.
+    pub requested: bool,
+    /// `crc_retroactivesyncjson`, as stored (may be empty).
+    pub checklist_json: Option<String>,
+    /// The list's own `crc_checklist`, as stored.
+    pub list_checklist: Option<String>,
+    /// `crc_retroactivestate`: the run's bookkeeping.
+    pub state: Option<String>,
+    /// `@odata.etag`: write back only if nobody wrote in between.
+    pub etag: Option<String>,
+}
+
+/// One person's checklist as stored, with the row version it was read at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChecklist {
+    pub checklist: String,
+    pub etag: Option<String>,
+}
+
+/// One checklist write of a mass update: only if the row is still at `etag`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChecklistWrite {
+    pub id: String,
+    pub etag: Option<String>,
+    pub checklist: String,
+}
+
+fn person_table(entity: PersonEntity) -> (&'static str, &'static str, &'static str) {
+    match entity {
+        PersonEntity::Contact => ("contact", "contacts", "contactid"),
+        PersonEntity::Lead => ("lead", "leads", "leadid"),
+    }
+}
+
+impl DataverseCrm {
+    /// The retroactive-sync columns of a list, or `None` when the list is gone.
+    pub async fn retroactive_columns(
+        &self,
+        list_id: &str,
+    ) -> Result<Option<RetroactiveColumns>, CrmError> {
+        let row = self
+            .client
+            .retrieve::<Value>(
+                "lists",
+                list_id,
+                &[
+                    "listid",
+                    schema::RETROACTIVE_SYNC,
+                    schema::RETROACTIVE_SYNC_JSON,
+                    schema::CHECKLIST,
+                    schema::RETROACTIVE_STATE,
+                ],
+            )
+            .await?;
+        Ok(row.map(|row| RetroactiveColumns {
+            requested: flag(&row, schema::RETROACTIVE_SYNC),
+            checklist_json: text(&row, schema::RETROACTIVE_SYNC_JSON),
+            list_checklist: text(&row, schema::CHECKLIST),
+            state: text(&row, schema::RETROACTIVE_STATE),
+            etag: text(&row, "@odata.etag"),
+        }))
+    }
+
+    /// Updates columns of a list only if it is still at `etag` (`If-Match`); `Ok(false)` when
+    /// someone wrote in between (412): read again and retry. Sent as a one-request `$batch`,
+    /// whose parts may carry their own `If-Match`.
+    pub async fn update_list_if_unchanged(
+        &self,
+        list_id: &str,
+        etag: &str,
+        columns: Map<String, Value>,
+    ) -> Result<bool, CrmError> {
+        let id = filter::guid(list_id)?;
+        let request =
+            super::client::BatchRequest::new(reqwest::Method::PATCH, format!("lists({id})"))
+                .with_body(Value::Object(columns))
+                .with_header("If-Match", etag);
+        let results = self.client.batch(vec![request]).await?;
+        match results.first() {
+            Some(part) if part.is_success() => Ok(true),
+            Some(part) if part.status == 412 => Ok(false),
+            Some(part) => Err(part.to_error("PATCH lists").into()),
+            None => Err(CrmError::Invalid {
+                what: "the $batch answer".into(),
+                problem: "it has no part".into(),
+            }),
+        }
+    }
+
+    /// The stored checklists (and row versions) of these contacts or leads, one FetchXML
+    /// request per 400 ids. Ids that are not found are left out.
+    pub async fn stored_checklists(
+        &self,
+        entity: PersonEntity,
+        ids: &[String],
+    ) -> Result<HashMap<String, StoredChecklist>, CrmError> {
+        let (logical, set, key) = person_table(entity);
+        let mut found = HashMap::new();
+        for chunk in ids.chunks(IDS_PER_FETCH) {
+            let mut values = String::new();
+            for id in chunk {
+                // Validated GUIDs only: nothing from data is pasted into the XML unchecked.
+                let id = filter::guid(id)?;
+                values.push_str(&format!("<value>{id}</value>"));
+            }
+            let fetch = format!(
+                "<fetch><entity name=\"{logical}\"><attribute name=\"{key}\"/>\
+                 <attribute name=\"{}\"/><order attribute=\"{key}\"/>\
+                 <filter><condition attribute=\"{key}\" operator=\"in\">{values}</condition></filter>\
+                 </entity></fetch>",
+                schema::CHECKLIST
+            );
+            let mut pages: FetchPages<Value> = self.client.fetch_xml(set, &fetch);
+            while let Some(page) = pages.next_page().await? {
+                for row in page {
+                    if let Some(id) = id(&row, key) {
+                        found.insert(
+                            id,
+                            StoredChecklist {
+                                checklist: row
+                                    .get(schema::CHECKLIST)
+                                    .and_then(Value::as_str)
+                                    .unwrap_or("")
+                                    .to_string(),
+                                etag: text(&row, "@odata.etag"),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes checklists in one `$batch` (at most 1000): each `PATCH` only if the row is still
+    /// at the version read (`If-Match: <etag>`), so a batch retried after a lost answer, or a
+    /// person edited meanwhile, gives 412 for that part instead of a second or blind write.
+    /// One result per write, in order.
+    pub async fn write_checklists(
+        &self,
+        entity: PersonEntity,
+        writes: &[ChecklistWrite],
+    ) -> Result<Vec<super::client::BatchPartResult>, CrmError> {
+        let (_, set, _) = person_table(entity);
+        let mut requests = Vec::with_capacity(writes.len());
+        for write in writes {
+            let mut request = super::client::BatchRequest::update(
+                set,
+                &write.id,
+                json!({ schema::CHECKLIST: write.checklist }),
+            )?;
+            if let Some(etag) = &write.etag {
+                request.headers.retain(|(name, _)| name != "If-Match");
+                request = request.with_header("If-Match", etag.clone());
+            }
+            requests.push(request);
+        }
+        Ok(self.client.batch(requests).await?)
+    }
+
+    /// Every active source with sync on: the groups a mass checklist change can touch.
+    pub async fn synced_sources_of_every_kind(
+        &self,
+    ) -> Result<Vec<(SourceKind, String)>, CrmError> {
+        let mut found = Vec::new();
+        for kind in SourceKind::ALL {
+            let rows = self
+                .all_rows(
+                    kind.entity_set(),
+                    &Query::new()
+                        .select([kind.primary_key()])
+                        .filter(format!("statecode eq 0 and {} eq true", schema::SYNC_FLAG)),
+                )
+                .await?;
+            found.extend(
+                rows.iter()
+                    .filter_map(|r| id(r, kind.primary_key()))
+                    .map(|i| (kind, i)),
+            );
+        }
+        Ok(found)
     }
 }

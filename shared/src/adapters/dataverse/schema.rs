@@ -28,6 +28,11 @@ pub fn fit(text: &str, max: usize) -> String {
 pub const RETROACTIVE_SYNC: &str = "crc_retroactivesync";
 pub const RETROACTIVE_SYNC_JSON: &str = "crc_retroactivesyncjson";
 pub const RETROACTIVE_PROGRESS: &str = "crc_retroactiveprogress";
+/// The retroactive run's bookkeeping (JSON: run, sublists done, counters), so that a sublist
+/// delivered twice is counted once. `RETROACTIVE_PROGRESS` is its readable summary.
+pub const RETROACTIVE_STATE: &str = "crc_retroactivestate";
+/// Maximum length of the readable progress (single line of text, 4000).
+pub const RETROACTIVE_PROGRESS_MAX: usize = 4000;
 
 /// The settings table (key, value).
 pub const SETTINGS_SET: &str = "crc_settings";
