@@ -48,6 +48,9 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// The connect page's administrator key in the test's connector secret.
+const CONNECT_ADMIN_KEY: &str = "invoke-admin-key-2f6b";
+
 fn events() -> PathBuf {
     workspace().join("events")
 }
@@ -380,8 +383,11 @@ fn function_env(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    for family in QueueFamily::ALL {
-        if let Some(url) = queues.urls.get(family) {
+    for family in QueueFamily::ALL
+        .iter()
+        .chain(QueueFamily::RETROACTIVE.iter())
+    {
+        if let Some(url) = queues.urls.get(*family) {
             env.insert(family.queue_url_variable(), url.to_string());
         }
     }
@@ -472,7 +478,21 @@ async fn the_function_binaries_answer_their_events_under_cargo_lambda_watch() {
         .unwrap();
     let prefix = unique_name("crc-invoke");
     let sqs = aws_sdk_sqs::Client::new(&aws.config);
-    let queues = create_fifo_queues(&sqs, &prefix, 5).await.unwrap();
+    let mut queues = create_fifo_queues(&sqs, &prefix, 5).await.unwrap();
+    // The retroactive-sync queues (not change-event families, so not in `create_fifo_queues`).
+    for family in QueueFamily::RETROACTIVE {
+        let created = sqs
+            .create_queue()
+            .queue_name(format!("{prefix}-{}.fifo", family.name()))
+            .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+            .send()
+            .await
+            .unwrap();
+        queues.urls = queues
+            .urls
+            .clone()
+            .with(family, created.queue_url().unwrap().to_string());
+    }
     let secrets = aws_sdk_secretsmanager::Client::new(&aws.config);
     let connector_secret = format!("{prefix}/connector");
     let token_secret = format!("{prefix}/cleverreach-tokens");
@@ -483,6 +503,7 @@ async fn the_function_binaries_answer_their_events_under_cargo_lambda_watch() {
             "dataverse_client_secret": CONNECTOR_CLIENT_SECRET,
             "cleverreach_client_secret": CleverReachSimConfig::default().client_secret,
             "webhook_key": WEBHOOK_KEY,
+            "connect_admin_key": CONNECT_ADMIN_KEY,
         })
         .to_string(),
     )
@@ -715,6 +736,80 @@ async fn the_function_binaries_answer_their_events_under_cargo_lambda_watch() {
             );
         }
     }
+    // The scheduled and on-demand functions.
+    if present("resync") {
+        // One event queues a full reconcile of every source with sync on (the sample list).
+        let response = invoke(
+            &cargo_lambda,
+            port,
+            "resync",
+            &events().join("resync/all.json"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response["queued"], 1, "{response}");
+        ran.push("resync");
+    }
+    for job in ["receiver-state-sync", "lead-sync"] {
+        if present(job) {
+            let response = invoke(
+                &cargo_lambda,
+                port,
+                job,
+                &events().join(job).join("schedule.json"),
+            )
+            .await
+            .unwrap();
+            assert_eq!(response["complete"], true, "{job}: {response}");
+            assert_eq!(
+                response["groups"], 1,
+                "{job} read the sample list's group: {response}"
+            );
+            ran.push(job);
+        }
+    }
+    if present("connect") {
+        let response = invoke(
+            &cargo_lambda,
+            port,
+            "connect",
+            &events().join("connect/status.json"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response["statusCode"], 200, "{response}");
+        let status: Value =
+            serde_json::from_str(response["body"].as_str().unwrap_or_default()).unwrap();
+        assert_eq!(status["connected"], true, "{status}");
+        let response = invoke(
+            &cargo_lambda,
+            port,
+            "connect",
+            &events().join("connect/status-wrong-key.json"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response["statusCode"], 401, "{response}");
+        ran.push("connect");
+    }
+    for (function, sample) in [
+        ("sublist-fanout", "list-retroactive-sync-on"),
+        ("sublist-update", "sublist"),
+    ] {
+        if present(function) {
+            let response = invoke(
+                &cargo_lambda,
+                port,
+                function,
+                &events().join(function).join(format!("{sample}.json")),
+            )
+            .await
+            .unwrap();
+            no_batch_failures(function, &response);
+            ran.push(function);
+        }
+    }
+
     eprintln!("lambda invoke: ran {ran:?} under cargo lambda watch");
     assert!(!ran.is_empty(), "no function of the workspace was invoked");
     drop(watch);
