@@ -292,29 +292,45 @@ impl std::fmt::Debug for ReconcilePlanner {
     }
 }
 
-impl ReconcilePlanner {
-    /// Indexes the group. Two rows for one address (a group that changed while it was read)
-    /// become one receiver; if either is opted out, the opt-out is kept.
-    pub fn new(
-        current: impl IntoIterator<Item = CurrentReceiver>,
-        options: PlannerOptions,
-    ) -> Result<Self, PlannerError> {
+/// Reads a group into the planner page by page, so that a group is never held twice (once as
+/// read, once compacted): memory stays at the compact form whatever the group's size.
+pub struct GroupIndexer {
+    options: PlannerOptions,
+    fingerprints: Fingerprinter,
+    receivers: Vec<Receiver>,
+    by_email: HashIndex,
+}
+
+impl GroupIndexer {
+    pub fn new(options: PlannerOptions) -> Result<Self, PlannerError> {
         if !(1..=MAX_BATCH_SIZE).contains(&options.batch_size) {
             return Err(PlannerError::InvalidBatchSize {
                 batch_size: options.batch_size,
             });
         }
-        let fingerprints = Fingerprinter::new();
+        Ok(GroupIndexer {
+            options,
+            fingerprints: Fingerprinter::new(),
+            receivers: Vec::new(),
+            by_email: HashIndex::with_capacity(0),
+        })
+    }
+
+    /// Adds receivers of the group. Two rows for one address (a group that changed while it
+    /// was read) become one receiver; if either is opted out, the opt-out is kept.
+    pub fn add(
+        &mut self,
+        current: impl IntoIterator<Item = CurrentReceiver>,
+    ) -> Result<(), PlannerError> {
         let current = current.into_iter();
-        let expected = current.size_hint().0;
-        let mut receivers: Vec<Receiver> = Vec::with_capacity(expected);
-        let mut by_email = HashIndex::with_capacity(expected);
+        self.receivers.reserve(current.size_hint().0);
         for row in current {
-            let hash = fingerprints.of(row.email.as_str()).table_hash();
-            let person = fingerprints.of(&row.person);
-            let crm = row.crm.as_ref().map(|crm| fingerprints.of(crm));
-            if let Some(position) = find_by_email(&receivers, &by_email, hash, &row.email) {
-                let kept = &mut receivers[position];
+            let hash = self.fingerprints.of(row.email.as_str()).table_hash();
+            let person = self.fingerprints.of(&row.person);
+            let crm = row.crm.as_ref().map(|crm| self.fingerprints.of(crm));
+            if let Some(position) = find_by_email(&self.receivers, &self.by_email, hash, &row.email)
+            {
+                let kept = &mut self.receivers[position];
                 if !kept.state.is_opted_out() && row.state.is_opted_out() {
                     kept.state = row.state;
                     kept.person = person;
@@ -322,14 +338,14 @@ impl ReconcilePlanner {
                 }
                 continue;
             }
-            let position = u32::try_from(receivers.len())
+            let position = u32::try_from(self.receivers.len())
                 .ok()
                 .filter(|position| *position != NO_RECEIVER)
                 .ok_or(PlannerError::GroupTooLarge {
                     max: NO_RECEIVER as usize,
                 })?;
-            let next_same_email = by_email.link(hash, position);
-            receivers.push(Receiver {
+            let next_same_email = self.by_email.link(hash, position);
+            self.receivers.push(Receiver {
                 email: row.email,
                 state: row.state,
                 person,
@@ -339,10 +355,22 @@ impl ReconcilePlanner {
                 next_same_crm: NO_RECEIVER,
             });
         }
+        Ok(())
+    }
+
+    /// The whole group is read: index it by CRM record and start planning.
+    pub fn finish(self) -> ReconcilePlanner {
+        let GroupIndexer {
+            options,
+            fingerprints,
+            mut receivers,
+            by_email,
+        } = self;
+        receivers.shrink_to_fit();
         let mut by_crm = HashIndex::with_capacity(receivers.len());
         for (position, receiver) in receivers.iter_mut().enumerate() {
             if let Some(crm) = receiver.crm {
-                // Fits: positions were checked against u32 above.
+                // Fits: positions were checked against u32 in `add`.
                 receiver.next_same_crm = by_crm.link(crm.table_hash(), position as u32);
             }
         }
@@ -351,7 +379,7 @@ impl ReconcilePlanner {
             planned_at_unix: options.now_unix,
             ..PlanSummary::default()
         };
-        Ok(ReconcilePlanner {
+        ReconcilePlanner {
             options,
             receivers,
             by_email,
@@ -363,7 +391,19 @@ impl ReconcilePlanner {
             batch: 0,
             opted_out_removals: Vec::new(),
             summary,
-        })
+        }
+    }
+}
+
+impl ReconcilePlanner {
+    /// Indexes the group (all of it at once; [`GroupIndexer`] takes it page by page).
+    pub fn new(
+        current: impl IntoIterator<Item = CurrentReceiver>,
+        options: PlannerOptions,
+    ) -> Result<Self, PlannerError> {
+        let mut indexer = GroupIndexer::new(options)?;
+        indexer.add(current)?;
+        Ok(indexer.finish())
     }
 
     /// Addresses never to add: the account blacklist and the bounce list.

@@ -11,7 +11,7 @@ use crate::domain::deletion::{DeletionReason, GroupFate, group_fate, lock_new_gr
 use crate::domain::email::Email;
 use crate::domain::naming::{group_name, receiver_info};
 use crate::domain::planner::{
-    GroupOp, PlanSummary, PlannerOptions, ReceiverUpsert, ReconcilePlanner,
+    GroupIndexer, GroupOp, PlanSummary, PlannerOptions, ReceiverUpsert, ReconcilePlanner,
 };
 use crate::domain::receiver::{Candidate, ReceiverData};
 use crate::domain::rules::{Assessment, SkipReason, assess};
@@ -316,15 +316,12 @@ pub async fn reconcile_group<S: TokenStore>(
     record: &SourceRecord,
     group: &GroupId,
 ) -> Result<ReconcileReport, SyncError> {
-    let current = read_group(conn, group).await?;
-    let blocked = conn.newsletter.blacklist().await?;
     let options = PlannerOptions {
         batch_size: conn.newsletter.config().upsert_batch_size,
         now_unix: (conn.now)(),
     };
-    let mut planner = ReconcilePlanner::new(current, options)
-        .map_err(|e| SyncError::Invalid(e.to_string()))?
-        .with_blocked(blocked);
+    let mut planner = index_group(conn, group, options).await?;
+    planner = planner.with_blocked(conn.newsletter.blacklist().await?);
     let mut report = ReconcileReport {
         full: true,
         ..ReconcileReport::default()
@@ -356,11 +353,15 @@ pub async fn reconcile_group<S: TokenStore>(
     Ok(report)
 }
 
-/// Every receiver of a group, page by page (5000 a call).
-pub async fn read_group<S: TokenStore>(
+/// The group's receivers, read page by page (5000 a call) straight into the planner's compact
+/// index: a group of any size is never held in memory as read.
+async fn index_group<S: TokenStore>(
     conn: &Connector<S>,
     group: &GroupId,
-) -> Result<Vec<crate::domain::receiver::CurrentReceiver>, SyncError> {
+    options: PlannerOptions,
+) -> Result<ReconcilePlanner, SyncError> {
+    let invalid = |e: crate::domain::planner::PlannerError| SyncError::Invalid(e.to_string());
+    let mut indexer = GroupIndexer::new(options).map_err(invalid)?;
     let mut pages = conn.newsletter.receivers(
         group.as_str(),
         ReceiverFilter {
@@ -368,11 +369,10 @@ pub async fn read_group<S: TokenStore>(
             ..ReceiverFilter::default()
         },
     );
-    let mut current = Vec::new();
     while let Some(page) = pages.next_page().await? {
-        current.extend(page);
+        indexer.add(page).map_err(invalid)?;
     }
-    Ok(current)
+    Ok(indexer.finish())
 }
 
 /// Executes planned operations in order. `wanted` gives the data of a wanted address (the

@@ -1221,3 +1221,48 @@ proptest! {
         check_random_plan(current, candidates, blocked, batch_size)?;
     }
 }
+
+#[test]
+fn a_group_read_page_by_page_plans_as_the_whole_group_at_once() {
+    let current = vec![
+        active("a@example.com", 1, "Alt"),
+        receiver("b@example.com", ReceiverState::Deactivated, Some(2), "Berg"),
+        active("c@example.com", 3, "Claus"),
+        // The same address again on a later page (the group changed while it was read): the
+        // opt-out is kept.
+        receiver("a@example.com", ReceiverState::Bounced, Some(1), "Alt"),
+        active("stranger@example.com", 9, "Nobody"),
+    ];
+    let candidates = || {
+        vec![
+            wanted("a@example.com", 1, "Alt"),
+            wanted("b@example.com", 2, "Berg"),
+            wanted("c@example.com", 3, "Neu"),
+            wanted("d@example.com", 4, "Dora"),
+        ]
+    };
+    let at_once = run_streaming(current.clone(), vec![], candidates(), 2);
+
+    let mut indexer = GroupIndexer::new(options(2)).unwrap();
+    for page in current.chunks(2) {
+        indexer.add(page.to_vec()).unwrap();
+    }
+    let mut planner = indexer.finish();
+    let mut ops = Vec::new();
+    for candidate in candidates() {
+        ops.extend(planner.offer(candidate));
+    }
+    let (rest, summary) = planner.finish();
+    ops.extend(rest);
+
+    assert_eq!(ops, at_once.ops);
+    assert_eq!(summary, at_once.summary);
+    assert_eq!(summary.current, 4, "one receiver per address");
+    assert!(removed_addresses(&ops).contains(&"stranger@example.com"));
+    assert!(
+        upsert_rows(&ops)
+            .iter()
+            .all(|row| row.receiver.email.as_str() != "a@example.com"),
+        "the bounce seen on the later page is kept"
+    );
+}
