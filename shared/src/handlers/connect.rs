@@ -9,6 +9,7 @@
 //! Steps per request: route → authenticate (admin key in a header or the session cookie) →
 //! act (redirect, exchange, connect) → render.
 
+use super::keys_match;
 use crate::adapters::cleverreach::{CleverReachClient, CleverReachError, TokenStore};
 use crate::secret::Secret;
 use std::collections::BTreeMap;
@@ -165,12 +166,6 @@ pub async fn handle<S: TokenStore>(request: &PageRequest, deps: &ConnectDeps<S>)
             "<p>There is no such page. <a href=\"/\">Back</a></p>",
         ),
     }
-}
-
-fn keys_match(expected: &Secret, given: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    let expected = expected.expose().as_bytes();
-    !expected.is_empty() && bool::from(expected.ct_eq(given.as_bytes()))
 }
 
 /// The administrator key from the header (scripts) or the session cookie (browser).
@@ -487,39 +482,17 @@ fn escape(text: &str) -> String {
 /// Lambda adapter: function URL request → [`PageRequest`] → HTTP response.
 pub mod lambda {
     use super::*;
-    use lambda_http::{Body, Request, RequestExt, Response};
+    use crate::handlers::function_url_parts;
+    use lambda_http::{Body, Request, Response};
 
     pub fn to_page_request(request: &Request) -> PageRequest {
-        let query = request
-            .query_string_parameters_ref()
-            .map(|params| {
-                params
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let headers = request
-            .headers()
-            .iter()
-            .filter_map(|(name, value)| {
-                value
-                    .to_str()
-                    .ok()
-                    .map(|v| (name.as_str().to_ascii_lowercase(), v.to_string()))
-            })
-            .collect();
-        let body = match request.body() {
-            Body::Text(text) => text.as_bytes().to_vec(),
-            Body::Binary(bytes) => bytes.clone(),
-            _ => Vec::new(),
-        };
+        let parts = function_url_parts(request);
         PageRequest {
             method: request.method().as_str().to_string(),
             path: request.uri().path().to_string(),
-            query,
-            headers,
-            body,
+            query: parts.query,
+            headers: parts.headers,
+            body: parts.body,
         }
     }
 

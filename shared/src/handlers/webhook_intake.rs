@@ -5,11 +5,11 @@
 //! so the answer is 2xx only after the queue accepted the change, 503 when the queue or the key
 //! store is unreachable, and 4xx for requests that retrying cannot fix.
 
+use super::keys_match;
 use crate::adapters::dataverse::webhook::parse_change_event;
 use crate::domain::change::ChangeEvent;
 use crate::domain::routing::{QueueFamily, deduplication_id};
 use crate::ports::{ChangeQueue, QueueError, SecretSource};
-use crate::secret::Secret;
 use serde_json::json;
 use std::collections::BTreeMap;
 use tracing::{info, warn};
@@ -155,12 +155,6 @@ async fn authenticate<Q, S: SecretSource>(
 }
 
 /// Constant-time comparison, so that the time taken does not reveal how much of a guess matched.
-fn keys_match(expected: &Secret, given: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    let expected = expected.expose().as_bytes();
-    !expected.is_empty() && bool::from(expected.ct_eq(given.as_bytes()))
-}
-
 fn check_organization(
     request: &WebhookRequest,
     settings: &IntakeSettings,
@@ -245,38 +239,15 @@ async fn enqueue<Q: ChangeQueue>(
 #[cfg(feature = "aws")]
 pub mod lambda {
     use super::*;
-    use lambda_http::{Body, Request, RequestExt, Response};
+    use crate::handlers::function_url_parts;
+    use lambda_http::{Body, Request, Response};
 
     pub fn to_webhook_request(request: &Request) -> WebhookRequest {
-        let query = request
-            .query_string_parameters_ref()
-            .map(|params| {
-                params
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let headers = request
-            .headers()
-            .iter()
-            .filter_map(|(name, value)| {
-                value
-                    .to_str()
-                    .ok()
-                    .map(|v| (name.as_str().to_ascii_lowercase(), v.to_string()))
-            })
-            .collect();
-        let body = match request.body() {
-            Body::Empty => Vec::new(),
-            Body::Text(text) => text.as_bytes().to_vec(),
-            Body::Binary(bytes) => bytes.clone(),
-            _ => Vec::new(),
-        };
+        let parts = function_url_parts(request);
         WebhookRequest {
-            query,
-            headers,
-            body,
+            query: parts.query,
+            headers: parts.headers,
+            body: parts.body,
         }
     }
 
