@@ -90,7 +90,27 @@ pub async fn worker_deps(
 ) -> Result<WorkerDeps<SecretsManagerTokenStore>, StartError> {
     let config = Config::from_env()?;
     let aws = aws().await;
-    Ok(WorkerDeps::new(family, connector(&config, &aws).await?))
+    let deps = WorkerDeps::new(family, connector(&config, &aws).await?);
+    // The marketing-list worker queues the campaign and activity resyncs a deleted list needs,
+    // when the deployment gives it those queues (the SAM template does).
+    let mut urls = QueueUrls::new();
+    let mut any = false;
+    if family == QueueFamily::MarketingList {
+        for target in [QueueFamily::Campaign, QueueFamily::CampaignActivity] {
+            if let Some(url) = config.queue_urls.get(target.name()) {
+                urls = urls.with(target, url.clone());
+                any = true;
+            }
+        }
+    }
+    Ok(if any {
+        deps.with_follow_up(std::sync::Arc::new(SqsChangeQueue::new(
+            aws_sdk_sqs::Client::new(&aws),
+            urls,
+        )))
+    } else {
+        deps
+    })
 }
 
 /// Everything the webhook intake needs.

@@ -163,7 +163,7 @@ impl Harness {
             None => queue.clone(),
         };
         let intake_deps: Intake = Arc::new(IntakeDeps {
-            queue: intake_queue,
+            queue: intake_queue.clone(),
             secrets: StaticSecrets::new().with("connector", WEBHOOK_KEY),
             settings: IntakeSettings {
                 key_secret: "connector".into(),
@@ -220,10 +220,13 @@ impl Harness {
                     .await
                     .map_err(|e| HarnessError::Start(e.to_string()))?;
             }
-            workers.push(WorkerDeps::new(
-                family,
-                Connector::new(DataverseCrm::new(dataverse_client), newsletter),
-            ));
+            workers.push(
+                WorkerDeps::new(
+                    family,
+                    Connector::new(DataverseCrm::new(dataverse_client), newsletter),
+                )
+                .with_follow_up(intake_queue.clone()),
+            );
         }
         let retroactive_queue = Arc::new(InMemoryMessageQueue::new());
         let retroactive = RetroactiveDeps::new(

@@ -470,6 +470,65 @@ for_both_kinds!(lists_added_and_removed =>
     lists_added_to_and_removed_from_a_campaign_bring_and_take_their_members_but_keep_those_still_in_another_way,
     lists_added_to_and_removed_from_a_campaign_activity_bring_and_take_their_members_but_keep_those_still_in_another_way);
 
+/// Deleting a list removes its links without an event for them; the list's members leave the
+/// source's group all the same, and those still in through another list or as a linked lead
+/// stay.
+async fn linked_list_deleted(kind: Kind) {
+    let h = started(&[]).await;
+    let anna = h.contact("anna@example.com", &[(0, 1)]).await.unwrap();
+    let bert = h.contact("bert@example.com", &[(0, 1)]).await.unwrap();
+    let carl = h.contact("carl@example.com", &[(0, 1)]).await.unwrap();
+    let lena = lead(&h, "lena@example.com", &[(0, 1)]).await;
+    let first = contact_list(&h, "First", &[&anna, &bert]).await;
+    let second = contact_list(&h, "Second", &[&bert, &carl]).await;
+    let id = source(&h, kind, "Linked", true).await;
+    add_list(&h, kind, &id, &first).await;
+    add_list(&h, kind, &id, &second).await;
+    link_lead(&h, kind, &lena, Some(&id)).await;
+    // A source that never held the deleted list keeps its receivers.
+    let other = source(&h, kind, "Other", true).await;
+    add_list(&h, kind, &other, &second).await;
+    h.settle().await.unwrap();
+    let group = group(&h, kind, &id);
+    let other_group = self::group(&h, kind, &other);
+    assert_eq!(
+        h.active_emails(&group),
+        [
+            "anna@example.com",
+            "bert@example.com",
+            "carl@example.com",
+            "lena@example.com"
+        ]
+    );
+
+    h.delete("lists", &first).await.unwrap();
+    h.settle().await.unwrap();
+    // anna came only through the deleted list; bert stays through the second.
+    assert_eq!(
+        h.active_emails(&group),
+        ["bert@example.com", "carl@example.com", "lena@example.com"]
+    );
+    assert_eq!(
+        h.cleverreach.receivers(&group).len(),
+        3,
+        "anna's receiver is removed, not left inactive"
+    );
+    assert_eq!(
+        h.active_emails(&other_group),
+        ["bert@example.com", "carl@example.com"]
+    );
+    let status = row(&h, kind, &id)["crc_syncstatus"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(status.contains("1 removed"), "sync status: {status:?}");
+    no_dead_letters(&h);
+}
+
+for_both_kinds!(linked_list_deleted =>
+    deleting_a_list_linked_to_a_campaign_takes_its_members_out_of_the_campaigns_group,
+    deleting_a_list_linked_to_a_campaign_activity_takes_its_members_out_of_the_activitys_group);
+
 async fn leads_linked_and_unlinked(kind: Kind) {
     let h = started(&[]).await;
     let lena = lead(&h, "lena@example.com", &[(0, 1)]).await;

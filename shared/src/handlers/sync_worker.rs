@@ -13,8 +13,10 @@ use crate::domain::routing::QueueFamily;
 use crate::domain::settings::Settings;
 use crate::domain::source::SourceKind;
 use crate::error::Retryable;
+use crate::ports::ChangeQueue;
 use crate::sync::{Connector, SyncError, people, source};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use tracing::{Instrument, error, info, warn};
@@ -35,6 +37,10 @@ pub struct InboundMessage {
 pub struct WorkerDeps<S: TokenStore> {
     pub family: QueueFamily,
     pub conn: Connector<S>,
+    /// Where follow-up work for other queues goes (the marketing-list worker queues a resync of
+    /// the campaigns and activities after a list is deleted); without it, that work is done
+    /// in the same invocation.
+    pub follow_up: Option<Arc<dyn ChangeQueue>>,
     settings: Mutex<Option<(Instant, Settings)>>,
 }
 
@@ -43,8 +49,15 @@ impl<S: TokenStore> WorkerDeps<S> {
         WorkerDeps {
             family,
             conn,
+            follow_up: None,
             settings: Mutex::new(None),
         }
+    }
+
+    /// The queue for follow-up work on other queues.
+    pub fn with_follow_up(mut self, queue: Arc<dyn ChangeQueue>) -> Self {
+        self.follow_up = Some(queue);
+        self
     }
 
     async fn settings(&self) -> Result<Settings, SyncError> {
@@ -234,15 +247,19 @@ async fn work<S: TokenStore>(
     event: &ChangeEvent,
 ) -> Result<(), SyncError> {
     let conn = &deps.conn;
+    let follow_up = deps.follow_up.as_deref();
     match deps.family {
         QueueFamily::MarketingList => {
-            source::on_source_change(conn, settings, SourceKind::MarketingList, event).await?;
+            let kind = SourceKind::MarketingList;
+            source::on_source_change(conn, settings, kind, event, follow_up).await?;
         }
         QueueFamily::Campaign => {
-            source::on_source_change(conn, settings, SourceKind::Campaign, event).await?;
+            let kind = SourceKind::Campaign;
+            source::on_source_change(conn, settings, kind, event, follow_up).await?;
         }
         QueueFamily::CampaignActivity => {
-            source::on_source_change(conn, settings, SourceKind::CampaignActivity, event).await?;
+            let kind = SourceKind::CampaignActivity;
+            source::on_source_change(conn, settings, kind, event, follow_up).await?;
         }
         QueueFamily::Contact | QueueFamily::Lead | QueueFamily::Account => {
             if let Some(kind) = person_kind(deps.family) {

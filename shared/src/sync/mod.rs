@@ -22,6 +22,9 @@ pub enum SyncError {
     Crm(#[from] CrmError),
     #[error("CleverReach: {0}")]
     CleverReach(#[from] CleverReachError),
+    /// A follow-up change could not be queued.
+    #[error("queue: {0}")]
+    Queue(#[from] crate::ports::QueueError),
     #[error("{0}")]
     Invalid(String),
     /// The deployment and the CRM settings disagree: retried (and parked in the dead-letter
@@ -35,6 +38,7 @@ impl Retryable for SyncError {
         match self {
             SyncError::Crm(e) => e.is_retryable(),
             SyncError::CleverReach(e) => e.is_retryable(),
+            SyncError::Queue(e) => e.is_retryable(),
             SyncError::Invalid(_) | SyncError::Config(_) => false,
         }
     }
@@ -42,7 +46,7 @@ impl Retryable for SyncError {
         match self {
             SyncError::Crm(e) => e.retry_after(),
             SyncError::CleverReach(e) => e.retry_after(),
-            SyncError::Invalid(_) | SyncError::Config(_) => None,
+            SyncError::Queue(_) | SyncError::Invalid(_) | SyncError::Config(_) => None,
         }
     }
 }

@@ -14,9 +14,11 @@ use crate::domain::planner::{
     GroupIndexer, GroupOp, PlanSummary, PlannerOptions, ReceiverUpsert, ReconcilePlanner,
 };
 use crate::domain::receiver::{Candidate, ReceiverData};
+use crate::domain::routing::QueueFamily;
 use crate::domain::rules::{Assessment, SkipReason, assess};
 use crate::domain::settings::Settings;
 use crate::domain::source::{GroupId, SourceKind};
+use crate::ports::ChangeQueue;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use tracing::info;
@@ -125,22 +127,73 @@ impl SourceSync {
 }
 
 /// Handles a change of a source: the event says which, the CRM says what it is now. A marketing
-/// list's change also reaches the campaigns and activities it is linked to.
+/// list's change also reaches the campaigns and activities it is linked to (`follow_up`: where
+/// the reconciles a deleted list needs are queued, see [`after_list_deleted`]).
 pub async fn on_source_change<S: TokenStore>(
     conn: &Connector<S>,
     settings: &Settings,
     kind: SourceKind,
     event: &ChangeEvent,
+    follow_up: Option<&dyn ChangeQueue>,
 ) -> Result<SourceSync, SyncError> {
     let (record, sync) = sync_source(conn, settings, kind, event).await?;
-    if let Some(record) = record
-        && kind == SourceKind::MarketingList
-        && !event.is_resync()
-    {
+    if kind != SourceKind::MarketingList || event.is_resync() {
+        return Ok(sync);
+    }
+    match record {
         // Campaigns and activities linked to the list follow its members, synced list or not.
-        super::people::on_linked_list_change(conn, settings, &record, event).await?;
+        Some(record) => {
+            super::people::on_linked_list_change(conn, settings, &record, event).await?;
+        }
+        None if event.message == CrmMessage::Delete => {
+            after_list_deleted(conn, settings, event, follow_up).await?;
+        }
+        None => {}
     }
     Ok(sync)
+}
+
+/// A marketing list was deleted. The CRM drops its links to campaigns and activities with it,
+/// without an event of their own, so which of them held its members can no longer be read:
+/// every campaign and activity with sync on is reconciled instead. With a queue, as one resync
+/// request per source on its own queue (no single long invocation, however many there are;
+/// the delete's operation id keys them, so a redelivered delete queues nothing twice);
+/// without one, one after another here. Returns how many sources were reached.
+pub async fn after_list_deleted<S: TokenStore>(
+    conn: &Connector<S>,
+    settings: &Settings,
+    event: &ChangeEvent,
+    follow_up: Option<&dyn ChangeQueue>,
+) -> Result<usize, SyncError> {
+    let run_id = format!("list-deleted-{}", event.operation_id);
+    let mut reached = 0;
+    for kind in [SourceKind::Campaign, SourceKind::CampaignActivity] {
+        let ids = conn.crm.synced_sources(kind).await?;
+        for id in &ids {
+            match (follow_up, QueueFamily::for_entity(kind.logical_name())) {
+                (Some(queue), Some(family)) => {
+                    let request = ChangeEvent::resync_request(
+                        kind.logical_name(),
+                        id,
+                        &run_id,
+                        (conn.now)() * 1000,
+                    );
+                    queue.enqueue(family, &request).await?;
+                }
+                _ => {
+                    resync_source(conn, settings, kind, id).await?;
+                }
+            }
+        }
+        reached += ids.len();
+    }
+    info!(
+        list = %event.record_id,
+        sources = reached,
+        queued = follow_up.is_some(),
+        "list deleted: synced campaigns and activities reconciled"
+    );
+    Ok(reached)
 }
 
 /// The source's own group: deleted, kept, created, renamed or reconciled; status written.
