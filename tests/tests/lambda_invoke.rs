@@ -65,6 +65,7 @@ const WORKER_SAMPLES: &[(&str, &[&str])] = &[
             "list-addmember",
             "list-addlistmembers",
             "list-removemember",
+            "list-delete",
         ],
     ),
     (
@@ -650,6 +651,7 @@ async fn the_function_binaries_answer_their_events_under_cargo_lambda_watch() {
             "campaignactivity-removeitem",
             "contact-create",
             "contact-delete",
+            "list-delete",
         ] {
             let response = invoke(
                 &cargo_lambda,
@@ -808,6 +810,58 @@ async fn the_function_binaries_answer_their_events_under_cargo_lambda_watch() {
             no_batch_failures(function, &response);
             ran.push(function);
         }
+    }
+
+    if present("sync-marketing-list") {
+        // The sample list is deleted while a campaign with sync on exists: the list worker
+        // queues that campaign's resync on the campaign queue (the list's links to campaigns
+        // vanish with it, so which campaigns held it cannot be read any more).
+        let campaign = admin
+            .create(
+                "campaigns",
+                &json!({ "name": "Spring", "crc_checklist": checklist(&[(0, 1)]),
+                         "crc_syncwithcleverreach": true }),
+            )
+            .await
+            .unwrap();
+        let reply = admin
+            .delete(&format!("lists({SAMPLE_LIST})"))
+            .await
+            .unwrap();
+        assert!(reply.status < 300, "list deleted: {}", reply.text);
+        let response = invoke(
+            &cargo_lambda,
+            port,
+            "sync-marketing-list",
+            &events().join("sync-marketing-list/list-delete.json"),
+        )
+        .await
+        .unwrap();
+        no_batch_failures("sync-marketing-list", &response);
+        let campaign_queue = queues.urls.get(QueueFamily::Campaign).unwrap();
+        let mut resyncs = Vec::new();
+        for _ in 0..3 {
+            let received = sqs
+                .receive_message()
+                .queue_url(campaign_queue)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap();
+            resyncs.extend(
+                received
+                    .messages()
+                    .iter()
+                    .filter_map(|m| serde_json::from_str::<ChangeEvent>(m.body()?).ok())
+                    .filter(|e| e.is_resync())
+                    .map(|e| e.record_id),
+            );
+        }
+        assert_eq!(
+            resyncs,
+            [campaign.to_ascii_lowercase()],
+            "one resync of the synced campaign queued"
+        );
     }
 
     eprintln!("lambda invoke: ran {ran:?} under cargo lambda watch");
