@@ -7,12 +7,14 @@ use crate::dataverse::{self, DataverseSim, DataverseSimConfig};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use shared::adapters::cleverreach::{CleverReachClient, CleverReachConfig, InMemoryTokenStore};
 use shared::adapters::dataverse::client::{DataverseClient, DataverseConfig};
 use shared::secret::Secret;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use url::Url;
 
@@ -373,6 +375,26 @@ pub fn dataverse_client(
     .map_err(|e| e.to_string())
 }
 
+/// A CleverReach client of the simulator as a sync function's `main` builds it (named after
+/// the simulated organisation), upserting `upsert_batch_size` receivers a call; not signed in
+/// yet.
+pub fn cleverreach_client(
+    cr: &CleverReachEndpoints,
+    upsert_batch_size: usize,
+) -> Result<CleverReachClient<Arc<InMemoryTokenStore>>, String> {
+    let mut config = CleverReachConfig::new(
+        url(&cr.base_url)?,
+        cr.client_id.clone(),
+        Secret::new(cr.client_secret.clone()),
+        format!(
+            "Dynamics 365 ({})",
+            DataverseSimConfig::default().org_domain
+        ),
+    );
+    config.upsert_batch_size = upsert_batch_size;
+    CleverReachClient::new(config, Arc::new(InMemoryTokenStore::new())).map_err(|e| e.to_string())
+}
+
 // ---- the simulators' control endpoints --------------------------------------------------------
 
 /// The simulators' `/_sim/…` control endpoints (never faulted, no token).
@@ -471,6 +493,26 @@ impl Control {
             .map_err(|e| format!("CleverReach stats: {e}"))
     }
 
+    /// Global attributes the CleverReach account lacks: each costs one create on a first sync.
+    pub async fn missing_attributes(&self) -> Result<usize, String> {
+        let state = self
+            .send(Method::GET, &self.cleverreach, "_sim/state")
+            .await?;
+        let existing: HashSet<String> = state["attributes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["name"].as_str())
+                    .map(str::to_lowercase)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(shared::adapters::cleverreach::attribute::ALL
+            .iter()
+            .filter(|a| !existing.contains(**a))
+            .count())
+    }
+
     /// Sets the CleverReach simulator's call counts to zero.
     pub async fn reset_cleverreach_stats(&self) -> Result<(), String> {
         self.send(Method::DELETE, &self.cleverreach, "_sim/stats")
@@ -545,4 +587,39 @@ pub fn row(label: &str, actual: u64, minimal: u64) -> Row {
         actual,
         minimal,
     }
+}
+
+/// Prints the call table: a header, then for each API its total calls against the minimal with
+/// their ratio and the verdict, followed by its rows; labels in a column `width` wide. True
+/// when no API's ratio is over `target`.
+pub fn print_call_table(width: usize, apis: &[(&str, &[Row])], target: f64) -> bool {
+    let mut ok = true;
+    println!(
+        "{:<width$} {:>8} {:>8} {:>7}",
+        "calls", "actual", "minimal", "ratio"
+    );
+    for (api, rows) in apis {
+        let actual: u64 = rows.iter().map(|r| r.actual).sum();
+        let minimal: u64 = rows.iter().map(|r| r.minimal).sum();
+        let ratio = actual as f64 / minimal.max(1) as f64;
+        let verdict = if ratio <= target {
+            "ok"
+        } else {
+            ok = false;
+            "OVER TARGET"
+        };
+        println!(
+            "{:<width$} {actual:>8} {minimal:>8} {ratio:>7.3}  (target ≤ {target}: {verdict})",
+            format!("{api}, total")
+        );
+        for r in rows.iter() {
+            println!(
+                "{:<width$} {:>8} {:>8}",
+                format!("  {}", r.label),
+                r.actual,
+                r.minimal
+            );
+        }
+    }
+    ok
 }

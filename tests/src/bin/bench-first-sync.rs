@@ -16,24 +16,21 @@
 
 use reqwest::Method;
 use sandbox::bench::{
-    Control, Counting, DataverseCalls, Row, Simulators, dataverse_client, heap_now, heap_peak, mb,
-    reset_peaks, row, rss, run, serve_simulators, url,
+    Control, Counting, DataverseCalls, Row, Simulators, cleverreach_client, dataverse_client,
+    heap_now, heap_peak, mb, print_call_table, reset_peaks, row, rss, run, serve_simulators,
 };
 use sandbox::dataverse::{ADMIN_USER_ID, DataverseSimConfig, ORGANIZATION_ID};
 use sandbox::harness::checklist;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::adapters::cleverreach::{CleverReachClient, CleverReachConfig, InMemoryTokenStore};
 use shared::adapters::dataverse::client::{BatchRequest, DataverseClient, MAX_BATCH_REQUESTS};
 use shared::adapters::dataverse::crm::DataverseCrm;
 use shared::adapters::dataverse::schema;
 use shared::domain::change::{AttrValue, ChangeEvent, CrmMessage};
 use shared::domain::routing::{QueueFamily, message_group};
 use shared::handlers::sync_worker::{InboundMessage, WorkerDeps, handle_messages};
-use shared::secret::Secret;
 use shared::sync::Connector;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 // ---- memory -------------------------------------------------------------------------------
@@ -359,23 +356,7 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
         seeded.members_took.as_secs_f64(),
     );
 
-    // Global attributes the account lacks: each costs one create on a first sync.
-    let state = control
-        .send(Method::GET, &control.cleverreach, "_sim/state")
-        .await?;
-    let existing: HashSet<String> = state["attributes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x["name"].as_str())
-                .map(str::to_lowercase)
-                .collect()
-        })
-        .unwrap_or_default();
-    let missing_attributes = shared::adapters::cleverreach::attribute::ALL
-        .iter()
-        .filter(|a| !existing.contains(**a))
-        .count();
+    let missing_attributes = control.missing_attributes().await?;
 
     let dataverse_before = control.dataverse_stats().await?;
     control.reset_cleverreach_stats().await?;
@@ -386,20 +367,8 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
 
     // The worker, built as a function's `main` builds it.
     let dv = &endpoints.dataverse;
-    let cr = &endpoints.cleverreach;
     let crm = DataverseCrm::new(dataverse_client(dv, &dv.connector)?);
-    let mut cr_config = CleverReachConfig::new(
-        url(&cr.base_url)?,
-        cr.client_id.clone(),
-        Secret::new(cr.client_secret.clone()),
-        format!(
-            "Dynamics 365 ({})",
-            DataverseSimConfig::default().org_domain
-        ),
-    );
-    cr_config.upsert_batch_size = BATCH_SIZE;
-    let newsletter = CleverReachClient::new(cr_config, Arc::new(InMemoryTokenStore::new()))
-        .map_err(|e| e.to_string())?;
+    let newsletter = cleverreach_client(&endpoints.cleverreach, BATCH_SIZE)?;
     newsletter
         .connect_client_credentials()
         .await
@@ -436,37 +405,17 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
     let group = list[schema::GROUP_ID].as_str().map(str::to_string);
 
     // ---- report
-    let mut ok = true;
     let dv_rows = dataverse_rows(&dataverse_calls, n);
     let cr_rows = cleverreach_rows(&cleverreach_calls, n, BATCH_SIZE, missing_attributes);
     println!();
-    println!(
-        "{:<44} {:>8} {:>8} {:>7}",
-        "calls", "actual", "minimal", "ratio"
+    let mut ok = print_call_table(
+        44,
+        &[
+            ("Dataverse", dv_rows.as_slice()),
+            ("CleverReach", cr_rows.as_slice()),
+        ],
+        CALL_RATIO_TARGET,
     );
-    for (system, rows) in [("Dataverse", &dv_rows), ("CleverReach", &cr_rows)] {
-        let actual: u64 = rows.iter().map(|r| r.actual).sum();
-        let minimal: u64 = rows.iter().map(|r| r.minimal).sum();
-        let ratio = actual as f64 / minimal.max(1) as f64;
-        let verdict = if ratio <= CALL_RATIO_TARGET {
-            "ok"
-        } else {
-            ok = false;
-            "OVER TARGET"
-        };
-        println!(
-            "{:<44} {actual:>8} {minimal:>8} {ratio:>7.3}  (target ≤ {CALL_RATIO_TARGET}: {verdict})",
-            format!("{system}, total")
-        );
-        for r in rows.iter() {
-            println!(
-                "{:<44} {:>8} {:>8}",
-                format!("  {}", r.label),
-                r.actual,
-                r.minimal
-            );
-        }
-    }
     println!();
     println!(
         "Dataverse requests by key (tokens: {}, throttled: {}):",

@@ -17,14 +17,13 @@
 
 use reqwest::Method;
 use sandbox::bench::{
-    Control, Counting, DataverseCalls, Endpoints, Row, Simulators, dataverse_client, heap_peak,
-    init_tracing, mb, reset_heap_peak, row, rss, run, serve_simulators, url,
+    Control, Counting, DataverseCalls, Endpoints, Row, Simulators, cleverreach_client,
+    dataverse_client, heap_peak, init_tracing, mb, print_call_table, reset_heap_peak, row, rss,
+    run, serve_simulators,
 };
-use sandbox::dataverse::DataverseSimConfig;
 use sandbox::harness::checklist;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::adapters::cleverreach::{CleverReachClient, CleverReachConfig, InMemoryTokenStore};
 use shared::adapters::dataverse::client::{BatchRequest, DataverseClient, MAX_BATCH_REQUESTS};
 use shared::adapters::dataverse::crm::DataverseCrm;
 use shared::adapters::dataverse::schema;
@@ -35,11 +34,9 @@ use shared::domain::receiver::{PersonData, ReceiverData};
 use shared::domain::recipient::{CrmRef, PersonEntity};
 use shared::domain::routing::{QueueFamily, message_group};
 use shared::handlers::sync_worker::{InboundMessage, WorkerDeps, handle_messages};
-use shared::secret::Secret;
 use shared::sync::Connector;
 use std::collections::{BTreeMap, HashSet};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 // ---- memory -------------------------------------------------------------------------------
@@ -463,23 +460,6 @@ const BATCH_SIZE: usize = 250;
 const RSS_TARGET: u64 = 128 * 1024 * 1024;
 const CALL_RATIO_TARGET: f64 = 1.1;
 
-fn cleverreach_client(
-    endpoints: &Endpoints,
-) -> Result<CleverReachClient<Arc<InMemoryTokenStore>>, String> {
-    let cr = &endpoints.cleverreach;
-    let mut config = CleverReachConfig::new(
-        url(&cr.base_url)?,
-        cr.client_id.clone(),
-        Secret::new(cr.client_secret.clone()),
-        format!(
-            "Dynamics 365 ({})",
-            DataverseSimConfig::default().org_domain
-        ),
-    );
-    config.upsert_batch_size = BATCH_SIZE;
-    CleverReachClient::new(config, Arc::new(InMemoryTokenStore::new())).map_err(|e| e.to_string())
-}
-
 /// What every run shares.
 struct Setup<'a> {
     endpoints: &'a Endpoints,
@@ -527,36 +507,16 @@ async fn run_once(
         .map_err(|e| format!("reading the campaign back: {e}"))?
         .unwrap_or_default();
 
-    let mut ok = true;
     let dv_rows = dataverse_rows(&dataverse_calls, n, overlap, drift.is_none());
     let cr_rows = cleverreach_rows(&cleverreach_calls, n, BATCH_SIZE, missing_attributes, drift);
-    println!(
-        "{:<56} {:>8} {:>8} {:>7}",
-        "calls", "actual", "minimal", "ratio"
+    let mut ok = print_call_table(
+        56,
+        &[
+            ("Dataverse", dv_rows.as_slice()),
+            ("CleverReach", cr_rows.as_slice()),
+        ],
+        CALL_RATIO_TARGET,
     );
-    for (system, rows) in [("Dataverse", &dv_rows), ("CleverReach", &cr_rows)] {
-        let actual: u64 = rows.iter().map(|r| r.actual).sum();
-        let minimal: u64 = rows.iter().map(|r| r.minimal).sum();
-        let ratio = actual as f64 / minimal.max(1) as f64;
-        let verdict = if ratio <= CALL_RATIO_TARGET {
-            "ok"
-        } else {
-            ok = false;
-            "OVER TARGET"
-        };
-        println!(
-            "{:<56} {actual:>8} {minimal:>8} {ratio:>7.3}  (target ≤ {CALL_RATIO_TARGET}: {verdict})",
-            format!("{system}, total")
-        );
-        for r in rows.iter() {
-            println!(
-                "{:<56} {:>8} {:>8}",
-                format!("  {}", r.label),
-                r.actual,
-                r.minimal
-            );
-        }
-    }
     println!(
         "Dataverse requests by key (tokens: {}):",
         dataverse_calls.tokens
@@ -657,7 +617,7 @@ fn worker_process(campaign_id: &str) -> Result<(), String> {
     let measured = runtime.block_on(async {
         let dv = &endpoints.dataverse;
         let crm = DataverseCrm::new(dataverse_client(dv, &dv.connector)?);
-        let newsletter = cleverreach_client(&endpoints)?;
+        let newsletter = cleverreach_client(&endpoints.cleverreach, BATCH_SIZE)?;
         newsletter
             .connect_client_credentials()
             .await
@@ -704,7 +664,7 @@ async fn make_drift(
     group: &str,
     d: usize,
 ) -> Result<(Drift, HashSet<String>), String> {
-    let cr = cleverreach_client(endpoints)?;
+    let cr = cleverreach_client(&endpoints.cleverreach, BATCH_SIZE)?;
     cr.connect_client_credentials()
         .await
         .map_err(|e| format!("CleverReach token: {e}"))?;
@@ -804,22 +764,7 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
         seeded.requests,
         seeded.took.as_secs_f64()
     );
-    let state = control
-        .send(Method::GET, &control.cleverreach, "_sim/state")
-        .await?;
-    let existing: HashSet<String> = state["attributes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x["name"].as_str())
-                .map(str::to_lowercase)
-                .collect()
-        })
-        .unwrap_or_default();
-    let missing_attributes = shared::adapters::cleverreach::attribute::ALL
-        .iter()
-        .filter(|a| !existing.contains(**a))
-        .count();
+    let missing_attributes = control.missing_attributes().await?;
     println!();
 
     let setup = Setup {
