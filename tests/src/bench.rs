@@ -425,35 +425,14 @@ impl Control {
     /// `method` on `path` below `base`; the JSON answer, or an error naming the URL.
     pub async fn send(&self, method: Method, base: &Url, path: &str) -> Result<Value, String> {
         let target = base.join(path).map_err(|e| e.to_string())?;
-        let reply = self
-            .http
-            .request(method, target.clone())
-            .send()
-            .await
-            .map_err(|e| format!("{target}: {e}"))?;
-        let status = reply.status();
-        let text = reply.text().await.map_err(|e| format!("{target}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("{target}: {status} {text}"));
-        }
+        let text = exchange(self.http.request(method, target.clone()), &target).await?;
         serde_json::from_str(&text).map_err(|e| format!("{target}: {e}"))
     }
 
     /// `body` POSTed to `path` below `base`; the JSON answer, or an error naming the URL.
     pub async fn post(&self, base: &Url, path: &str, body: &Value) -> Result<Value, String> {
         let target = base.join(path).map_err(|e| e.to_string())?;
-        let reply = self
-            .http
-            .post(target.clone())
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| format!("{target}: {e}"))?;
-        let status = reply.status();
-        let text = reply.text().await.map_err(|e| format!("{target}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("{target}: {status} {text}"));
-        }
+        let text = exchange(self.http.post(target.clone()).json(body), &target).await?;
         serde_json::from_str(&text).map_err(|e| format!("{target}: {e}"))
     }
 
@@ -461,19 +440,9 @@ impl Control {
     /// with no body).
     pub async fn put(&self, base: &Url, path: &str, body: &Value) -> Result<(), String> {
         let target = base.join(path).map_err(|e| e.to_string())?;
-        let reply = self
-            .http
-            .put(target.clone())
-            .json(body)
-            .send()
+        exchange(self.http.put(target.clone()).json(body), &target)
             .await
-            .map_err(|e| format!("{target}: {e}"))?;
-        let status = reply.status();
-        if !status.is_success() {
-            let text = reply.text().await.map_err(|e| format!("{target}: {e}"))?;
-            return Err(format!("{target}: {status} {text}"));
-        }
-        Ok(())
+            .map(|_| ())
     }
 
     /// The Dataverse simulator's request counts since it started.
@@ -519,6 +488,18 @@ impl Control {
             .await
             .map(|_| ())
     }
+}
+
+/// Sends `request` to `target`; the answer's body when its status is a success, or an error
+/// naming `target` (with the status and body when there is an answer).
+async fn exchange(request: reqwest::RequestBuilder, target: &Url) -> Result<String, String> {
+    let reply = request.send().await.map_err(|e| format!("{target}: {e}"))?;
+    let status = reply.status();
+    let text = reply.text().await.map_err(|e| format!("{target}: {e}"))?;
+    if !status.is_success() {
+        return Err(format!("{target}: {status} {text}"));
+    }
+    Ok(text)
 }
 
 // ---- call counts ------------------------------------------------------------------------------
