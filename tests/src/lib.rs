@@ -6,6 +6,7 @@
 //! or as the `sandbox` binary. Both accept fault injection (see [`faults`]).
 
 pub mod aws;
+pub mod bench;
 pub mod chaos;
 pub mod cleverreach;
 pub mod connect_page;

@@ -16,15 +16,15 @@
 //! targets are met (calls ≤ 1.1 × minimal per API, peak RSS ≤ 128 MB), 1 otherwise.
 
 use reqwest::Method;
-use sandbox::cleverreach::{CleverReachSim, CleverReachSimConfig};
-use sandbox::dataverse::{self, DataverseSim, DataverseSimConfig};
+use sandbox::bench::{
+    Control, Counting, DataverseCalls, Endpoints, Row, Simulators, cleverreach_client,
+    dataverse_client, heap_peak, init_tracing, mb, print_call_table, reset_heap_peak, row, rss,
+    run, serve_simulators,
+};
 use sandbox::harness::checklist;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::adapters::cleverreach::{CleverReachClient, CleverReachConfig, InMemoryTokenStore};
-use shared::adapters::dataverse::client::{
-    BatchRequest, DataverseClient, DataverseConfig, MAX_BATCH_REQUESTS,
-};
+use shared::adapters::dataverse::client::{BatchRequest, DataverseClient, MAX_BATCH_REQUESTS};
 use shared::adapters::dataverse::crm::DataverseCrm;
 use shared::adapters::dataverse::schema;
 use shared::domain::change::ChangeEvent;
@@ -34,395 +34,16 @@ use shared::domain::receiver::{PersonData, ReceiverData};
 use shared::domain::recipient::{CrmRef, PersonEntity};
 use shared::domain::routing::{QueueFamily, message_group};
 use shared::handlers::sync_worker::{InboundMessage, WorkerDeps, handle_messages};
-use shared::secret::Secret;
 use shared::sync::Connector;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use url::Url;
 
 // ---- memory -------------------------------------------------------------------------------
 
-/// The system allocator, counting live heap bytes and their peak (RSS alone mixes in the
-/// allocator's retained pages; the heap peak says what the code actually holds).
-struct Counting;
-
-static HEAP_NOW: AtomicUsize = AtomicUsize::new(0);
-static HEAP_PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn heap_grew(by: usize) {
-    let now = HEAP_NOW.fetch_add(by, Ordering::Relaxed) + by;
-    HEAP_PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; the counters are plain atomics.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            heap_grew(layout.size());
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            heap_grew(layout.size());
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) };
-        HEAP_NOW.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            HEAP_NOW.fetch_sub(layout.size(), Ordering::Relaxed);
-            heap_grew(new_size);
-        }
-        p
-    }
-}
-
+/// Counts the heap for the worker's heap figure.
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-/// Resident set now and its high-water mark, in bytes (`/proc/self/status`).
-#[derive(Debug, Clone, Copy, Default)]
-struct Rss {
-    now: u64,
-    peak: u64,
-}
-
-fn rss() -> Rss {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map_or(0, |k| k * 1024)
-    };
-    Rss {
-        now: kib("VmRSS:"),
-        peak: kib("VmHWM:"),
-    }
-}
-
-fn mb(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / (1024.0 * 1024.0))
-}
-
-// ---- the simulators' process ------------------------------------------------------------------
-
-/// Child mode: both simulators on free ports; the sandbox binary's JSON line on stdout; exit
-/// when stdin closes (the bench ended, however it ended).
-fn serve_simulators() -> Result<(), String> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    runtime.block_on(async {
-        let dataverse = DataverseSim::spawn(DataverseSimConfig::default())
-            .await
-            .map_err(|e| format!("Dataverse simulator: {e}"))?;
-        let defaults = CleverReachSimConfig::default();
-        let cleverreach = CleverReachSim::spawn(defaults.clone())
-            .await
-            .map_err(|e| format!("CleverReach simulator: {e}"))?;
-        // The same line as `src/bin/sandbox.rs` prints, so both children are read alike.
-        println!(
-            "{}",
-            json!({
-                "dataverse": {
-                    "api_url": dataverse.api_url(),
-                    "token_url": dataverse.token_url(),
-                    "scope": format!("{}/.default", dataverse.resource()),
-                    "admin": { "client_id": dataverse::ADMIN_CLIENT_ID, "client_secret": dataverse::ADMIN_CLIENT_SECRET },
-                    "connector": { "client_id": dataverse::CONNECTOR_CLIENT_ID, "client_secret": dataverse::CONNECTOR_CLIENT_SECRET, "user_id": dataverse::CONNECTOR_USER_ID },
-                },
-                "cleverreach": {
-                    "base_url": cleverreach.base_url(),
-                    "client_id": defaults.client_id,
-                    "client_secret": defaults.client_secret,
-                },
-            })
-        );
-        std::io::stdout().flush().map_err(|e| e.to_string())?;
-        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
-            let _ = closed_tx.send(());
-        });
-        let _ = closed_rx.await;
-        Ok(())
-    })
-}
-
-#[derive(Deserialize)]
-struct Credentials {
-    client_id: String,
-    client_secret: String,
-}
-
-#[derive(Deserialize)]
-struct DataverseEndpoints {
-    api_url: String,
-    token_url: String,
-    scope: String,
-    admin: Credentials,
-    connector: Credentials,
-}
-
-#[derive(Deserialize)]
-struct CleverReachEndpoints {
-    base_url: String,
-    client_id: String,
-    client_secret: String,
-}
-
-/// The sandbox's JSON line.
-#[derive(Deserialize)]
-struct Endpoints {
-    dataverse: DataverseEndpoints,
-    cleverreach: CleverReachEndpoints,
-}
-
-/// The simulators' process; killed (by its own handle) when the bench ends.
-struct Simulators {
-    child: Child,
-    endpoints: Endpoints,
-    /// The JSON line as printed, handed on to the worker processes.
-    line: String,
-}
-
-impl Drop for Simulators {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_simulators(sandbox: Option<&str>) -> Result<Simulators, String> {
-    let mut command = match sandbox {
-        Some(path) => Command::new(path),
-        None => {
-            let me = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
-            let mut c = Command::new(me);
-            c.arg("--serve-simulators");
-            c
-        }
-    };
-    let mut child = command
-        // Free ports: other sandboxes may be running on the defaults.
-        .env("DATAVERSE_PORT", "0")
-        .env("CLEVERREACH_PORT", "0")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("starting the simulators: {e}"))?;
-    let Some(stdout) = child.stdout.take() else {
-        let _ = child.kill();
-        return Err("the simulators' stdout is not piped".into());
-    };
-    let mut reader = BufReader::new(stdout);
-    let mut line = String::new();
-    let read = reader.read_line(&mut line);
-    let endpoints = read
-        .map_err(|e| e.to_string())
-        .and_then(|_| serde_json::from_str::<Endpoints>(&line).map_err(|e| e.to_string()));
-    let endpoints = match endpoints {
-        Ok(endpoints) => endpoints,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!(
-                "the simulators did not print their endpoints ({e}): {line:?}"
-            ));
-        }
-    };
-    // The sandbox binary logs to stdout: keep draining it so that it never blocks.
-    std::thread::spawn(move || {
-        let mut rest = Vec::new();
-        let mut chunk = [0u8; 8192];
-        while let Ok(n) = reader.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            rest.extend_from_slice(&chunk[..n]);
-            if let Some(end) = rest.iter().rposition(|b| *b == b'\n') {
-                let _ = std::io::stderr().write_all(&rest[..=end]);
-                rest.drain(..=end);
-            }
-        }
-    });
-    Ok(Simulators {
-        child,
-        endpoints,
-        line: line.trim().to_string(),
-    })
-}
-
-// ---- seeding (test data, through the Web API as an administrator) ---------------------------
-
-fn url(text: &str) -> Result<Url, String> {
-    Url::parse(text).map_err(|e| format!("{text}: {e}"))
-}
-
-fn dataverse_client(
-    dv: &DataverseEndpoints,
-    credentials: &Credentials,
-) -> Result<DataverseClient, String> {
-    DataverseClient::new(DataverseConfig::new(
-        url(&dv.api_url)?,
-        url(&dv.token_url)?,
-        credentials.client_id.clone(),
-        Secret::new(credentials.client_secret.clone()),
-        dv.scope.clone(),
-    ))
-    .map_err(|e| e.to_string())
-}
-
-// ---- call counts ------------------------------------------------------------------------------
-
-/// The simulators' `/_sim/…` control endpoints (never faulted, no token).
-struct Control {
-    http: reqwest::Client,
-    dataverse: Url,
-    cleverreach: Url,
-}
-
-impl Control {
-    fn new(endpoints: &Endpoints) -> Result<Control, String> {
-        Ok(Control {
-            http: reqwest::Client::new(),
-            dataverse: url(&endpoints.dataverse.api_url)?,
-            cleverreach: url(&endpoints.cleverreach.base_url)?,
-        })
-    }
-
-    async fn send(&self, method: Method, base: &Url, path: &str) -> Result<Value, String> {
-        let target = base.join(path).map_err(|e| e.to_string())?;
-        let reply = self
-            .http
-            .request(method, target.clone())
-            .send()
-            .await
-            .map_err(|e| format!("{target}: {e}"))?;
-        let status = reply.status();
-        let text = reply.text().await.map_err(|e| format!("{target}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("{target}: {status} {text}"));
-        }
-        serde_json::from_str(&text).map_err(|e| format!("{target}: {e}"))
-    }
-
-    async fn post(&self, base: &Url, path: &str, body: &Value) -> Result<Value, String> {
-        let target = base.join(path).map_err(|e| e.to_string())?;
-        let reply = self
-            .http
-            .post(target.clone())
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| format!("{target}: {e}"))?;
-        let status = reply.status();
-        let text = reply.text().await.map_err(|e| format!("{target}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("{target}: {status} {text}"));
-        }
-        serde_json::from_str(&text).map_err(|e| format!("{target}: {e}"))
-    }
-
-    async fn dataverse_stats(&self) -> Result<DataverseCalls, String> {
-        let stats = self
-            .send(Method::GET, &self.dataverse, "/_sim/stats")
-            .await?;
-        DataverseCalls::from_json(&stats)
-    }
-
-    async fn cleverreach_stats(&self) -> Result<BTreeMap<String, u64>, String> {
-        let stats = self
-            .send(Method::GET, &self.cleverreach, "_sim/stats")
-            .await?;
-        serde_json::from_value::<BTreeMap<String, u64>>(stats["calls"].clone())
-            .map_err(|e| format!("CleverReach stats: {e}"))
-    }
-
-    async fn reset_cleverreach_stats(&self) -> Result<(), String> {
-        self.send(Method::DELETE, &self.cleverreach, "_sim/stats")
-            .await
-            .map(|_| ())
-    }
-}
-
-/// Dataverse requests by `"<METHOD> <set or action>"`, and tokens issued.
-#[derive(Debug, Clone, Default)]
-struct DataverseCalls {
-    requests: BTreeMap<String, u64>,
-    tokens: u64,
-    throttled: u64,
-}
-
-impl DataverseCalls {
-    fn from_json(stats: &Value) -> Result<DataverseCalls, String> {
-        Ok(DataverseCalls {
-            requests: serde_json::from_value(stats["requests"].clone())
-                .map_err(|e| format!("Dataverse stats: {e}"))?,
-            tokens: stats["tokens"].as_u64().unwrap_or(0),
-            throttled: stats["throttled"].as_u64().unwrap_or(0),
-        })
-    }
-
-    /// What happened between `before` and `self` (the simulator's stats cannot be reset without
-    /// clearing its data).
-    fn since(&self, before: &DataverseCalls) -> DataverseCalls {
-        DataverseCalls {
-            requests: self
-                .requests
-                .iter()
-                .map(|(k, v)| (k.clone(), v - before.requests.get(k).copied().unwrap_or(0)))
-                .filter(|(_, v)| *v > 0)
-                .collect(),
-            tokens: self.tokens - before.tokens,
-            throttled: self.throttled - before.throttled,
-        }
-    }
-}
-
-/// One line of the call table: actual and minimal count.
-struct Row {
-    label: String,
-    actual: u64,
-    minimal: u64,
-}
-
-fn row(label: &str, actual: u64, minimal: u64) -> Row {
-    Row {
-        label: label.to_string(),
-        actual,
-        minimal,
-    }
-}
 
 // ---- arguments ------------------------------------------------------------------------------
 
@@ -839,23 +460,6 @@ const BATCH_SIZE: usize = 250;
 const RSS_TARGET: u64 = 128 * 1024 * 1024;
 const CALL_RATIO_TARGET: f64 = 1.1;
 
-fn cleverreach_client(
-    endpoints: &Endpoints,
-) -> Result<CleverReachClient<Arc<InMemoryTokenStore>>, String> {
-    let cr = &endpoints.cleverreach;
-    let mut config = CleverReachConfig::new(
-        url(&cr.base_url)?,
-        cr.client_id.clone(),
-        Secret::new(cr.client_secret.clone()),
-        format!(
-            "Dynamics 365 ({})",
-            DataverseSimConfig::default().org_domain
-        ),
-    );
-    config.upsert_batch_size = BATCH_SIZE;
-    CleverReachClient::new(config, Arc::new(InMemoryTokenStore::new())).map_err(|e| e.to_string())
-}
-
 /// What every run shares.
 struct Setup<'a> {
     endpoints: &'a Endpoints,
@@ -903,36 +507,16 @@ async fn run_once(
         .map_err(|e| format!("reading the campaign back: {e}"))?
         .unwrap_or_default();
 
-    let mut ok = true;
     let dv_rows = dataverse_rows(&dataverse_calls, n, overlap, drift.is_none());
     let cr_rows = cleverreach_rows(&cleverreach_calls, n, BATCH_SIZE, missing_attributes, drift);
-    println!(
-        "{:<56} {:>8} {:>8} {:>7}",
-        "calls", "actual", "minimal", "ratio"
+    let mut ok = print_call_table(
+        56,
+        &[
+            ("Dataverse", dv_rows.as_slice()),
+            ("CleverReach", cr_rows.as_slice()),
+        ],
+        CALL_RATIO_TARGET,
     );
-    for (system, rows) in [("Dataverse", &dv_rows), ("CleverReach", &cr_rows)] {
-        let actual: u64 = rows.iter().map(|r| r.actual).sum();
-        let minimal: u64 = rows.iter().map(|r| r.minimal).sum();
-        let ratio = actual as f64 / minimal.max(1) as f64;
-        let verdict = if ratio <= CALL_RATIO_TARGET {
-            "ok"
-        } else {
-            ok = false;
-            "OVER TARGET"
-        };
-        println!(
-            "{:<56} {actual:>8} {minimal:>8} {ratio:>7.3}  (target ≤ {CALL_RATIO_TARGET}: {verdict})",
-            format!("{system}, total")
-        );
-        for r in rows.iter() {
-            println!(
-                "{:<56} {:>8} {:>8}",
-                format!("  {}", r.label),
-                r.actual,
-                r.minimal
-            );
-        }
-    }
     println!(
         "Dataverse requests by key (tokens: {}):",
         dataverse_calls.tokens
@@ -1033,7 +617,7 @@ fn worker_process(campaign_id: &str) -> Result<(), String> {
     let measured = runtime.block_on(async {
         let dv = &endpoints.dataverse;
         let crm = DataverseCrm::new(dataverse_client(dv, &dv.connector)?);
-        let newsletter = cleverreach_client(&endpoints)?;
+        let newsletter = cleverreach_client(&endpoints.cleverreach, BATCH_SIZE)?;
         newsletter
             .connect_client_credentials()
             .await
@@ -1052,8 +636,7 @@ fn worker_process(campaign_id: &str) -> Result<(), String> {
             group: Some(message_group(&event)),
         };
         let rss_before = rss().now;
-        let heap_before = HEAP_NOW.load(Ordering::Relaxed);
-        HEAP_PEAK.store(heap_before, Ordering::Relaxed);
+        reset_heap_peak();
         let started = Instant::now();
         let failed = handle_messages(&worker, vec![message]).await;
         let wall = started.elapsed();
@@ -1061,7 +644,7 @@ fn worker_process(campaign_id: &str) -> Result<(), String> {
             wall_s: wall.as_secs_f64(),
             rss_before,
             rss_peak: rss().peak,
-            heap_peak: HEAP_PEAK.load(Ordering::Relaxed) as u64,
+            heap_peak: heap_peak() as u64,
             failed: !failed.is_empty(),
         })
     })?;
@@ -1081,7 +664,7 @@ async fn make_drift(
     group: &str,
     d: usize,
 ) -> Result<(Drift, HashSet<String>), String> {
-    let cr = cleverreach_client(endpoints)?;
+    let cr = cleverreach_client(&endpoints.cleverreach, BATCH_SIZE)?;
     cr.connect_client_credentials()
         .await
         .map_err(|e| format!("CleverReach token: {e}"))?;
@@ -1181,22 +764,7 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
         seeded.requests,
         seeded.took.as_secs_f64()
     );
-    let state = control
-        .send(Method::GET, &control.cleverreach, "_sim/state")
-        .await?;
-    let existing: HashSet<String> = state["attributes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x["name"].as_str())
-                .map(str::to_lowercase)
-                .collect()
-        })
-        .unwrap_or_default();
-    let missing_attributes = shared::adapters::cleverreach::attribute::ALL
-        .iter()
-        .filter(|a| !existing.contains(**a))
-        .count();
+    let missing_attributes = control.missing_attributes().await?;
     println!();
 
     let setup = Setup {
@@ -1249,13 +817,7 @@ fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("--worker") {
         let campaign = std::env::args().nth(2).unwrap_or_default();
-        tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "warn".into()),
-            )
-            .init();
+        init_tracing();
         return match worker_process(&campaign) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
@@ -1265,13 +827,7 @@ fn main() -> std::process::ExitCode {
         };
     }
     if args.peek().map(String::as_str) == Some("--serve-simulators") {
-        return match serve_simulators() {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("simulators: {e}");
-                std::process::ExitCode::FAILURE
-            }
-        };
+        return serve_simulators();
     }
     let args = match parse_args(args) {
         Ok(args) => args,
@@ -1280,35 +836,6 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
-    let sims = match start_simulators(args.sandbox.as_deref()) {
-        Ok(sims) => sims,
-        Err(e) => {
-            eprintln!("{e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("tokio runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(bench(args, &sims));
-    drop(runtime);
-    drop(sims);
-    match result {
-        Ok(true) => std::process::ExitCode::SUCCESS,
-        Ok(false) => std::process::ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("bench failed: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    let sandbox = args.sandbox.clone();
+    run(args, sandbox.as_deref(), bench)
 }

@@ -12,15 +12,15 @@
 //! queue, ten messages per invocation as a Lambda SQS batch; every handler call is timed.
 
 use reqwest::Method;
-use sandbox::cleverreach::{CleverReachSim, CleverReachSimConfig};
-use sandbox::dataverse::{self, DataverseSim, DataverseSimConfig};
+use sandbox::bench::{
+    Control, Counting, Endpoints, Simulators, dataverse_client, heap_now, heap_peak, mb,
+    reset_peaks, rss, run, serve_simulators, url,
+};
+use sandbox::dataverse;
 use sandbox::harness::checklist;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::adapters::cleverreach::{CleverReachClient, CleverReachConfig, InMemoryTokenStore};
-use shared::adapters::dataverse::client::{
-    BatchRequest, DataverseClient, DataverseConfig, MAX_BATCH_REQUESTS,
-};
+use shared::adapters::dataverse::client::{BatchRequest, DataverseClient, MAX_BATCH_REQUESTS};
 use shared::adapters::dataverse::crm::DataverseCrm;
 use shared::adapters::dataverse::schema;
 use shared::adapters::memory::InMemoryMessageQueue;
@@ -32,13 +32,8 @@ use shared::handlers::sync_worker::InboundMessage;
 use shared::secret::Secret;
 use shared::sync::Connector;
 use shared::sync::retroactive::RunState;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use url::Url;
 
 const RSS_TARGET: u64 = 128 * 1024 * 1024;
 const INVOCATION_TARGET: Duration = Duration::from_secs(60);
@@ -46,97 +41,9 @@ const CITY: &str = "Benchville";
 
 // ---- memory -------------------------------------------------------------------------------
 
-/// The system allocator, counting live heap bytes and their peak (RSS alone mixes in the
-/// allocator's retained pages; the heap peak says what the code actually holds).
-struct Counting;
-
-static HEAP_NOW: AtomicUsize = AtomicUsize::new(0);
-static HEAP_PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn heap_grew(by: usize) {
-    let now = HEAP_NOW.fetch_add(by, Ordering::Relaxed) + by;
-    HEAP_PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; the counters are plain atomics.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            heap_grew(layout.size());
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            heap_grew(layout.size());
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) };
-        HEAP_NOW.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            HEAP_NOW.fetch_sub(layout.size(), Ordering::Relaxed);
-            heap_grew(new_size);
-        }
-        p
-    }
-}
-
+/// Counts the heap for the report's heap figures.
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-/// Resident set now and its high-water mark, in bytes (`/proc/self/status`).
-#[derive(Debug, Clone, Copy, Default)]
-struct Rss {
-    now: u64,
-    peak: u64,
-}
-
-fn rss() -> Rss {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map_or(0, |k| k * 1024)
-    };
-    Rss {
-        now: kib("VmRSS:"),
-        peak: kib("VmHWM:"),
-    }
-}
-
-/// Starts a new peak: RSS high-water mark (Linux ≥ 4.0, `clear_refs` 5) and heap peak. Seeding
-/// ran in this process too, and its peak must not count as the worker's.
-fn reset_peaks() -> bool {
-    HEAP_PEAK.store(HEAP_NOW.load(Ordering::Relaxed), Ordering::Relaxed);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open("/proc/self/clear_refs")
-        .and_then(|mut f| f.write_all(b"5"))
-        .is_ok()
-}
-
-fn mb(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / (1024.0 * 1024.0))
-}
 
 // ---- arguments ------------------------------------------------------------------------------
 
@@ -180,173 +87,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(parsed)
 }
 
-// ---- the simulators' process ------------------------------------------------------------------
-
-/// Child mode: both simulators on free ports; the sandbox binary's JSON line on stdout; exit
-/// when stdin closes (the bench ended, however it ended).
-fn serve_simulators() -> Result<(), String> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    runtime.block_on(async {
-        let dataverse = DataverseSim::spawn(DataverseSimConfig::default())
-            .await
-            .map_err(|e| format!("Dataverse simulator: {e}"))?;
-        let defaults = CleverReachSimConfig::default();
-        let cleverreach = CleverReachSim::spawn(defaults.clone())
-            .await
-            .map_err(|e| format!("CleverReach simulator: {e}"))?;
-        // The same line as `src/bin/sandbox.rs` prints, so both children are read alike.
-        println!(
-            "{}",
-            json!({
-                "dataverse": {
-                    "api_url": dataverse.api_url(),
-                    "token_url": dataverse.token_url(),
-                    "scope": format!("{}/.default", dataverse.resource()),
-                    "admin": { "client_id": dataverse::ADMIN_CLIENT_ID, "client_secret": dataverse::ADMIN_CLIENT_SECRET },
-                    "connector": { "client_id": dataverse::CONNECTOR_CLIENT_ID, "client_secret": dataverse::CONNECTOR_CLIENT_SECRET, "user_id": dataverse::CONNECTOR_USER_ID },
-                },
-                "cleverreach": {
-                    "base_url": cleverreach.base_url(),
-                    "client_id": defaults.client_id,
-                    "client_secret": defaults.client_secret,
-                },
-            })
-        );
-        std::io::stdout().flush().map_err(|e| e.to_string())?;
-        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
-            let _ = closed_tx.send(());
-        });
-        let _ = closed_rx.await;
-        Ok(())
-    })
-}
-
-#[derive(Deserialize)]
-struct Credentials {
-    client_id: String,
-    client_secret: String,
-}
-
-#[derive(Deserialize)]
-struct DataverseEndpoints {
-    api_url: String,
-    token_url: String,
-    scope: String,
-    admin: Credentials,
-    connector: Credentials,
-}
-
-#[derive(Deserialize)]
-struct CleverReachEndpoints {
-    base_url: String,
-    client_id: String,
-    client_secret: String,
-}
-
-/// The sandbox's JSON line.
-#[derive(Deserialize)]
-struct Endpoints {
-    dataverse: DataverseEndpoints,
-    cleverreach: CleverReachEndpoints,
-}
-
-/// The simulators' process; killed (by its own handle) when the bench ends.
-struct Simulators {
-    child: Child,
-    endpoints: Endpoints,
-}
-
-impl Drop for Simulators {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_simulators(sandbox: Option<&str>) -> Result<Simulators, String> {
-    let mut command = match sandbox {
-        Some(path) => Command::new(path),
-        None => {
-            let me = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
-            let mut c = Command::new(me);
-            c.arg("--serve-simulators");
-            c
-        }
-    };
-    let mut child = command
-        // Free ports: other sandboxes may be running on the defaults.
-        .env("DATAVERSE_PORT", "0")
-        .env("CLEVERREACH_PORT", "0")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("starting the simulators: {e}"))?;
-    let Some(stdout) = child.stdout.take() else {
-        let _ = child.kill();
-        return Err("the simulators' stdout is not piped".into());
-    };
-    let mut reader = BufReader::new(stdout);
-    let mut line = String::new();
-    let read = reader.read_line(&mut line);
-    let endpoints = read
-        .map_err(|e| e.to_string())
-        .and_then(|_| serde_json::from_str::<Endpoints>(&line).map_err(|e| e.to_string()));
-    let endpoints = match endpoints {
-        Ok(endpoints) => endpoints,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!(
-                "the simulators did not print their endpoints ({e}): {line:?}"
-            ));
-        }
-    };
-    // The sandbox binary logs to stdout: keep draining it so that it never blocks.
-    std::thread::spawn(move || {
-        let mut rest = Vec::new();
-        let mut chunk = [0u8; 8192];
-        while let Ok(n) = reader.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            rest.extend_from_slice(&chunk[..n]);
-            if let Some(end) = rest.iter().rposition(|b| *b == b'\n') {
-                let _ = std::io::stderr().write_all(&rest[..=end]);
-                rest.drain(..=end);
-            }
-        }
-    });
-    Ok(Simulators { child, endpoints })
-}
-
 // ---- seeding (test data, through the Web API as an administrator) ---------------------------
-
-fn url(text: &str) -> Result<Url, String> {
-    Url::parse(text).map_err(|e| format!("{text}: {e}"))
-}
-
-fn dataverse_client(
-    dv: &DataverseEndpoints,
-    credentials: &Credentials,
-) -> Result<DataverseClient, String> {
-    DataverseClient::new(DataverseConfig::new(
-        url(&dv.api_url)?,
-        url(&dv.token_url)?,
-        credentials.client_id.clone(),
-        Secret::new(credentials.client_secret.clone()),
-        dv.scope.clone(),
-    ))
-    .map_err(|e| e.to_string())
-}
 
 fn contact_id(i: usize) -> String {
     format!("be9c0000-0000-4000-8000-{i:012x}")
@@ -422,88 +163,29 @@ async fn seed(admin: &DataverseClient, contacts: usize, api_url: &str) -> Result
 
 // ---- the simulators' control endpoints ------------------------------------------------------
 
-struct Control {
-    http: reqwest::Client,
-    dataverse: Url,
-    cleverreach: Url,
-}
-
-impl Control {
-    fn new(endpoints: &Endpoints) -> Result<Control, String> {
-        let base = |u: &str| -> Result<Url, String> {
-            let mut u = url(u)?;
-            u.set_path("/");
-            Ok(u)
-        };
-        Ok(Control {
-            http: reqwest::Client::new(),
-            dataverse: base(&endpoints.dataverse.api_url)?,
-            cleverreach: base(&endpoints.cleverreach.base_url)?,
-        })
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        base: &Url,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, String> {
-        let target = base.join(path).map_err(|e| e.to_string())?;
-        let mut request = self.http.request(method, target.clone());
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let reply = request.send().await.map_err(|e| format!("{target}: {e}"))?;
-        let status = reply.status();
-        let text = reply.text().await.map_err(|e| format!("{target}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("{target}: {status} {text}"));
-        }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// Every answer of both simulators `ms` late (no faults otherwise).
-    async fn latency(&self, ms: u64) -> Result<(), String> {
-        for base in [&self.dataverse, &self.cleverreach] {
-            self.send(
-                Method::PUT,
+/// Every answer of both simulators `ms` late (no faults otherwise).
+async fn latency(control: &Control, ms: u64) -> Result<(), String> {
+    for base in [&control.dataverse, &control.cleverreach] {
+        control
+            .put(
                 base,
                 "_sim/faults",
-                Some(json!({ "rate": 0.0, "latency_ms": ms })),
+                &json!({ "rate": 0.0, "latency_ms": ms }),
             )
             .await?;
-        }
-        Ok(())
     }
-
-    async fn dataverse_stats(&self) -> Result<Value, String> {
-        self.send(Method::GET, &self.dataverse, "_sim/stats", None)
-            .await
-    }
-
-    async fn rows(&self, set: &str) -> Result<Vec<Value>, String> {
-        let rows = self
-            .send(
-                Method::GET,
-                &self.dataverse,
-                &format!("_sim/rows/{set}"),
-                None,
-            )
-            .await?;
-        Ok(match rows {
-            Value::Array(rows) => rows,
-            other => other["value"].as_array().cloned().unwrap_or_default(),
-        })
-    }
+    Ok(())
 }
 
-fn stat(stats: &Value, path: &[&str]) -> u64 {
-    let mut v = stats;
-    for p in path {
-        v = &v[*p];
-    }
-    v.as_u64().unwrap_or(0)
+/// The rows of an entity set as the Dataverse simulator holds them.
+async fn rows(control: &Control, set: &str) -> Result<Vec<Value>, String> {
+    let rows = control
+        .send(Method::GET, &control.dataverse, &format!("_sim/rows/{set}"))
+        .await?;
+    Ok(match rows {
+        Value::Array(rows) => rows,
+        other => other["value"].as_array().cloned().unwrap_or_default(),
+    })
 }
 
 // ---- the run ----------------------------------------------------------------------------------
@@ -618,11 +300,11 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
 
     let queue = Arc::new(InMemoryMessageQueue::new());
     let deps: Deps = RetroactiveDeps::new(conn, queue.clone());
-    control.latency(args.latency_ms).await?;
+    latency(&control, args.latency_ms).await?;
     let before = control.dataverse_stats().await?;
     let rss_seeding = rss();
     let peaks_reset = reset_peaks();
-    let heap_start = HEAP_NOW.load(Ordering::Relaxed);
+    let heap_start = heap_now();
     let rss_start = rss();
 
     let started = Instant::now();
@@ -644,29 +326,21 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
     invocations.extend(drain(&deps, &queue).await?);
     let wall = started.elapsed();
     let rss_end = rss();
-    let heap_peak = HEAP_PEAK.load(Ordering::Relaxed);
-    control.latency(0).await?;
-    let after = control.dataverse_stats().await?;
+    let heap_peak = heap_peak();
+    latency(&control, 0).await?;
+    let calls = control.dataverse_stats().await?.since(&before);
 
-    let batches = stat(&after, &["batches"]) - stat(&before, &["batches"]);
-    let parts = stat(&after, &["batch_parts"]) - stat(&before, &["batch_parts"]);
-    let contact_patches = stat(&after, &["requests", "PATCH contacts"])
-        - stat(&before, &["requests", "PATCH contacts"]);
-    let requests_total: u64 = after["requests"]
-        .as_object()
-        .map(|m| m.values().filter_map(Value::as_u64).sum())
-        .unwrap_or(0)
-        - before["requests"]
-            .as_object()
-            .map(|m| m.values().filter_map(Value::as_u64).sum())
-            .unwrap_or(0);
+    let batches = calls.batches;
+    let parts = calls.batch_parts;
+    let contact_patches = calls.requests.get("PATCH contacts").copied().unwrap_or(0);
+    let requests_total: u64 = calls.requests.values().sum();
     // State writes are one-part batches; checklist batches hold only contact updates.
     let state_batches = parts - contact_patches;
     let checklist_batches = batches - state_batches;
     let per_batch = u64::from(settings.update_request_count);
     let changed = (0..n).filter(|i| i % 20 > 1).count() as u64;
 
-    let lists = control.rows("lists").await?;
+    let lists = rows(&control, "lists").await?;
     let list = lists
         .iter()
         .find(|l| l["listid"].as_str() == Some(list_id.as_str()))
@@ -769,7 +443,7 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
         ok = false;
         println!("FAILED: the run did not finish as expected: {state:?}");
     }
-    let contacts = control.rows("contacts").await?;
+    let contacts = rows(&control, "contacts").await?;
     let wrong = contacts
         .iter()
         .filter(|c| c["address1_city"].as_str() == Some(CITY))
@@ -792,13 +466,7 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("--serve-simulators") {
-        return match serve_simulators() {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("simulators: {e}");
-                std::process::ExitCode::FAILURE
-            }
-        };
+        return serve_simulators();
     }
     let args = match parse_args(args) {
         Ok(args) => args,
@@ -807,35 +475,6 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
-    let sims = match start_simulators(args.sandbox.as_deref()) {
-        Ok(sims) => sims,
-        Err(e) => {
-            eprintln!("{e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("tokio runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(bench(args, &sims));
-    drop(runtime);
-    drop(sims);
-    match result {
-        Ok(true) => std::process::ExitCode::SUCCESS,
-        Ok(false) => std::process::ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("bench failed: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    let sandbox = args.sandbox.clone();
+    run(args, sandbox.as_deref(), bench)
 }
