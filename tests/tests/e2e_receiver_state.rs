@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use sandbox::cleverreach::Endpoint;
 use sandbox::dataverse::{CONNECTOR_CLIENT_ID, CONNECTOR_CLIENT_SECRET};
 use sandbox::faults::{FaultConfig, FaultKind};
 use sandbox::harness::Harness;
@@ -397,4 +398,125 @@ async fn runs_failing_on_crm_faults_resume_and_apply_every_event_once() {
         "faults {injected}, interrupted runs {interrupted}"
     );
     every_event_applied_once(&h, &people);
+}
+
+/// How the connector comes to remove Anna's receiver.
+#[derive(Debug, Clone, Copy)]
+enum Removal {
+    /// She leaves the list: the scoped reconcile of one person.
+    MemberRemoved,
+    /// The list's checklist stops asking for what she said yes to: a full reconcile.
+    ChecklistChanged,
+}
+
+/// Anna unsubscribes in CleverReach while the connector, having read her receiver as active,
+/// is about to delete it (CleverReach answers after 300 ms, and she unsubscribes as soon as the
+/// connector's first read of receivers is answered). Her receiver must stay, so that the
+/// back-flow brings her "no" into the CRM, and she is not re-added when she is wanted again.
+async fn unsubscribe_during_removal(removal: Removal) {
+    let h = Harness::start().await.unwrap();
+    h.install(&[]).await.unwrap();
+    let anna = h
+        .contact("anna@example.com", &[(0, 1), (1, 2)])
+        .await
+        .unwrap();
+    let (list, group) = h
+        .synced_static_list("Newsletter", "contact", std::slice::from_ref(&anna))
+        .await
+        .unwrap();
+    assert_eq!(h.active_emails(&group), ["anna@example.com"]);
+    let reads = |h: &Harness| {
+        let stats = h.cleverreach.stats();
+        [
+            Endpoint::ReceiversList,
+            Endpoint::ReceiversFilter,
+            Endpoint::ReceiverGet,
+            Endpoint::ReceiverPoolGet,
+        ]
+        .iter()
+        .map(|e| stats.calls(*e))
+        .sum::<u64>()
+    };
+    h.cleverreach.faults().set(FaultConfig {
+        latency_ms: 300,
+        ..FaultConfig::off()
+    });
+    let before = reads(&h);
+    match removal {
+        Removal::MemberRemoved => h.remove_member(&list, &anna).await.unwrap(),
+        Removal::ChecklistChanged => h
+            .update(
+                "lists",
+                &list,
+                json!({ "crc_checklist": sandbox::harness::checklist(&[(0, 0), (1, 1)]) }),
+            )
+            .await
+            .unwrap(),
+    }
+    let unsubscribe = async {
+        while reads(&h) == before {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        h.cleverreach
+            .unsubscribe(&group, "anna@example.com")
+            .unwrap();
+    };
+    let (settled, ()) = tokio::join!(h.settle(), unsubscribe);
+    settled.unwrap();
+    h.cleverreach.faults().off();
+    let receiver = h.cleverreach.receiver(&group, "anna@example.com");
+    assert!(
+        receiver.as_ref().is_some_and(|r| !r.active),
+        "her unsubscribed receiver stays: {receiver:?}"
+    );
+
+    // The back-flow brings her "no" into the CRM; wanted again, she is not re-added.
+    h.run_receiver_state_sync().await.unwrap();
+    match removal {
+        Removal::MemberRemoved => h.add_member(&list, &anna).await.unwrap(),
+        Removal::ChecklistChanged => h
+            .update(
+                "lists",
+                &list,
+                json!({ "crc_checklist": sandbox::harness::checklist(&[(0, 1)]) }),
+            )
+            .await
+            .unwrap(),
+    }
+    h.settle().await.unwrap();
+    assert!(
+        h.active_emails(&group).is_empty(),
+        "anna unsubscribed and is active again: {:?}",
+        h.cleverreach.receivers(&group)
+    );
+    assert_eq!(
+        rows_for(&h, "anna@example.com").len(),
+        1,
+        "one receiver-state row for her unsubscribe"
+    );
+    if let Removal::MemberRemoved = removal {
+        // The list asks for type 0: her yes to it became a no from CleverReach.
+        let checklist = h.dataverse.row("contacts", &anna).unwrap()["crc_checklist"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let entries: Vec<Value> = serde_json::from_str(&checklist).unwrap();
+        assert!(
+            entries
+                .iter()
+                .any(|e| e["id"] == 0 && e["state"] == 2 && e["modifiedby"] == "CleverReach"),
+            "her no reached the CRM: {checklist}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unsubscribe_made_while_a_member_removal_is_under_way_is_kept_and_travels_back() {
+    unsubscribe_during_removal(Removal::MemberRemoved).await;
+}
+
+#[tokio::test]
+async fn an_unsubscribe_made_while_a_full_reconcile_removes_the_receiver_is_kept_and_travels_back()
+{
+    unsubscribe_during_removal(Removal::ChecklistChanged).await;
 }

@@ -3,7 +3,9 @@
 
 use super::{Connector, SyncError};
 use crate::adapters::cleverreach::CleverReachError;
-use crate::adapters::cleverreach::{Group, ListState, ReceiverFilter, TokenStore};
+use crate::adapters::cleverreach::{
+    FilterRequest, FilterRule, Group, ListState, ReceiverFilter, TokenStore,
+};
 use crate::adapters::dataverse::crm::SourceRecord;
 use crate::adapters::dataverse::schema;
 use crate::domain::change::{AttrValue, ChangeEvent, CrmMessage};
@@ -20,7 +22,7 @@ use crate::domain::settings::Settings;
 use crate::domain::source::{GroupId, SourceKind};
 use crate::ports::ChangeQueue;
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use tracing::info;
 
 /// Columns whose change means the group's receivers must be worked out again.
@@ -59,6 +61,9 @@ pub struct ReconcileReport {
     /// Every member was read and the whole group compared (not only the members an event
     /// named).
     pub full: bool,
+    /// Planned removals left alone: the receiver opted out (or was gone) by the time of the
+    /// delete, so its opt-out stays for the back-flow.
+    pub kept_after_opt_out: usize,
 }
 
 impl ReconcileReport {
@@ -91,6 +96,12 @@ impl ReconcileReport {
         }
         if self.rejected > 0 {
             line.push_str(&format!(", {} refused by CleverReach", self.rejected));
+        }
+        if self.kept_after_opt_out > 0 {
+            line.push_str(&format!(
+                ", {} not removed after opting out meanwhile",
+                self.kept_after_opt_out
+            ));
         }
         line
     }
@@ -452,7 +463,11 @@ pub async fn execute<S: TokenStore>(
             GroupOp::ChangeEmail { from, to } => {
                 change_email(conn, group, &from, &to, wanted, report).await?;
             }
-            GroupOp::Remove(emails) => {
+            GroupOp::Remove(planned) => {
+                let emails = still_active(conn, group, planned, report).await?;
+                if emails.is_empty() {
+                    continue;
+                }
                 let done = conn
                     .newsletter
                     .remove_receivers(group.as_str(), &emails)
@@ -462,6 +477,49 @@ pub async fn execute<S: TokenStore>(
         }
     }
     Ok(())
+}
+
+/// Every planned removal was an active receiver when the group was read, but a reconcile can
+/// take a while: one who unsubscribed or bounced since must stay, or the opt-out would be
+/// deleted with the receiver before the back-flow has brought it into the CRM, and the person
+/// could later be added again as active. So the receivers are read again (one filter call per
+/// removal batch) right before the delete, which narrows the window to one round trip.
+async fn still_active<S: TokenStore>(
+    conn: &Connector<S>,
+    group: &GroupId,
+    planned: Vec<Email>,
+    report: &mut ReconcileReport,
+) -> Result<Vec<Email>, SyncError> {
+    let mut request = FilterRequest::new(
+        vec![group.as_str().to_string()],
+        planned.iter().cloned().map(FilterRule::EmailIs).collect(),
+    );
+    request.match_any = true;
+    let mut active = HashSet::new();
+    loop {
+        let page = conn.newsletter.filter_receivers(&request).await?;
+        for record in page.items {
+            let in_group = record.group_id.is_empty() || record.group_id == group.as_str();
+            if in_group && !record.receiver.state.is_opted_out() {
+                active.insert(record.receiver.email);
+            }
+        }
+        if page.is_last {
+            break;
+        }
+        request.page += 1;
+    }
+    let (remove, gone): (Vec<Email>, Vec<Email>) =
+        planned.into_iter().partition(|e| active.contains(e));
+    if !gone.is_empty() {
+        info!(
+            group_id = %group.as_str(),
+            receivers = gone.len(),
+            "receivers that opted out or left during the reconcile are not removed"
+        );
+        report.kept_after_opt_out += gone.len();
+    }
+    Ok(remove)
 }
 
 /// CleverReach changes an address account-wide (in every group). That keeps the receiver's
