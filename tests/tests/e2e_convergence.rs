@@ -29,7 +29,7 @@
 use sandbox::chaos::{ChaosConfig, ChaosStats, WebhookChaos};
 use sandbox::faults::{FaultConfig, FaultStats};
 use sandbox::harness::{Harness, Step, checklist};
-use sandbox::oracle::{self, GroupVerdict};
+use sandbox::oracle::{self, GroupVerdict, SourceKind};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,6 +91,75 @@ struct List {
     /// Member type: contact, lead or account.
     kind: &'static str,
     dynamic: bool,
+    /// One of the lists made for campaigns: the generator may delete it (and makes another).
+    deletable: bool,
+}
+
+/// A campaign or campaign activity of the scenario.
+#[derive(Debug, Clone)]
+struct Source {
+    kind: SourceKind,
+    id: String,
+}
+
+impl Source {
+    /// The lead's lookup that links it to this source.
+    fn lead_lookup(&self) -> &'static str {
+        match self.kind {
+            SourceKind::CampaignActivity => "crc_campaignactivityid",
+            _ => "campaignid",
+        }
+    }
+
+    fn name_column(&self) -> &'static str {
+        match self.kind {
+            SourceKind::CampaignActivity => "subject",
+            _ => "name",
+        }
+    }
+
+    /// The Web API path and body that link (or unlink) a marketing list: AddItemCampaign,
+    /// AddItemCampaignActivity and their RemoveItem counterparts.
+    fn item_action(&self, list: &str, link: bool) -> (String, Value) {
+        let (action, mut body) = match (self.kind, link) {
+            (SourceKind::CampaignActivity, true) => {
+                ("AddItemCampaignActivity", json!({ "ItemId": list }))
+            }
+            (SourceKind::CampaignActivity, false) => {
+                ("RemoveItemCampaignActivity", json!({ "ItemId": list }))
+            }
+            (_, true) => ("AddItemCampaign", json!({ "EntityId": list })),
+            (_, false) => ("RemoveItemCampaign", json!({ "EntityId": list })),
+        };
+        if link {
+            body["EntityName"] = json!("list");
+        }
+        let path = format!(
+            "{}({})/Microsoft.Dynamics.CRM.{action}",
+            self.kind.entity_set(),
+            self.id
+        );
+        (path, body)
+    }
+
+    /// The ids of the lists linked to it now.
+    fn linked_lists(&self, h: &Harness) -> Vec<String> {
+        let (set, parent, item) = match self.kind {
+            SourceKind::CampaignActivity => (
+                "campaignactivityitems",
+                "_campaignactivityid_value",
+                "itemid",
+            ),
+            _ => ("campaignitems", "_campaignid_value", "entityid"),
+        };
+        h.dataverse
+            .rows(set)
+            .iter()
+            .filter(|r| r.get(parent).and_then(Value::as_str) == Some(&self.id))
+            .filter_map(|r| r.get(item).and_then(Value::as_str))
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 /// The random CRM user: makes changes and remembers what it did.
@@ -98,6 +167,8 @@ struct Generator {
     rng: fastrand::Rng,
     counter: u64,
     lists: Vec<List>,
+    /// Campaigns and campaign activities.
+    sources: Vec<Source>,
     changes: BTreeMap<&'static str, usize>,
     /// Draws that made no change: nothing to change, or left out while a bug is open.
     skipped: BTreeMap<&'static str, usize>,
@@ -143,6 +214,7 @@ impl Generator {
             rng: fastrand::Rng::with_seed(seed),
             counter: 0,
             lists: Vec::new(),
+            sources: Vec::new(),
             changes: BTreeMap::new(),
             skipped: BTreeMap::new(),
             unsubscribed: Vec::new(),
@@ -386,6 +458,7 @@ async fn seed_crm(h: &Harness, g: &mut Generator, s: &Scenario) {
             id: list,
             kind,
             dynamic: false,
+            deletable: false,
         });
     }
     for (name, kind, city, consent) in [
@@ -401,21 +474,154 @@ async fn seed_crm(h: &Harness, g: &mut Generator, s: &Scenario) {
             id: list,
             kind,
             dynamic: true,
+            deletable: false,
         });
+    }
+    seed_campaigns(h, g, &leads).await;
+}
+
+/// Campaigns and campaign activities, all synced: three lists made for them (one synced),
+/// one or two lists linked to each source, some leads linked through their lookups.
+async fn seed_campaigns(h: &Harness, g: &mut Generator, leads: &[String]) {
+    for kind in ["contact", "lead", "account"] {
+        let sync = kind == "lead";
+        campaign_list(h, g, kind, sync).await;
+    }
+    let campaigns: [(&str, &[(i64, i64)]); 3] = [
+        ("Spring campaign", &[(0, 1)]),
+        ("Trade fair", &[(1, 1)]),
+        ("Newsletter campaign", &[(0, 1), (1, 1)]),
+    ];
+    for (name, consent) in campaigns {
+        let body = json!({ "name": name, "crc_checklist": checklist(consent),
+                           "crc_syncwithcleverreach": false });
+        let id = create_row(h, g, "campaigns", "campaignid", body).await;
+        g.sources.push(Source {
+            kind: SourceKind::Campaign,
+            id,
+        });
+    }
+    let activities: [(&str, &[(i64, i64)]); 3] = [
+        ("Mailing: information", &[(0, 1)]),
+        ("Mailing: offers", &[(1, 1), (0, 2)]),
+        ("Invitation", &[(0, 1), (1, 1)]),
+    ];
+    for (i, (subject, consent)) in activities.into_iter().enumerate() {
+        let parent = g.sources[i].id.clone();
+        let body = json!({ "subject": subject, "crc_checklist": checklist(consent),
+                           "crc_syncwithcleverreach": false,
+                           "regardingobjectid_campaign_campaignactivity@odata.bind":
+                               format!("/campaigns({parent})") });
+        let id = create_row(h, g, "campaignactivities", "activityid", body).await;
+        g.sources.push(Source {
+            kind: SourceKind::CampaignActivity,
+            id,
+        });
+    }
+    for source in g.sources.clone() {
+        for _ in 0..g.rng.usize(1..=2) {
+            let list = g.pick(&g.lists.clone()).cloned().unwrap();
+            link_list(h, g, &source, &list.id, true).await;
+        }
+    }
+    for lead in leads {
+        for kind in [SourceKind::Campaign, SourceKind::CampaignActivity] {
+            if g.rng.u8(..3) == 0 {
+                let of_kind: Vec<Source> = g
+                    .sources
+                    .iter()
+                    .filter(|s| s.kind == kind)
+                    .cloned()
+                    .collect();
+                let source = g.pick(&of_kind).cloned().unwrap();
+                link_lead(h, g, lead, &source, true).await;
+            }
+        }
+    }
+    for source in g.sources.clone() {
+        let body = json!({ "crc_syncwithcleverreach": true });
+        update(h, g, source.kind.entity_set(), &source.id, body).await;
     }
 }
 
-async fn create_list(h: &Harness, g: &mut Generator, mut body: Value) -> String {
+/// A static list made for campaigns (deletable by the generator), with some members.
+async fn campaign_list(h: &Harness, g: &mut Generator, kind: &'static str, sync: bool) -> String {
+    let code = match kind {
+        "account" => 1,
+        "contact" => 2,
+        _ => 4,
+    };
+    let n = g.next();
+    let body = json!({ "listname": format!("For campaigns {n}"), "createdfromcode": code,
+                       "type": false, "crc_checklist": g.list_checklist(),
+                       "crc_syncwithcleverreach": sync });
+    let list = create_list(h, g, body).await;
+    let pool = live_ids(h, kind);
+    let members: Vec<String> = (0..g.rng.usize(2..=6))
+        .filter_map(|_| g.pick(&pool).cloned())
+        .collect();
+    if !members.is_empty() {
+        g.journal
+            .push(format!("add members {members:?} to list {list}"));
+        admin(g, "", || h.add_members(&list, kind, &members))
+            .await
+            .unwrap();
+    }
+    g.lists.push(List {
+        id: list.clone(),
+        kind,
+        dynamic: false,
+        deletable: true,
+    });
+    list
+}
+
+/// Links (or unlinks) a marketing list to a campaign or activity.
+async fn link_list(h: &Harness, g: &mut Generator, source: &Source, list: &str, link: bool) {
+    let (path, body) = source.item_action(list, link);
+    g.journal.push(format!("POST {path} {body}"));
+    admin(g, "", || h.action(&path, body.clone()))
+        .await
+        .unwrap();
+}
+
+/// Points a lead's lookup at a campaign or activity (or clears it).
+async fn link_lead(h: &Harness, g: &mut Generator, lead: &str, source: &Source, link: bool) {
+    let mut body = serde_json::Map::new();
+    let value = if link {
+        json!(format!("/{}({})", source.kind.entity_set(), source.id))
+    } else {
+        Value::Null
+    };
+    body.insert(format!("{}@odata.bind", source.lead_lookup()), value);
+    update(h, g, "leads", lead, Value::Object(body)).await;
+}
+
+async fn create_list(h: &Harness, g: &mut Generator, body: Value) -> String {
+    create_row(h, g, "lists", "listid", body).await
+}
+
+/// Creates a row with an id of the seeded generator (a repeated create that took effect
+/// answers 412).
+async fn create_row(
+    h: &Harness,
+    g: &mut Generator,
+    set: &str,
+    key: &str,
+    mut body: Value,
+) -> String {
     let id = g.new_id();
-    body["listid"] = json!(id);
-    admin(g, "refused with 412", || h.create("lists", body.clone()))
+    body[key] = json!(id);
+    g.journal.push(format!("create {set} {body}"));
+    admin(g, "refused with 412", || h.create(set, body.clone()))
         .await
         .unwrap();
     id
 }
 
-/// The kinds of change and how often each is drawn.
-const CHANGES: [(&str, u32); 21] = [
+/// The kinds of change and how often each is drawn: the campaign and activity changes (the
+/// `source:` ones) are about one in seven.
+const CHANGES: [(&str, u32); 29] = [
     ("add member", 12),
     ("add members (bulk)", 5),
     ("remove member", 10),
@@ -437,6 +643,14 @@ const CHANGES: [(&str, u32); 21] = [
     ("list query", 1),
     ("list renamed", 1),
     ("unsubscribe in CleverReach", 2),
+    ("source: list linked", 3),
+    ("source: list unlinked", 2),
+    ("source: lead linked", 3),
+    ("source: lead unlinked", 2),
+    ("source: checklist", 2),
+    ("source: renamed", 1),
+    ("source: sync off or on", 2),
+    ("linked list deleted", 1),
 ];
 
 fn draw_kind(g: &mut Generator) -> &'static str {
@@ -703,11 +917,124 @@ async fn apply_change(h: &Harness, g: &mut Generator, kind: &'static str) -> &'s
             )
             .await;
         }
+        "source: list linked" | "source: list unlinked" => {
+            let source = g.pick(&g.sources.clone()).cloned().unwrap();
+            let linked = source.linked_lists(h);
+            let link = kind == "source: list linked";
+            let candidates: Vec<String> = if link {
+                g.lists
+                    .iter()
+                    .map(|l| l.id.clone())
+                    .filter(|l| !linked.contains(l))
+                    .collect()
+            } else {
+                linked
+            };
+            let Some(list) = g.pick(&candidates).cloned() else {
+                return "skipped: nothing to change";
+            };
+            link_list(h, g, &source, &list, link).await;
+        }
+        "source: lead linked" | "source: lead unlinked" => {
+            let source = g.pick(&g.sources.clone()).cloned().unwrap();
+            let link = kind == "source: lead linked";
+            let column = format!("_{}_value", source.lead_lookup());
+            let leads = rows_where(h, "lead", |r| {
+                let points_here = r.get(&column).and_then(Value::as_str) == Some(&source.id);
+                points_here != link
+            });
+            let Some(lead) = g.pick(&leads).cloned() else {
+                return "skipped: nothing to change";
+            };
+            link_lead(h, g, &lead, &source, link).await;
+        }
+        "source: checklist" => {
+            let source = g.pick(&g.sources.clone()).cloned().unwrap();
+            let body = json!({ "crc_checklist": g.list_checklist() });
+            update(h, g, source.kind.entity_set(), &source.id, body).await;
+        }
+        "source: renamed" => {
+            let source = g.pick(&g.sources.clone()).cloned().unwrap();
+            let n = g.next();
+            let mut body = serde_json::Map::new();
+            body.insert(
+                source.name_column().to_string(),
+                json!(format!("{} {n}", source.kind.noun())),
+            );
+            update(
+                h,
+                g,
+                source.kind.entity_set(),
+                &source.id,
+                Value::Object(body),
+            )
+            .await;
+        }
+        "source: sync off or on" => {
+            // Off (now and then by deactivating the source, which the connector turns into
+            // "sync off"), or on again (activating it if it is inactive).
+            let source = g.pick(&g.sources.clone()).cloned().unwrap();
+            let row = h
+                .dataverse
+                .row(source.kind.entity_set(), &source.id)
+                .unwrap();
+            let synced = row.get("crc_syncwithcleverreach").and_then(Value::as_bool) == Some(true);
+            let active = row.get("statecode").and_then(Value::as_i64).unwrap_or(0) == 0;
+            let (body, done) = match (synced && active, active) {
+                (true, _) if g.rng.u8(..3) == 0 => {
+                    (json!({ "statecode": 1 }), "source: deactivated")
+                }
+                (true, _) => (
+                    json!({ "crc_syncwithcleverreach": false }),
+                    "source: sync off",
+                ),
+                (false, true) => (
+                    json!({ "crc_syncwithcleverreach": true }),
+                    "source: sync on",
+                ),
+                (false, false) => (
+                    json!({ "statecode": 0, "crc_syncwithcleverreach": true }),
+                    "source: activated with sync on",
+                ),
+            };
+            update(h, g, source.kind.entity_set(), &source.id, body).await;
+            return done;
+        }
+        "linked list deleted" => {
+            // A list made for campaigns, linked to one if any is; another takes its place,
+            // with members and links of its own.
+            let deletable: Vec<List> = g.lists.iter().filter(|l| l.deletable).cloned().collect();
+            let linked: Vec<List> = deletable
+                .iter()
+                .filter(|l| g.sources.iter().any(|s| s.linked_lists(h).contains(&l.id)))
+                .cloned()
+                .collect();
+            let pool = if linked.is_empty() { deletable } else { linked };
+            let Some(list) = g.pick(&pool).cloned() else {
+                return "skipped: nothing to change";
+            };
+            g.journal.push(format!("delete lists({})", list.id));
+            admin(g, "): 404", || h.delete("lists", &list.id))
+                .await
+                .unwrap();
+            g.lists.retain(|l| l.id != list.id);
+            let sync = g.rng.u8(..3) == 0;
+            let replacement = campaign_list(h, g, list.kind, sync).await;
+            for _ in 0..g.rng.usize(1..=2) {
+                let source = g.pick(&g.sources.clone()).cloned().unwrap();
+                link_list(h, g, &source, &replacement, true).await;
+            }
+        }
         _ => {
             let groups: Vec<String> = g
                 .lists
                 .iter()
                 .filter_map(|l| h.group_of("lists", &l.id))
+                .chain(
+                    g.sources
+                        .iter()
+                        .filter_map(|s| h.group_of(s.kind.entity_set(), &s.id)),
+                )
                 .collect();
             let Some(group) = g.pick(&groups).cloned() else {
                 return "skipped: nothing to change";
@@ -801,8 +1128,10 @@ struct Outcome {
     verdicts: Vec<GroupVerdict>,
     /// Problems found where the queues had drained after a round, prefixed with the round.
     round_problems: Vec<String>,
-
+    /// Synced sources without a group at the end.
     without_group: Vec<String>,
+    /// Groups of no synced source at the end.
+    stray_groups: Vec<String>,
     /// Expected receivers summed over every drained state checked.
     checked_receivers: usize,
     dead_letters: Vec<String>,
@@ -811,17 +1140,49 @@ struct Outcome {
     chaos: ChaosStats,
 }
 
-/// Compares every synced list's group with the rule; returns the verdicts and the lists that
-/// lack a group.
-fn check(h: &Harness) -> (Vec<GroupVerdict>, Vec<String>, usize) {
+/// One comparison of CleverReach with the rule.
+struct Check {
+    verdicts: Vec<GroupVerdict>,
+    /// Synced sources that lack a group.
+    without_group: Vec<String>,
+    /// Groups that are no synced source's group.
+    stray_groups: Vec<String>,
+    /// Receivers the rule selects over all groups.
+    expected: usize,
+}
+
+impl Check {
+    /// Everything wrong, one line each.
+    fn problems(&self) -> Vec<String> {
+        let verdicts = self
+            .verdicts
+            .iter()
+            .flat_map(|v| v.problems.iter().cloned());
+        let without = self
+            .without_group
+            .iter()
+            .map(|source| format!("{source} is synced but has no group"));
+        let stray = self
+            .stray_groups
+            .iter()
+            .map(|group| format!("group {group} is no synced source's group"));
+        verdicts.chain(without).chain(stray).collect()
+    }
+}
+
+/// Compares every synced source's group with the rule, and every group with the sources.
+fn check(h: &Harness) -> Check {
     let expectation = oracle::expected_groups(&h.dataverse).unwrap();
-    let verdicts = expectation
-        .groups
-        .iter()
-        .map(|expected| oracle::check_group(expected, &expectation, &h.cleverreach))
-        .collect();
-    let count = expectation.receiver_count();
-    (verdicts, expectation.without_group, count)
+    Check {
+        verdicts: expectation
+            .groups
+            .iter()
+            .map(|expected| oracle::check_group(expected, &expectation, &h.cleverreach))
+            .collect(),
+        stray_groups: oracle::stray_groups(&expectation, &h.cleverreach),
+        expected: expectation.receiver_count(),
+        without_group: expectation.without_group,
+    }
 }
 
 fn describe(change: &sandbox::harness::DeadLetter) -> String {
@@ -853,8 +1214,9 @@ async fn run(s: Scenario) -> Outcome {
     let mut g = Generator::new(s.seed, s.avoid_open_bugs);
     seed_crm(&h, &mut g, &s).await;
     let mut processed = settle(&h, &chaos).await;
-    let (seeded, _, seeded_receivers) = check(&h);
-    let problems: Vec<&String> = seeded.iter().flat_map(|v| &v.problems).collect();
+    let seeded = check(&h);
+    let seeded_receivers = seeded.expected;
+    let problems = seeded.problems();
     assert!(
         problems.is_empty(),
         "the seeded CRM did not sync: {problems:#?}"
@@ -905,9 +1267,9 @@ async fn run(s: Scenario) -> Outcome {
         made += n;
         rounds += 1;
         // Every drained state must already be right, faults or not.
-        let (verdicts, without_group, expected) = check(&h);
-        checked_receivers += expected;
-        for problem in verdicts.iter().flat_map(|v| &v.problems) {
+        let drained = check(&h);
+        checked_receivers += drained.expected;
+        for problem in drained.problems() {
             // A difference is reported where it first shows, not again after every round.
             if seen.insert(problem.clone()) {
                 round_problems.push(format!(
@@ -916,21 +1278,25 @@ async fn run(s: Scenario) -> Outcome {
                 ));
             }
         }
-        for list in without_group {
-            round_problems.push(format!("after change {made}: list {list} has no group"));
-        }
         g.journal.clear();
     }
     h.dataverse.faults().off();
     h.cleverreach.faults().off();
     processed += settle(&h, &chaos).await;
-    let (verdicts, without_group, expected_at_end) = check(&h);
+    let Check {
+        verdicts,
+        without_group,
+        stray_groups,
+        expected: expected_at_end,
+    } = check(&h);
 
     let unsubscribes_undone = g
         .unsubscribed
         .iter()
         .filter_map(|(group, id, email)| {
             match h.cleverreach.receivers(group).iter().find(|r| &r.id == id) {
+                // The group was deleted with its source's sync (checked by `stray_groups`).
+                _ if h.cleverreach.group(group).is_none() => None,
                 Some(r) if !r.active => None,
                 Some(r) => Some(format!("{email} (now {}) active again in {group}", r.email)),
                 None => Some(format!(
@@ -941,27 +1307,18 @@ async fn run(s: Scenario) -> Outcome {
         .collect();
     let deliveries = h.dataverse.deliveries();
     let chaos_stats = chaos.stats();
-    let list_groups: Vec<String> = g
-        .lists
-        .iter()
-        .filter_map(|l| h.group_of("lists", &l.id))
-        .collect();
-    let orphans = h
-        .cleverreach
-        .groups()
-        .iter()
-        .filter(|group| !list_groups.contains(&group.id))
-        .count();
     let dead_letters: Vec<String> = h.dead_letters().iter().map(describe).collect();
     let sum = |f: fn(&GroupVerdict) -> usize| verdicts.iter().map(f).sum::<usize>();
+    let of_kind = |kind| verdicts.iter().filter(|v| v.source_kind == kind).count();
 
     println!("── convergence run, seed {} ──", s.seed);
     println!(
-        "CRM: {} contacts, {} leads, {} accounts at the start; {} lists; {} receivers expected after seeding",
+        "CRM: {} contacts, {} leads, {} accounts at the start; {} lists, {} campaigns and activities; {} receivers expected after seeding",
         s.contacts,
         s.leads,
         s.accounts,
         g.lists.len(),
+        g.sources.len(),
         seeded_receivers
     );
     println!("changes by kind:");
@@ -1004,14 +1361,17 @@ async fn run(s: Scenario) -> Outcome {
         round_problems.len()
     );
     println!(
-        "end: {} groups, {} expected receivers, {} active ({} with the data of another group's record), {} excused (receiver opted out), {} excused (person opted out), {} groups not of a list",
+        "end: {} groups ({} of lists, {} of campaigns, {} of activities), {} expected receivers, {} active ({} with the data of another group's record), {} excused (receiver opted out), {} excused (person opted out), {} groups of no synced source",
         verdicts.len(),
+        of_kind(SourceKind::MarketingList),
+        of_kind(SourceKind::Campaign),
+        of_kind(SourceKind::CampaignActivity),
         expected_at_end,
         sum(|v| v.active),
         sum(|v| v.data_from_other_group),
         sum(|v| v.excused_opted_out),
         sum(|v| v.excused_person_opted_out),
-        orphans
+        stray_groups.len()
     );
     println!(
         "wall time: {:.1} s (seeding {:.1} s)",
@@ -1023,6 +1383,7 @@ async fn run(s: Scenario) -> Outcome {
         verdicts,
         round_problems,
         without_group,
+        stray_groups,
         checked_receivers,
         dead_letters,
         reactivations: h
@@ -1063,8 +1424,13 @@ fn assert_converged(outcome: &Outcome) {
     );
     assert!(
         outcome.without_group.is_empty(),
-        "synced lists without a group: {:?}",
+        "synced sources without a group: {:?}",
         outcome.without_group
+    );
+    assert!(
+        outcome.stray_groups.is_empty(),
+        "groups of no synced source: {:?}",
+        outcome.stray_groups
     );
     assert!(
         outcome.dead_letters.is_empty(),
@@ -1116,6 +1482,7 @@ async fn a_thousand_random_changes_under_faults_and_chaotic_webhooks_converge_to
     assert_converged(&outcome);
     // The run must have had something to get wrong.
     assert!(outcome.verdicts.len() >= 6, "every list synced");
+    assert_sources_checked(&outcome);
     assert!(outcome.checked_receivers >= 200, "receivers were checked");
     assert!(outcome.chaos.duplicated > 0 && outcome.chaos.redelivered > 0);
 }
@@ -1141,6 +1508,18 @@ async fn random_changes_applied_one_at_a_time_without_faults_converge_to_the_rul
     .await;
     assert_converged(&outcome);
     assert!(outcome.checked_receivers >= 200, "receivers were checked");
+    assert_sources_checked(&outcome);
+}
+
+/// Campaign and activity groups were among those compared at the end.
+fn assert_sources_checked(outcome: &Outcome) {
+    for kind in [SourceKind::Campaign, SourceKind::CampaignActivity] {
+        assert!(
+            outcome.verdicts.iter().any(|v| v.source_kind == kind),
+            "no {} group was checked at the end",
+            kind.noun()
+        );
+    }
 }
 
 // ── Connector bugs the convergence run found, each reduced to its smallest case ─────────────
