@@ -1356,6 +1356,14 @@ async fn run(s: Scenario) -> Outcome {
         "{}",
         faults_line("CleverReach", &h.cleverreach.faults().stats())
     );
+    let mut busiest: Vec<(String, u64)> = h.dataverse.stats().requests.into_iter().collect();
+    busiest.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let busiest: Vec<String> = busiest
+        .iter()
+        .take(8)
+        .map(|(key, n)| format!("{key} {n}"))
+        .collect();
+    println!("Dataverse's busiest requests: {}", busiest.join(", "));
     println!(
         "checks: {rounds} drained states ({checked_receivers} expected receivers in all), {} problems",
         round_problems.len()
@@ -1520,6 +1528,80 @@ fn assert_sources_checked(outcome: &Outcome) {
             kind.noun()
         );
     }
+}
+
+// ── The oracle itself ────────────────────────────────────────────────────────────────────
+
+/// The check must be able to fail for campaigns: a lead linked to a campaign behind the
+/// connector's back (no webhook) is missing from its group, and a receiver nobody selects is
+/// in it; both are reported, and nothing else is.
+#[tokio::test]
+async fn the_oracle_reports_a_campaign_group_that_lacks_a_linked_lead_or_holds_a_stranger() {
+    let h = Harness::start().await.unwrap();
+    h.install(&[]).await.unwrap();
+    let anna = h.contact("anna@example.com", &[(0, 1)]).await.unwrap();
+    let list = h
+        .create(
+            "lists",
+            json!({ "listname": "Linked", "createdfromcode": 2, "type": false }),
+        )
+        .await
+        .unwrap();
+    h.add_member(&list, &anna).await.unwrap();
+    let campaign = Source {
+        kind: SourceKind::Campaign,
+        id: h
+            .create(
+                "campaigns",
+                json!({ "name": "Spring", "crc_checklist": checklist(&[(0, 1)]),
+                        "crc_syncwithcleverreach": true }),
+            )
+            .await
+            .unwrap(),
+    };
+    let (path, body) = campaign.item_action(&list, true);
+    h.action(&path, body).await.unwrap();
+    let lead = |first: &str| {
+        json!({ "firstname": first, "lastname": "L",
+                "emailaddress1": format!("{first}@example.com"),
+                "crc_checklist": checklist(&[(0, 1)]),
+                "campaignid@odata.bind": format!("/campaigns({})", campaign.id) })
+    };
+    h.create("leads", lead("lena")).await.unwrap();
+    h.settle().await.unwrap();
+    let synced = check(&h);
+    assert_eq!(synced.problems(), Vec::<String>::new());
+    let verdict = |c: &Check| {
+        c.verdicts
+            .iter()
+            .find(|v| v.source_kind == SourceKind::Campaign)
+            .cloned()
+            .expect("the campaign's group is checked")
+    };
+    assert_eq!(verdict(&synced).expected, 2, "anna and lena");
+    let group = h.group_of("campaigns", &campaign.id).unwrap();
+
+    let Value::Object(lina) = lead("lina") else {
+        unreachable!()
+    };
+    h.dataverse.seed("leads", vec![lina]).unwrap();
+    h.cleverreach
+        .add_stranger(&group, "stranger@example.com", true, &[])
+        .unwrap();
+    let mut problems = check(&h).problems();
+    problems.sort();
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(
+        problems[0]
+            .starts_with("campaign \"Spring\": lina@example.com is selected by the rule (lead "),
+        "{problems:#?}"
+    );
+    assert!(
+        problems[1].starts_with(
+            "campaign \"Spring\": stranger@example.com is active but the rule does not select it"
+        ),
+        "{problems:#?}"
+    );
 }
 
 // ── Connector bugs the convergence run found, each reduced to its smallest case ─────────────
