@@ -393,9 +393,7 @@ impl Crm {
             .filter_map(|(record_id, _)| self.member(kind, record_id))
             .collect())
     }
-}
 
-impl Crm {
     /// Rule 6 for any source: a list's own members; for a campaign or campaign activity, the
     /// members of the (active) lists linked to it plus the leads linked to it.
     fn source_members(
