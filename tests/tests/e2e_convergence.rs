@@ -61,8 +61,8 @@ fn avoid_open_bugs() -> bool {
 
 /// While the race of `an_unsubscribe_made_while_the_connector_removes_the_receiver_is_kept`
 /// is open, a round's unsubscribes in CleverReach wait until the round has drained (they are
-/// made before the check), instead of landing while the connector works: one run in about
-/// ten hit the race. `CONVERGENCE_RACE_UNSUBSCRIBES=1` makes them land mid-round again.
+/// made before the check), instead of landing while the connector works: two of some 25 runs
+/// hit the race. `CONVERGENCE_RACE_UNSUBSCRIBES=1` makes them land mid-round again.
 const RACE_UNSUBSCRIBES: bool = false;
 
 fn race_unsubscribes() -> bool {
