@@ -13,6 +13,11 @@
 //!   reasonable validator agrees.
 //!
 //! The connector's documented choices that the comparison follows:
+//! - an inactive marketing list no longer feeds the campaigns and activities it is linked to
+//!   (DESIGN is silent; the connector says so where it reads linked lists);
+//! - with the default deletion settings, a source whose sync is off, that is inactive or that
+//!   is gone has no group in CleverReach: every group must be the group of a synced source
+//!   ([`stray_groups`]);
 //! - an address shared by several eligible records is one receiver, carrying the data of one
 //!   of them (which one is not specified);
 //! - CleverReach keeps global attributes per address for the whole account, not per group:
@@ -55,6 +60,58 @@ pub enum OracleError {
     UnknownMemberType { list: String, code: Option<i64> },
 }
 
+/// The three kinds of source (DESIGN §1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SourceKind {
+    #[default]
+    MarketingList,
+    Campaign,
+    CampaignActivity,
+}
+
+impl SourceKind {
+    pub const ALL: [SourceKind; 3] = [
+        SourceKind::MarketingList,
+        SourceKind::Campaign,
+        SourceKind::CampaignActivity,
+    ];
+
+    /// The simulator's entity set.
+    pub fn entity_set(self) -> &'static str {
+        match self {
+            SourceKind::MarketingList => "lists",
+            SourceKind::Campaign => "campaigns",
+            SourceKind::CampaignActivity => "campaignactivities",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            SourceKind::MarketingList => "listid",
+            SourceKind::Campaign => "campaignid",
+            SourceKind::CampaignActivity => "activityid",
+        }
+    }
+
+    /// The column the group is named after (DESIGN §2, group naming).
+    fn name_column(self) -> &'static str {
+        match self {
+            SourceKind::MarketingList => "listname",
+            SourceKind::Campaign => "name",
+            SourceKind::CampaignActivity => "subject",
+        }
+    }
+
+    /// The word for messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            SourceKind::MarketingList => "list",
+            SourceKind::Campaign => "campaign",
+            SourceKind::CampaignActivity => "campaign activity",
+        }
+    }
+}
+
 /// The receiver one eligible CRM record stands for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ExpectedReceiver {
@@ -70,13 +127,15 @@ pub struct ExpectedReceiver {
     pub crm_id: String,
 }
 
-/// What one synced list's group must be.
+/// What one synced source's group must be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpectedGroup {
-    pub list_id: String,
-    pub list_name: String,
+    pub source_kind: SourceKind,
+    /// Lower-case GUID.
+    pub source_id: String,
+    pub source_name: String,
     pub group_id: String,
-    /// `groupprefix` + list name.
+    /// `groupprefix` + source name.
     pub group_name: String,
     /// Address → the eligible records that have it (at least one).
     pub receivers: BTreeMap<String, Vec<ExpectedReceiver>>,
@@ -90,7 +149,8 @@ pub struct ExpectedGroup {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expectation {
     pub groups: Vec<ExpectedGroup>,
-    /// Lists with sync on and active that have no group id: the connector owes them a group.
+    /// Sources with sync on and active that have no group id (`kind id`): the connector owes
+    /// them a group.
     pub without_group: Vec<String>,
     /// Address → the current data of every CRM record with that address (contacts, leads,
     /// accounts through their primary contact): what account-wide global attributes may
@@ -180,13 +240,17 @@ struct Crm {
     contacts: HashMap<String, Row>,
     leads: HashMap<String, Row>,
     accounts: HashMap<String, Row>,
+    lists: HashMap<String, Row>,
     listmembers: Vec<Row>,
+    campaign_items: Vec<Row>,
+    activity_items: Vec<Row>,
 }
 
 impl Crm {
-    fn read(sim: &DataverseSim) -> Crm {
+    /// `rows` gives a table's rows by entity set, in the simulator's inspection form.
+    fn read(rows: &impl Fn(&str) -> Vec<Row>) -> Crm {
         let index = |set: &str, key: &str| {
-            sim.rows(set)
+            rows(set)
                 .into_iter()
                 .map(|row| (id(&row, key), row))
                 .collect::<HashMap<_, _>>()
@@ -195,7 +259,10 @@ impl Crm {
             contacts: index("contacts", "contactid"),
             leads: index("leads", "leadid"),
             accounts: index("accounts", "accountid"),
-            listmembers: sim.rows("listmembers"),
+            lists: index("lists", "listid"),
+            listmembers: rows("listmembers"),
+            campaign_items: rows("campaignitems"),
+            activity_items: rows("campaignactivityitems"),
         }
     }
 
@@ -326,6 +393,55 @@ impl Crm {
             .filter_map(|(record_id, _)| self.member(kind, record_id))
             .collect())
     }
+
+    /// Rule 6 for any source: a list's own members; for a campaign or campaign activity, the
+    /// members of the (active) lists linked to it plus the leads linked to it.
+    fn source_members(
+        &self,
+        kind: SourceKind,
+        source: &Row,
+        source_id: &str,
+    ) -> Result<Vec<Member>, OracleError> {
+        let (items, parent, item, item_type, lead_lookup) = match kind {
+            SourceKind::MarketingList => return self.members(source, source_id),
+            SourceKind::Campaign => (
+                &self.campaign_items,
+                "_campaignid_value",
+                "entityid",
+                "entitytype",
+                "_campaignid_value",
+            ),
+            SourceKind::CampaignActivity => (
+                &self.activity_items,
+                "_campaignactivityid_value",
+                "itemid",
+                "itemobjecttypecode",
+                "_crc_campaignactivityid_value",
+            ),
+        };
+        let mut members = Vec::new();
+        let linked: BTreeSet<String> = items
+            .iter()
+            .filter(|i| id(i, parent) == source_id && text(i, item_type) == "list")
+            .map(|i| id(i, item))
+            .collect();
+        for list_id in linked {
+            // A link to a list that is gone (or inactive) brings no one.
+            let Some(list) = self.lists.get(&list_id).filter(|l| active(l)) else {
+                continue;
+            };
+            members.extend(self.members(list, &list_id)?);
+        }
+        let mut leads: Vec<&String> = self
+            .leads
+            .iter()
+            .filter(|(_, row)| id(row, lead_lookup) == source_id)
+            .map(|(lead_id, _)| lead_id)
+            .collect();
+        leads.sort();
+        members.extend(leads.into_iter().filter_map(|lead_id| self.lead(lead_id)));
+        Ok(members)
+    }
 }
 
 /// The `x` of `<entity name="kind">…<condition attribute="emailaddress1" operator="like"
@@ -346,10 +462,15 @@ pub fn like_pattern(query: &str, kind: &str) -> Option<String> {
         .then(|| inner.to_lowercase())
 }
 
-/// What every synced marketing list's group must hold, from the CRM as it is now.
+/// What every synced source's group must hold, from the CRM as it is now.
 pub fn expected_groups(sim: &DataverseSim) -> Result<Expectation, OracleError> {
+    expectation(&|set: &str| sim.rows(set))
+}
+
+/// [`expected_groups`] from the tables as `rows` gives them (entity set → inspection rows).
+fn expectation(rows: &impl Fn(&str) -> Vec<Row>) -> Result<Expectation, OracleError> {
     let mut prefix = String::new();
-    for setting in sim.rows("crc_settings") {
+    for setting in rows("crc_settings") {
         let key = text(&setting, "crc_key").to_ascii_lowercase();
         if !SUPPORTED_SETTINGS.contains(&key.as_str()) {
             return Err(OracleError::UnsupportedSetting(key));
@@ -362,78 +483,118 @@ pub fn expected_groups(sim: &DataverseSim) -> Result<Expectation, OracleError> {
                 .to_string();
         }
     }
-    let crm = Crm::read(sim);
+    let crm = Crm::read(rows);
     let mut expectation = Expectation {
         account_wide: crm.everyone(),
         ..Expectation::default()
     };
-    for list in sim.rows("lists") {
-        let list_id = id(&list, "listid");
-        if !(flag(&list, "crc_syncwithcleverreach") && active(&list)) {
-            continue;
-        }
-        let group_id = text(&list, "crc_groupid");
-        if group_id.is_empty() {
-            expectation.without_group.push(list_id);
-            continue;
-        }
-        let sent = ticked_types(&text(&list, "crc_checklist"));
-        let mut receivers: BTreeMap<String, Vec<ExpectedReceiver>> = BTreeMap::new();
-        let mut opted_out = BTreeSet::new();
-        let mut left_out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for member in crm.members(&list, &list_id)? {
-            let Some(email) = normalised_email(&member.raw_email) else {
-                continue;
-            };
-            let who = format!("{} {}", member.receiver.crm_entity, member.receiver.crm_id);
-            // Rule 2 before rule 4: an inactive record says nothing, not even "no bulk e-mail".
-            if !member.active {
-                left_out
-                    .entry(email)
-                    .or_default()
-                    .push(format!("{who}: inactive"));
+    for kind in SourceKind::ALL {
+        for source in rows(kind.entity_set()) {
+            let source_id = id(&source, kind.key());
+            // Sync off or inactive: no synced group.
+            if !(flag(&source, "crc_syncwithcleverreach") && active(&source)) {
                 continue;
             }
-            if member.do_not_bulk_email {
-                left_out
-                    .entry(email.clone())
-                    .or_default()
-                    .push(format!("{who}: do not allow bulk e-mail"));
-                opted_out.insert(email);
+            let group_id = text(&source, "crc_groupid");
+            if group_id.is_empty() {
+                expectation
+                    .without_group
+                    .push(format!("{} {source_id}", kind.noun()));
                 continue;
             }
-            if sent.is_disjoint(&member.ticked) {
-                left_out.entry(email).or_default().push(format!(
-                    "{who}: ticks {:?}, the list sends {sent:?}",
-                    member.ticked
-                ));
-                continue;
-            }
-            let receiver = ExpectedReceiver {
-                email: email.clone(),
-                ..member.receiver
-            };
-            receivers.entry(email).or_default().push(receiver);
+            let members = crm.source_members(kind, &source, &source_id)?;
+            let source_name = text(&source, kind.name_column());
+            let mut group = select(
+                members,
+                &ticked_types(&text(&source, "crc_checklist")),
+                kind.noun(),
+            );
+            group.group_name = format!("{prefix}{source_name}");
+            group.source_kind = kind;
+            group.source_id = source_id;
+            group.source_name = source_name;
+            group.group_id = group_id;
+            expectation.groups.push(group);
         }
-        receivers.retain(|email, _| !opted_out.contains(email));
-        let list_name = text(&list, "listname");
-        expectation.groups.push(ExpectedGroup {
-            group_name: format!("{prefix}{list_name}"),
-            list_id,
-            list_name,
-            group_id,
-            receivers,
-            opted_out,
-            left_out,
-        });
     }
     Ok(expectation)
+}
+
+/// Rules 1–5 over a source's members: who is selected, who is kept out by "do not allow bulk
+/// e-mail", and why the others are left out. The source's own fields are left for the caller.
+fn select(members: Vec<Member>, sent: &BTreeSet<i64>, noun: &str) -> ExpectedGroup {
+    let mut receivers: BTreeMap<String, Vec<ExpectedReceiver>> = BTreeMap::new();
+    let mut opted_out = BTreeSet::new();
+    let mut left_out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for member in members {
+        let Some(email) = normalised_email(&member.raw_email) else {
+            continue;
+        };
+        let who = format!("{} {}", member.receiver.crm_entity, member.receiver.crm_id);
+        // Rule 2 before rule 4: an inactive record says nothing, not even "no bulk e-mail".
+        if !member.active {
+            left_out
+                .entry(email)
+                .or_default()
+                .push(format!("{who}: inactive"));
+            continue;
+        }
+        if member.do_not_bulk_email {
+            left_out
+                .entry(email.clone())
+                .or_default()
+                .push(format!("{who}: do not allow bulk e-mail"));
+            opted_out.insert(email);
+            continue;
+        }
+        if sent.is_disjoint(&member.ticked) {
+            left_out.entry(email).or_default().push(format!(
+                "{who}: ticks {:?}, the {noun} sends {sent:?}",
+                member.ticked
+            ));
+            continue;
+        }
+        let receiver = ExpectedReceiver {
+            email: email.clone(),
+            ..member.receiver
+        };
+        let records = receivers.entry(email).or_default();
+        // One record reached twice (two linked lists, a list and its lead lookup) is one.
+        if !records.contains(&receiver) {
+            records.push(receiver);
+        }
+    }
+    receivers.retain(|email, _| !opted_out.contains(email));
+    ExpectedGroup {
+        source_kind: SourceKind::MarketingList,
+        source_id: String::new(),
+        source_name: String::new(),
+        group_id: String::new(),
+        group_name: String::new(),
+        receivers,
+        opted_out,
+        left_out,
+    }
+}
+
+/// Groups in CleverReach that are no synced source's group (`id "name"`). With the default
+/// deletion settings (the only ones the oracle knows) there must be none: turning sync off,
+/// deactivating and deleting a source all delete its group.
+pub fn stray_groups(all: &Expectation, cleverreach: &CleverReachSim) -> Vec<String> {
+    let owned: BTreeSet<&str> = all.groups.iter().map(|g| g.group_id.as_str()).collect();
+    cleverreach
+        .groups()
+        .iter()
+        .filter(|g| !owned.contains(g.id.as_str()))
+        .map(|g| format!("{} {:?}", g.id, g.name))
+        .collect()
 }
 
 /// How one group compares with what it must be.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupVerdict {
-    pub list_name: String,
+    pub source_kind: SourceKind,
+    pub source_name: String,
     pub group_id: String,
     /// Addresses the rule selects.
     pub expected: usize,
@@ -478,23 +639,25 @@ pub fn check_group(
     all: &Expectation,
     cleverreach: &CleverReachSim,
 ) -> GroupVerdict {
+    let label = format!("{} {:?}", expected.source_kind.noun(), expected.source_name);
     let mut verdict = GroupVerdict {
-        list_name: expected.list_name.clone(),
+        source_kind: expected.source_kind,
+        source_name: expected.source_name.clone(),
         group_id: expected.group_id.clone(),
         expected: expected.receivers.len(),
         ..GroupVerdict::default()
     };
     let Some(group) = cleverreach.group(&expected.group_id) else {
         verdict.problems.push(format!(
-            "list {:?}: its group {} does not exist",
-            expected.list_name, expected.group_id
+            "{label}: its group {} does not exist",
+            expected.group_id
         ));
         return verdict;
     };
     if group.name != expected.group_name {
         verdict.problems.push(format!(
-            "list {:?}: group named {:?}, expected {:?}",
-            expected.list_name, group.name, expected.group_name
+            "{label}: group named {:?}, expected {:?}",
+            group.name, expected.group_name
         ));
     }
     let receivers = cleverreach.receivers(&expected.group_id);
@@ -517,11 +680,13 @@ pub fn check_group(
         let email = receiver.email.trim().to_lowercase();
         match expected.receivers.get(&email) {
             None => verdict.problems.push(format!(
-                "list {:?}: {email} is active but the rule does not select it ({})",
-                expected.list_name,
+                "{label}: {email} is active but the rule does not select it ({})",
                 match expected.left_out.get(&email) {
                     Some(why) => why.join("; "),
-                    None => "no member of the list has the address".to_string(),
+                    None => format!(
+                        "no member of the {} has the address",
+                        expected.source_kind.noun()
+                    ),
                 }
             )),
             Some(records) if records.iter().any(|r| carries(receiver, r)) => {}
@@ -531,8 +696,8 @@ pub fn check_group(
                     verdict.data_from_other_group += 1;
                 } else {
                     verdict.problems.push(format!(
-                        "list {:?}: {email} carries {:?}, expected the data of one of {:?}",
-                        expected.list_name, receiver.global_attributes, records
+                        "{label}: {email} carries {:?}, expected the data of one of {:?}",
+                        receiver.global_attributes, records
                     ));
                 }
             }
@@ -549,8 +714,8 @@ pub fn check_group(
                 verdict.excused_person_opted_out += 1
             }
             None => verdict.problems.push(format!(
-                "list {:?}: {email} is selected by the rule ({} {}) but not in the group",
-                expected.list_name, records[0].crm_entity, records[0].crm_id
+                "{label}: {email} is selected by the rule ({} {}) but not in the group",
+                records[0].crm_entity, records[0].crm_id
             )),
         }
     }
@@ -596,5 +761,246 @@ mod tests {
             r#"<condition attribute="statecode" operator="eq" value="0"/></filter>"#,
         );
         assert_eq!(like_pattern(&two, "contact"), None);
+    }
+
+    // ── campaigns and campaign activities (rule 6) ──────────────────────────────────────
+
+    use crate::harness::checklist;
+    use serde_json::json;
+
+    const CAMPAIGN: &str = "c0000000-0000-4000-8000-000000000001";
+    const ACTIVITY: &str = "a0000000-0000-4000-8000-000000000001";
+    const CONTACTS: &str = "10000000-0000-4000-8000-000000000001";
+    const CLOSED_LIST: &str = "10000000-0000-4000-8000-000000000002";
+    const LEADS: &str = "10000000-0000-4000-8000-000000000003";
+
+    fn row(value: Value) -> Row {
+        match value {
+            Value::Object(map) => map,
+            _ => Row::new(),
+        }
+    }
+
+    fn contact(n: u8, email: &str, ticks: &[(i64, i64)]) -> Value {
+        json!({ "contactid": format!("00000000-0000-4000-8000-0000000000{n:02}"),
+                "firstname": email, "emailaddress1": email, "crc_checklist": checklist(ticks),
+                "statecode": 0 })
+    }
+
+    fn contact_id(n: u8) -> String {
+        format!("00000000-0000-4000-8000-0000000000{n:02}")
+    }
+
+    fn lead(n: u8, email: &str, campaign: Option<&str>, activity: Option<&str>) -> Value {
+        let mut lead = json!({ "leadid": format!("00000000-0000-4000-8000-0000000001{n:02}"),
+                               "firstname": email, "emailaddress1": email,
+                               "crc_checklist": checklist(&[(0, 1)]), "statecode": 0 });
+        if let Some(c) = campaign {
+            lead["_campaignid_value"] = json!(c);
+        }
+        if let Some(a) = activity {
+            lead["_crc_campaignactivityid_value"] = json!(a);
+        }
+        lead
+    }
+
+    fn lead_id(n: u8) -> String {
+        format!("00000000-0000-4000-8000-0000000001{n:02}")
+    }
+
+    /// A campaign and an activity, each sending type 0 and synced to a group, with two
+    /// contact lists (one inactive) and a lead list to link, and people of every kind.
+    fn crm(extra: &[(&str, Value)]) -> BTreeMap<String, Vec<Row>> {
+        let mut tables: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+        let mut add =
+            |set: &str, value: Value| tables.entry(set.to_string()).or_default().push(row(value));
+        add("contacts", contact(1, "anna@example.com", &[(0, 1)]));
+        add("contacts", contact(2, "bert@example.com", &[(0, 1)]));
+        add("contacts", contact(3, "carl@example.com", &[(1, 1)]));
+        add("leads", lead(1, "lena@example.com", Some(CAMPAIGN), None));
+        add("leads", lead(2, "lisa@example.com", None, Some(ACTIVITY)));
+        add("leads", lead(3, "lars@example.com", None, None));
+        add("leads", lead(4, "lina@example.com", None, None));
+        for (list, code, state) in [(CONTACTS, 2, 0), (CLOSED_LIST, 2, 1), (LEADS, 4, 0)] {
+            add(
+                "lists",
+                json!({ "listid": list, "listname": list, "createdfromcode": code,
+                        "type": false, "statecode": state }),
+            );
+        }
+        for (list, member) in [
+            (CONTACTS, contact_id(1)),
+            (CONTACTS, contact_id(3)),
+            (CLOSED_LIST, contact_id(2)),
+            (LEADS, lead_id(4)),
+        ] {
+            add(
+                "listmembers",
+                json!({ "_listid_value": list, "_entityid_value": member }),
+            );
+        }
+        let synced = |key: &str, id: &str, name_column: &str, name: &str, group: &str| {
+            json!({ key: id, name_column: name, "crc_syncwithcleverreach": true,
+                    "crc_checklist": checklist(&[(0, 1)]), "crc_groupid": group,
+                    "statecode": 0 })
+        };
+        add(
+            "campaigns",
+            synced("campaignid", CAMPAIGN, "name", "Spring", "11"),
+        );
+        add(
+            "campaignactivities",
+            synced("activityid", ACTIVITY, "subject", "Mailing", "21"),
+        );
+        for list in [CONTACTS, CLOSED_LIST] {
+            add(
+                "campaignitems",
+                json!({ "_campaignid_value": CAMPAIGN, "entityid": list, "entitytype": "list" }),
+            );
+        }
+        add(
+            "campaignactivityitems",
+            json!({ "_campaignactivityid_value": ACTIVITY, "itemid": LEADS,
+                    "itemobjecttypecode": "list" }),
+        );
+        for (set, value) in extra {
+            add(set, value.clone());
+        }
+        tables
+    }
+
+    fn expect(tables: &BTreeMap<String, Vec<Row>>) -> Expectation {
+        expectation(&|set: &str| tables.get(set).cloned().unwrap_or_default()).unwrap()
+    }
+
+    fn group_of(all: &Expectation, kind: SourceKind) -> &ExpectedGroup {
+        all.groups
+            .iter()
+            .find(|g| g.source_kind == kind)
+            .unwrap_or_else(|| panic!("a {kind:?} group in {all:?}"))
+    }
+
+    fn addresses(group: &ExpectedGroup) -> Vec<&str> {
+        group.receivers.keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn a_campaigns_group_holds_the_members_of_its_active_linked_lists_and_its_linked_leads() {
+        let all = expect(&crm(&[]));
+        let campaign = group_of(&all, SourceKind::Campaign);
+        // anna through the contact list, lena as a linked lead; carl does not tick type 0,
+        // bert is only in an inactive list, lisa and lina belong to the activity.
+        assert_eq!(
+            addresses(campaign),
+            ["anna@example.com", "lena@example.com"]
+        );
+        assert!(campaign.left_out.contains_key("carl@example.com"));
+        assert_eq!(campaign.group_name, "Spring");
+        assert_eq!(campaign.group_id, "11");
+        assert_eq!(campaign.receivers["lena@example.com"][0].crm_entity, "lead");
+    }
+
+    #[test]
+    fn an_activitys_group_holds_the_members_of_its_linked_lists_and_the_leads_pointing_at_it() {
+        let all = expect(&crm(&[]));
+        let activity = group_of(&all, SourceKind::CampaignActivity);
+        assert_eq!(
+            addresses(activity),
+            ["lina@example.com", "lisa@example.com"]
+        );
+        assert_eq!(activity.group_name, "Mailing");
+    }
+
+    /// Sets a column on one row of a table.
+    fn set(
+        tables: &mut BTreeMap<String, Vec<Row>>,
+        table: &str,
+        key: &str,
+        row_id: &str,
+        column: &str,
+        value: Value,
+    ) {
+        for row in tables.get_mut(table).into_iter().flatten() {
+            if id(row, key) == row_id {
+                row.insert(column.to_string(), value.clone());
+            }
+        }
+    }
+
+    #[test]
+    fn a_campaign_group_is_named_with_the_prefix_and_a_lead_both_linked_and_listed_counts_once() {
+        let mut tables = crm(&[(
+            "crc_settings",
+            json!({ "crc_key": "cleverreach:groupsettings:groupprefix", "crc_value": "CRM - " }),
+        )]);
+        // lina is in the activity's lead list and points at the activity herself.
+        let lina = lead_id(4);
+        set(
+            &mut tables,
+            "leads",
+            "leadid",
+            &lina,
+            "_crc_campaignactivityid_value",
+            json!(ACTIVITY),
+        );
+        let all = expect(&tables);
+        let activity = group_of(&all, SourceKind::CampaignActivity);
+        assert_eq!(activity.group_name, "CRM - Mailing");
+        assert_eq!(activity.receivers["lina@example.com"].len(), 1);
+    }
+
+    #[test]
+    fn sources_with_sync_off_or_inactive_have_no_group_and_synced_ones_without_a_group_are_owed_one()
+     {
+        let other = "c0000000-0000-4000-8000-000000000002";
+        let closed = "a0000000-0000-4000-8000-000000000002";
+        let fresh = "c0000000-0000-4000-8000-000000000003";
+        let all = expect(&crm(&[
+            (
+                "campaigns",
+                json!({ "campaignid": other, "name": "Off", "crc_syncwithcleverreach": false,
+                        "crc_groupid": "12", "crc_checklist": checklist(&[(0, 1)]) }),
+            ),
+            (
+                "campaignactivities",
+                json!({ "activityid": closed, "subject": "Closed", "statecode": 1,
+                        "crc_syncwithcleverreach": true, "crc_groupid": "22" }),
+            ),
+            (
+                "campaigns",
+                json!({ "campaignid": fresh, "name": "New", "crc_syncwithcleverreach": true }),
+            ),
+        ]));
+        let ids: Vec<(&str, SourceKind)> = all
+            .groups
+            .iter()
+            .map(|g| (g.group_id.as_str(), g.source_kind))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("11", SourceKind::Campaign),
+                ("21", SourceKind::CampaignActivity)
+            ]
+        );
+        assert_eq!(all.without_group, [format!("campaign {fresh}")]);
+    }
+
+    #[test]
+    fn do_not_bulk_email_on_a_linked_lead_keeps_its_address_out_of_the_campaign() {
+        let mut tables = crm(&[]);
+        let lena = lead_id(1);
+        set(
+            &mut tables,
+            "leads",
+            "leadid",
+            &lena,
+            "donotbulkemail",
+            json!(true),
+        );
+        let all = expect(&tables);
+        let campaign = group_of(&all, SourceKind::Campaign);
+        assert_eq!(addresses(campaign), ["anna@example.com"]);
+        assert!(campaign.opted_out.contains("lena@example.com"));
     }
 }
