@@ -32,7 +32,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use sandbox::chaos::{ChaosConfig, ChaosStats, WebhookChaos};
-use sandbox::cleverreach::Endpoint;
 use sandbox::faults::{FaultConfig, FaultStats};
 use sandbox::harness::{Harness, Step, checklist};
 use sandbox::oracle::{self, GroupVerdict, SourceKind};
@@ -59,10 +58,13 @@ fn avoid_open_bugs() -> bool {
     AVOID_OPEN_BUGS && std::env::var_os("CONVERGENCE_ALL_CHANGES").is_none()
 }
 
-/// While the race of `an_unsubscribe_made_while_the_connector_removes_the_receiver_is_kept`
-/// is open, a round's unsubscribes in CleverReach wait until the round has drained (they are
-/// made before the check), instead of landing while the connector works: two of some 25 runs
-/// hit the race. `CONVERGENCE_RACE_UNSUBSCRIBES=1` makes them land mid-round again.
+/// A round's unsubscribes in CleverReach wait until the round has drained (they are made
+/// before the check) instead of landing while the connector works. Two of some 25 runs once
+/// lost an unsubscribe made between the connector's read of a group and its delete of the
+/// receiver; the connector now reads the receivers again just before deleting (tests in
+/// `e2e_receiver_state.rs`), which leaves a window of one round trip that no client can close,
+/// so racing unsubscribes stay off by default to keep this test deterministic about it.
+/// `CONVERGENCE_RACE_UNSUBSCRIBES=1` makes them land mid-round again.
 const RACE_UNSUBSCRIBES: bool = false;
 
 fn race_unsubscribes() -> bool {
@@ -2063,63 +2065,4 @@ async fn a_contacts_company_comes_back_when_the_account_that_overwrote_it_leaves
     h.remove_member(&accounts_list, &other).await.unwrap();
     h.settle().await.unwrap();
     assert_eq!(company(&h).as_deref(), Some("Parent Co"));
-}
-
-/// Found by the convergence run with seed 42 (and once with the default seed): a receiver
-/// unsubscribes in CleverReach while the connector reconciles its group and has already read
-/// it as active; the connector then deletes the receiver as no longer wanted, and the opt-out
-/// goes with it. When the person is wanted in the group again, they are added back as active.
-/// CleverReach's latency is raised so that the unsubscribe lands, every time, between the
-/// connector's read of the group and its removal.
-#[tokio::test]
-#[ignore = "open bug: an unsubscribe made between the connector's read of a group and its \
-            removal of the receiver is lost with the deleted receiver, and the person is later \
-            re-added as active"]
-async fn an_unsubscribe_made_while_the_connector_removes_the_receiver_is_kept() {
-    let h = Harness::start().await.unwrap();
-    h.install(&[]).await.unwrap();
-    let anna = person(&h, "contacts", "Anna", "anna@example.org").await;
-    let (list, group) = h
-        .synced_static_list("Contacts", "contact", std::slice::from_ref(&anna))
-        .await
-        .unwrap();
-    let reads = |h: &Harness| {
-        let stats = h.cleverreach.stats();
-        [
-            Endpoint::ReceiversList,
-            Endpoint::ReceiversFilter,
-            Endpoint::ReceiverGet,
-            Endpoint::ReceiverPoolGet,
-        ]
-        .iter()
-        .map(|e| stats.calls(*e))
-        .sum::<u64>()
-    };
-    h.cleverreach.faults().set(FaultConfig {
-        latency_ms: 300,
-        ..FaultConfig::off()
-    });
-    h.remove_member(&list, &anna).await.unwrap();
-    let before = reads(&h);
-    // Anna unsubscribes as soon as the connector has read the group, 300 ms before any
-    // later request of the connector reaches CleverReach.
-    let unsubscribe = async {
-        while reads(&h) == before {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        h.cleverreach
-            .unsubscribe(&group, "anna@example.org")
-            .unwrap();
-    };
-    let (settled, ()) = tokio::join!(h.settle(), unsubscribe);
-    settled.unwrap();
-    h.cleverreach.faults().off();
-
-    h.add_member(&list, &anna).await.unwrap();
-    h.settle().await.unwrap();
-    assert!(
-        h.active_emails(&group).is_empty(),
-        "anna unsubscribed from this group and is active in it again: {:?}",
-        h.cleverreach.receivers(&group)
-    );
 }
