@@ -29,7 +29,9 @@ resync: ## queue a full reconcile of every synced source in a running `make up` 
 	$(CARGO) run -q -p sandbox --bin local $(CARGO_FLAGS) -- resync $(KIND)
 
 test: check-domain ## every test (unit, handler, sandbox, end to end; an AWS emulator is started if none is set)
+	@tests/browser-check.sh
 	tests/with-aws-emulator.sh $(CARGO) test --workspace $(CARGO_FLAGS)
+	@tests/browser-check.sh
 
 lint: ## formatting and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check

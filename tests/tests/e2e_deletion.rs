@@ -250,11 +250,7 @@ async fn a_kept_group_deleted_in_cleverreach_meanwhile_is_replaced_by_a_new_one(
         .unwrap();
     h.settle().await.unwrap();
     // A CleverReach user deletes the kept group (through the API the connector also uses).
-    let newsletter = &h
-        .worker(shared::domain::routing::QueueFamily::MarketingList)
-        .unwrap()
-        .conn
-        .newsletter;
+    let newsletter = h.newsletter();
     newsletter.delete_group(&group).await.unwrap();
     assert!(h.cleverreach.group(&group).is_none());
 

@@ -18,10 +18,7 @@ use shared::handlers::resync::{ResyncDeps, ResyncRequest, resync_all};
 
 /// A CleverReach client with the connector's account: what a CleverReach user does by hand.
 fn cleverreach_user(h: &Harness) -> &CleverReachClient<TokenStore> {
-    &h.worker(QueueFamily::MarketingList)
-        .unwrap()
-        .conn
-        .newsletter
+    h.newsletter()
 }
 
 fn email(text: &str) -> Email {
@@ -177,11 +174,11 @@ async fn resync_of_every_source_repairs_each_synced_group_and_leaves_unsynced_on
     let off_before = h.active_emails(&group_off);
 
     let deps = ResyncDeps {
-        crm: h
+        sources: h
             .worker(QueueFamily::MarketingList)
             .unwrap()
             .conn
-            .crm
+            .sources
             .clone(),
         queue: h.queue.clone(),
     };
@@ -338,11 +335,11 @@ async fn a_resync_of_every_source_closes_the_dynamic_list_gap_too() {
     assert!(h.active_emails(&group).is_empty(), "the gap");
 
     let deps = ResyncDeps {
-        crm: h
+        sources: h
             .worker(QueueFamily::MarketingList)
             .unwrap()
             .conn
-            .crm
+            .sources
             .clone(),
         queue: h.queue.clone(),
     };

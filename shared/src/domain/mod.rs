@@ -8,6 +8,7 @@ pub mod change;
 pub mod checklist;
 pub mod deletion;
 pub mod email;
+pub mod ids;
 pub mod naming;
 pub mod planner;
 pub mod receiver;

@@ -5,6 +5,8 @@
 //! the operation, so a webhook Dataverse delivers twice is queued once.
 
 use super::change::ChangeEvent;
+use super::recipient::RecipientKind;
+use super::source::SourceKind;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -52,6 +54,29 @@ impl QueueFamily {
         }
     }
 
+    /// The queue of a source kind's changes (and of its resync requests).
+    pub fn for_source(kind: SourceKind) -> QueueFamily {
+        match kind {
+            SourceKind::MarketingList => QueueFamily::MarketingList,
+            SourceKind::Campaign => QueueFamily::Campaign,
+            SourceKind::CampaignActivity => QueueFamily::CampaignActivity,
+        }
+    }
+
+    /// What this family's messages ask for: the one mapping from queue to work.
+    pub fn work(self) -> Work {
+        match self {
+            QueueFamily::MarketingList => Work::Source(SourceKind::MarketingList),
+            QueueFamily::Campaign => Work::Source(SourceKind::Campaign),
+            QueueFamily::CampaignActivity => Work::Source(SourceKind::CampaignActivity),
+            QueueFamily::Contact => Work::People(RecipientKind::Contact),
+            QueueFamily::Lead => Work::People(RecipientKind::Lead),
+            QueueFamily::Account => Work::People(RecipientKind::Account),
+            QueueFamily::RetroactiveSync => Work::RetroactiveFanout,
+            QueueFamily::Sublist => Work::Sublist,
+        }
+    }
+
     /// The short name used for queue names, function names and environment variables.
     pub fn name(self) -> &'static str {
         match self {
@@ -70,6 +95,19 @@ impl QueueFamily {
     pub fn queue_url_variable(self) -> String {
         format!("{}_QUEUE_URL", self.name().replace('-', "_").to_uppercase())
     }
+}
+
+/// The work a queue carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Changes of one source kind: its group is created, renamed, reconciled or deleted.
+    Source(SourceKind),
+    /// Changes of people of one kind: their receivers, in every group.
+    People(RecipientKind),
+    /// Retroactive sync starts and follow-ups (`sublist-fanout`).
+    RetroactiveFanout,
+    /// Retroactive sync sublists (`sublist-update`).
+    Sublist,
 }
 
 impl fmt::Display for QueueFamily {
@@ -102,16 +140,8 @@ pub fn deduplication_id(event: &ChangeEvent) -> String {
 /// fan-out's queue as well as to the list's own queue. Turning it off (which the fan-out itself
 /// does when it is done) starts nothing.
 pub fn starts_retroactive_sync(event: &ChangeEvent) -> bool {
-    event.entity == "list"
-        && event
-            .target
-            .get(RETROACTIVE_SYNC_FLAG)
-            .and_then(super::change::AttrValue::as_bool)
-            == Some(true)
+    event.entity == "list" && event.turns_retroactive_sync_on()
 }
-
-/// `crc_retroactivesync` (kept here as the domain cannot see the adapter's schema module).
-const RETROACTIVE_SYNC_FLAG: &str = "crc_retroactivesync";
 
 #[cfg(test)]
 mod tests {
