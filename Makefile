@@ -36,6 +36,7 @@ test: check-domain ## every test (unit, handler, sandbox, end to end; an AWS emu
 lint: ## formatting and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets $(CARGO_FLAGS) -- -D warnings
+	$(CARGO) clippy -p sandbox --features localstack --bin aws-emulator $(CARGO_FLAGS) -- -D warnings
 
 fmt: ## format the code
 	$(CARGO) fmt --all

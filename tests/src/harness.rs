@@ -71,7 +71,7 @@ pub struct Harness {
     crm_client: DataverseClient,
     /// The connector's CleverReach client (shared by every worker).
     newsletter: CleverReachClient<TokenStore>,
-    /// `sublist-fanout` and `sublist-update` (DESIGN §5); their limits may be changed.
+    /// `sublist-fanout` and `sublist-update` (docs/architecture.md §5); their limits may be changed.
     pub retroactive: RetroactiveDeps<Arc<InMemoryMessageQueue>>,
     /// The local retroactive-sync queues (follow-ups, sublists, reconciles).
     pub retroactive_queue: Arc<InMemoryMessageQueue>,
@@ -197,6 +197,8 @@ impl Harness {
         for family in QueueFamily::ALL {
             let dataverse_client = DataverseClient::new(DataverseConfig {
                 retry: RetryPolicy::fast(),
+                // Tagged as a deployment's writes are (the intake can tell them apart).
+                write_tag: Some(shared::bootstrap::WRITE_TAG.to_string()),
                 ..DataverseConfig::new(
                     url(&dataverse.api_url())?,
                     url(&dataverse.token_url())?,
@@ -242,6 +244,7 @@ impl Harness {
                 DataverseCrm::new(
                     DataverseClient::new(DataverseConfig {
                         retry: RetryPolicy::fast(),
+                        write_tag: Some(shared::bootstrap::WRITE_TAG.to_string()),
                         ..DataverseConfig::new(
                             url(&dataverse.api_url())?,
                             url(&dataverse.token_url())?,
@@ -900,6 +903,7 @@ impl Harness {
         let client = DataverseClient::new(DataverseConfig {
             retry: RetryPolicy::fast(),
             max_page_size: rows,
+            write_tag: Some(shared::bootstrap::WRITE_TAG.to_string()),
             ..DataverseConfig::new(
                 url(&self.dataverse.api_url())?,
                 url(&self.dataverse.token_url())?,

@@ -1,4 +1,4 @@
-//! End to end: campaigns and campaign activities (DESIGN §3, every row that applies to them).
+//! End to end: campaigns and campaign activities (docs/architecture.md §3, every row that applies to them).
 //! The CRM side changes through the Dataverse simulator's Web API; the result is read from the
 //! CleverReach simulator and from the sync status columns on the source.
 

@@ -1,5 +1,5 @@
 //! End to end: unsubscribes and bounces travel back from CleverReach into the CRM
-//! (`receiver-state-sync`, DESIGN §3). People act in the CleverReach simulator; the CRM is read
+//! (`receiver-state-sync`, docs/architecture.md §3). People act in the CleverReach simulator; the CRM is read
 //! through the Dataverse simulator; a full resync afterwards shows the opt-out holds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

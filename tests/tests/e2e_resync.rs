@@ -1,4 +1,4 @@
-//! End to end: resync repairs drift (DESIGN §3 "resync"). CleverReach is changed behind the
+//! End to end: resync repairs drift (docs/architecture.md §3 "resync"). CleverReach is changed behind the
 //! connector's back — through its API, as a CleverReach user or another tool would — and the CRM
 //! changes in ways no webhook reports (a dynamic list's query starts selecting someone); then a
 //! resync, by `crc_resync` on the source or by "resync every source", restores exactly the rule's
@@ -351,7 +351,7 @@ async fn a_resync_of_every_source_closes_the_dynamic_list_gap_too() {
     assert_eq!(h.active_emails(&group), ["bert@example.com"]);
 }
 
-// ---- sync status on the source (DESIGN §7) ---------------------------------------------------
+// ---- sync status on the source (docs/architecture.md §7) ---------------------------------------------------
 
 #[tokio::test]
 async fn the_sync_status_counts_what_happened_and_an_error_shows_in_plain_words_until_a_good_sync()

@@ -1,4 +1,4 @@
-//! End to end: retroactive recipient sync on a marketing list (DESIGN §5). The CRM side changes
+//! End to end: retroactive recipient sync on a marketing list (docs/architecture.md §5). The CRM side changes
 //! through the Dataverse simulator's Web API (test data seeded directly, without webhooks); the
 //! local harness runs `sublist-fanout` and `sublist-update` on local queues; the result is read
 //! from both simulators.

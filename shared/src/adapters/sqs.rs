@@ -58,7 +58,7 @@ impl ChangeQueue for SqsChangeQueue {
     }
 }
 
-/// Sends retroactive-sync messages (DESIGN §5) to their SQS FIFO queues, ten per
+/// Sends retroactive-sync messages (docs/architecture.md §5) to their SQS FIFO queues, ten per
 /// `SendMessageBatch` and at most 200 KB a batch, in order.
 #[derive(Clone)]
 pub struct SqsMessageQueue {

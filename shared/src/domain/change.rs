@@ -1,6 +1,6 @@
 //! Domain: a change in the CRM, normalised from a Dataverse webhook body.
 //!
-//! Level-triggered design (DESIGN §4): the event says *which* record changed and carries what a
+//! Level-triggered design (docs/architecture.md §4): the event says *which* record changed and carries what a
 //! worker cannot re-read any more (the pre-image of a deleted record, the members named by a
 //! membership message). Workers re-read the current state and reconcile.
 //!
@@ -30,7 +30,7 @@ pub enum CrmMessage {
     Associate,
     Disassociate,
     /// Not a Dataverse message: the connector's own request for a full reconcile of one source
-    /// ("resync every source", DESIGN §3), queued like a change so that each source's reconcile
+    /// ("resync every source", docs/architecture.md §3), queued like a change so that each source's reconcile
     /// runs in its own worker invocation. Webhook bodies never produce it (`from_name` does not
     /// map it), so no CRM user can send it through the intake.
     Resync,

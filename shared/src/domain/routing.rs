@@ -1,4 +1,4 @@
-//! Domain: which queue a CRM change goes to, and how it is keyed there (DESIGN §4 "Queues").
+//! Domain: which queue a CRM change goes to, and how it is keyed there (docs/architecture.md §4 "Queues").
 //!
 //! One FIFO queue per entity family; the message group is the record, so changes to one record
 //! are worked in order while different records run in parallel; the de-duplication id comes from
@@ -20,7 +20,7 @@ pub enum QueueFamily {
     Account,
     Campaign,
     CampaignActivity,
-    /// Retroactive sync (DESIGN §5): list updates that turn it on, and the fan-out's own
+    /// Retroactive sync (docs/architecture.md §5): list updates that turn it on, and the fan-out's own
     /// follow-ups; worked by `sublist-fanout`. Not in [`QueueFamily::ALL`]: its messages are
     /// not all change events.
     RetroactiveSync,
@@ -38,7 +38,7 @@ impl QueueFamily {
         QueueFamily::CampaignActivity,
     ];
 
-    /// The two queues of the retroactive sync (DESIGN §5), apart from the change queues.
+    /// The two queues of the retroactive sync (docs/architecture.md §5), apart from the change queues.
     pub const RETROACTIVE: [QueueFamily; 2] = [QueueFamily::RetroactiveSync, QueueFamily::Sublist];
 
     /// The family of a CRM table, or `None` when the connector has no interest in it.
@@ -136,7 +136,7 @@ pub fn deduplication_id(event: &ChangeEvent) -> String {
         .collect()
 }
 
-/// A marketing list change that turns retroactive sync on (DESIGN §5): it goes to the
+/// A marketing list change that turns retroactive sync on (docs/architecture.md §5): it goes to the
 /// fan-out's queue as well as to the list's own queue. Turning it off (which the fan-out itself
 /// does when it is done) starts nothing.
 pub fn starts_retroactive_sync(event: &ChangeEvent) -> bool {

@@ -1,5 +1,5 @@
 //! Domain: sources, the CRM records (campaign, campaign activity, marketing list) whose
-//! "sync with CleverReach" flag gives them one CleverReach group each (DESIGN §1).
+//! "sync with CleverReach" flag gives them one CleverReach group each (docs/architecture.md §1).
 
 use super::checklist::Checklist;
 use serde::{Deserialize, Serialize};

@@ -2,7 +2,7 @@
 //! campaign activity and marketing list whose sync flag is on and queues one resync request per
 //! source on its family's queue, so that each full reconcile runs in its own worker invocation
 //! (a big group never shares a Lambda's time limit with the others). The worker then reconciles
-//! the source as it would for `crc_resync` (DESIGN §3 "resync").
+//! the source as it would for `crc_resync` (docs/architecture.md §3 "resync").
 
 use crate::domain::routing::QueueFamily;
 use crate::domain::source::SourceKind;

@@ -1,4 +1,4 @@
-//! Handlers: the two functions of the retroactive sync (DESIGN §5) — `sublist-fanout` works
+//! Handlers: the two functions of the retroactive sync (docs/architecture.md §5) — `sublist-fanout` works
 //! the `retroactive-sync` queue (list updates that turn the flag on, and its own follow-ups),
 //! `sublist-update` works the `sublist` queue. Both report failures per message; within a FIFO
 //! message group (one run) the messages after a failed one are failed too, so that a run's

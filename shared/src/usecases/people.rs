@@ -1,6 +1,6 @@
 //! Use case: people changed — a contact, lead or account was created, edited, deactivated or
 //! deleted, or members were added to or removed from a list. Only their receivers are worked
-//! out, in every group they belong to or were in (DESIGN §3), never the whole group.
+//! out, in every group they belong to or were in (docs/architecture.md §3), never the whole group.
 //!
 //! Steps: widen the scope (every CRM record that shares an address with the people, accounts
 //! whose primary contact they are) → read them → find the sources each belongs to → find the
@@ -272,7 +272,7 @@ async fn memberships_in_one_list(
     Ok(memberships)
 }
 
-/// For each record, the sources it is a member of (DESIGN §2 rule 6).
+/// For each record, the sources it is a member of (docs/architecture.md §2 rule 6).
 async fn memberships_everywhere(
     conn: &Connector,
     recipients: &BTreeMap<MemberKey, Recipient>,

@@ -1,4 +1,4 @@
-//! Use case: retroactive recipient sync on a marketing list (DESIGN §5), replacing the seed's
+//! Use case: retroactive recipient sync on a marketing list (docs/architecture.md §5), replacing the seed's
 //! multi-process worker.
 //!
 //! 1. **Fan-out** (`sublist-fanout`): the list's "retroactive sync" flag was turned on. Check the

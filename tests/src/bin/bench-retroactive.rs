@@ -1,4 +1,4 @@
-//! Benchmark: a retroactive sync (DESIGN §5) of a marketing list of N contacts (default
+//! Benchmark: a retroactive sync (docs/architecture.md §5) of a marketing list of N contacts (default
 //! 100,000) against the sandbox answering every request after a fixed latency (default 50 ms,
 //! the simulators' `latency_ms` fault switch). Reports the `$batch` requests against
 //! ceil(N / updaterequestcount), the longest single invocation of `sublist-fanout` /

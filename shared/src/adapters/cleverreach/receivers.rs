@@ -1,4 +1,4 @@
-//! CleverReach adapter: receivers (ref §3, §5): batched upserts that never touch an existing
+//! CleverReach adapter: receivers (docs/architecture.md §11): batched upserts that never touch an existing
 //! receiver's state, removals, address changes, paged reads, the runtime filter, bounces,
 //! the blacklist.
 

@@ -109,17 +109,24 @@ impl InMemoryNewsletter {
 
     /// Puts a receiver into a group as it is (any state).
     pub fn put(&self, group: &str, receiver: CurrentReceiver) {
-        let stored = StoredReceiver {
-            receiver: receiver.clone(),
-            activated: None,
-            deactivated: None,
-            bounced: None,
-        };
+        self.put_stored(
+            group,
+            StoredReceiver {
+                receiver,
+                activated: None,
+                deactivated: None,
+                bounced: None,
+            },
+        );
+    }
+
+    /// Puts a receiver with its event times into a group.
+    pub fn put_stored(&self, group: &str, stored: StoredReceiver) {
         self.state()
             .receivers
             .entry(group.to_string())
             .or_default()
-            .insert(receiver.email, stored);
+            .insert(stored.receiver.email.clone(), stored);
     }
 
     /// A receiver unsubscribes from a group at `at`.

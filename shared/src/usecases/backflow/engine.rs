@@ -1,4 +1,4 @@
-//! Use case: the scheduled back-flow from CleverReach to the CRM (DESIGN §3, "CleverReach to
+//! Use case: the scheduled back-flow from CleverReach to the CRM (docs/architecture.md §3, "CleverReach to
 //! CRM"). This module is the engine both jobs share; `receiver_state` (unsubscribes, bounces)
 //! and `lead_sync` (sign-ups) say what one event does.
 //!
@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use std::time::Instant;
 use tracing::{info, warn};
 
-/// A group and the sources linked to it (the sources a sign-up must join to stay, DESIGN §2
+/// A group and the sources linked to it (the sources a sign-up must join to stay, docs/architecture.md §2
 /// rule 6).
 struct GroupWork<'a> {
     group: &'a ManagedGroup,

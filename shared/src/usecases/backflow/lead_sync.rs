@@ -1,4 +1,4 @@
-//! Use case: one new active receiver read back from CleverReach (job `lead-sync`, DESIGN §3).
+//! Use case: one new active receiver read back from CleverReach (job `lead-sync`, docs/architecture.md §3).
 //! A receiver that no contact or lead in the CRM has the address of (someone who signed up
 //! through a CleverReach form) becomes a lead with its e-mail, names, company and salutation,
 //! and the group's newsletter types set to 1.
@@ -10,7 +10,7 @@
 //!
 //! The lead then joins the group's sources where the CRM lets it (a static lead list: as a
 //! member; a campaign or campaign activity: through the lead's lookup, if empty), so that the
-//! next full reconcile (DESIGN §2 rule 6) keeps the receiver. A source that cannot hold a lead
+//! next full reconcile (docs/architecture.md §2 rule 6) keeps the receiver. A source that cannot hold a lead
 //! (a list of contacts or accounts, a dynamic list) is left as it is and the sign-up is
 //! reported in the run summary. The connector's own writes are not work for the intake, and
 //! the receiver is in the group already.

@@ -1,5 +1,5 @@
 //! Use case: one unsubscribe or bounce read back from CleverReach (job `receiver-state-sync`,
-//! DESIGN §3). Effects first, the receiver-state row last: the row is the mark that the event
+//! docs/architecture.md §3). Effects first, the receiver-state row last: the row is the mark that the event
 //! was applied, so an event found again (same group, address, kind and time → same row id)
 //! changes nothing, and one interrupted half-way is applied again in full.
 //!

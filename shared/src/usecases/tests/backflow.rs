@@ -98,23 +98,7 @@ async fn a_bounce_deactivates_the_contact_only_when_the_settings_say_so() {
         w.source(list("l1", "Customers").group("7"))
             .group("7", "Customers", vec![])
             .contact(person("c1", "anna@example.com"), &["l1"]);
-        {
-            let mut st = w.newsletter.state();
-            let stored = crate::adapters::memory::StoredReceiver {
-                receiver: receiver(
-                    "anna@example.com",
-                    ReceiverState::Bounced,
-                    Some(("c1", PersonEntity::Contact)),
-                ),
-                activated: None,
-                deactivated: None,
-                bounced: Some(at(1_700_000_000)),
-            };
-            st.receivers
-                .entry("7".into())
-                .or_default()
-                .insert(address("anna@example.com"), stored);
-        }
+        w.bounced("7", "anna@example.com", "c1", 1_700_000_000);
         let mut settings = Settings::default();
         settings.bounce.disable_contact = disable;
 
@@ -137,19 +121,7 @@ async fn a_sign_up_in_cleverreach_becomes_one_lead_with_the_groups_types() {
             .group("7"),
     )
     .group("7", "Leads", vec![]);
-    {
-        let mut st = w.newsletter.state();
-        let stored = crate::adapters::memory::StoredReceiver {
-            receiver: receiver("new@example.com", ReceiverState::Active, None),
-            activated: Some(at(1_700_000_000)),
-            deactivated: None,
-            bounced: None,
-        };
-        st.receivers
-            .entry("7".into())
-            .or_default()
-            .insert(address("new@example.com"), stored);
-    }
+    w.signed_up("7", "new@example.com", 1_700_000_000);
 
     for _ in 0..2 {
         w.crm.state().cursors.clear();

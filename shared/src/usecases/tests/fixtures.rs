@@ -89,6 +89,36 @@ impl World {
         self
     }
 
+    /// Someone signed up through a CleverReach form: an active receiver without a CRM record.
+    pub fn signed_up(&self, group: &str, email: &str, at: i64) {
+        self.newsletter.put_stored(
+            group,
+            crate::adapters::memory::StoredReceiver {
+                receiver: receiver(email, ReceiverState::Active, None),
+                activated: chrono::DateTime::from_timestamp(at, 0),
+                deactivated: None,
+                bounced: None,
+            },
+        );
+    }
+
+    /// A receiver of a contact bounced at `at`.
+    pub fn bounced(&self, group: &str, email: &str, contact: &str, at: i64) {
+        self.newsletter.put_stored(
+            group,
+            crate::adapters::memory::StoredReceiver {
+                receiver: receiver(
+                    email,
+                    ReceiverState::Bounced,
+                    Some((contact, PersonEntity::Contact)),
+                ),
+                activated: None,
+                deactivated: None,
+                bounced: chrono::DateTime::from_timestamp(at, 0),
+            },
+        );
+    }
+
     /// The active addresses of a group, sorted.
     pub fn active(&self, group: &str) -> Vec<String> {
         let mut active = self.newsletter.state().active(group);

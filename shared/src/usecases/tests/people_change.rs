@@ -3,7 +3,18 @@ use crate::domain::change::{AttrValue, CrmMessage, column};
 use crate::domain::receiver::ReceiverState;
 use crate::domain::recipient::{PersonEntity, RecipientKind};
 use crate::domain::settings::Settings;
-use crate::usecases::people::on_people_change;
+use crate::usecases::people::{PeopleSync, on_people_change};
+
+async fn contact_changed(w: &World, event: crate::domain::change::ChangeEvent) -> PeopleSync {
+    on_people_change(
+        &w.conn,
+        &Settings::default(),
+        RecipientKind::Contact,
+        &[event],
+    )
+    .await
+    .unwrap()
+}
 
 #[tokio::test]
 async fn a_contact_who_says_yes_now_joins_the_group_of_every_synced_list_it_is_in() {
@@ -19,14 +30,7 @@ async fn a_contact_who_says_yes_now_joins_the_group_of_every_synced_list_it_is_i
     let event = event("contact", CrmMessage::Update, "c1")
         .touch(column::CHECKLIST, AttrValue::Text("[…]".into()))
         .build();
-    let sync = on_people_change(
-        &w.conn,
-        &Settings::default(),
-        RecipientKind::Contact,
-        &[event],
-    )
-    .await
-    .unwrap();
+    let sync = contact_changed(&w, event).await;
 
     assert_eq!(w.active("7"), ["anna@example.com"]);
     assert_eq!(w.active("8"), ["anna@example.com"]);
@@ -52,14 +56,7 @@ async fn a_deactivated_contact_leaves_every_group_it_was_in() {
     let event = event("contact", CrmMessage::Update, "c1")
         .touch(column::STATECODE, AttrValue::Choice(1))
         .build();
-    on_people_change(
-        &w.conn,
-        &Settings::default(),
-        RecipientKind::Contact,
-        &[event],
-    )
-    .await
-    .unwrap();
+    contact_changed(&w, event).await;
 
     assert!(w.active("7").is_empty());
 }
@@ -80,14 +77,7 @@ async fn an_email_change_moves_the_receivers_address_instead_of_replacing_the_re
         .touch(column::EMAIL, AttrValue::Text("anna@new.example".into()))
         .before(column::EMAIL, AttrValue::Text("anna@old.example".into()))
         .build();
-    on_people_change(
-        &w.conn,
-        &Settings::default(),
-        RecipientKind::Contact,
-        &[event],
-    )
-    .await
-    .unwrap();
+    contact_changed(&w, event).await;
 
     assert_eq!(w.active("7"), ["anna@new.example"]);
     let calls = w.newsletter.state().calls.clone();
@@ -117,14 +107,7 @@ async fn a_contact_that_opted_out_in_cleverreach_is_not_made_active_again_by_its
     let event = event("contact", CrmMessage::Update, "c1")
         .touch("firstname", AttrValue::Text("Anne".into()))
         .build();
-    on_people_change(
-        &w.conn,
-        &Settings::default(),
-        RecipientKind::Contact,
-        &[event],
-    )
-    .await
-    .unwrap();
+    contact_changed(&w, event).await;
 
     assert!(w.active("7").is_empty());
     assert!(w.newsletter.state().reactivated.is_empty());

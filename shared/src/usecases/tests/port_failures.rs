@@ -183,18 +183,7 @@ async fn a_failing_signup_store_leaves_the_sign_up_for_the_next_run() {
             .group("7"),
     )
     .group("7", "Leads", vec![]);
-    {
-        let mut st = w.newsletter.state();
-        st.receivers.entry("7".into()).or_default().insert(
-            address("new@example.com"),
-            crate::adapters::memory::StoredReceiver {
-                receiver: receiver("new@example.com", ReceiverState::Active, None),
-                activated: chrono::DateTime::from_timestamp(1_700_000_000, 0),
-                deactivated: None,
-                bounced: None,
-            },
-        );
-    }
+    w.signed_up("7", "new@example.com", 1_700_000_000);
     w.crm.fail(CrmPort::Signups, 1);
 
     let first = run_job(

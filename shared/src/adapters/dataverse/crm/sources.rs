@@ -62,6 +62,19 @@ impl DataverseCrm {
             .filter_map(|r| id(r, kind.primary_key()))
             .collect())
     }
+
+    /// The sources of every kind that match `filter`.
+    async fn ids_of_every_kind(
+        &self,
+        filter: String,
+    ) -> Result<Vec<(SourceKind, String)>, CrmError> {
+        let mut found = Vec::new();
+        for kind in SourceKind::ALL {
+            let ids = self.ids_of_kind(kind, filter.clone()).await?;
+            found.extend(ids.into_iter().map(|i| (kind, i)));
+        }
+        Ok(found)
+    }
 }
 
 #[async_trait]
@@ -127,38 +140,20 @@ impl SourceStore for DataverseCrm {
     }
 
     async fn active_synced_sources(&self) -> Result<Vec<(SourceKind, String)>, CrmError> {
-        let mut found = Vec::new();
-        for kind in SourceKind::ALL {
-            let filter = format!("statecode eq 0 and {} eq true", schema::SYNC_FLAG);
-            found.extend(
-                self.ids_of_kind(kind, filter)
-                    .await?
-                    .into_iter()
-                    .map(|i| (kind, i)),
-            );
-        }
-        Ok(found)
+        self.ids_of_every_kind(format!("statecode eq 0 and {} eq true", schema::SYNC_FLAG))
+            .await
     }
 
     async fn sources_with_group(
         &self,
         group_id: &str,
     ) -> Result<Vec<(SourceKind, String)>, CrmError> {
-        let mut found = Vec::new();
-        for kind in SourceKind::ALL {
-            let filter = format!(
-                "{} eq {}",
-                schema::GROUP_ID,
-                filter::string_literal(group_id)
-            );
-            found.extend(
-                self.ids_of_kind(kind, filter)
-                    .await?
-                    .into_iter()
-                    .map(|i| (kind, i)),
-            );
-        }
-        Ok(found)
+        let filter = format!(
+            "{} eq {}",
+            schema::GROUP_ID,
+            filter::string_literal(group_id)
+        );
+        self.ids_of_every_kind(filter).await
     }
 
     async fn sources_linking_list(
