@@ -29,11 +29,14 @@ resync: ## queue a full reconcile of every synced source in a running `make up` 
 	$(CARGO) run -q -p sandbox --bin local $(CARGO_FLAGS) -- resync $(KIND)
 
 test: check-domain ## every test (unit, handler, sandbox, end to end; an AWS emulator is started if none is set)
+	@tests/browser-check.sh
 	tests/with-aws-emulator.sh $(CARGO) test --workspace $(CARGO_FLAGS)
+	@tests/browser-check.sh
 
 lint: ## formatting and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets $(CARGO_FLAGS) -- -D warnings
+	$(CARGO) clippy -p sandbox --features localstack --bin aws-emulator $(CARGO_FLAGS) -- -D warnings
 
 fmt: ## format the code
 	$(CARGO) fmt --all

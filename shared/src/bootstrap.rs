@@ -1,18 +1,27 @@
-//! Wiring for the Lambda functions: configuration from the environment, secrets from Secrets
-//! Manager, adapters built once per cold start. `main` of each function calls one of these.
+//! Wiring for the Lambda functions (the composition root): the environment read once
+//! (`config`), secrets from Secrets Manager (each function reads only the secrets it uses),
+//! adapters built once per cold start. `main` of each function calls one of these.
 
 use crate::adapters::cleverreach::{CleverReachClient, CleverReachConfig};
 use crate::adapters::dataverse::client::{DataverseClient, DataverseConfig};
 use crate::adapters::dataverse::crm::DataverseCrm;
 use crate::adapters::secrets_manager::{SecretsManagerSource, SecretsManagerTokenStore};
-use crate::adapters::sqs::{QueueUrls, SqsChangeQueue};
-use crate::config::{Config, secret_fields};
+use crate::adapters::sqs::{SqsChangeQueue, SqsMessageQueue};
+use crate::config::{
+    BackflowLimits, CleverReachSettings, ConnectConfig, DataverseSettings, Env, IntakeConfig,
+    QueueUrls,
+};
 use crate::domain::routing::QueueFamily;
+use crate::handlers::connect::{ConnectDeps, ConnectSettings};
+use crate::handlers::receiver_state_sync::{JobDeps, limits};
+use crate::handlers::resync::ResyncDeps;
+use crate::handlers::retroactive::RetroactiveDeps;
 use crate::handlers::sync_worker::WorkerDeps;
 use crate::handlers::webhook_intake::{IntakeDeps, IntakeSettings};
-use crate::ports::SecretSource;
-use crate::sync::Connector;
+use crate::ports::secrets::SecretSource;
+use crate::usecases::Connector;
 use aws_config::BehaviorVersion;
+use std::sync::Arc;
 
 /// The tag the connector puts on its own CRM writes (`?tag=`), visible in webhook bodies.
 pub const WRITE_TAG: &str = "crc-connector";
@@ -23,7 +32,7 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
-    Secret(#[from] crate::ports::SecretError),
+    Secret(#[from] crate::ports::secrets::SecretError),
     #[error("{0}")]
     Adapter(String),
 }
@@ -32,187 +41,168 @@ fn url(name: &str, text: &str) -> Result<url::Url, StartError> {
     url::Url::parse(text).map_err(|e| StartError::Adapter(format!("{name} {text:?}: {e}")))
 }
 
-/// AWS SDK configuration from the environment (`AWS_ENDPOINT_URL` reaches an emulator).
-pub async fn aws() -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+/// What every function starts from: the environment and the AWS SDK configuration
+/// (`AWS_ENDPOINT_URL` reaches an emulator).
+pub struct Start {
+    pub env: Env,
+    pub aws: aws_config::SdkConfig,
 }
 
-/// The connector (Dataverse + CleverReach) as a worker uses it.
-pub async fn connector(
-    config: &Config,
-    aws: &aws_config::SdkConfig,
-) -> Result<Connector<SecretsManagerTokenStore>, StartError> {
-    let secrets_client = aws_sdk_secretsmanager::Client::new(aws);
-    let secrets = SecretsManagerSource::new(secrets_client.clone());
-    let dataverse_secret = secrets
-        .secret(
-            &config.connector_secret_id,
-            Some(secret_fields::DATAVERSE_CLIENT_SECRET),
+impl Start {
+    pub async fn new() -> Start {
+        Start {
+            env: Env::capture(),
+            aws: aws_config::defaults(BehaviorVersion::latest()).load().await,
+        }
+    }
+
+    fn secrets(&self) -> SecretsManagerSource {
+        SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(&self.aws))
+    }
+
+    fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.aws)
+    }
+
+    /// The CRM, signed in with the connector's app registration.
+    pub async fn crm(&self) -> Result<DataverseCrm, StartError> {
+        let settings = DataverseSettings::from_env(&self.env)?;
+        let secret = self
+            .secrets()
+            .secret(&settings.client_secret_id, None)
+            .await?;
+        let client = DataverseClient::new(DataverseConfig {
+            write_tag: Some(WRITE_TAG.to_string()),
+            ..DataverseConfig::new(
+                url("DATAVERSE_API_URL", &settings.api_url)?,
+                url("DATAVERSE_TOKEN_URL", &settings.token_url)?,
+                settings.client_id.clone(),
+                secret,
+                settings.scope.clone(),
+            )
+        })
+        .map_err(|e| StartError::Adapter(e.to_string()))?;
+        Ok(DataverseCrm::new(client))
+    }
+
+    /// CleverReach, with its tokens in Secrets Manager.
+    pub async fn cleverreach(
+        &self,
+    ) -> Result<CleverReachClient<SecretsManagerTokenStore>, StartError> {
+        let settings = CleverReachSettings::from_env(&self.env)?;
+        let secret = self
+            .secrets()
+            .secret(&settings.client_secret_id, None)
+            .await?;
+        let tokens = SecretsManagerTokenStore::new(
+            aws_sdk_secretsmanager::Client::new(&self.aws),
+            settings.token_secret_id.clone(),
+        );
+        CleverReachClient::new(
+            CleverReachConfig::new(
+                url("CLEVERREACH_API_URL", &settings.api_url)?,
+                settings.client_id.clone(),
+                secret,
+                settings.source.clone(),
+            ),
+            tokens,
         )
-        .await?;
-    let cleverreach_secret = secrets
-        .secret(
-            &config.connector_secret_id,
-            Some(secret_fields::CLEVERREACH_CLIENT_SECRET),
-        )
-        .await?;
-    let dataverse = DataverseClient::new(DataverseConfig {
-        write_tag: Some(WRITE_TAG.to_string()),
-        ..DataverseConfig::new(
-            url("DATAVERSE_API_URL", &config.dataverse_api_url)?,
-            url("DATAVERSE_TOKEN_URL", &config.dataverse_token_url)?,
-            config.dataverse_client_id.clone(),
-            dataverse_secret,
-            config.dataverse_scope.clone(),
-        )
-    })
-    .map_err(|e| StartError::Adapter(e.to_string()))?;
-    let organisation = config
-        .dataverse_url
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
-    let newsletter = CleverReachClient::new(
-        CleverReachConfig::new(
-            url("CLEVERREACH_API_URL", &config.cleverreach_api_url)?,
-            config.cleverreach_client_id.clone(),
-            cleverreach_secret,
-            format!("Dynamics 365 ({organisation})"),
-        ),
-        SecretsManagerTokenStore::new(secrets_client, config.cleverreach_token_secret_id.clone()),
-    )
-    .map_err(|e| StartError::Adapter(e.to_string()))?;
-    Ok(Connector::new(DataverseCrm::new(dataverse), newsletter))
+        .map_err(|e| StartError::Adapter(e.to_string()))
+    }
+
+    /// Both systems, as the use cases see them.
+    pub async fn connector(&self) -> Result<Connector, StartError> {
+        Ok(Connector::new(self.crm().await?, self.cleverreach().await?))
+    }
+
+    fn queues(&self) -> QueueUrls {
+        QueueUrls::from_env(&self.env)
+    }
 }
 
 /// Everything the worker of one queue family needs.
-pub async fn worker_deps(
-    family: QueueFamily,
-) -> Result<WorkerDeps<SecretsManagerTokenStore>, StartError> {
-    let config = Config::from_env()?;
-    let aws = aws().await;
-    let deps = WorkerDeps::new(family, connector(&config, &aws).await?);
+pub async fn worker_deps(family: QueueFamily) -> Result<WorkerDeps, StartError> {
+    let start = Start::new().await;
+    let deps = WorkerDeps::new(family, start.connector().await?);
     // The marketing-list worker queues the campaign and activity resyncs a deleted list needs,
     // when the deployment gives it those queues (the SAM template does).
-    let mut urls = QueueUrls::new();
-    let mut any = false;
-    if family == QueueFamily::MarketingList {
-        for target in [QueueFamily::Campaign, QueueFamily::CampaignActivity] {
-            if let Some(url) = config.queue_urls.get(target.name()) {
-                urls = urls.with(target, url.clone());
-                any = true;
-            }
-        }
-    }
-    Ok(if any {
-        deps.with_follow_up(std::sync::Arc::new(SqsChangeQueue::new(
-            aws_sdk_sqs::Client::new(&aws),
-            urls,
-        )))
-    } else {
+    let follow_up = match family {
+        QueueFamily::MarketingList => start
+            .queues()
+            .only(&[QueueFamily::Campaign, QueueFamily::CampaignActivity]),
+        _ => QueueUrls::new(),
+    };
+    Ok(if follow_up.is_empty() {
         deps
+    } else {
+        deps.with_follow_up(Arc::new(SqsChangeQueue::new(start.sqs(), follow_up)))
     })
 }
 
-/// Everything the webhook intake needs.
+/// Everything the webhook intake needs: the queues and its key, nothing of the CRM's or
+/// CleverReach's secrets.
 pub async fn intake_deps() -> Result<IntakeDeps<SqsChangeQueue, SecretsManagerSource>, StartError> {
-    let config = Config::from_env()?;
-    let aws = aws().await;
-    let mut urls = QueueUrls::new();
-    for family in QueueFamily::ALL {
-        if let Some(url) = config.queue_urls.get(family.name()) {
-            urls = urls.with(family, url.clone());
-        }
-    }
+    let start = Start::new().await;
+    let config = IntakeConfig::from_env(&start.env)?;
     // A list update that turns retroactive sync on also goes to the fan-out's queue.
-    if let Some(url) = crate::config::queue_url(QueueFamily::RetroactiveSync) {
-        urls = urls.with(QueueFamily::RetroactiveSync, url);
-    }
+    let mut families = QueueFamily::ALL.to_vec();
+    families.push(QueueFamily::RetroactiveSync);
     Ok(IntakeDeps {
-        queue: SqsChangeQueue::new(aws_sdk_sqs::Client::new(&aws), urls),
-        secrets: SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(&aws)),
+        queue: SqsChangeQueue::new(start.sqs(), start.queues().only(&families)),
+        secrets: start.secrets(),
         settings: IntakeSettings {
-            key_secret: config.connector_secret_id.clone(),
-            key_field: Some(secret_fields::WEBHOOK_KEY.to_string()),
-            expected_organization: config.expected_organization.clone(),
-            connector_user_id: config.connector_user_id.clone(),
+            key_secret: config.webhook_key_secret_id,
+            key_field: None,
+            expected_organization: config.expected_organization,
+            connector_user_id: config.connector_user_id,
         },
     })
 }
 
-/// Everything the connect page needs: the CleverReach client (tokens in Secrets Manager) and
-/// the administrator key. `CONNECT_PUBLIC_URL` fixes the page's address when the function URL
-/// sits behind another name; otherwise the request's host is used.
-pub async fn connect_deps()
--> Result<crate::handlers::connect::ConnectDeps<SecretsManagerTokenStore>, StartError> {
-    let config = Config::from_env()?;
-    let aws = aws().await;
-    let connector = connector(&config, &aws).await?;
-    let secrets = SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(&aws));
-    // The SAM template keeps the key in a secret of its own (`CONNECT_ADMIN_SECRET_ID`, the
-    // whole secret is the key); without it, a field of the connector secret.
-    let admin_key = match std::env::var("CONNECT_ADMIN_SECRET_ID") {
-        Ok(id) if !id.trim().is_empty() => secrets.secret(id.trim(), None).await?,
-        _ => {
-            secrets
-                .secret(
-                    &config.connector_secret_id,
-                    Some(secret_fields::CONNECT_ADMIN_KEY),
-                )
-                .await?
-        }
-    };
-    let public_url = std::env::var("CONNECT_PUBLIC_URL")
-        .ok()
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty());
-    Ok(crate::handlers::connect::ConnectDeps {
-        newsletter: connector.newsletter,
+/// Everything the connect page needs: CleverReach (tokens in Secrets Manager) and the
+/// administrator key; nothing of the CRM.
+pub async fn connect_deps() -> Result<ConnectDeps<SecretsManagerTokenStore>, StartError> {
+    let start = Start::new().await;
+    let config = ConnectConfig::from_env(&start.env)?;
+    let admin_key = start
+        .secrets()
+        .secret(&config.admin_secret_id, None)
+        .await?;
+    Ok(ConnectDeps {
+        newsletter: start.cleverreach().await?,
         admin_key,
-        settings: crate::handlers::connect::ConnectSettings { public_url },
+        settings: ConnectSettings {
+            public_url: config.public_url,
+        },
     })
 }
 
-/// Everything the `resync` function needs: the CRM (to list sources) and the queues.
-pub async fn resync_deps() -> Result<crate::handlers::resync::ResyncDeps<SqsChangeQueue>, StartError>
-{
-    let config = Config::from_env()?;
-    let aws = aws().await;
-    let mut urls = QueueUrls::new();
-    for family in QueueFamily::ALL {
-        if let Some(url) = config.queue_urls.get(family.name()) {
-            urls = urls.with(family, url.clone());
-        }
-    }
-    let connector = connector(&config, &aws).await?;
-    Ok(crate::handlers::resync::ResyncDeps {
-        crm: connector.crm,
-        queue: SqsChangeQueue::new(aws_sdk_sqs::Client::new(&aws), urls),
+/// Everything the `resync` function needs: the CRM (to list sources) and the source queues.
+pub async fn resync_deps() -> Result<ResyncDeps<SqsChangeQueue>, StartError> {
+    let start = Start::new().await;
+    let crm = start.crm().await?;
+    Ok(ResyncDeps {
+        sources: Arc::new(crm),
+        queue: SqsChangeQueue::new(start.sqs(), start.queues().only(&QueueFamily::ALL)),
     })
 }
 
 /// Everything `sublist-fanout` and `sublist-update` need: the connector and the two
 /// retroactive-sync queues (`RETROACTIVE_SYNC_QUEUE_URL`, `SUBLIST_QUEUE_URL`).
-pub async fn retroactive_deps() -> Result<
-    crate::handlers::retroactive::RetroactiveDeps<
-        SecretsManagerTokenStore,
-        crate::adapters::sqs::SqsMessageQueue,
-    >,
-    StartError,
-> {
-    let config = Config::from_env()?;
-    let aws = aws().await;
-    let mut urls = QueueUrls::new();
-    for family in QueueFamily::RETROACTIVE {
-        let url = crate::config::queue_url(family).ok_or_else(|| {
-            StartError::Adapter(format!(
-                "environment variable {} is not set",
-                family.queue_url_variable()
-            ))
-        })?;
-        urls = urls.with(family, url);
-    }
-    Ok(crate::handlers::retroactive::RetroactiveDeps::new(
-        connector(&config, &aws).await?,
-        crate::adapters::sqs::SqsMessageQueue::new(aws_sdk_sqs::Client::new(&aws), urls),
+pub async fn retroactive_deps() -> Result<RetroactiveDeps<SqsMessageQueue>, StartError> {
+    let start = Start::new().await;
+    let urls = start.queues().require(&QueueFamily::RETROACTIVE)?;
+    Ok(RetroactiveDeps::new(
+        start.connector().await?,
+        SqsMessageQueue::new(start.sqs(), urls),
     ))
+}
+
+/// Everything a back-flow job needs: the connector and its limits (`BACKFLOW_*`).
+pub async fn job_deps() -> Result<JobDeps, StartError> {
+    let start = Start::new().await;
+    Ok(JobDeps {
+        limits: limits(BackflowLimits::from_env(&start.env)?),
+        conn: start.connector().await?,
+    })
 }

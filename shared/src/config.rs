@@ -1,6 +1,10 @@
-//! Deployment configuration, read once at cold start from environment variables (the SAM
-//! template sets them one for one). Secrets are not here: only the names of the secrets.
+//! Deployment configuration, read once at cold start from the environment (the SAM template
+//! sets the variables one for one). This is the only module that reads the environment; each
+//! function takes the sections it needs, so a function is never asked for a variable it does
+//! not use. Secrets are not here, only the names of the secrets that hold them (one secret per
+//! consumer, see `docs/security.md`).
 
+use crate::domain::routing::QueueFamily;
 use std::collections::BTreeMap;
 
 /// A missing or unusable environment variable, named.
@@ -12,202 +16,242 @@ pub enum ConfigError {
     Invalid { name: &'static str, problem: String },
 }
 
-/// Everything a function needs to build its adapters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    /// `DATAVERSE_URL`: the environment, e.g. `https://contoso.crm4.dynamics.com`.
-    pub dataverse_url: String,
-    /// `DATAVERSE_API_URL` (default `{DATAVERSE_URL}/api/data/v9.2/`).
-    pub dataverse_api_url: String,
-    /// `DATAVERSE_TOKEN_URL` (default from `DATAVERSE_TENANT_ID`).
-    pub dataverse_token_url: String,
-    /// `DATAVERSE_SCOPE` (default `{DATAVERSE_URL}/.default`).
-    pub dataverse_scope: String,
-    /// `DATAVERSE_CLIENT_ID`: the app registration of the connector's application user.
-    pub dataverse_client_id: String,
-    /// `CONNECTOR_USER_ID`: that application user's systemuserid (its writes are not queued).
-    pub connector_user_id: Option<String>,
-    /// `DATAVERSE_ORGANIZATION`: the expected `x-ms-dynamics-organization` (optional).
-    pub expected_organization: Option<String>,
-    /// `CONNECTOR_SECRET_ID`: Secrets Manager secret with `dataverse_client_secret`,
-    /// `cleverreach_client_secret` and `webhook_key`.
-    pub connector_secret_id: String,
-    /// `CLEVERREACH_TOKEN_SECRET_ID`: Secrets Manager secret holding the CleverReach tokens.
-    pub cleverreach_token_secret_id: String,
-    /// `CLEVERREACH_CLIENT_ID`.
-    pub cleverreach_client_id: String,
-    /// `CLEVERREACH_API_URL` (default `https://rest.cleverreach.com/`); must agree with the
-    /// CRM setting `cleverreach:connectiondata:apiurl`.
-    pub cleverreach_api_url: String,
-    /// `<FAMILY>_QUEUE_URL` for each queue the function sends to.
-    pub queue_urls: BTreeMap<String, String>,
-}
+/// The process environment as captured at start (tests build one from pairs).
+#[derive(Debug, Clone, Default)]
+pub struct Env(BTreeMap<String, String>);
 
-/// Field names inside the connector secret.
-pub mod secret_fields {
-    pub const DATAVERSE_CLIENT_SECRET: &str = "dataverse_client_secret";
-    pub const CLEVERREACH_CLIENT_SECRET: &str = "cleverreach_client_secret";
-    pub const WEBHOOK_KEY: &str = "webhook_key";
-    /// The key administrators sign in to the connect page with.
-    pub const CONNECT_ADMIN_KEY: &str = "connect_admin_key";
-}
-
-impl Config {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_vars(|name| std::env::var(name).ok())
+impl Env {
+    /// Reads the process environment, once.
+    pub fn capture() -> Env {
+        Env(std::env::vars().collect())
     }
 
-    /// Reads variables through `get` (tests pass a map).
-    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let value = |name: &'static str| {
-            get(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        let required = |name: &'static str| value(name).ok_or(ConfigError::Missing(name));
-        let url = |name: &'static str, text: String| -> Result<String, ConfigError> {
-            if text.starts_with("https://") || text.starts_with("http://") {
-                Ok(text)
-            } else {
-                Err(ConfigError::Invalid {
-                    name,
-                    problem: format!("{text:?} is not an http(s) URL"),
-                })
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Env {
+        Env(pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
+
+    /// A variable's value, trimmed; unset and blank are the same.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.0
+            .get(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.get(name).ok_or(ConfigError::Missing(name))
+    }
+
+    fn url(&self, name: &'static str) -> Result<Option<String>, ConfigError> {
+        match self.get(name) {
+            Some(text) if text.starts_with("https://") || text.starts_with("http://") => {
+                Ok(Some(text))
             }
-        };
-        let dataverse_url = url("DATAVERSE_URL", required("DATAVERSE_URL")?)?
+            Some(text) => Err(ConfigError::Invalid {
+                name,
+                problem: format!("{text:?} is not an http(s) URL"),
+            }),
+            None => Ok(None),
+        }
+    }
+
+    fn required_url(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.url(name)?.ok_or(ConfigError::Missing(name))
+    }
+}
+
+/// Where the CRM is and how the connector signs in (Microsoft Entra ID client credentials).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataverseSettings {
+    /// `DATAVERSE_URL`: the environment, e.g. `https://contoso.crm4.dynamics.com`.
+    pub url: String,
+    /// `DATAVERSE_API_URL` (default `{DATAVERSE_URL}/api/data/v9.2/`).
+    pub api_url: String,
+    /// `DATAVERSE_TOKEN_URL` (default from `DATAVERSE_TENANT_ID`).
+    pub token_url: String,
+    /// `DATAVERSE_SCOPE` (default `{DATAVERSE_URL}/.default`).
+    pub scope: String,
+    /// `DATAVERSE_CLIENT_ID`: the app registration of the connector's application user.
+    pub client_id: String,
+    /// `DATAVERSE_CLIENT_SECRET_ID`: the secret holding that app registration's client secret.
+    pub client_secret_id: String,
+}
+
+impl DataverseSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let url = env
+            .required_url("DATAVERSE_URL")?
             .trim_end_matches('/')
             .to_string();
-        let dataverse_api_url = match value("DATAVERSE_API_URL") {
-            Some(v) => url("DATAVERSE_API_URL", v)?,
-            None => format!("{dataverse_url}/api/data/v9.2/"),
-        };
-        let dataverse_token_url = match value("DATAVERSE_TOKEN_URL") {
-            Some(v) => url("DATAVERSE_TOKEN_URL", v)?,
+        let token_url = match env.url("DATAVERSE_TOKEN_URL")? {
+            Some(v) => v,
             None => {
-                let tenant = value("DATAVERSE_TENANT_ID")
-                    .ok_or(ConfigError::Missing("DATAVERSE_TENANT_ID"))?;
+                let tenant = env.required("DATAVERSE_TENANT_ID")?;
                 format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token")
             }
         };
-        let queue_urls = crate::domain::routing::QueueFamily::ALL
-            .iter()
-            .filter_map(|family| {
-                let name = family.queue_url_variable();
-                get(&name)
-                    .map(|v| v.trim().to_string())
-                    .filter(|v| !v.is_empty())
-                    .map(|v| (family.name().to_string(), v))
-            })
-            .collect();
-        Ok(Config {
-            dataverse_api_url,
-            dataverse_token_url,
-            dataverse_scope: value("DATAVERSE_SCOPE")
-                .unwrap_or_else(|| format!("{dataverse_url}/.default")),
-            dataverse_client_id: required("DATAVERSE_CLIENT_ID")?,
-            connector_user_id: value("CONNECTOR_USER_ID").map(|v| v.to_ascii_lowercase()),
-            expected_organization: value("DATAVERSE_ORGANIZATION"),
-            connector_secret_id: required("CONNECTOR_SECRET_ID")?,
-            cleverreach_token_secret_id: required("CLEVERREACH_TOKEN_SECRET_ID")?,
-            cleverreach_client_id: required("CLEVERREACH_CLIENT_ID")?,
-            cleverreach_api_url: match value("CLEVERREACH_API_URL") {
-                Some(v) => url("CLEVERREACH_API_URL", v)?,
-                None => crate::domain::settings::DEFAULT_API_URL.to_string(),
-            },
-            dataverse_url,
-            queue_urls,
+        Ok(DataverseSettings {
+            api_url: env
+                .url("DATAVERSE_API_URL")?
+                .unwrap_or_else(|| format!("{url}/api/data/v9.2/")),
+            token_url,
+            scope: env
+                .get("DATAVERSE_SCOPE")
+                .unwrap_or_else(|| format!("{url}/.default")),
+            client_id: env.required("DATAVERSE_CLIENT_ID")?,
+            client_secret_id: env.required("DATAVERSE_CLIENT_SECRET_ID")?,
+            url,
         })
     }
 }
 
-/// `<FAMILY>_QUEUE_URL` of one family from the process environment (the retroactive-sync
-/// queues, which [`Config::queue_urls`] leaves out), when set.
-pub fn queue_url(family: crate::domain::routing::QueueFamily) -> Option<String> {
-    std::env::var(family.queue_url_variable())
-        .ok()
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
+/// The CRM organisation's name as receivers carry it (`source`): "Dynamics 365 (<host>)".
+pub fn organisation_label(env: &Env) -> String {
+    match env.get("DATAVERSE_URL") {
+        Some(url) => {
+            let host = url
+                .trim_end_matches('/')
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .to_string();
+            format!("Dynamics 365 ({host})")
+        }
+        None => "Dynamics 365".to_string(),
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
+/// How to reach CleverReach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleverReachSettings {
+    /// `CLEVERREACH_API_URL` (default `https://rest.cleverreach.com/`); must agree with the CRM
+    /// setting `cleverreach:connectiondata:apiurl`.
+    pub api_url: String,
+    /// `CLEVERREACH_CLIENT_ID`: the OAuth app.
+    pub client_id: String,
+    /// `CLEVERREACH_CLIENT_SECRET_ID`: the secret holding the OAuth app's client secret.
+    pub client_secret_id: String,
+    /// `CLEVERREACH_TOKEN_SECRET_ID`: the secret holding the access and refresh tokens.
+    pub token_secret_id: String,
+    /// Names the CRM organisation on every receiver.
+    pub source: String,
+}
 
-    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |name| map.get(name).cloned()
+impl CleverReachSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(CleverReachSettings {
+            api_url: env
+                .url("CLEVERREACH_API_URL")?
+                .unwrap_or_else(|| crate::domain::settings::DEFAULT_API_URL.to_string()),
+            client_id: env.required("CLEVERREACH_CLIENT_ID")?,
+            client_secret_id: env.required("CLEVERREACH_CLIENT_SECRET_ID")?,
+            token_secret_id: env.required("CLEVERREACH_TOKEN_SECRET_ID")?,
+            source: organisation_label(env),
+        })
+    }
+}
+
+/// The webhook intake's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntakeConfig {
+    /// `WEBHOOK_KEY_SECRET_ID`: the secret holding the webhook key (the whole secret is the key).
+    pub webhook_key_secret_id: String,
+    /// `DATAVERSE_ORGANIZATION`: the expected `x-ms-dynamics-organization` (optional).
+    pub expected_organization: Option<String>,
+    /// `CONNECTOR_USER_ID`: the connector's application user (its own writes are not queued).
+    pub connector_user_id: Option<String>,
+}
+
+impl IntakeConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(IntakeConfig {
+            webhook_key_secret_id: env.required("WEBHOOK_KEY_SECRET_ID")?,
+            expected_organization: env.get("DATAVERSE_ORGANIZATION"),
+            connector_user_id: env.get("CONNECTOR_USER_ID").map(|v| v.to_ascii_lowercase()),
+        })
+    }
+}
+
+/// The connect page's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectConfig {
+    /// `CONNECT_ADMIN_SECRET_ID`: the secret holding the administrator key.
+    pub admin_secret_id: String,
+    /// `CONNECT_PUBLIC_URL`: the page's address when the function URL sits behind another
+    /// name; otherwise the request's host is used.
+    pub public_url: Option<String>,
+}
+
+impl ConnectConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(ConnectConfig {
+            admin_secret_id: env.required("CONNECT_ADMIN_SECRET_ID")?,
+            public_url: env.url("CONNECT_PUBLIC_URL")?,
+        })
+    }
+}
+
+/// The queue URL of each family this function sends to (`<FAMILY>_QUEUE_URL`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueUrls(BTreeMap<QueueFamily, String>);
+
+impl QueueUrls {
+    pub fn new() -> Self {
+        QueueUrls::default()
     }
 
-    const MINIMAL: &[(&str, &str)] = &[
-        ("DATAVERSE_URL", "https://contoso.crm4.dynamics.com/"),
-        ("DATAVERSE_TENANT_ID", "tenant-1"),
-        ("DATAVERSE_CLIENT_ID", "client-1"),
-        ("CONNECTOR_SECRET_ID", "crc/connector"),
-        ("CLEVERREACH_TOKEN_SECRET_ID", "crc/cleverreach-tokens"),
-        ("CLEVERREACH_CLIENT_ID", "cr-client"),
-    ];
-
-    #[test]
-    fn a_minimal_environment_fills_in_the_defaults() {
-        let config = Config::from_vars(vars(MINIMAL)).unwrap();
-        assert_eq!(
-            config.dataverse_api_url,
-            "https://contoso.crm4.dynamics.com/api/data/v9.2/"
-        );
-        assert_eq!(
-            config.dataverse_token_url,
-            "https://login.microsoftonline.com/tenant-1/oauth2/v2.0/token"
-        );
-        assert_eq!(
-            config.dataverse_scope,
-            "https://contoso.crm4.dynamics.com/.default"
-        );
-        assert_eq!(config.cleverreach_api_url, "https://rest.cleverreach.com/");
+    pub fn with(mut self, family: QueueFamily, url: impl Into<String>) -> Self {
+        self.0.insert(family, url.into());
+        self
     }
 
-    #[test]
-    fn a_missing_variable_is_named() {
-        for missing in [
-            "DATAVERSE_URL",
-            "DATAVERSE_CLIENT_ID",
-            "CONNECTOR_SECRET_ID",
-            "CLEVERREACH_CLIENT_ID",
-        ] {
-            let pairs: Vec<(&str, &str)> = MINIMAL
-                .iter()
-                .copied()
-                .filter(|(k, _)| *k != missing)
-                .collect();
-            let err = Config::from_vars(vars(&pairs)).unwrap_err();
-            assert_eq!(err, ConfigError::Missing(missing));
-            assert!(err.to_string().contains(missing));
+    pub fn get(&self, family: QueueFamily) -> Option<&str> {
+        self.0.get(&family).map(String::as_str)
+    }
+
+    pub fn families(&self) -> impl Iterator<Item = QueueFamily> + '_ {
+        self.0.keys().copied()
+    }
+
+    /// Every family whose `<FAMILY>_QUEUE_URL` is set.
+    pub fn from_env(env: &Env) -> Self {
+        let mut urls = QueueUrls::new();
+        for family in QueueFamily::ALL.into_iter().chain(QueueFamily::RETROACTIVE) {
+            if let Some(url) = env.get(&family.queue_url_variable()) {
+                urls = urls.with(family, url);
+            }
         }
+        urls
     }
 
-    #[test]
-    fn a_url_that_is_not_http_is_refused_by_name() {
-        let mut pairs = MINIMAL.to_vec();
-        pairs[0] = ("DATAVERSE_URL", "contoso.crm4.dynamics.com");
-        let err = Config::from_vars(vars(&pairs)).unwrap_err();
-        assert!(err.to_string().contains("DATAVERSE_URL"), "{err}");
+    /// Only these families; a missing one is an error naming its variable.
+    pub fn require(&self, families: &[QueueFamily]) -> Result<QueueUrls, ConfigError> {
+        let mut urls = QueueUrls::new();
+        for family in families {
+            let url = self.get(*family).ok_or_else(|| ConfigError::Invalid {
+                name: "<FAMILY>_QUEUE_URL",
+                problem: format!("{} is not set", family.queue_url_variable()),
+            })?;
+            urls = urls.with(*family, url);
+        }
+        Ok(urls)
     }
 
-    #[test]
-    fn queue_urls_are_read_per_family() {
-        let mut pairs = MINIMAL.to_vec();
-        pairs.push((
-            "CONTACT_QUEUE_URL",
-            "https://sqs.eu-central-1.amazonaws.com/1/contact.fifo",
-        ));
-        let config = Config::from_vars(vars(&pairs)).unwrap();
-        assert_eq!(config.queue_urls.len(), 1);
-        assert!(config.queue_urls["contact"].ends_with("contact.fifo"));
+    /// Only those of these families that are set.
+    pub fn only(&self, families: &[QueueFamily]) -> QueueUrls {
+        QueueUrls(
+            self.0
+                .iter()
+                .filter(|(f, _)| families.contains(f))
+                .map(|(f, u)| (*f, u.clone()))
+                .collect(),
+        )
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -225,20 +269,13 @@ pub struct BackflowLimits {
 }
 
 impl BackflowLimits {
-    pub fn from_env() -> Result<BackflowLimits, ConfigError> {
-        BackflowLimits::from_vars(|name| std::env::var(name).ok())
-    }
-
-    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<BackflowLimits, ConfigError> {
+    pub fn from_env(env: &Env) -> Result<BackflowLimits, ConfigError> {
         fn number<T: std::str::FromStr>(
-            get: &impl Fn(&str) -> Option<String>,
+            env: &Env,
             name: &'static str,
             min: u64,
         ) -> Result<Option<T>, ConfigError> {
-            let Some(text) = get(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-            else {
+            let Some(text) = env.get(name) else {
                 return Ok(None);
             };
             match text.parse::<u64>() {
@@ -256,7 +293,7 @@ impl BackflowLimits {
                 }),
             }
         }
-        let page_size: Option<usize> = number(&get, "BACKFLOW_PAGE_SIZE", 1)?;
+        let page_size: Option<usize> = number(env, "BACKFLOW_PAGE_SIZE", 1)?;
         if let Some(size) = page_size.filter(|s| *s > 5000) {
             return Err(ConfigError::Invalid {
                 name: "BACKFLOW_PAGE_SIZE",
@@ -264,33 +301,126 @@ impl BackflowLimits {
             });
         }
         Ok(BackflowLimits {
-            budget_secs: number(&get, "BACKFLOW_BUDGET_SECS", 0)?,
+            budget_secs: number(env, "BACKFLOW_BUDGET_SECS", 0)?,
             page_size,
-            max_events: number(&get, "BACKFLOW_MAX_EVENTS", 1)?,
-            overlap_secs: number(&get, "BACKFLOW_OVERLAP_SECS", 0)?,
+            max_events: number(env, "BACKFLOW_MAX_EVENTS", 1)?,
+            overlap_secs: number(env, "BACKFLOW_OVERLAP_SECS", 0)?,
         })
     }
 }
 
 #[cfg(test)]
-mod backflow_limit_tests {
+#[allow(clippy::unwrap_used)]
+mod tests {
     use super::*;
+
+    const DATAVERSE: &[(&str, &str)] = &[
+        ("DATAVERSE_URL", "https://contoso.crm4.dynamics.com/"),
+        ("DATAVERSE_TENANT_ID", "tenant-1"),
+        ("DATAVERSE_CLIENT_ID", "client-1"),
+        ("DATAVERSE_CLIENT_SECRET_ID", "crc/dataverse-client-secret"),
+    ];
+
+    fn env_without(pairs: &[(&'static str, &'static str)], missing: &str) -> Env {
+        Env::from_pairs(pairs.iter().copied().filter(|(k, _)| *k != missing))
+    }
+
+    #[test]
+    fn a_minimal_environment_fills_in_the_defaults() {
+        let dataverse = DataverseSettings::from_env(&Env::from_pairs(DATAVERSE.to_vec())).unwrap();
+        assert_eq!(
+            dataverse.api_url,
+            "https://contoso.crm4.dynamics.com/api/data/v9.2/"
+        );
+        assert_eq!(
+            dataverse.token_url,
+            "https://login.microsoftonline.com/tenant-1/oauth2/v2.0/token"
+        );
+        assert_eq!(
+            dataverse.scope,
+            "https://contoso.crm4.dynamics.com/.default"
+        );
+        let cleverreach = CleverReachSettings::from_env(&Env::from_pairs([
+            ("DATAVERSE_URL", "https://contoso.crm4.dynamics.com/"),
+            ("CLEVERREACH_CLIENT_ID", "cr"),
+            (
+                "CLEVERREACH_CLIENT_SECRET_ID",
+                "crc/cleverreach-client-secret",
+            ),
+            ("CLEVERREACH_TOKEN_SECRET_ID", "crc/cleverreach-tokens"),
+        ]))
+        .unwrap();
+        assert_eq!(cleverreach.api_url, "https://rest.cleverreach.com/");
+        assert_eq!(
+            cleverreach.source,
+            "Dynamics 365 (contoso.crm4.dynamics.com)"
+        );
+    }
+
+    #[test]
+    fn a_missing_variable_is_named() {
+        for missing in [
+            "DATAVERSE_URL",
+            "DATAVERSE_CLIENT_ID",
+            "DATAVERSE_CLIENT_SECRET_ID",
+            "DATAVERSE_TENANT_ID",
+        ] {
+            let err = DataverseSettings::from_env(&env_without(DATAVERSE, missing)).unwrap_err();
+            assert_eq!(err, ConfigError::Missing(missing));
+            assert!(err.to_string().contains(missing));
+        }
+        let err = IntakeConfig::from_env(&Env::default()).unwrap_err();
+        assert!(err.to_string().contains("WEBHOOK_KEY_SECRET_ID"), "{err}");
+    }
+
+    #[test]
+    fn a_url_that_is_not_http_is_refused_by_name() {
+        let mut pairs = DATAVERSE.to_vec();
+        pairs[0] = ("DATAVERSE_URL", "contoso.crm4.dynamics.com");
+        let err = DataverseSettings::from_env(&Env::from_pairs(pairs)).unwrap_err();
+        assert!(err.to_string().contains("DATAVERSE_URL"), "{err}");
+    }
+
+    #[test]
+    fn queue_urls_are_read_per_family_and_a_required_one_is_named_when_missing() {
+        let env = Env::from_pairs([
+            (
+                "CONTACT_QUEUE_URL",
+                "https://sqs.eu-central-1.amazonaws.com/1/contact.fifo",
+            ),
+            ("SUBLIST_QUEUE_URL", "https://sqs/1/sublist.fifo"),
+        ]);
+        let urls = QueueUrls::from_env(&env);
+        assert_eq!(urls.families().count(), 2);
+        assert!(
+            urls.get(QueueFamily::Contact)
+                .unwrap()
+                .ends_with("contact.fifo")
+        );
+        let err = urls
+            .require(&[QueueFamily::Sublist, QueueFamily::RetroactiveSync])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("RETROACTIVE_SYNC_QUEUE_URL"),
+            "{err}"
+        );
+        assert_eq!(urls.only(&[QueueFamily::Lead]), QueueUrls::new());
+    }
 
     #[test]
     fn backflow_limits_are_optional_and_a_bad_one_is_named() {
         assert_eq!(
-            BackflowLimits::from_vars(|_| None),
+            BackflowLimits::from_env(&Env::default()),
             Ok(BackflowLimits::default())
         );
-        let limits =
-            BackflowLimits::from_vars(|n| (n == "BACKFLOW_BUDGET_SECS").then(|| "120".to_string()));
+        let limits = BackflowLimits::from_env(&Env::from_pairs([("BACKFLOW_BUDGET_SECS", "120")]));
         assert_eq!(limits.map(|l| l.budget_secs), Ok(Some(120)));
         for (name, value) in [
             ("BACKFLOW_PAGE_SIZE", "0"),
             ("BACKFLOW_PAGE_SIZE", "6000"),
             ("BACKFLOW_MAX_EVENTS", "many"),
         ] {
-            let err = BackflowLimits::from_vars(|n| (n == name).then(|| value.to_string()))
+            let err = BackflowLimits::from_env(&Env::from_pairs([(name, value)]))
                 .err()
                 .map(|e| e.to_string())
                 .unwrap_or_default();

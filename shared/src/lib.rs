@@ -21,7 +21,7 @@ pub mod adapters;
 pub mod handlers;
 
 #[cfg(feature = "adapters")]
-pub mod sync;
+pub mod usecases;
 
 #[cfg(feature = "adapters")]
 pub mod install;

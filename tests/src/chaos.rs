@@ -1,7 +1,7 @@
 //! Chaotic webhook delivery: an HTTP proxy in front of the intake that holds the webhooks
 //! Dataverse fires and passes them on later, shuffled, some twice, some late, some redelivered
 //! as new deliveries. Dataverse promises none of the order, uniqueness or timeliness the
-//! connector could otherwise come to rely on (DESIGN §4 "level-triggered").
+//! connector could otherwise come to rely on (docs/architecture.md §4 "level-triggered").
 //!
 //! Use: start it with the intake's URL, register the webhooks at [`WebhookChaos::url`], and
 //! call [`WebhookChaos::release`] whenever the held deliveries should go on (the convergence

@@ -28,7 +28,7 @@ use shared::handlers::sync_worker::{InboundMessage, WorkerDeps, handle_messages}
 use shared::handlers::webhook_intake::{IntakeDeps, IntakeSettings, WebhookRequest, handle};
 use shared::ports::ChangeQueue;
 use shared::secret::Secret;
-use shared::sync::Connector;
+use shared::usecases::Connector;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -66,9 +66,13 @@ pub struct Harness {
     /// SQS queues when the run goes through an AWS endpoint (LocalStack, moto).
     pub sqs: Option<SqsQueues>,
     pub intake_url: String,
-    workers: Vec<WorkerDeps<TokenStore>>,
-    /// `sublist-fanout` and `sublist-update` (DESIGN §5); their limits may be changed.
-    pub retroactive: RetroactiveDeps<TokenStore, Arc<InMemoryMessageQueue>>,
+    workers: Vec<WorkerDeps>,
+    /// The connector's own CRM client (what the installer and the harness's helpers use).
+    crm_client: DataverseClient,
+    /// The connector's CleverReach client (shared by every worker).
+    newsletter: CleverReachClient<TokenStore>,
+    /// `sublist-fanout` and `sublist-update` (docs/architecture.md §5); their limits may be changed.
+    pub retroactive: RetroactiveDeps<Arc<InMemoryMessageQueue>>,
     /// The local retroactive-sync queues (follow-ups, sublists, reconciles).
     pub retroactive_queue: Arc<InMemoryMessageQueue>,
     retroactive_log: Mutex<RetroactiveLog>,
@@ -189,9 +193,12 @@ impl Harness {
 
         let tokens: TokenStore = Arc::new(InMemoryTokenStore::new());
         let mut workers = Vec::new();
+        let mut first_client = None;
         for family in QueueFamily::ALL {
             let dataverse_client = DataverseClient::new(DataverseConfig {
                 retry: RetryPolicy::fast(),
+                // Tagged as a deployment's writes are (the intake can tell them apart).
+                write_tag: Some(shared::bootstrap::WRITE_TAG.to_string()),
                 ..DataverseConfig::new(
                     url(&dataverse.api_url())?,
                     url(&dataverse.token_url())?,
@@ -220,6 +227,9 @@ impl Harness {
                     .await
                     .map_err(|e| HarnessError::Start(e.to_string()))?;
             }
+            if first_client.is_none() {
+                first_client = Some((dataverse_client.clone(), newsletter.clone()));
+            }
             workers.push(
                 WorkerDeps::new(
                     family,
@@ -234,6 +244,7 @@ impl Harness {
                 DataverseCrm::new(
                     DataverseClient::new(DataverseConfig {
                         retry: RetryPolicy::fast(),
+                        write_tag: Some(shared::bootstrap::WRITE_TAG.to_string()),
                         ..DataverseConfig::new(
                             url(&dataverse.api_url())?,
                             url(&dataverse.token_url())?,
@@ -260,7 +271,11 @@ impl Harness {
             ),
             retroactive_queue.clone(),
         );
+        let (crm_client, newsletter) =
+            first_client.ok_or(HarnessError::Start("no worker".into()))?;
         Ok(Harness {
+            crm_client,
+            newsletter,
             retroactive,
             retroactive_queue,
             retroactive_log: Mutex::new(RetroactiveLog::default()),
@@ -278,8 +293,18 @@ impl Harness {
     }
 
     /// The worker of one family (its connector reads and writes like the real one).
-    pub fn worker(&self, family: QueueFamily) -> Option<&WorkerDeps<TokenStore>> {
+    pub fn worker(&self, family: QueueFamily) -> Option<&WorkerDeps> {
         self.workers.iter().find(|w| w.family == family)
+    }
+
+    /// The connector's own CRM client.
+    pub fn crm_client(&self) -> &DataverseClient {
+        &self.crm_client
+    }
+
+    /// The connector's CleverReach client (its token store is the workers').
+    pub fn newsletter(&self) -> &CleverReachClient<TokenStore> {
+        &self.newsletter
     }
 
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
@@ -291,10 +316,7 @@ impl Harness {
 
     /// Registers the webhooks (as the installer does) and writes the given settings rows.
     pub async fn install(&self, settings: &[(&str, &str)]) -> Result<(), HarnessError> {
-        let client = self
-            .worker(QueueFamily::Contact)
-            .map(|w| w.conn.crm.client().clone())
-            .ok_or(HarnessError::Start("no worker".into()))?;
+        let client = self.crm_client.clone();
         // The installer runs as an administrator; the sandbox's connector user may register.
         shared::install::install_webhooks(&client, &self.intake_url, &Secret::new(WEBHOOK_KEY))
             .await
@@ -705,17 +727,17 @@ impl Harness {
     /// What a back-flow job needs, on the connector's own CRM and CleverReach clients.
     pub fn job_deps(
         &self,
-        limits: shared::sync::backflow::RunLimits,
-    ) -> Step<shared::handlers::receiver_state_sync::JobDeps<TokenStore>> {
+        limits: shared::usecases::backflow::RunLimits,
+    ) -> Step<shared::handlers::receiver_state_sync::JobDeps> {
         let worker = self
             .worker(QueueFamily::Contact)
             .ok_or("the harness has no worker")?;
+        // Settings read fresh per run, as the scheduled function does.
         Ok(shared::handlers::receiver_state_sync::JobDeps {
-            conn: Connector {
-                crm: worker.conn.crm.clone(),
-                newsletter: worker.conn.newsletter.clone(),
-                now: worker.conn.now,
-            },
+            conn: worker
+                .conn
+                .clone()
+                .with_settings_ttl(std::time::Duration::ZERO),
             limits,
         })
     }
@@ -723,9 +745,9 @@ impl Harness {
     /// Runs one job once with these limits, as its schedule would (payload `{}`).
     pub async fn run_job_with(
         &self,
-        job: shared::sync::backflow::Job,
-        limits: shared::sync::backflow::RunLimits,
-    ) -> Step<shared::sync::backflow::RunSummary> {
+        job: shared::usecases::backflow::Job,
+        limits: shared::usecases::backflow::RunLimits,
+    ) -> Step<shared::usecases::backflow::RunSummary> {
         let deps = self.job_deps(limits)?;
         shared::handlers::receiver_state_sync::run_once(&deps, job, &serde_json::json!({}))
             .await
@@ -733,19 +755,19 @@ impl Harness {
     }
 
     /// Runs `receiver-state-sync` once with the default limits.
-    pub async fn run_receiver_state_sync(&self) -> Step<shared::sync::backflow::RunSummary> {
+    pub async fn run_receiver_state_sync(&self) -> Step<shared::usecases::backflow::RunSummary> {
         self.run_job_with(
-            shared::sync::backflow::Job::ReceiverState,
-            shared::sync::backflow::RunLimits::default(),
+            shared::usecases::backflow::Job::ReceiverState,
+            shared::usecases::backflow::RunLimits::default(),
         )
         .await
     }
 
     /// Runs `lead-sync` once with the default limits.
-    pub async fn run_lead_sync(&self) -> Step<shared::sync::backflow::RunSummary> {
+    pub async fn run_lead_sync(&self) -> Step<shared::usecases::backflow::RunSummary> {
         self.run_job_with(
-            shared::sync::backflow::Job::LeadSync,
-            shared::sync::backflow::RunLimits::default(),
+            shared::usecases::backflow::Job::LeadSync,
+            shared::usecases::backflow::RunLimits::default(),
         )
         .await
     }
@@ -881,6 +903,7 @@ impl Harness {
         let client = DataverseClient::new(DataverseConfig {
             retry: RetryPolicy::fast(),
             max_page_size: rows,
+            write_tag: Some(shared::bootstrap::WRITE_TAG.to_string()),
             ..DataverseConfig::new(
                 url(&self.dataverse.api_url())?,
                 url(&self.dataverse.token_url())?,
@@ -892,10 +915,7 @@ impl Harness {
         .map_err(|e| HarnessError::Start(e.to_string()))?;
         let limits = self.retroactive.limits;
         self.retroactive = RetroactiveDeps::new(
-            Connector::new(
-                DataverseCrm::new(client),
-                self.retroactive.conn.newsletter.clone(),
-            ),
+            Connector::new(DataverseCrm::new(client), self.newsletter.clone()),
             self.retroactive_queue.clone(),
         );
         self.retroactive.limits = limits;

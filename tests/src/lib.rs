@@ -1,5 +1,5 @@
 //! The sandbox: stateful simulators of the Dataverse Web API (with webhooks) and of the
-//! CleverReach REST API v3, speaking the wire formats of `shared/ref` (DESIGN §8), plus the
+//! CleverReach REST API v3, speaking the wire formats of docs/architecture.md §11 (docs/architecture.md §8), plus the
 //! helpers the end-to-end tests use.
 //!
 //! Both simulators run in-process for tests (bound to 127.0.0.1 on an ephemeral or chosen port)

@@ -1,8 +1,8 @@
-//! The truth for the end-to-end tests: the rule of DESIGN §2 ("who belongs to a source's
+//! The truth for the end-to-end tests: the rule of docs/architecture.md §2 ("who belongs to a source's
 //! group"), computed independently of the connector from the Dataverse simulator's rows, and
 //! compared with the CleverReach simulator's groups.
 //!
-//! Written from DESIGN §2 alone: it never calls the connector's domain code, so that a mistake
+//! Written from docs/architecture.md §2 alone: it never calls the connector's domain code, so that a mistake
 //! there cannot agree with itself here. It covers what the convergence tests generate:
 //! - marketing lists only (static lists through `listmembers`, dynamic lists whose FetchXML
 //!   is a single `like` condition on `emailaddress1`);
@@ -14,7 +14,7 @@
 //!
 //! The connector's documented choices that the comparison follows:
 //! - an inactive marketing list no longer feeds the campaigns and activities it is linked to
-//!   (DESIGN is silent; the connector says so where it reads linked lists);
+//!   (docs/architecture.md is silent; the connector says so where it reads linked lists);
 //! - with the default deletion settings, a source whose sync is off, that is inactive or that
 //!   is gone has no group in CleverReach: every group must be the group of a synced source
 //!   ([`stray_groups`]);
@@ -38,7 +38,7 @@ use crate::dataverse::DataverseSim;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// The default newsletter types (DESIGN §6: Information, Werbung und Spiele).
+/// The default newsletter types (docs/architecture.md §6: Information, Werbung und Spiele).
 pub const NEWSLETTER_TYPES: [i64; 2] = [0, 1];
 
 /// Settings the oracle understands; any other `crc_settings` key is refused.
@@ -60,7 +60,7 @@ pub enum OracleError {
     UnknownMemberType { list: String, code: Option<i64> },
 }
 
-/// The three kinds of source (DESIGN §1).
+/// The three kinds of source (docs/architecture.md §1).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SourceKind {
     #[default]
@@ -93,7 +93,7 @@ impl SourceKind {
         }
     }
 
-    /// The column the group is named after (DESIGN §2, group naming).
+    /// The column the group is named after (docs/architecture.md §2, group naming).
     fn name_column(self) -> &'static str {
         match self {
             SourceKind::MarketingList => "listname",

@@ -1,6 +1,6 @@
 //! Many workers, one expired CleverReach token, tokens in Secrets Manager (the AWS emulator):
 //! CleverReach rotates the refresh token on every refresh, so the workers must end up with one
-//! refresh, all succeed, and keep the rotated pair (DESIGN §4 "Tokens").
+//! refresh, all succeed, and keep the rotated pair (docs/architecture.md §4 "Tokens").
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test file: a failed unwrap is a failed test
 

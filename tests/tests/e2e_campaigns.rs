@@ -1,4 +1,4 @@
-//! End to end: campaigns and campaign activities (DESIGN §3, every row that applies to them).
+//! End to end: campaigns and campaign activities (docs/architecture.md §3, every row that applies to them).
 //! The CRM side changes through the Dataverse simulator's Web API; the result is read from the
 //! CleverReach simulator and from the sync status columns on the source.
 
@@ -6,7 +6,6 @@
 
 use sandbox::harness::{Harness, WEBHOOK_KEY, checklist};
 use serde_json::{Map, Value, json};
-use shared::domain::routing::QueueFamily;
 use shared::install::install_webhooks;
 use shared::secret::Secret;
 
@@ -907,13 +906,7 @@ async fn deleting_a_campaign_deletes_the_groups_of_its_activities_too() {
 async fn the_installer_registers_each_campaign_step_once_and_changes_of_no_interest_queue_nothing()
 {
     let h = started(&[]).await;
-    let client = h
-        .worker(QueueFamily::Campaign)
-        .unwrap()
-        .conn
-        .crm
-        .client()
-        .clone();
+    let client = h.crm_client().clone();
     let again = install_webhooks(&client, &h.intake_url, &Secret::new(WEBHOOK_KEY))
         .await
         .unwrap();

@@ -10,7 +10,7 @@
 //! inject 10% faults; webhooks reach the intake through [`WebhookChaos`]: shuffled, some twice,
 //! some late, some redelivered as new deliveries. The changes come in rounds (50, or one
 //! e-mail move alone, see [`AVOID_OPEN_BUGS`]); after every round the queues drain, and at
-//! every such drained state each synced source's group must equal the rule of DESIGN §2 as
+//! every such drained state each synced source's group must equal the rule of docs/architecture.md §2 as
 //! [`sandbox::oracle`] computes it from the CRM, and every group must belong to a synced
 //! source (the default deletion settings delete the others). At the end (faults off, drained again) no
 //! message may sit in the dead-letter queue, no opted-out receiver may have been re-activated

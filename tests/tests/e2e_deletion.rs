@@ -1,4 +1,4 @@
-//! End to end: the deletion settings (DESIGN §2 "Deleting groups") and status changes (§3) on
+//! End to end: the deletion settings (docs/architecture.md §2 "Deleting groups") and status changes (§3) on
 //! marketing lists. The CRM side changes through the Dataverse simulator's Web API; what happened
 //! to the group is read from the CleverReach simulator.
 
@@ -21,7 +21,7 @@ enum Fate {
     Kept,
 }
 
-/// One case: settings, what happens to the list, and what DESIGN §2 says becomes of the group.
+/// One case: settings, what happens to the list, and what docs/architecture.md §2 says becomes of the group.
 struct Case {
     priority: u8,
     reason: Reason,
@@ -69,7 +69,7 @@ const fn case(
 use Fate::{Deleted, Kept};
 use Reason::{RecordDeleted, SyncDisabled};
 
-/// DESIGN §2, written out: the reason's setting asks for deletion (true) in the first twelve
+/// docs/architecture.md §2, written out: the reason's setting asks for deletion (true) in the first twelve
 /// rows, so protection and priority decide; the last rows show that a setting saying "keep"
 /// keeps the group whatever the priority.
 const CASES: [Case; 18] = [
@@ -153,7 +153,7 @@ async fn run(case: &Case) -> Result<(), String> {
     };
     if now != case.expected {
         return Err(format!(
-            "{name}: group {now:?}, DESIGN §2 says {:?}",
+            "{name}: group {now:?}, docs/architecture.md §2 says {:?}",
             case.expected
         ));
     }
@@ -250,11 +250,7 @@ async fn a_kept_group_deleted_in_cleverreach_meanwhile_is_replaced_by_a_new_one(
         .unwrap();
     h.settle().await.unwrap();
     // A CleverReach user deletes the kept group (through the API the connector also uses).
-    let newsletter = &h
-        .worker(shared::domain::routing::QueueFamily::MarketingList)
-        .unwrap()
-        .conn
-        .newsletter;
+    let newsletter = h.newsletter();
     newsletter.delete_group(&group).await.unwrap();
     assert!(h.cleverreach.group(&group).is_none());
 

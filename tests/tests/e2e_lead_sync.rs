@@ -1,4 +1,4 @@
-//! End to end: people who sign up in CleverReach become leads in the CRM (`lead-sync`, DESIGN
+//! End to end: people who sign up in CleverReach become leads in the CRM (`lead-sync`, docs/architecture.md
 //! §3). Sign-ups happen in the CleverReach simulator; the leads are read from the Dataverse
 //! simulator.
 

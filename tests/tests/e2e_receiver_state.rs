@@ -1,5 +1,5 @@
 //! End to end: unsubscribes and bounces travel back from CleverReach into the CRM
-//! (`receiver-state-sync`, DESIGN §3). People act in the CleverReach simulator; the CRM is read
+//! (`receiver-state-sync`, docs/architecture.md §3). People act in the CleverReach simulator; the CRM is read
 //! through the Dataverse simulator; a full resync afterwards shows the opt-out holds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -15,8 +15,8 @@ use shared::adapters::http::RetryPolicy;
 use shared::domain::routing::QueueFamily;
 use shared::handlers::receiver_state_sync::{JobDeps, run_once};
 use shared::secret::Secret;
-use shared::sync::Connector;
-use shared::sync::backflow::{Job, RunLimits};
+use shared::usecases::Connector;
+use shared::usecases::backflow::{Job, RunLimits};
 use std::time::Duration;
 
 fn rows_for(h: &Harness, email: &str) -> Vec<Map<String, Value>> {
@@ -355,12 +355,10 @@ async fn runs_failing_on_crm_faults_resume_and_apply_every_event_once() {
     })
     .unwrap();
     let worker = h.worker(QueueFamily::Contact).unwrap();
+    let mut conn = Connector::new(DataverseCrm::new(crm), h.newsletter().clone());
+    conn.now = worker.conn.now;
     let deps = JobDeps {
-        conn: Connector {
-            crm: DataverseCrm::new(crm),
-            newsletter: worker.conn.newsletter.clone(),
-            now: worker.conn.now,
-        },
+        conn,
         limits: RunLimits {
             page_size: 2,
             ..RunLimits::default()

@@ -7,7 +7,6 @@
 use sandbox::cleverreach::Endpoint;
 use sandbox::harness::Harness;
 use serde_json::json;
-use shared::domain::routing::QueueFamily;
 
 #[tokio::test]
 async fn a_dead_connection_is_reported_on_the_source_and_the_workers_stop_refreshing() {
@@ -23,13 +22,7 @@ async fn a_dead_connection_is_reported_on_the_source_and_the_workers_stop_refres
     // The account owner revokes the connector's access; the access token runs out.
     h.cleverreach.revoke_refresh_tokens();
     h.cleverreach.expire_access_tokens();
-    let store = h
-        .worker(QueueFamily::MarketingList)
-        .unwrap()
-        .conn
-        .newsletter
-        .store()
-        .clone();
+    let store = h.newsletter().store().clone();
     let mut tokens = store.current().unwrap();
     tokens.expires_at_unix = 0;
     store.set(Some(tokens));

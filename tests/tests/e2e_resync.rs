@@ -1,4 +1,4 @@
-//! End to end: resync repairs drift (DESIGN §3 "resync"). CleverReach is changed behind the
+//! End to end: resync repairs drift (docs/architecture.md §3 "resync"). CleverReach is changed behind the
 //! connector's back — through its API, as a CleverReach user or another tool would — and the CRM
 //! changes in ways no webhook reports (a dynamic list's query starts selecting someone); then a
 //! resync, by `crc_resync` on the source or by "resync every source", restores exactly the rule's
@@ -18,10 +18,7 @@ use shared::handlers::resync::{ResyncDeps, ResyncRequest, resync_all};
 
 /// A CleverReach client with the connector's account: what a CleverReach user does by hand.
 fn cleverreach_user(h: &Harness) -> &CleverReachClient<TokenStore> {
-    &h.worker(QueueFamily::MarketingList)
-        .unwrap()
-        .conn
-        .newsletter
+    h.newsletter()
 }
 
 fn email(text: &str) -> Email {
@@ -177,11 +174,11 @@ async fn resync_of_every_source_repairs_each_synced_group_and_leaves_unsynced_on
     let off_before = h.active_emails(&group_off);
 
     let deps = ResyncDeps {
-        crm: h
+        sources: h
             .worker(QueueFamily::MarketingList)
             .unwrap()
             .conn
-            .crm
+            .sources
             .clone(),
         queue: h.queue.clone(),
     };
@@ -338,11 +335,11 @@ async fn a_resync_of_every_source_closes_the_dynamic_list_gap_too() {
     assert!(h.active_emails(&group).is_empty(), "the gap");
 
     let deps = ResyncDeps {
-        crm: h
+        sources: h
             .worker(QueueFamily::MarketingList)
             .unwrap()
             .conn
-            .crm
+            .sources
             .clone(),
         queue: h.queue.clone(),
     };
@@ -354,7 +351,7 @@ async fn a_resync_of_every_source_closes_the_dynamic_list_gap_too() {
     assert_eq!(h.active_emails(&group), ["bert@example.com"]);
 }
 
-// ---- sync status on the source (DESIGN §7) ---------------------------------------------------
+// ---- sync status on the source (docs/architecture.md §7) ---------------------------------------------------
 
 #[tokio::test]
 async fn the_sync_status_counts_what_happened_and_an_error_shows_in_plain_words_until_a_good_sync()

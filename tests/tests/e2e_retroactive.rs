@@ -1,4 +1,4 @@
-//! End to end: retroactive recipient sync on a marketing list (DESIGN §5). The CRM side changes
+//! End to end: retroactive recipient sync on a marketing list (docs/architecture.md §5). The CRM side changes
 //! through the Dataverse simulator's Web API (test data seeded directly, without webhooks); the
 //! local harness runs `sublist-fanout` and `sublist-update` on local queues; the result is read
 //! from both simulators.
@@ -9,7 +9,7 @@ use sandbox::faults::{FaultConfig, FaultKind};
 use sandbox::harness::{Harness, checklist};
 use serde_json::{Map, Value, json};
 use shared::domain::checklist::{Checklist, ChoiceState, NewsletterTypeId};
-use shared::sync::retroactive::RunState;
+use shared::usecases::retroactive::RunState;
 use std::collections::{BTreeMap, BTreeSet};
 
 fn object(value: Value) -> Map<String, Value> {
@@ -429,7 +429,7 @@ async fn a_sublist_delivered_twice_is_counted_once_and_writes_nothing_the_second
     use shared::adapters::memory::QueuedMessage;
     use shared::domain::recipient::PersonEntity;
     use shared::domain::routing::QueueFamily;
-    use shared::sync::retroactive::{OutboundMessage, Run, SublistMessage};
+    use shared::usecases::retroactive::{OutboundMessage, Run, SublistMessage};
 
     let h = Harness::start().await.unwrap();
     h.install(&[("cleverreach:synchronization:sublistcount", "100")])

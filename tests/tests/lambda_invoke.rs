@@ -353,12 +353,20 @@ impl Drop for Group {
     }
 }
 
+/// The names of the deployment's secrets (one per consumer).
+struct Secrets {
+    dataverse_client: String,
+    cleverreach_client: String,
+    webhook_key: String,
+    admin_key: String,
+    tokens: String,
+}
+
 /// The environment of every function, as the SAM template sets it (pointing at the sandbox).
 fn function_env(
     dataverse: &DataverseSim,
     cleverreach: &CleverReachSim,
-    connector_secret: &str,
-    token_secret: &str,
+    secrets: &Secrets,
     queues: &sandbox::harness::SqsQueues,
 ) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = [
@@ -372,8 +380,17 @@ fn function_env(
         ("DATAVERSE_CLIENT_ID", CONNECTOR_CLIENT_ID.to_string()),
         ("CONNECTOR_USER_ID", CONNECTOR_USER_ID.to_string()),
         ("DATAVERSE_ORGANIZATION", ORG_DOMAIN.to_string()),
-        ("CONNECTOR_SECRET_ID", connector_secret.to_string()),
-        ("CLEVERREACH_TOKEN_SECRET_ID", token_secret.to_string()),
+        (
+            "DATAVERSE_CLIENT_SECRET_ID",
+            secrets.dataverse_client.clone(),
+        ),
+        (
+            "CLEVERREACH_CLIENT_SECRET_ID",
+            secrets.cleverreach_client.clone(),
+        ),
+        ("WEBHOOK_KEY_SECRET_ID", secrets.webhook_key.clone()),
+        ("CONNECT_ADMIN_SECRET_ID", secrets.admin_key.clone()),
+        ("CLEVERREACH_TOKEN_SECRET_ID", secrets.tokens.clone()),
         (
             "CLEVERREACH_CLIENT_ID",
             CleverReachSimConfig::default().client_id,
@@ -495,20 +512,25 @@ async fn the_function_binaries_answer_their_events_under_cargo_lambda_watch() {
             .with(family, created.queue_url().unwrap().to_string());
     }
     let secrets = aws_sdk_secretsmanager::Client::new(&aws.config);
-    let connector_secret = format!("{prefix}/connector");
-    let token_secret = format!("{prefix}/cleverreach-tokens");
-    create_secret(
-        &secrets,
-        &connector_secret,
-        &json!({
-            "dataverse_client_secret": CONNECTOR_CLIENT_SECRET,
-            "cleverreach_client_secret": CleverReachSimConfig::default().client_secret,
-            "webhook_key": WEBHOOK_KEY,
-            "connect_admin_key": CONNECT_ADMIN_KEY,
-        })
-        .to_string(),
-    )
-    .await;
+    let names = Secrets {
+        dataverse_client: format!("{prefix}/dataverse-client-secret"),
+        cleverreach_client: format!("{prefix}/cleverreach-client-secret"),
+        webhook_key: format!("{prefix}/webhook-key"),
+        admin_key: format!("{prefix}/connect-admin-key"),
+        tokens: format!("{prefix}/cleverreach-tokens"),
+    };
+    let token_secret = names.tokens.clone();
+    for (name, value) in [
+        (&names.dataverse_client, CONNECTOR_CLIENT_SECRET.to_string()),
+        (
+            &names.cleverreach_client,
+            CleverReachSimConfig::default().client_secret,
+        ),
+        (&names.webhook_key, WEBHOOK_KEY.to_string()),
+        (&names.admin_key, CONNECT_ADMIN_KEY.to_string()),
+    ] {
+        create_secret(&secrets, name, &value).await;
+    }
     // What the connect page does: tokens into the token secret.
     CleverReachClient::new(
         CleverReachConfig::new(
@@ -573,13 +595,7 @@ async fn the_function_binaries_answer_their_events_under_cargo_lambda_watch() {
     assert!(reply.status < 300, "members added: {}", reply.text);
 
     // cargo lambda watch on a free local port, the functions' environment inherited.
-    let env = function_env(
-        &dataverse,
-        &cleverreach,
-        &connector_secret,
-        &token_secret,
-        &queues,
-    );
+    let env = function_env(&dataverse, &cleverreach, &names, &queues);
     let port = free_port();
     let mut command = Command::new(&cargo_lambda);
     command

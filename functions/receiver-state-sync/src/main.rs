@@ -2,18 +2,13 @@
 //! back into the CRM (receiver-state rows, checklists, deactivations).
 
 use lambda_runtime::{Error, run, service_fn};
-use shared::handlers::receiver_state_sync::{JobDeps, lambda, limits_from_env};
-use shared::sync::backflow::Job;
+use shared::handlers::receiver_state_sync::lambda;
+use shared::usecases::backflow::Job;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let config = shared::config::Config::from_env()?;
-    let aws = shared::bootstrap::aws().await;
-    let deps = JobDeps {
-        conn: shared::bootstrap::connector(&config, &aws).await?,
-        limits: limits_from_env()?,
-    };
+    let deps = shared::bootstrap::job_deps().await?;
     run(service_fn(|event| {
         lambda::run(event, &deps, Job::ReceiverState)
     }))

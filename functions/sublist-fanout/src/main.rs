@@ -1,5 +1,5 @@
 //! Function `sublist-fanout`: works the retroactive-sync queue; pages through a marketing list's
-//! members and queues one message per sublist (DESIGN §5).
+//! members and queues one message per sublist (docs/architecture.md §5).
 
 use lambda_runtime::{Error, run, service_fn};
 use shared::handlers::retroactive::lambda;

@@ -1,5 +1,5 @@
 //! Function `sublist-update`: works the sublist queue; writes one sublist's checklists with
-//! `$batch`, then reconciles the affected groups (DESIGN §5).
+//! `$batch`, then reconciles the affected groups (docs/architecture.md §5).
 
 use lambda_runtime::{Error, run, service_fn};
 use shared::handlers::retroactive::lambda;

@@ -1,4 +1,11 @@
-//! Adapter: in-process stand-ins for the ports, for tests and the local run.
+//! Adapter: in-process stand-ins for the ports, for tests and the local run: queues and secrets
+//! here; a CRM and a CleverReach behind every port in `crm` and `newsletter`.
+
+mod crm;
+mod newsletter;
+
+pub use crm::{CrmPort, CrmState, InMemoryCrm};
+pub use newsletter::{InMemoryNewsletter, NewsletterPort, NewsletterState, StoredReceiver};
 
 use crate::domain::change::ChangeEvent;
 use crate::domain::routing::{QueueFamily, deduplication_id};
@@ -157,7 +164,7 @@ impl SecretSource for StaticSecrets {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedMessage {
     pub message_id: String,
-    pub message: crate::sync::retroactive::OutboundMessage,
+    pub message: crate::ports::queue::OutboundMessage,
 }
 
 /// The retroactive-sync queues in memory: FIFO per family, de-duplicated per family by the
@@ -216,10 +223,10 @@ impl InMemoryMessageQueue {
 }
 
 #[async_trait]
-impl crate::sync::retroactive::MessageQueue for InMemoryMessageQueue {
+impl crate::ports::queue::MessageQueue for InMemoryMessageQueue {
     async fn send(
         &self,
-        messages: Vec<crate::sync::retroactive::OutboundMessage>,
+        messages: Vec<crate::ports::queue::OutboundMessage>,
     ) -> Result<(), QueueError> {
         let mut st = self.lock();
         for message in messages {

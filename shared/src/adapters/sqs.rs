@@ -2,50 +2,14 @@
 
 use crate::domain::change::ChangeEvent;
 use crate::domain::routing::{QueueFamily, deduplication_id, message_group};
-use crate::ports::{ChangeQueue, QueueError};
+use crate::ports::queue::{ChangeQueue, QueueError};
 use async_trait::async_trait;
 use aws_sdk_sqs::types::MessageAttributeValue;
-use std::collections::BTreeMap;
 
 /// The message attribute carrying the correlation id from the webhook into the workers.
 pub const CORRELATION_ATTRIBUTE: &str = "correlation_id";
 
-/// Queue URLs by family.
-#[derive(Debug, Clone, Default)]
-pub struct QueueUrls(BTreeMap<QueueFamily, String>);
-
-impl QueueUrls {
-    pub fn new() -> Self {
-        QueueUrls::default()
-    }
-
-    pub fn with(mut self, family: QueueFamily, url: impl Into<String>) -> Self {
-        self.0.insert(family, url.into());
-        self
-    }
-
-    pub fn get(&self, family: QueueFamily) -> Option<&str> {
-        self.0.get(&family).map(String::as_str)
-    }
-
-    /// Reads `<FAMILY>_QUEUE_URL` for every family; families without a variable stay
-    /// unconfigured (their events are refused with a clear error).
-    pub fn from_env() -> Self {
-        let mut urls = QueueUrls::new();
-        for family in QueueFamily::ALL {
-            if let Ok(url) = std::env::var(family.queue_url_variable())
-                && !url.trim().is_empty()
-            {
-                urls = urls.with(family, url.trim());
-            }
-        }
-        urls
-    }
-
-    pub fn families(&self) -> impl Iterator<Item = QueueFamily> + '_ {
-        self.0.keys().copied()
-    }
-}
+pub use crate::config::QueueUrls;
 
 /// Sends changes to the SQS FIFO queue of their family.
 #[derive(Clone)]
@@ -94,7 +58,7 @@ impl ChangeQueue for SqsChangeQueue {
     }
 }
 
-/// Sends retroactive-sync messages (DESIGN §5) to their SQS FIFO queues, ten per
+/// Sends retroactive-sync messages (docs/architecture.md §5) to their SQS FIFO queues, ten per
 /// `SendMessageBatch` and at most 200 KB a batch, in order.
 #[derive(Clone)]
 pub struct SqsMessageQueue {
@@ -110,7 +74,7 @@ impl SqsMessageQueue {
     async fn send_batch(
         &self,
         family: QueueFamily,
-        batch: &[crate::sync::retroactive::OutboundMessage],
+        batch: &[crate::ports::queue::OutboundMessage],
     ) -> Result<(), QueueError> {
         use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
         let url = self
@@ -158,10 +122,10 @@ impl SqsMessageQueue {
 }
 
 #[async_trait]
-impl crate::sync::retroactive::MessageQueue for SqsMessageQueue {
+impl crate::ports::queue::MessageQueue for SqsMessageQueue {
     async fn send(
         &self,
-        messages: Vec<crate::sync::retroactive::OutboundMessage>,
+        messages: Vec<crate::ports::queue::OutboundMessage>,
     ) -> Result<(), QueueError> {
         const MAX_ENTRIES: usize = 10;
         const MAX_BYTES: usize = 200 * 1024;

@@ -1,6 +1,6 @@
 //! Domain: a change in the CRM, normalised from a Dataverse webhook body.
 //!
-//! Level-triggered design (DESIGN §4): the event says *which* record changed and carries what a
+//! Level-triggered design (docs/architecture.md §4): the event says *which* record changed and carries what a
 //! worker cannot re-read any more (the pre-image of a deleted record, the members named by a
 //! membership message). Workers re-read the current state and reconcile.
 //!
@@ -30,7 +30,7 @@ pub enum CrmMessage {
     Associate,
     Disassociate,
     /// Not a Dataverse message: the connector's own request for a full reconcile of one source
-    /// ("resync every source", DESIGN §3), queued like a change so that each source's reconcile
+    /// ("resync every source", docs/architecture.md §3), queued like a change so that each source's reconcile
     /// runs in its own worker invocation. Webhook bodies never produce it (`from_name` does not
     /// map it), so no CRM user can send it through the intake.
     Resync,
@@ -230,6 +230,116 @@ impl ChangeEvent {
     pub fn is_resync(&self) -> bool {
         self.message == CrmMessage::Resync
     }
+
+    /// Members were named: AddMember, AddListMembers or RemoveMember of a static list.
+    pub fn is_membership_change(&self) -> bool {
+        matches!(
+            self.message,
+            CrmMessage::AddMember | CrmMessage::AddListMembers | CrmMessage::RemoveMember
+        )
+    }
+
+    /// A source's sync flag or state changed (or may have: a create, or a body without its
+    /// attributes): the group's fate must be decided again.
+    pub fn sync_flag_or_state_may_have_changed(&self) -> bool {
+        self.message == CrmMessage::Create
+            || self.size_exceeded
+            || self.touched(column::SYNC_FLAG)
+            || self.touched(column::STATECODE)
+    }
+
+    /// The change can change who belongs to a source's group: a membership message, a linked
+    /// list or lead added or removed, or a column the rule reads (checklist, sync flag, state,
+    /// the resync request, a dynamic list's query).
+    pub fn may_change_members(&self) -> bool {
+        self.size_exceeded
+            || matches!(
+                self.message,
+                CrmMessage::Create
+                    | CrmMessage::AddMember
+                    | CrmMessage::AddListMembers
+                    | CrmMessage::RemoveMember
+                    | CrmMessage::AddItem
+                    | CrmMessage::RemoveItem
+                    | CrmMessage::Associate
+                    | CrmMessage::Disassociate
+            )
+            || [
+                column::CHECKLIST,
+                column::SYNC_FLAG,
+                column::STATECODE,
+                column::RESYNC,
+                column::QUERY,
+            ]
+            .iter()
+            .any(|c| self.touched(c))
+    }
+
+    /// A list's selection changed as a whole: its query or its state (or may have).
+    pub fn list_selection_may_have_changed(&self) -> bool {
+        self.size_exceeded || self.touched(column::QUERY) || self.touched(column::STATECODE)
+    }
+
+    /// The group id a deleted source had (from the delete's pre-image).
+    pub fn group_id_before(&self) -> Option<String> {
+        self.value_before(column::GROUP_ID)
+            .and_then(AttrValue::as_text)
+            .map(str::to_string)
+    }
+
+    /// The person's e-mail address before and after the change, as stored.
+    pub fn emails_before_and_after(&self) -> Vec<&str> {
+        [
+            self.value_before(column::EMAIL),
+            self.value_after(column::EMAIL),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(AttrValue::as_text)
+        .collect()
+    }
+
+    /// An account's primary contact before and after the change.
+    pub fn primary_contacts_before_and_after(&self) -> Vec<RecordRef> {
+        [
+            self.value_before(column::PRIMARY_CONTACT),
+            self.value_after(column::PRIMARY_CONTACT),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(AttrValue::as_reference)
+        .collect()
+    }
+
+    /// An account's name changed (or may have): it is its contacts' company.
+    pub fn account_name_may_have_changed(&self) -> bool {
+        self.size_exceeded || self.touched(column::NAME)
+    }
+
+    /// The change turns a list's retroactive sync on.
+    pub fn turns_retroactive_sync_on(&self) -> bool {
+        self.target
+            .get(column::RETROACTIVE_SYNC)
+            .and_then(AttrValue::as_bool)
+            == Some(true)
+    }
+}
+
+/// The CRM columns whose presence in a change tells the connector what it means (their logical
+/// names as the webhook carries them; the adapter's schema module names the same columns).
+pub mod column {
+    pub const SYNC_FLAG: &str = "crc_syncwithcleverreach";
+    pub const CHECKLIST: &str = "crc_checklist";
+    pub const STATECODE: &str = "statecode";
+    pub const RESYNC: &str = "crc_resync";
+    /// A dynamic list's FetchXML.
+    pub const QUERY: &str = "query";
+    pub const GROUP_ID: &str = "crc_groupid";
+    pub const RETROACTIVE_SYNC: &str = "crc_retroactivesync";
+    pub const EMAIL: &str = "emailaddress1";
+    pub const PRIMARY_CONTACT: &str = "primarycontactid";
+    /// An account's name.
+    pub const NAME: &str = "name";
 }
 
 #[cfg(test)]

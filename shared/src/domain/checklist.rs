@@ -140,7 +140,7 @@ pub enum ChecklistError {
     DuplicateId { id: NewsletterTypeId },
 }
 
-/// What a retroactive mass update (DESIGN §5) does to one member's checklist.
+/// What a retroactive mass update (docs/architecture.md §5) does to one member's checklist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MassUpdateOutcome {
     /// The member's checklist must be written with this content.
@@ -312,7 +312,7 @@ impl Checklist {
         true
     }
 
-    /// Applies a retroactive mass update (DESIGN §5 rule 3) to this member's checklist.
+    /// Applies a retroactive mass update (docs/architecture.md §5 rule 3) to this member's checklist.
     ///
     /// Requested "yes" and "no" overwrite; a requested "no choice" changes nothing. If any
     /// requested "yes" meets an explicit "no" here, the member is not changed at all: an opt-out

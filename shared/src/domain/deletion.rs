@@ -1,5 +1,5 @@
 //! Domain: what happens to a source's group when the source is deleted or its sync is turned
-//! off (DESIGN §2 "Deleting groups", settings `cleverreach:deletionsettings:*`).
+//! off (docs/architecture.md §2 "Deleting groups", settings `cleverreach:deletionsettings:*`).
 //!
 //! "Protected" means the group is locked in CleverReach. The connector locks the groups it
 //! creates while `deleteprotection` is on; a group locked then stays protected after the setting
@@ -48,7 +48,7 @@ impl TryFrom<i64> for DeletionPriority {
     }
 }
 
-/// The deletion settings (DESIGN §6).
+/// The deletion settings (docs/architecture.md §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DeletionSettings {
     /// `deletecampaign`: delete the group when its source is deleted.
@@ -140,7 +140,7 @@ mod tests {
     const R: DeletionReason = RecordDeleted;
     const S: DeletionReason = SyncDisabled;
 
-    /// Every combination, written out by hand from DESIGN §2:
+    /// Every combination, written out by hand from docs/architecture.md §2:
     /// (deletecampaign, deletedisablesynchronization, deleteprotection, priority, reason,
     ///  group locked, expected fate).
     /// Reading guide: unlocked groups follow deletecampaign (R) / deletedisablesynchronization

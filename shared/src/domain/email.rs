@@ -1,5 +1,5 @@
 //! Domain: an e-mail address the way CleverReach keys receivers: trimmed, lower-case and
-//! syntactically valid (DESIGN §2 rule 3).
+//! syntactically valid (docs/architecture.md §2 rule 3).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

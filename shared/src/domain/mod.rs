@@ -1,13 +1,14 @@
-//! The domain: the connector's rules in the words of DESIGN.md, with no I/O.
+//! The domain: the connector's rules in the words of docs/architecture.md, with no I/O.
 //!
 //! Sources (campaigns, campaign activities, marketing lists) map to CleverReach groups;
 //! recipients (contacts, leads, accounts' primary contacts) become receivers when the rule of
-//! DESIGN §2 says so. Everything here is pure and deterministic so that it can be tested alone.
+//! docs/architecture.md §2 says so. Everything here is pure and deterministic so that it can be tested alone.
 
 pub mod change;
 pub mod checklist;
 pub mod deletion;
 pub mod email;
+pub mod ids;
 pub mod naming;
 pub mod planner;
 pub mod receiver;

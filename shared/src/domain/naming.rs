@@ -1,4 +1,4 @@
-//! Domain: how a source's group is named and described in CleverReach (DESIGN §2 "Group
+//! Domain: how a source's group is named and described in CleverReach (docs/architecture.md §2 "Group
 //! naming"): name = `groupprefix` + source name; a campaign activity's description becomes the
 //! group's `receiver_info`.
 //!

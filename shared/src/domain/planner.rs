@@ -1,5 +1,5 @@
 //! Domain: the reconcile planner. It compares the receivers a group should have (CRM members
-//! after the rule of DESIGN §2) with the receivers it has (read from CleverReach), and produces
+//! after the rule of docs/architecture.md §2) with the receivers it has (read from CleverReach), and produces
 //! the fewest batched CleverReach operations that make the group right.
 //!
 //! # Streaming

@@ -13,7 +13,7 @@ pub struct PersonData {
     pub company: String,
 }
 
-/// What a receiver should look like according to the CRM (DESIGN §2 "Receiver data").
+/// What a receiver should look like according to the CRM (docs/architecture.md §2 "Receiver data").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceiverData {
     pub email: Email,
@@ -35,7 +35,7 @@ pub enum ReceiverState {
 
 impl ReceiverState {
     /// Deactivated, bounced and blacklisted receivers are opt-outs: the connector never makes
-    /// them active again (DESIGN §2 "Opt-outs are never undone").
+    /// them active again (docs/architecture.md §2 "Opt-outs are never undone").
     pub fn is_opted_out(self) -> bool {
         !matches!(self, ReceiverState::Active)
     }

@@ -94,7 +94,7 @@ impl CrmRef {
     }
 }
 
-/// What the rule of DESIGN §2 needs to know about one member of a source, read from the CRM.
+/// What the rule of docs/architecture.md §2 needs to know about one member of a source, read from the CRM.
 /// Rule 6 (membership) is the reader's business: a `Recipient` is already a member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {

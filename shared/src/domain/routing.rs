@@ -1,10 +1,12 @@
-//! Domain: which queue a CRM change goes to, and how it is keyed there (DESIGN §4 "Queues").
+//! Domain: which queue a CRM change goes to, and how it is keyed there (docs/architecture.md §4 "Queues").
 //!
 //! One FIFO queue per entity family; the message group is the record, so changes to one record
 //! are worked in order while different records run in parallel; the de-duplication id comes from
 //! the operation, so a webhook Dataverse delivers twice is queued once.
 
 use super::change::ChangeEvent;
+use super::recipient::RecipientKind;
+use super::source::SourceKind;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -18,7 +20,7 @@ pub enum QueueFamily {
     Account,
     Campaign,
     CampaignActivity,
-    /// Retroactive sync (DESIGN §5): list updates that turn it on, and the fan-out's own
+    /// Retroactive sync (docs/architecture.md §5): list updates that turn it on, and the fan-out's own
     /// follow-ups; worked by `sublist-fanout`. Not in [`QueueFamily::ALL`]: its messages are
     /// not all change events.
     RetroactiveSync,
@@ -36,7 +38,7 @@ impl QueueFamily {
         QueueFamily::CampaignActivity,
     ];
 
-    /// The two queues of the retroactive sync (DESIGN §5), apart from the change queues.
+    /// The two queues of the retroactive sync (docs/architecture.md §5), apart from the change queues.
     pub const RETROACTIVE: [QueueFamily; 2] = [QueueFamily::RetroactiveSync, QueueFamily::Sublist];
 
     /// The family of a CRM table, or `None` when the connector has no interest in it.
@@ -49,6 +51,29 @@ impl QueueFamily {
             "campaign" | "campaignitem" => Some(QueueFamily::Campaign),
             "campaignactivity" | "campaignactivityitem" => Some(QueueFamily::CampaignActivity),
             _ => None,
+        }
+    }
+
+    /// The queue of a source kind's changes (and of its resync requests).
+    pub fn for_source(kind: SourceKind) -> QueueFamily {
+        match kind {
+            SourceKind::MarketingList => QueueFamily::MarketingList,
+            SourceKind::Campaign => QueueFamily::Campaign,
+            SourceKind::CampaignActivity => QueueFamily::CampaignActivity,
+        }
+    }
+
+    /// What this family's messages ask for: the one mapping from queue to work.
+    pub fn work(self) -> Work {
+        match self {
+            QueueFamily::MarketingList => Work::Source(SourceKind::MarketingList),
+            QueueFamily::Campaign => Work::Source(SourceKind::Campaign),
+            QueueFamily::CampaignActivity => Work::Source(SourceKind::CampaignActivity),
+            QueueFamily::Contact => Work::People(RecipientKind::Contact),
+            QueueFamily::Lead => Work::People(RecipientKind::Lead),
+            QueueFamily::Account => Work::People(RecipientKind::Account),
+            QueueFamily::RetroactiveSync => Work::RetroactiveFanout,
+            QueueFamily::Sublist => Work::Sublist,
         }
     }
 
@@ -70,6 +95,19 @@ impl QueueFamily {
     pub fn queue_url_variable(self) -> String {
         format!("{}_QUEUE_URL", self.name().replace('-', "_").to_uppercase())
     }
+}
+
+/// The work a queue carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Changes of one source kind: its group is created, renamed, reconciled or deleted.
+    Source(SourceKind),
+    /// Changes of people of one kind: their receivers, in every group.
+    People(RecipientKind),
+    /// Retroactive sync starts and follow-ups (`sublist-fanout`).
+    RetroactiveFanout,
+    /// Retroactive sync sublists (`sublist-update`).
+    Sublist,
 }
 
 impl fmt::Display for QueueFamily {
@@ -98,20 +136,12 @@ pub fn deduplication_id(event: &ChangeEvent) -> String {
         .collect()
 }
 
-/// A marketing list change that turns retroactive sync on (DESIGN §5): it goes to the
+/// A marketing list change that turns retroactive sync on (docs/architecture.md §5): it goes to the
 /// fan-out's queue as well as to the list's own queue. Turning it off (which the fan-out itself
 /// does when it is done) starts nothing.
 pub fn starts_retroactive_sync(event: &ChangeEvent) -> bool {
-    event.entity == "list"
-        && event
-            .target
-            .get(RETROACTIVE_SYNC_FLAG)
-            .and_then(super::change::AttrValue::as_bool)
-            == Some(true)
+    event.entity == "list" && event.turns_retroactive_sync_on()
 }
-
-/// `crc_retroactivesync` (kept here as the domain cannot see the adapter's schema module).
-const RETROACTIVE_SYNC_FLAG: &str = "crc_retroactivesync";
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,4 @@
-//! Domain: the eligibility rule of DESIGN §2 (rules 1–5): does a member of a source belong in
+//! Domain: the eligibility rule of docs/architecture.md §2 (rules 1–5): does a member of a source belong in
 //! the source's group, and with which data? Rule 6 (membership) is the caller's: whoever reads
 //! the members only hands members to [`assess`].
 

@@ -1,4 +1,4 @@
-//! Domain: the connector's settings (DESIGN §6), read from the rows (key, value) of the CRM's
+//! Domain: the connector's settings (docs/architecture.md §6), read from the rows (key, value) of the CRM's
 //! `crc_setting` table.
 //!
 //! Administrators type these rows by hand, so keys are matched loosely (case, blanks, the
@@ -40,7 +40,7 @@ pub struct BounceSettings {
     pub disable_lead: bool,
 }
 
-/// Every setting of DESIGN §6, typed and checked.
+/// Every setting of docs/architecture.md §6, typed and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// CleverReach API base, ending in `/`.

@@ -1,5 +1,5 @@
 //! Domain: sources, the CRM records (campaign, campaign activity, marketing list) whose
-//! "sync with CleverReach" flag gives them one CleverReach group each (DESIGN §1).
+//! "sync with CleverReach" flag gives them one CleverReach group each (docs/architecture.md §1).
 
 use super::checklist::Checklist;
 use serde::{Deserialize, Serialize};
@@ -155,6 +155,29 @@ pub struct Source {
     pub group_id: Option<GroupId>,
     /// A campaign activity's `description`; `None` for other kinds or when not set.
     pub description: Option<String>,
+}
+
+/// How a marketing list selects its members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListShape {
+    /// Members come from the list's query (a dynamic list).
+    pub dynamic: bool,
+    /// Which table the members are.
+    pub member_kind: super::recipient::RecipientKind,
+    /// A dynamic list's query (FetchXML), as stored.
+    pub query: Option<String>,
+}
+
+/// A source as read from the CRM, with what the sync needs besides the rule's view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceRecord {
+    pub source: Source,
+    /// Marketing lists only.
+    pub list: Option<ListShape>,
+    /// The source's checklist could not be read (the source then has an empty checklist).
+    pub checklist_problem: Option<String>,
+    /// An administrator asked for a full resync ("Resync now").
+    pub resync_requested: bool,
 }
 
 #[cfg(test)]

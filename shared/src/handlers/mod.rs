@@ -1,6 +1,7 @@
 //! Handlers: one module per function. Each turns its trigger's event into domain commands, runs
 //! them through the ports, and turns the result into the trigger's answer.
 
+pub mod batch;
 #[cfg(feature = "aws")]
 pub mod connect;
 pub mod lead_sync;

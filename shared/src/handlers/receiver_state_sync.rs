@@ -1,20 +1,20 @@
 //! Handler: function `receiver-state-sync`, started by an EventBridge Scheduler schedule
 //! (default hourly). Unsubscribes and bounces of every managed group since the last run become
 //! receiver-state rows, "no" on checklists and (per bounce settings) deactivated people; see
-//! `sync::receiver_state`. The schedule's payload is free JSON and is not read (`{}` will do):
+//! `usecases::backflow::receiver_state`. The schedule's payload is free JSON and is not read (`{}` will do):
 //! where to go on comes from the durable cursor, not from the event.
 
-use crate::adapters::cleverreach::TokenStore;
-use crate::config::{BackflowLimits, ConfigError};
-use crate::sync::backflow::{Job, RunLimits, RunSummary, run_job};
-use crate::sync::{Connector, SyncError};
+use crate::config::BackflowLimits;
+use crate::domain::settings::Settings;
+use crate::usecases::backflow::{Job, RunLimits, RunSummary, due, run_job};
+use crate::usecases::{Connector, SyncError};
 use serde_json::Value;
 use std::time::Duration;
 use tracing::{error, info, warn};
 
 /// What a back-flow job needs.
-pub struct JobDeps<S: TokenStore> {
-    pub conn: Connector<S>,
+pub struct JobDeps {
+    pub conn: Connector,
     pub limits: RunLimits,
 }
 
@@ -33,20 +33,20 @@ pub fn limits(configured: BackflowLimits) -> RunLimits {
     }
 }
 
-/// [`limits`] from the process environment.
-pub fn limits_from_env() -> Result<RunLimits, ConfigError> {
-    Ok(limits(BackflowLimits::from_env()?))
+/// Runs one back-flow job once: settings read fresh, then every managed group.
+pub async fn run_once(deps: &JobDeps, job: Job, trigger: &Value) -> Result<RunSummary, SyncError> {
+    let settings = deps.conn.settings().await?;
+    run_with(deps, job, &settings, trigger).await
 }
 
-/// Runs one back-flow job once: settings read fresh, then every managed group.
-pub async fn run_once<S: TokenStore>(
-    deps: &JobDeps<S>,
+async fn run_with(
+    deps: &JobDeps,
     job: Job,
+    settings: &Settings,
     trigger: &Value,
 ) -> Result<RunSummary, SyncError> {
     info!(job = job.name(), trigger = %describe(trigger), "scheduled run started");
-    let settings = deps.conn.settings().await?;
-    let summary = run_job(&deps.conn, job, &settings, deps.limits).await?;
+    let summary = run_job(&deps.conn, job, settings, deps.limits).await?;
     if !summary.failed_groups.is_empty() {
         error!(job = job.name(), failed = ?summary.failed_groups, "some groups failed; the next run resumes them");
     }
@@ -56,11 +56,25 @@ pub async fn run_once<S: TokenStore>(
     Ok(summary)
 }
 
-/// The handler of `receiver-state-sync`.
-pub async fn handle<S: TokenStore>(
-    deps: &JobDeps<S>,
+/// A start by the schedule: runs the job once when `scheduleminutes` have passed since its last
+/// scheduled start (the schedule fires more often; the CRM setting sets the pace).
+pub async fn run_scheduled(
+    deps: &JobDeps,
+    job: Job,
     trigger: &Value,
 ) -> Result<RunSummary, SyncError> {
+    let settings = deps.conn.settings().await?;
+    if !due(&deps.conn, job, &settings).await? {
+        return Ok(RunSummary {
+            not_due: true,
+            ..RunSummary::default()
+        });
+    }
+    run_with(deps, job, &settings, trigger).await
+}
+
+/// The handler of `receiver-state-sync`.
+pub async fn handle(deps: &JobDeps, trigger: &Value) -> Result<RunSummary, SyncError> {
     run_once(deps, Job::ReceiverState, trigger).await
 }
 
@@ -87,15 +101,17 @@ pub mod lambda {
     use super::*;
     use lambda_runtime::LambdaEvent;
 
-    pub async fn run<S: TokenStore>(
+    pub async fn run(
         event: LambdaEvent<Value>,
-        deps: &JobDeps<S>,
+        deps: &JobDeps,
         job: Job,
     ) -> Result<Value, lambda_runtime::Error> {
-        let summary = run_once(deps, job, &event.payload).await.map_err(|e| {
-            error!(job = job.name(), error = %e, "scheduled run could not start");
-            lambda_runtime::Error::from(e.to_string())
-        })?;
+        let summary = run_scheduled(deps, job, &event.payload)
+            .await
+            .map_err(|e| {
+                error!(job = job.name(), error = %e, "scheduled run could not start");
+                lambda_runtime::Error::from(e.to_string())
+            })?;
         Ok(serde_json::to_value(&summary)?)
     }
 }

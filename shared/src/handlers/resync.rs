@@ -2,17 +2,19 @@
 //! campaign activity and marketing list whose sync flag is on and queues one resync request per
 //! source on its family's queue, so that each full reconcile runs in its own worker invocation
 //! (a big group never shares a Lambda's time limit with the others). The worker then reconciles
-//! the source as it would for `crc_resync` (DESIGN §3 "resync").
+//! the source as it would for `crc_resync` (docs/architecture.md §3 "resync").
 
-use crate::adapters::dataverse::crm::{CrmError, DataverseCrm};
-use crate::domain::change::ChangeEvent;
 use crate::domain::routing::QueueFamily;
 use crate::domain::source::SourceKind;
 use crate::error::Retryable;
-use crate::ports::{ChangeQueue, QueueError};
+use crate::ports::crm::SourceStore;
+use crate::ports::queue::ChangeQueue;
+use crate::usecases::SyncError;
+use crate::usecases::source::queue_resyncs;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use tracing::info;
 
 /// The invocation's event: `{}` (or nothing) for every source kind, `{"kind": "list"}` for one.
@@ -48,7 +50,7 @@ impl ResyncRequest {
             .or_else(|| {
                 SourceKind::ALL
                     .into_iter()
-                    .find(|k| family(*k).name() == wanted)
+                    .find(|k| QueueFamily::for_source(*k).name() == wanted)
             })
             .map(|k| vec![k])
             .ok_or_else(|| {
@@ -64,18 +66,16 @@ impl ResyncRequest {
 pub enum ResyncError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("listing the sources with sync on: {0}")]
-    Crm(#[from] CrmError),
+    /// Listing the sources or queueing failed after `queued` requests went out.
     #[error("{queued} resync requests were queued, then: {error}")]
-    Queue { queued: usize, error: QueueError },
+    Failed { queued: usize, error: SyncError },
 }
 
 impl Retryable for ResyncError {
     fn is_retryable(&self) -> bool {
         match self {
             ResyncError::BadRequest(_) => false,
-            ResyncError::Crm(e) => e.is_retryable(),
-            ResyncError::Queue { error, .. } => error.is_retryable(),
+            ResyncError::Failed { error, .. } => error.is_retryable(),
         }
     }
 }
@@ -93,16 +93,8 @@ pub struct ResyncQueued {
 
 /// What the handler needs: the CRM to list sources, the queue to send the requests to.
 pub struct ResyncDeps<Q: ChangeQueue> {
-    pub crm: DataverseCrm,
+    pub sources: Arc<dyn SourceStore>,
     pub queue: Q,
-}
-
-fn family(kind: SourceKind) -> QueueFamily {
-    match kind {
-        SourceKind::MarketingList => QueueFamily::MarketingList,
-        SourceKind::Campaign => QueueFamily::Campaign,
-        SourceKind::CampaignActivity => QueueFamily::CampaignActivity,
-    }
 }
 
 /// Queues one resync request per source with sync on. `run_id` is the requests' operation id:
@@ -119,25 +111,24 @@ pub async fn resync_all<Q: ChangeQueue>(
         ..ResyncQueued::default()
     };
     for kind in kinds {
-        let ids = deps.crm.synced_sources(kind).await?;
-        for id in &ids {
-            let event = ChangeEvent::resync_request(kind.logical_name(), id, run_id, now_ms);
-            deps.queue
-                .enqueue(family(kind), &event)
-                .await
-                .map_err(|error| ResyncError::Queue {
-                    queued: done.queued,
-                    error,
-                })?;
-            done.queued += 1;
-        }
-        info!(
-            kind = kind.logical_name(),
-            sources = ids.len(),
-            "resync queued"
-        );
+        let before = done.queued;
+        queue_resyncs(
+            deps.sources.as_ref(),
+            &deps.queue,
+            kind,
+            run_id,
+            now_ms,
+            &mut done.queued,
+        )
+        .await
+        .map_err(|error| ResyncError::Failed {
+            queued: done.queued,
+            error,
+        })?;
+        let sources = done.queued - before;
+        info!(kind = kind.logical_name(), sources, "resync queued");
         done.by_kind
-            .insert(kind.logical_name().to_string(), ids.len());
+            .insert(kind.logical_name().to_string(), sources);
     }
     Ok(done)
 }

@@ -1,52 +1,36 @@
-//! Handlers: the two functions of the retroactive sync (DESIGN §5) — `sublist-fanout` works
+//! Handlers: the two functions of the retroactive sync (docs/architecture.md §5) — `sublist-fanout` works
 //! the `retroactive-sync` queue (list updates that turn the flag on, and its own follow-ups),
 //! `sublist-update` works the `sublist` queue. Both report failures per message; within a FIFO
 //! message group (one run) the messages after a failed one are failed too, so that a run's
 //! sublists, its "finish" and its reconciles keep their order.
 
-use super::sync_worker::InboundMessage;
-use crate::adapters::cleverreach::TokenStore;
+use super::batch::{InboundMessage, MessageOutcome, process_fifo};
 use crate::domain::change::ChangeEvent;
 use crate::domain::settings::Settings;
 use crate::error::Retryable;
-use crate::sync::retroactive::{
-    FanoutLimits, FanoutMessage, FanoutOutcome, MessageQueue, SublistMessage, SublistOutcome,
-    fan_out, on_sublist, start_run,
+use crate::ports::queue::MessageQueue;
+use crate::usecases::retroactive::{
+    FanoutLimits, FanoutMessage, FanoutOutcome, SublistMessage, SublistOutcome, fan_out,
+    on_sublist, start_run,
 };
-use crate::sync::{Connector, SyncError};
-use std::collections::BTreeSet;
+use crate::usecases::{Connector, SyncError};
 use tracing::{Instrument, error, info, warn};
 
 /// What both functions need.
-pub struct RetroactiveDeps<S: TokenStore, Q: MessageQueue> {
-    pub conn: Connector<S>,
+pub struct RetroactiveDeps<Q: MessageQueue> {
+    pub conn: Connector,
     /// The `retroactive-sync` and `sublist` queues.
     pub queue: Q,
     pub limits: FanoutLimits,
 }
 
-impl<S: TokenStore, Q: MessageQueue> RetroactiveDeps<S, Q> {
-    pub fn new(conn: Connector<S>, queue: Q) -> Self {
+impl<Q: MessageQueue> RetroactiveDeps<Q> {
+    pub fn new(conn: Connector, queue: Q) -> Self {
         RetroactiveDeps {
             conn,
             queue,
             limits: FanoutLimits::default(),
         }
-    }
-
-    /// The settings, read fresh (one read per batch of messages), checked against the
-    /// CleverReach this deployment talks to: reconciles must not write elsewhere.
-    async fn settings(&self) -> Result<Settings, SyncError> {
-        let settings = self.conn.settings().await?;
-        let norm = |u: &str| u.trim().trim_end_matches('/').to_ascii_lowercase();
-        let deployed = self.conn.newsletter.config().base_url.as_str();
-        if norm(&settings.api_url) != norm(deployed) {
-            return Err(SyncError::Config(format!(
-                "the setting cleverreach:connectiondata:apiurl is {:?} but this deployment talks to {:?} (CLEVERREACH_API_URL); make them agree",
-                settings.api_url, deployed
-            )));
-        }
-        Ok(settings)
     }
 }
 
@@ -66,29 +50,31 @@ fn fanout_body(body: &str) -> Result<FanoutBody, String> {
 }
 
 /// `sublist-fanout`: processes a batch; returns the ids of the messages to leave on the queue.
-pub async fn handle_fanout<S: TokenStore, Q: MessageQueue>(
-    deps: &RetroactiveDeps<S, Q>,
+pub async fn handle_fanout<Q: MessageQueue>(
+    deps: &RetroactiveDeps<Q>,
     messages: Vec<InboundMessage>,
 ) -> Vec<String> {
-    let mut gate = GroupGate::default();
-    for message in &messages {
-        if gate.blocked(message) {
-            continue;
-        }
+    process_fifo(messages, |message| async move {
         let span = tracing::info_span!("fanout", message_id = %message.message_id);
-        let result = fanout_one(deps, message).instrument(span).await;
-        gate.record(message, result);
-    }
-    gate.failed
+        outcome(fanout_one(deps, &message).instrument(span).await)
+    })
+    .await
 }
 
-async fn fanout_one<S: TokenStore, Q: MessageQueue>(
-    deps: &RetroactiveDeps<S, Q>,
+fn outcome(result: Result<(), String>) -> MessageOutcome {
+    match result {
+        Ok(()) => MessageOutcome::Done,
+        Err(e) => MessageOutcome::Failed(e),
+    }
+}
+
+async fn fanout_one<Q: MessageQueue>(
+    deps: &RetroactiveDeps<Q>,
     message: &InboundMessage,
 ) -> Result<(), String> {
     let body =
         fanout_body(&message.body).inspect_err(|e| error!(error = %e, "unreadable message"))?;
-    let settings = deps.settings().await.map_err(report)?;
+    let settings: Settings = deps.conn.settings().await.map_err(report)?;
     let outcome = match body {
         FanoutBody::Trigger(event) => {
             start_run(
@@ -136,31 +122,26 @@ async fn fanout_one<S: TokenStore, Q: MessageQueue>(
 }
 
 /// `sublist-update`: processes a batch; returns the ids of the messages to leave on the queue.
-pub async fn handle_sublists<S: TokenStore, Q: MessageQueue>(
-    deps: &RetroactiveDeps<S, Q>,
+pub async fn handle_sublists<Q: MessageQueue>(
+    deps: &RetroactiveDeps<Q>,
     messages: Vec<InboundMessage>,
 ) -> Vec<String> {
-    let mut gate = GroupGate::default();
-    for message in &messages {
-        if gate.blocked(message) {
-            continue;
-        }
+    process_fifo(messages, |message| async move {
         let span = tracing::info_span!("sublist", message_id = %message.message_id);
-        let result = sublist_one(deps, message).instrument(span).await;
-        gate.record(message, result);
-    }
-    gate.failed
+        outcome(sublist_one(deps, &message).instrument(span).await)
+    })
+    .await
 }
 
-async fn sublist_one<S: TokenStore, Q: MessageQueue>(
-    deps: &RetroactiveDeps<S, Q>,
+async fn sublist_one<Q: MessageQueue>(
+    deps: &RetroactiveDeps<Q>,
     message: &InboundMessage,
 ) -> Result<(), String> {
     let parsed: SublistMessage = serde_json::from_str(&message.body).map_err(|e| {
         error!(error = %e, "message body is not a sublist message");
         format!("message body is not a sublist message: {e}")
     })?;
-    let settings = deps.settings().await.map_err(report)?;
+    let settings: Settings = deps.conn.settings().await.map_err(report)?;
     match on_sublist(&deps.conn, &deps.queue, &settings, &parsed).await {
         Ok(SublistOutcome::AlreadyCounted) => {
             info!("delivered again: counted before, nothing done");
@@ -183,62 +164,18 @@ fn report(e: SyncError) -> String {
     e.to_string()
 }
 
-/// Failed messages, and the message groups that must wait behind them.
-#[derive(Default)]
-struct GroupGate {
-    failed: Vec<String>,
-    failed_groups: BTreeSet<String>,
-}
-
-impl GroupGate {
-    /// A later message of a failed group fails unprocessed.
-    fn blocked(&mut self, message: &InboundMessage) -> bool {
-        let blocked = message
-            .group
-            .as_ref()
-            .is_some_and(|g| self.failed_groups.contains(g));
-        if blocked {
-            self.failed.push(message.message_id.clone());
-        }
-        blocked
-    }
-
-    fn record(&mut self, message: &InboundMessage, result: Result<(), String>) {
-        if result.is_err() {
-            if let Some(group) = &message.group {
-                self.failed_groups.insert(group.clone());
-            }
-            self.failed.push(message.message_id.clone());
-        }
-    }
-}
-
 /// Lambda adapters: SQS event → messages → partial batch response.
 #[cfg(feature = "aws")]
 pub mod lambda {
     use super::*;
-    use crate::handlers::sync_worker::lambda::to_messages;
+    use crate::handlers::batch::lambda::{batch_response as respond, to_messages};
     use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
     use lambda_runtime::LambdaEvent;
 
-    fn respond(
-        total: usize,
-        failed: Vec<String>,
-    ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
-        if total > 0 && failed.len() == total {
-            return Err(format!("all {total} messages failed; see the log").into());
-        }
-        let mut response = SqsBatchResponse::default();
-        for id in failed {
-            response.add_failure(id);
-        }
-        Ok(response)
-    }
-
     /// `sublist-fanout`'s handler.
-    pub async fn run_fanout<S: TokenStore, Q: MessageQueue>(
+    pub async fn run_fanout<Q: MessageQueue>(
         event: LambdaEvent<SqsEvent>,
-        deps: &RetroactiveDeps<S, Q>,
+        deps: &RetroactiveDeps<Q>,
     ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
         let messages = to_messages(event.payload);
         let total = messages.len();
@@ -246,9 +183,9 @@ pub mod lambda {
     }
 
     /// `sublist-update`'s handler.
-    pub async fn run_sublists<S: TokenStore, Q: MessageQueue>(
+    pub async fn run_sublists<Q: MessageQueue>(
         event: LambdaEvent<SqsEvent>,
-        deps: &RetroactiveDeps<S, Q>,
+        deps: &RetroactiveDeps<Q>,
     ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
         let messages = to_messages(event.payload);
         let total = messages.len();
@@ -264,7 +201,7 @@ mod tests {
 
     fn messages(json: &str) -> Vec<InboundMessage> {
         let event: SqsEvent = serde_json::from_str(json).unwrap();
-        crate::handlers::sync_worker::lambda::to_messages(event)
+        crate::handlers::batch::lambda::to_messages(event)
     }
 
     #[test]
@@ -283,22 +220,5 @@ mod tests {
         let parsed: SublistMessage = serde_json::from_str(&sublist[0].body).unwrap();
         assert!(matches!(parsed, SublistMessage::Update { index: 0, .. }));
         assert!(sublist[0].group.as_deref().unwrap().starts_with("list:"));
-    }
-
-    #[test]
-    fn a_failed_message_holds_back_the_rest_of_its_run_only() {
-        let message = |id: &str, group: &str| InboundMessage {
-            message_id: id.into(),
-            body: String::new(),
-            group: Some(group.into()),
-        };
-        let mut gate = GroupGate::default();
-        let (a1, a2, b1) = (message("a1", "a"), message("a2", "a"), message("b1", "b"));
-        assert!(!gate.blocked(&a1));
-        gate.record(&a1, Err("down".into()));
-        assert!(gate.blocked(&a2));
-        assert!(!gate.blocked(&b1));
-        gate.record(&b1, Ok(()));
-        assert_eq!(gate.failed, ["a1", "a2"]);
     }
 }

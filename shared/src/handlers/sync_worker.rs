@@ -1,56 +1,44 @@
 //! Handler: the per-entity sync workers (functions `sync-marketing-list`, `sync-contact`,
-//! `sync-lead`, `sync-account`, …), each fed by its FIFO queue.
+//! `sync-lead`, `sync-account`, `sync-campaign`, `sync-campaign-activity`), each fed by its
+//! FIFO queue.
 //!
-//! Steps per message: parse the change on its own → read the settings (cached briefly) →
-//! reconcile by re-reading the CRM → report. Failures are reported per message (partial batch
-//! response); within a FIFO message group, the messages after a failed one are failed too, so
-//! that a record's changes are never applied out of order.
+//! Steps per batch: parse each change on its own → read the settings (cached briefly) →
+//! reconcile by re-reading the CRM (a source queue: one message after another; a people queue:
+//! every readable change of the batch in one scoped reconcile) → report the failed messages.
 
-use crate::adapters::cleverreach::TokenStore;
+use super::batch::{FifoBatch, process_fifo};
+pub use super::batch::{InboundMessage, MessageOutcome};
 use crate::domain::change::ChangeEvent;
 use crate::domain::recipient::RecipientKind;
-use crate::domain::routing::QueueFamily;
-use crate::domain::settings::Settings;
+use crate::domain::routing::{QueueFamily, Work};
 use crate::domain::source::SourceKind;
 use crate::error::Retryable;
-use crate::ports::ChangeQueue;
-use crate::sync::{Connector, SyncError, people, source};
-use std::collections::BTreeSet;
+use crate::ports::queue::ChangeQueue;
+use crate::usecases::{Connector, SyncError, people, source};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::Mutex;
+use std::time::Duration;
 use tracing::{Instrument, error, info, warn};
 
-/// How long settings read from the CRM are reused (DESIGN §4: "cached briefly").
+/// How long settings read from the CRM are reused ("cached briefly"): a worker's batches share
+/// them.
 pub const SETTINGS_TTL: Duration = Duration::from_secs(60);
 
-/// One queued message, independent of SQS.
-#[derive(Debug, Clone)]
-pub struct InboundMessage {
-    pub message_id: String,
-    pub body: String,
-    /// The FIFO message group (the record), when known.
-    pub group: Option<String>,
-}
-
 /// What a worker needs.
-pub struct WorkerDeps<S: TokenStore> {
+pub struct WorkerDeps {
     pub family: QueueFamily,
-    pub conn: Connector<S>,
+    pub conn: Connector,
     /// Where follow-up work for other queues goes (the marketing-list worker queues a resync of
     /// the campaigns and activities after a list is deleted); without it, that work is done
     /// in the same invocation.
     pub follow_up: Option<Arc<dyn ChangeQueue>>,
-    settings: Mutex<Option<(Instant, Settings)>>,
 }
 
-impl<S: TokenStore> WorkerDeps<S> {
-    pub fn new(family: QueueFamily, conn: Connector<S>) -> Self {
+impl WorkerDeps {
+    pub fn new(family: QueueFamily, conn: Connector) -> Self {
         WorkerDeps {
             family,
-            conn,
+            conn: conn.with_settings_ttl(SETTINGS_TTL),
             follow_up: None,
-            settings: Mutex::new(None),
         }
     }
 
@@ -59,258 +47,296 @@ impl<S: TokenStore> WorkerDeps<S> {
         self.follow_up = Some(queue);
         self
     }
-
-    async fn settings(&self) -> Result<Settings, SyncError> {
-        let mut cached = self.settings.lock().await;
-        if let Some((read_at, settings)) = cached.as_ref()
-            && read_at.elapsed() < SETTINGS_TTL
-        {
-            return Ok(settings.clone());
-        }
-        let settings = self.conn.settings().await?;
-        check_api_url(&settings, self.conn.newsletter.config().base_url.as_str())?;
-        *cached = Some((Instant::now(), settings.clone()));
-        Ok(settings)
-    }
-}
-
-/// The CleverReach API base is both a deployment parameter (the client is built with it) and a
-/// CRM setting; when they disagree the worker stops with an error naming both rather than
-/// writing to a CleverReach the administrator did not mean.
-fn check_api_url(settings: &Settings, deployed: &str) -> Result<(), SyncError> {
-    let norm = |u: &str| u.trim().trim_end_matches('/').to_ascii_lowercase();
-    if norm(&settings.api_url) == norm(deployed) {
-        Ok(())
-    } else {
-        Err(SyncError::Config(format!(
-            "the setting cleverreach:connectiondata:apiurl is {:?} but this deployment talks to {:?} (CLEVERREACH_API_URL); make them agree",
-            settings.api_url, deployed
-        )))
-    }
-}
-
-/// How one message ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MessageOutcome {
-    Done,
-    /// Acknowledged without effect: retrying cannot help and the reason is recorded where an
-    /// administrator sees it (sync status on the source, logs).
-    Refused(String),
-    /// Left on the queue: SQS redelivers it, and after `maxReceiveCount` parks it in the
-    /// dead-letter queue.
-    Failed(String),
 }
 
 /// Processes a batch; returns the ids of the messages to leave on the queue.
-pub async fn handle_messages<S: TokenStore>(
-    deps: &WorkerDeps<S>,
-    messages: Vec<InboundMessage>,
-) -> Vec<String> {
-    if let Some(kind) = person_kind(deps.family) {
-        return handle_people(deps, kind, messages).await;
-    }
-    let mut failed = Vec::new();
-    let mut failed_groups = BTreeSet::new();
-    for message in messages {
-        if let Some(group) = &message.group
-            && failed_groups.contains(group)
-        {
-            failed.push(message.message_id);
-            continue;
+pub async fn handle_messages(deps: &WorkerDeps, messages: Vec<InboundMessage>) -> Vec<String> {
+    match deps.family.work() {
+        Work::Source(kind) => {
+            process_fifo(messages, |message| source_message(deps, kind, message)).await
         }
-        let span = tracing::info_span!(
-            "message",
-            message_id = %message.message_id,
-            queue = deps.family.name(),
-            correlation_id = tracing::field::Empty,
-            record_id = tracing::field::Empty,
-        );
-        let outcome = handle_message(deps, &message).instrument(span).await;
-        if let MessageOutcome::Failed(_) = outcome {
-            if let Some(group) = message.group.clone() {
-                failed_groups.insert(group);
-            }
-            failed.push(message.message_id);
+        Work::People(kind) => people_batch(deps, kind, messages).await,
+        Work::RetroactiveFanout | Work::Sublist => {
+            error!(
+                queue = deps.family.name(),
+                "this queue is worked by its own function, not by a sync worker"
+            );
+            messages.into_iter().map(|m| m.message_id).collect()
         }
-    }
-    failed
-}
-
-fn person_kind(family: QueueFamily) -> Option<RecipientKind> {
-    match family {
-        QueueFamily::Contact => Some(RecipientKind::Contact),
-        QueueFamily::Lead => Some(RecipientKind::Lead),
-        QueueFamily::Account => Some(RecipientKind::Account),
-        _ => None,
     }
 }
 
-/// People queues: every readable change of the batch goes into one scoped reconcile. A body
-/// that cannot be read fails alone (and the later messages of its record with it).
-async fn handle_people<S: TokenStore>(
-    deps: &WorkerDeps<S>,
-    kind: RecipientKind,
-    messages: Vec<InboundMessage>,
-) -> Vec<String> {
-    let mut failed = Vec::new();
-    let mut failed_groups = BTreeSet::new();
-    let mut batch = Vec::new();
-    for message in messages {
-        if let Some(group) = &message.group
-            && failed_groups.contains(group)
-        {
-            failed.push(message.message_id);
-            continue;
-        }
-        match serde_json::from_str::<ChangeEvent>(&message.body) {
-            Ok(event) => batch.push((message.message_id, event)),
-            Err(e) => {
-                error!(message_id = %message.message_id, error = %e, "message body is not a change event");
-                if let Some(group) = message.group {
-                    failed_groups.insert(group);
-                }
-                failed.push(message.message_id);
-            }
-        }
-    }
-    if batch.is_empty() {
-        return failed;
-    }
-    let records: Vec<&str> = batch.iter().map(|(_, e)| e.record_id.as_str()).collect();
+fn parse(message: &InboundMessage) -> Result<ChangeEvent, String> {
+    serde_json::from_str(&message.body).map_err(|e| {
+        // Not ours or damaged: keep it for the dead-letter queue, where it can be looked at.
+        error!(message_id = %message.message_id, error = %e, "message body is not a change event");
+        format!("message body is not a change event: {e}")
+    })
+}
+
+/// One change of a source queue, in its own span.
+async fn source_message(
+    deps: &WorkerDeps,
+    kind: SourceKind,
+    message: InboundMessage,
+) -> MessageOutcome {
     let span = tracing::info_span!(
-        "people",
+        "message",
+        message_id = %message.message_id,
         queue = deps.family.name(),
-        messages = batch.len(),
-        records = ?records,
+        correlation_id = tracing::field::Empty,
+        record_id = tracing::field::Empty,
     );
-    let events: Vec<ChangeEvent> = batch.iter().map(|(_, e)| e.clone()).collect();
-    let result = async {
-        let settings = deps.settings().await?;
-        people::on_people_change(&deps.conn, &settings, kind, &events).await
+    async {
+        let event = match parse(&message) {
+            Ok(event) => event,
+            Err(e) => return MessageOutcome::Failed(e),
+        };
+        let span = tracing::Span::current();
+        span.record("correlation_id", event.correlation_id.as_str());
+        span.record("record_id", event.record_id.as_str());
+        let result = async {
+            let settings = deps.conn.settings().await?;
+            let follow_up = deps.follow_up.as_deref();
+            source::on_source_change(&deps.conn, &settings, kind, &event, follow_up).await
+        }
+        .await;
+        match result {
+            Ok(_) => {
+                info!(message = event.message.name(), entity = %event.entity, "change synced");
+                MessageOutcome::Done
+            }
+            Err(e) => outcome_of(e),
+        }
     }
     .instrument(span)
-    .await;
-    match result {
-        Ok(sync) => info!(
-            messages = batch.len(),
-            groups = sync.groups.len(),
-            "people synced"
-        ),
-        Err(SyncError::Invalid(reason)) => warn!(%reason, "changes refused"),
-        Err(e) => {
-            warn!(error = %e, retryable = e.is_retryable(), "changes failed");
-            failed.extend(batch.into_iter().map(|(id, _)| id));
-        }
-    }
-    failed
+    .await
 }
 
-async fn handle_message<S: TokenStore>(
-    deps: &WorkerDeps<S>,
-    message: &InboundMessage,
-) -> MessageOutcome {
-    let event: ChangeEvent = match serde_json::from_str(&message.body) {
-        Ok(event) => event,
-        Err(e) => {
-            // Not ours or damaged: keep it for the dead-letter queue, where it can be looked at.
-            error!(error = %e, "message body is not a change event");
-            return MessageOutcome::Failed(format!("message body is not a change event: {e}"));
-        }
-    };
-    let span = tracing::Span::current();
-    span.record("correlation_id", event.correlation_id.as_str());
-    span.record("record_id", event.record_id.as_str());
-    let result = match deps.settings().await {
-        Ok(settings) => work(deps, &settings, &event).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(()) => {
-            info!(message = event.message.name(), entity = %event.entity, "change synced");
-            MessageOutcome::Done
-        }
-        Err(SyncError::Invalid(reason)) => {
+/// A failure as the queue sees it: bad input is acknowledged (its reason is on the source), the
+/// rest goes back to the queue.
+fn outcome_of(e: SyncError) -> MessageOutcome {
+    match e {
+        SyncError::Invalid(reason) => {
             warn!(%reason, "change refused");
             MessageOutcome::Refused(reason)
         }
-        Err(e) => {
+        e => {
             warn!(error = %e, retryable = e.is_retryable(), "change failed");
             MessageOutcome::Failed(e.to_string())
         }
     }
 }
 
-/// The work for one change, by queue family.
-async fn work<S: TokenStore>(
-    deps: &WorkerDeps<S>,
-    settings: &Settings,
-    event: &ChangeEvent,
-) -> Result<(), SyncError> {
-    let conn = &deps.conn;
-    let follow_up = deps.follow_up.as_deref();
-    match deps.family {
-        QueueFamily::MarketingList => {
-            let kind = SourceKind::MarketingList;
-            source::on_source_change(conn, settings, kind, event, follow_up).await?;
+/// People queues: every readable change of the batch goes into one scoped reconcile, so that
+/// receivers sharing a group go to CleverReach in one call per group. A body that cannot be
+/// read fails alone (and the later messages of its record with it).
+async fn people_batch(
+    deps: &WorkerDeps,
+    kind: RecipientKind,
+    messages: Vec<InboundMessage>,
+) -> Vec<String> {
+    let mut batch = FifoBatch::default();
+    let mut readable = Vec::new();
+    for message in messages {
+        if batch.blocked(&message) {
+            continue;
         }
-        QueueFamily::Campaign => {
-            let kind = SourceKind::Campaign;
-            source::on_source_change(conn, settings, kind, event, follow_up).await?;
-        }
-        QueueFamily::CampaignActivity => {
-            let kind = SourceKind::CampaignActivity;
-            source::on_source_change(conn, settings, kind, event, follow_up).await?;
-        }
-        QueueFamily::Contact | QueueFamily::Lead | QueueFamily::Account => {
-            if let Some(kind) = person_kind(deps.family) {
-                people::on_person_change(conn, settings, kind, event).await?;
-            }
-        }
-        QueueFamily::RetroactiveSync | QueueFamily::Sublist => {
-            return Err(SyncError::Config(format!(
-                "the {} queue is worked by its own function, not by a sync worker",
-                deps.family
-            )));
+        match parse(&message) {
+            Ok(event) => readable.push((message, event)),
+            Err(_) => batch.fail(&message),
         }
     }
-    Ok(())
+    if readable.is_empty() {
+        return batch.into_failed();
+    }
+    let records: Vec<&str> = readable.iter().map(|(_, e)| e.record_id.as_str()).collect();
+    let span = tracing::info_span!(
+        "people",
+        queue = deps.family.name(),
+        messages = readable.len(),
+        records = ?records,
+    );
+    let events: Vec<ChangeEvent> = readable.iter().map(|(_, e)| e.clone()).collect();
+    let result = async {
+        let settings = deps.conn.settings().await?;
+        people::on_people_change(&deps.conn, &settings, kind, &events).await
+    }
+    .instrument(span)
+    .await;
+    match result {
+        Ok(sync) => info!(
+            messages = readable.len(),
+            groups = sync.groups.len(),
+            "people synced"
+        ),
+        Err(e) => {
+            if let MessageOutcome::Failed(_) = outcome_of(e) {
+                for (message, _) in &readable {
+                    batch.fail(message);
+                }
+            }
+        }
+    }
+    batch.into_failed()
 }
 
 /// Lambda adapter: SQS event → messages → partial batch response.
 #[cfg(feature = "aws")]
 pub mod lambda {
     use super::*;
+    pub use crate::handlers::batch::lambda::{batch_response, to_messages};
     use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
     use lambda_runtime::LambdaEvent;
 
-    pub fn to_messages(event: SqsEvent) -> Vec<InboundMessage> {
-        event
-            .records
-            .into_iter()
-            .map(|record| InboundMessage {
-                message_id: record.message_id.unwrap_or_default(),
-                group: record.attributes.get("MessageGroupId").cloned(),
-                body: record.body.unwrap_or_default(),
-            })
-            .collect()
-    }
-
-    /// The function's handler. When every message failed, the invocation fails as a whole so
-    /// that Lambda backs off instead of polling at full speed into an outage.
-    pub async fn run<S: TokenStore>(
+    /// The function's handler.
+    pub async fn run(
         event: LambdaEvent<SqsEvent>,
-        deps: &WorkerDeps<S>,
+        deps: &WorkerDeps,
     ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
         let messages = to_messages(event.payload);
         let total = messages.len();
-        let failed = handle_messages(deps, messages).await;
-        if total > 0 && failed.len() == total {
-            return Err(format!("all {total} messages failed; see the log").into());
+        batch_response(total, handle_messages(deps, messages).await)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::adapters::memory::CrmPort;
+    use crate::domain::change::{AttrValue, CrmMessage, column};
+    use crate::usecases::tests::fixtures::*;
+
+    fn message(id: &str, group: &str, body: String) -> InboundMessage {
+        InboundMessage {
+            message_id: id.into(),
+            body,
+            group: Some(group.into()),
         }
-        let mut response = SqsBatchResponse::default();
-        for id in failed {
-            response.add_failure(id);
+    }
+
+    fn body(event: crate::domain::change::ChangeEvent) -> String {
+        serde_json::to_string(&event).unwrap()
+    }
+
+    fn worker(family: QueueFamily) -> (World, WorkerDeps) {
+        let w = World::new();
+        let deps = WorkerDeps::new(family, w.conn.clone());
+        (w, deps)
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_body_goes_back_to_the_queue_and_holds_back_its_records_later_changes() {
+        let (w, deps) = worker(QueueFamily::MarketingList);
+        w.source(list("l1", "Customers"))
+            .source(list("l2", "Partners"));
+        let create = |id: &str| body(event("list", CrmMessage::Create, id).build());
+
+        let failed = handle_messages(
+            &deps,
+            vec![
+                message("m1", "list:l1", "not json".into()),
+                message("m2", "list:l1", create("l1")),
+                message("m3", "list:l2", create("l2")),
+            ],
+        )
+        .await;
+
+        assert_eq!(failed, ["m1", "m2"]);
+        assert!(
+            w.newsletter
+                .state()
+                .groups
+                .values()
+                .any(|g| g.name == "Partners")
+        );
+        assert!(
+            !w.newsletter
+                .state()
+                .groups
+                .values()
+                .any(|g| g.name == "Customers")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_change_refused_for_bad_input_is_acknowledged_with_the_reason_on_the_source() {
+        let (w, deps) = worker(QueueFamily::MarketingList);
+        w.source(list("l1", "Customers").unreadable_checklist());
+        let change = event("list", CrmMessage::Update, "l1")
+            .touch(column::CHECKLIST, AttrValue::Text("[".into()))
+            .build();
+
+        let failed = handle_messages(&deps, vec![message("m1", "list:l1", body(change))]).await;
+
+        assert!(
+            failed.is_empty(),
+            "retrying cannot fix bad input: {failed:?}"
+        );
+        assert!(matches!(
+            w.crm.state().statuses.values().next(),
+            Some(crate::ports::crm::SourceStatus::Failed { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_people_batch_is_one_scoped_reconcile_and_an_unreadable_body_fails_alone() {
+        let (w, deps) = worker(QueueFamily::Contact);
+        w.source(list("l1", "Customers").group("7"))
+            .group("7", "Customers", vec![])
+            .contact(person("c1", "anna@example.com"), &["l1"])
+            .contact(person("c2", "bert@example.com"), &["l1"]);
+        let update = |id: &str| body(event("contact", CrmMessage::Update, id).build());
+
+        let failed = handle_messages(
+            &deps,
+            vec![
+                message("m1", "contact:c1", update("c1")),
+                message("m2", "contact:c3", "{}".into()),
+                message("m3", "contact:c2", update("c2")),
+            ],
+        )
+        .await;
+
+        assert_eq!(failed, ["m2"]);
+        assert_eq!(w.active("7"), ["anna@example.com", "bert@example.com"]);
+        let upserts = w
+            .newsletter
+            .state()
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("upsert"))
+            .count();
+        assert_eq!(upserts, 1, "one call for both people of the group");
+    }
+
+    #[tokio::test]
+    async fn settings_that_cannot_be_read_send_the_whole_people_batch_back() {
+        let (w, deps) = worker(QueueFamily::Contact);
+        w.crm.fail(CrmPort::Settings, 1);
+        let update = |id: &str| body(event("contact", CrmMessage::Update, id).build());
+
+        let failed = handle_messages(
+            &deps,
+            vec![
+                message("m1", "contact:c1", update("c1")),
+                message("m2", "contact:c2", update("c2")),
+            ],
+        )
+        .await;
+
+        assert_eq!(failed, ["m1", "m2"]);
+    }
+
+    #[tokio::test]
+    async fn a_worker_reuses_the_settings_it_read_within_a_minute() {
+        let (w, deps) = worker(QueueFamily::MarketingList);
+        w.source(list("l1", "Customers"));
+        let create = body(event("list", CrmMessage::Create, "l1").build());
+        for id in ["m1", "m2"] {
+            handle_messages(&deps, vec![message(id, "list:l1", create.clone())]).await;
         }
-        Ok(response)
+        assert_eq!(w.crm.state().reads.get(&CrmPort::Settings), Some(&1));
     }
 }

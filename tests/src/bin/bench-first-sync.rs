@@ -29,7 +29,7 @@ use shared::adapters::dataverse::schema;
 use shared::domain::change::{AttrValue, ChangeEvent, CrmMessage};
 use shared::domain::routing::{QueueFamily, message_group};
 use shared::handlers::sync_worker::{InboundMessage, WorkerDeps, handle_messages};
-use shared::sync::Connector;
+use shared::usecases::Connector;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 

@@ -34,7 +34,7 @@ use shared::domain::receiver::{PersonData, ReceiverData};
 use shared::domain::recipient::{CrmRef, PersonEntity};
 use shared::domain::routing::{QueueFamily, message_group};
 use shared::handlers::sync_worker::{InboundMessage, WorkerDeps, handle_messages};
-use shared::sync::Connector;
+use shared::usecases::Connector;
 use std::collections::{BTreeMap, HashSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

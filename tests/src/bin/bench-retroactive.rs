@@ -1,4 +1,4 @@
-//! Benchmark: a retroactive sync (DESIGN §5) of a marketing list of N contacts (default
+//! Benchmark: a retroactive sync (docs/architecture.md §5) of a marketing list of N contacts (default
 //! 100,000) against the sandbox answering every request after a fixed latency (default 50 ms,
 //! the simulators' `latency_ms` fault switch). Reports the `$batch` requests against
 //! ceil(N / updaterequestcount), the longest single invocation of `sublist-fanout` /
@@ -30,8 +30,8 @@ use shared::domain::source::SourceKind;
 use shared::handlers::retroactive::{RetroactiveDeps, handle_fanout, handle_sublists};
 use shared::handlers::sync_worker::InboundMessage;
 use shared::secret::Secret;
-use shared::sync::Connector;
-use shared::sync::retroactive::RunState;
+use shared::usecases::Connector;
+use shared::usecases::retroactive::RunState;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -190,9 +190,9 @@ async fn rows(control: &Control, set: &str) -> Result<Vec<Value>, String> {
 
 // ---- the run ----------------------------------------------------------------------------------
 
-type Deps = RetroactiveDeps<Arc<InMemoryTokenStore>, Arc<InMemoryMessageQueue>>;
+type Deps = RetroactiveDeps<Arc<InMemoryMessageQueue>>;
 
-async fn connector(endpoints: &Endpoints) -> Result<Connector<Arc<InMemoryTokenStore>>, String> {
+async fn connector(endpoints: &Endpoints) -> Result<Connector, String> {
     let dataverse = dataverse_client(&endpoints.dataverse, &endpoints.dataverse.connector)?;
     let cr = &endpoints.cleverreach;
     let newsletter = CleverReachClient::new(
@@ -285,7 +285,7 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
     let list_id = seed(&admin, n, &endpoints.cleverreach.base_url).await?;
     let conn = connector(endpoints).await?;
     let settings = conn.settings().await.map_err(|e| e.to_string())?;
-    shared::sync::source::resync_source(&conn, &settings, SourceKind::MarketingList, &list_id)
+    shared::usecases::source::resync_source(&conn, &settings, SourceKind::MarketingList, &list_id)
         .await
         .map_err(|e| format!("first sync: {e}"))?;
     println!("seeded and synced once in {:.1?}", seeding.elapsed());

@@ -26,13 +26,14 @@ use shared::adapters::dataverse::client::{DataverseClient, DataverseConfig};
 use shared::adapters::dataverse::crm::DataverseCrm;
 use shared::adapters::sqs::QueueUrls;
 use shared::adapters::sqs::SqsChangeQueue;
+use shared::config::{BackflowLimits, Env};
 use shared::domain::routing::QueueFamily;
-use shared::handlers::receiver_state_sync::{JobDeps, limits_from_env, run_once};
+use shared::handlers::receiver_state_sync::{JobDeps, limits, run_once};
 use shared::handlers::resync::{ResyncDeps, ResyncError, ResyncRequest, resync_all};
 use shared::ports::ChangeQueue;
 use shared::secret::Secret;
-use shared::sync::Connector;
-use shared::sync::backflow::{Job, RunSummary};
+use shared::usecases::Connector;
+use shared::usecases::backflow::{Job, RunSummary};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -52,7 +53,7 @@ fn port(variable: &str, default: u16) -> Run<u16> {
 /// SQS when an AWS endpoint and every queue URL are configured; otherwise the local queue.
 async fn sqs_from_env() -> Option<SqsQueues> {
     std::env::var("AWS_ENDPOINT_URL").ok()?;
-    let urls = QueueUrls::from_env();
+    let urls = QueueUrls::from_env(&Env::capture());
     if urls.families().count() < QueueFamily::ALL.len() {
         return None;
     }
@@ -185,7 +186,7 @@ async fn run_job(name: &str) -> Run<bool> {
         .map_err(|e| format!("is `make up` running? CleverReach sandbox: {e}"))?;
     let deps = JobDeps {
         conn: Connector::new(DataverseCrm::new(crm), newsletter),
-        limits: limits_from_env().map_err(|e| e.to_string())?,
+        limits: limits(BackflowLimits::from_env(&Env::capture()).map_err(|e| e.to_string())?),
     };
     let summary = run_once(&deps, job, &json!({}))
         .await
@@ -489,10 +490,7 @@ async fn connect_page(h: &Harness) -> Run<sandbox::connect_page::ConnectPage> {
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
         .await
         .map_err(|e| format!("connect page on 127.0.0.1:{port}: {e}"))?;
-    let newsletter = h
-        .worker(QueueFamily::MarketingList)
-        .map(|w| w.conn.newsletter.clone())
-        .ok_or("no worker")?;
+    let newsletter = h.newsletter().clone();
     let deps = shared::handlers::connect::ConnectDeps {
         newsletter,
         admin_key: shared::secret::Secret::new(LOCAL_ADMIN_KEY),
@@ -547,15 +545,15 @@ async fn resync_route(
 
 /// Serves `POST /resync` for `local resync`, with the run's CRM connection and queue.
 async fn serve_resync(h: &Harness) -> Run<(String, tokio::task::JoinHandle<()>)> {
-    let crm = h
+    let sources = h
         .worker(QueueFamily::MarketingList)
-        .map(|w| w.conn.crm.clone())
+        .map(|w| w.conn.sources.clone())
         .ok_or("no marketing-list worker")?;
     let queue: std::sync::Arc<dyn ChangeQueue> = match &h.sqs {
         Some(sqs) => std::sync::Arc::new(SqsChangeQueue::new(sqs.client.clone(), sqs.urls.clone())),
         None => h.queue.clone(),
     };
-    let state: ResyncState = std::sync::Arc::new(ResyncDeps { crm, queue });
+    let state: ResyncState = std::sync::Arc::new(ResyncDeps { sources, queue });
     let bind = SocketAddr::from(([127, 0, 0, 1], port("RESYNC_PORT", 8805)?));
     let listener = tokio::net::TcpListener::bind(bind)
         .await
@@ -605,8 +603,18 @@ async fn up() -> Run<bool> {
                 "scope": format!("{}/.default", h.dataverse.resource()),
                 "admin": { "client_id": dataverse::ADMIN_CLIENT_ID, "client_secret": dataverse::ADMIN_CLIENT_SECRET },
             },
-            "cleverreach": { "base_url": h.cleverreach.base_url(), "state": format!("{}_sim/state", h.cleverreach.base_url()) },
+            "cleverreach": {
+                "base_url": h.cleverreach.base_url(),
+                "state": format!("{}_sim/state", h.cleverreach.base_url()),
+                "client_id": DEFAULT_CLIENT_ID,
+                "client_secret": DEFAULT_CLIENT_SECRET,
+            },
             "intake_url": h.intake_url,
+            "webhook": {
+                "key": sandbox::harness::WEBHOOK_KEY,
+                "query": format!("{}?code={}", h.intake_url, sandbox::harness::WEBHOOK_KEY),
+                "organization_header": { "x-ms-dynamics-organization": h.dataverse.config().org_domain },
+            },
             "connect_page": { "url": page.url, "admin_key": LOCAL_ADMIN_KEY },
             "resync_url": resync_url,
             "queue": if h.sqs.is_some() { "sqs" } else { "local" },

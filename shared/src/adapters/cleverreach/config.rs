@@ -18,7 +18,7 @@ pub const MAX_BOUNCE_PAGE_SIZE: usize = 500;
 /// Batch deletes use the official cores' size.
 pub const DELETE_BATCH: usize = 250;
 
-/// The CleverReach global attributes the connector writes on every receiver (DESIGN §2
+/// The CleverReach global attributes the connector writes on every receiver (docs/architecture.md §2
 /// "Receiver data"). The one place these names live.
 pub mod attribute {
     pub const SALUTATION: &str = "salutation";

@@ -1,4 +1,4 @@
-//! CleverReach adapter: groups (recipient lists) and global attributes (ref §2, §4).
+//! CleverReach adapter: groups (recipient lists) and global attributes (docs/architecture.md §11).
 //!
 //! Creating a group is not idempotent: a retry after an answer that never arrived (the
 //! connection broke after CleverReach created the group) would create a second group. So
@@ -23,7 +23,7 @@ pub struct Group {
     /// CleverReach's id (stored on the CRM source).
     pub id: String,
     pub name: String,
-    /// Deletion protection (DESIGN §2 `deleteprotection`).
+    /// Deletion protection (docs/architecture.md §2 `deleteprotection`).
     pub locked: bool,
     pub backup: bool,
     pub receiver_info: String,

@@ -1,5 +1,5 @@
-//! Adapter: CleverReach REST API v3 (`shared/ref/cleverreach-api.md`), the connector's way
-//! into recipient lists ("groups").
+//! Adapter: CleverReach REST API v3, the connector's way into recipient lists ("groups"); it
+//! implements the newsletter ports (`ports::newsletter`, see `newsletter.rs`).
 //!
 //! - [`CleverReachClient`]: groups, global attributes, receivers (batched upserts, removals,
 //!   address changes, paged reads, the runtime filter), bounces, blacklist.
@@ -14,12 +14,13 @@
 //!   gone, new present" as done.
 //! - Opt-outs: an upsert sends `activated`/`registered` only for receivers to be activated
 //!   (new ones); for everyone else it sends no state at all, so it cannot undo an
-//!   unsubscribe or a bounce (DESIGN §2).
+//!   unsubscribe or a bounce (see `docs/architecture.md`, "Opt-outs").
 
 mod client;
 mod config;
 mod error;
 mod groups;
+mod newsletter;
 mod receivers;
 mod tokens;
 mod wire;

@@ -1,4 +1,4 @@
-//! CleverReach adapter: receivers (ref §3, §5): batched upserts that never touch an existing
+//! CleverReach adapter: receivers (docs/architecture.md §11): batched upserts that never touch an existing
 //! receiver's state, removals, address changes, paged reads, the runtime filter, bounces,
 //! the blacklist.
 
@@ -12,6 +12,10 @@ use super::wire::{UpsertRow, WireBlacklistEntry, WireBounce, WireReceiver, WireW
 use crate::domain::email::Email;
 use crate::domain::receiver::{CurrentReceiver, PersonData, ReceiverData, ReceiverState};
 use crate::domain::recipient::{CrmRef, PersonEntity};
+pub use crate::ports::newsletter::{
+    Bounce, EmailChange, FilterRequest, FilterRule, ListState, Page, ReceiverFilter,
+    ReceiverRecord, RejectedReceiver, RemoveReport, UpsertReport,
+};
 use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -43,168 +47,6 @@ impl ReceiverWrite for crate::domain::planner::ReceiverUpsert {
     }
 }
 
-/// What one [`CleverReachClient::upsert_receivers`] call did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UpsertReport {
-    pub inserted: usize,
-    pub updated: usize,
-    /// Rows CleverReach refused, with its reason (e.g. `invalid address 'x';`).
-    pub rejected: Vec<RejectedReceiver>,
-    /// Upsert requests that succeeded.
-    pub calls: usize,
-    /// The batch size in use at the end (smaller than configured after a 413).
-    pub batch_size: usize,
-}
-
-/// A receiver CleverReach did not take, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RejectedReceiver {
-    pub email: Email,
-    pub reason: String,
-}
-
-/// What [`CleverReachClient::remove_receivers`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RemoveReport {
-    pub removed: Vec<Email>,
-    /// Not in the group (any more): nothing to do.
-    pub already_gone: Vec<Email>,
-    pub failed: Vec<RejectedReceiver>,
-}
-
-/// How an address change ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EmailChange {
-    Changed,
-    /// The old address was gone and the new one present: an earlier attempt did it.
-    AlreadyChanged,
-}
-
-/// Which receivers of a group to list (`type` of the list endpoint).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ListState {
-    #[default]
-    All,
-    Active,
-    /// Not active: unsubscribed, bounced, or never activated.
-    Inactive,
-    Bounced,
-}
-
-impl ListState {
-    fn wire(self) -> &'static str {
-        match self {
-            ListState::All => "all",
-            ListState::Active => "active",
-            ListState::Inactive => "inactive",
-            ListState::Bounced => "bounce",
-        }
-    }
-}
-
-/// Which receivers to page through, and how many per page (at most 5000).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReceiverFilter {
-    pub state: ListState,
-    pub page_size: usize,
-}
-
-impl Default for ReceiverFilter {
-    fn default() -> Self {
-        ReceiverFilter {
-            state: ListState::All,
-            page_size: MAX_PAGE_SIZE,
-        }
-    }
-}
-
-/// A receiver with the details the back-flow needs (which group, when what happened).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReceiverRecord {
-    /// CleverReach's receiver ("pool") id.
-    pub id: String,
-    pub group_id: String,
-    pub receiver: CurrentReceiver,
-    pub source: String,
-    pub registered: Option<DateTime<Utc>>,
-    pub activated: Option<DateTime<Utc>>,
-    /// When the receiver unsubscribed (or was deactivated).
-    pub deactivated: Option<DateTime<Utc>>,
-    pub bounced: Option<DateTime<Utc>>,
-}
-
-/// One rule of the runtime filter (`POST /receivers/filter.json`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FilterRule {
-    EmailIs(Email),
-    ActivatedAfter(DateTime<Utc>),
-    /// Unsubscribed/deactivated after this time: the back-flow's cursor.
-    DeactivatedAfter(DateTime<Utc>),
-    RegisteredAfter(DateTime<Utc>),
-    BouncedAfter(DateTime<Utc>),
-}
-
-impl FilterRule {
-    fn wire(&self) -> Value {
-        let (field, logic, condition) = match self {
-            FilterRule::EmailIs(email) => ("email", "eq", email.to_string()),
-            FilterRule::ActivatedAfter(t) => ("activated", "bg", t.timestamp().to_string()),
-            FilterRule::DeactivatedAfter(t) => ("deactivated", "bg", t.timestamp().to_string()),
-            FilterRule::RegisteredAfter(t) => ("registered", "bg", t.timestamp().to_string()),
-            FilterRule::BouncedAfter(t) => ("bounced", "bg", t.timestamp().to_string()),
-        };
-        json!({ "field": field, "logic": logic, "condition": condition })
-    }
-}
-
-/// A runtime filter query.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FilterRequest {
-    /// Group ids; empty = every group of the account.
-    pub groups: Vec<String>,
-    /// `true`: any rule may match (OR); `false`: all must (AND).
-    pub match_any: bool,
-    pub rules: Vec<FilterRule>,
-    /// 0-based.
-    pub page: u32,
-    /// At most 5000.
-    pub page_size: usize,
-}
-
-impl FilterRequest {
-    /// All rules must match, first page of 5000.
-    pub fn new(groups: Vec<String>, rules: Vec<FilterRule>) -> Self {
-        FilterRequest {
-            groups,
-            match_any: false,
-            rules,
-            page: 0,
-            page_size: MAX_PAGE_SIZE,
-        }
-    }
-}
-
-/// One page of a paged read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    /// Rows skipped because their address is not a valid e-mail.
-    pub unreadable: usize,
-    /// Fewer rows than asked for: there is no next page.
-    pub is_last: bool,
-}
-
-/// An account-level bounce record (`GET /bounces.json`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bounce {
-    pub email: Email,
-    /// `hardbounce`, `permanent`, …
-    pub category: String,
-    pub occurrences: i64,
-    pub last_update: Option<DateTime<Utc>>,
-    pub message: String,
-}
-
 /// The connected CleverReach account (`debug/whoami`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
@@ -212,6 +54,28 @@ pub struct Account {
     pub name: String,
     pub email: String,
     pub login_domain: String,
+}
+
+/// `type` of the list endpoint.
+fn list_state_wire(state: ListState) -> &'static str {
+    match state {
+        ListState::All => "all",
+        ListState::Active => "active",
+        ListState::Inactive => "inactive",
+        ListState::Bounced => "bounce",
+    }
+}
+
+/// One rule of the runtime filter (`POST /receivers/filter.json`).
+fn filter_rule_wire(rule: &FilterRule) -> Value {
+    let (field, logic, condition) = match rule {
+        FilterRule::EmailIs(email) => ("email", "eq", email.to_string()),
+        FilterRule::ActivatedAfter(t) => ("activated", "bg", t.timestamp().to_string()),
+        FilterRule::DeactivatedAfter(t) => ("deactivated", "bg", t.timestamp().to_string()),
+        FilterRule::RegisteredAfter(t) => ("registered", "bg", t.timestamp().to_string()),
+        FilterRule::BouncedAfter(t) => ("bounced", "bg", t.timestamp().to_string()),
+    };
+    json!({ "field": field, "logic": logic, "condition": condition })
 }
 
 fn time(unix: i64) -> Option<DateTime<Utc>> {
@@ -510,7 +374,7 @@ impl<S: TokenStore> CleverReachClient<S> {
         let body = json!({
             "groups": request.groups,
             "operator": if request.match_any { "OR" } else { "AND" },
-            "rules": request.rules.iter().map(FilterRule::wire).collect::<Vec<_>>(),
+            "rules": request.rules.iter().map(filter_rule_wire).collect::<Vec<_>>(),
             "detail": 0,
             "page": request.page,
             "pagesize": page_size,
@@ -675,7 +539,7 @@ impl<S: TokenStore> ReceiverPages<S> {
         let query = [
             ("page", self.next.to_string()),
             ("pagesize", self.filter.page_size.to_string()),
-            ("type", self.filter.state.wire().to_string()),
+            ("type", list_state_wire(self.filter.state).to_string()),
             ("detail", "0".to_string()),
         ];
         let rows: Vec<WireReceiver> = self.client.call_as(Method::GET, url, &query, None).await?;

@@ -1,5 +1,5 @@
 //! CleverReach adapter: the JSON shapes of REST v3 as this client reads and writes them
-//! (ref §1–§5). Lenient where CleverReach is inconsistent: ids come as strings or numbers,
+//! (docs/architecture.md §11). Lenient where CleverReach is inconsistent: ids come as strings or numbers,
 //! timestamps as numbers or numeric strings, flags as booleans or 0/1.
 
 use serde::{Deserialize, Deserializer, Serialize};

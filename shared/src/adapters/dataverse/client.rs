@@ -26,7 +26,7 @@
 //!
 //! **Own writes.** With `write_tag` set, every write carries `?tag=<value>`; Dataverse puts it in
 //! the execution context's `SharedVariables`, so that webhooks about the connector's own writes
-//! can be recognised (ref §2.4).
+//! can be recognised (docs/architecture.md §11).
 //!
 //! **Secrets.** The client secret and tokens are [`Secret`]s: never in `Debug`, errors or logs.
 //! Errors and log spans name a request as `METHOD path` without the query string.
@@ -61,7 +61,7 @@ use std::time::Duration;
 use tracing::Instrument;
 use url::Url;
 
-/// Dataverse's maximum page size (ref §4.3) and FetchXML `count`.
+/// Dataverse's maximum page size (docs/architecture.md §11) and FetchXML `count`.
 pub const MAX_PAGE_SIZE: u32 = 5000;
 
 /// How to reach one Dataverse environment.
@@ -399,7 +399,7 @@ impl DataverseClient {
     }
 
     /// Runs a FetchXML query against `entity_set`, page by page with paging cookies
-    /// (ref §4.3). The root `<fetch>`'s `page`, `count` and `paging-cookie` are set by the
+    /// (docs/architecture.md §11). The root `<fetch>`'s `page`, `count` and `paging-cookie` are set by the
     /// client; a query with `top` runs as one page.
     pub fn fetch_xml<T: DeserializeOwned>(
         &self,

@@ -1,5 +1,5 @@
 //! `$batch`: multipart/mixed request bodies (CRLF line ends) and the parsing of
-//! `--batchresponse_…` answers into one result per request (ref §4.4, PA-batch).
+//! `--batchresponse_…` answers into one result per request (docs/architecture.md §11).
 //!
 //! Request, as sent (`<api path>` is the Web API root's path, e.g. `/api/data/v9.2/`):
 //! ```text

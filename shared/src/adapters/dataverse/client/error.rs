@@ -9,7 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// The error object of a Dataverse response body: `{"error":{"code":"0x…","message":"…"}}`.
-/// `code` is often empty and unrelated to the HTTP status (ref §4.5).
+/// `code` is often empty and unrelated to the HTTP status (docs/architecture.md §11).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DataverseApiError {
     pub code: String,

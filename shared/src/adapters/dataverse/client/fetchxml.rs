@@ -1,4 +1,4 @@
-//! FetchXML queries paged with paging cookies (ref §4.3), and the preparation of a dynamic
+//! FetchXML queries paged with paging cookies (docs/architecture.md §11), and the preparation of a dynamic
 //! marketing list's query for stable paging.
 //!
 //! The XML is rewritten with quick-xml, never by pasting strings: the paging cookie (which
@@ -17,9 +17,9 @@ use serde::de::DeserializeOwned;
 use std::collections::HashSet;
 use std::marker::PhantomData;
 
-/// Above this URL length the GET goes inside a `$batch` body instead (ref §4.3: long FetchXML).
+/// Above this URL length the GET goes inside a `$batch` body instead (docs/architecture.md §11).
 const MAX_GET_URL: usize = 32 * 1024;
-/// A URL inside a `$batch` may be up to 64 KB (ref §4.3).
+/// A URL inside a `$batch` may be up to 64 KB (docs/architecture.md §11).
 const MAX_BATCH_URL: usize = 65_536;
 const INCLUDE_ALL_ANNOTATIONS: &str = "odata.include-annotations=\"*\"";
 
@@ -304,7 +304,7 @@ fn paged_root(root: &BytesStart<'_>, paging: &Paging<'_>) -> Result<BytesStart<'
 
 /// The paging cookie for the next request, from the `fetchxmlpagingcookie` annotation
 /// (`<cookie pagenumber="2" pagingcookie="%253ccookie…" istracking="False" />`): the
-/// `pagingcookie` attribute, URL-decoded twice (ref §4.3). `None` when it is absent or empty.
+/// `pagingcookie` attribute, URL-decoded twice (docs/architecture.md §11). `None` when it is absent or empty.
 pub(crate) fn paging_cookie_from_annotation(annotation: &str) -> Result<Option<String>, String> {
     let mut reader = Reader::from_str(annotation);
     loop {

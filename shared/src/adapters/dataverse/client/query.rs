@@ -1,5 +1,5 @@
 //! OData queries (`$select`, `$filter`, `$orderby`, `$top`) and page-by-page reading that
-//! follows `@odata.nextLink` unchanged (ref §4.3), so that memory stays flat as lists grow.
+//! follows `@odata.nextLink` unchanged (docs/architecture.md §11), so that memory stays flat as lists grow.
 
 use super::error::DataverseError;
 use super::{ApiRequest, DataverseClient, encode_query_value, filter};

@@ -1,5 +1,5 @@
 //! Use case: one unsubscribe or bounce read back from CleverReach (job `receiver-state-sync`,
-//! DESIGN §3). Effects first, the receiver-state row last: the row is the mark that the event
+//! docs/architecture.md §3). Effects first, the receiver-state row last: the row is the mark that the event
 //! was applied, so an event found again (same group, address, kind and time → same row id)
 //! changes nothing, and one interrupted half-way is applied again in full.
 //!
@@ -11,17 +11,16 @@
 //! The recipient is the CRM record stored on the receiver; when there is none (or it is gone),
 //! every contact and lead with the receiver's address.
 
-use super::backflow::{
-    EventKind, JobContext, MODIFIED_BY, ManagedGroup, Outcome, RunSummary, crm_time, derived_id,
+use super::model::{
+    EventKind, JobContext, MODIFIED_BY, ManagedGroup, Outcome, RunSummary, crm_time,
 };
-use super::{Connector, SyncError};
-use crate::adapters::cleverreach::{ReceiverRecord, TokenStore};
-use crate::adapters::dataverse::crm::PersonRecord;
-use crate::adapters::dataverse::schema;
 use crate::domain::checklist::{Checklist, ChecklistEntry, ChoiceState};
+use crate::domain::ids::derived_id;
 use crate::domain::recipient::{CrmRef, PersonEntity, RecipientKind};
+use crate::ports::crm::{PersonRecord, ReceiverEvent, ReceiverStateRow};
+use crate::ports::newsletter::ReceiverRecord;
+use crate::usecases::connector::{Connector, SyncError};
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
 
 /// The id of the receiver-state row of one event.
 pub fn receiver_state_id(group_id: &str, email: &str, kind: EventKind, at: i64) -> String {
@@ -38,18 +37,18 @@ pub fn receiver_state_id(group_id: &str, email: &str, kind: EventKind, at: i64) 
 
 /// The CRM records a receiver stands for: the one stored on it if it still exists, else every
 /// contact and lead with its address.
-pub(crate) async fn recipients_of<S: TokenStore>(
-    conn: &Connector<S>,
+pub async fn recipients_of(
+    conn: &Connector,
     record: &ReceiverRecord,
 ) -> Result<Vec<PersonRecord>, SyncError> {
     if let Some(stored) = &record.receiver.crm
-        && let Some(person) = conn.crm.person(stored).await?
+        && let Some(person) = conn.persons.person(stored).await?
     {
         return Ok(vec![person]);
     }
     let mut found = Vec::new();
     for (kind, id) in conn
-        .crm
+        .people
         .people_with_email(record.receiver.email.as_str())
         .await?
     {
@@ -57,7 +56,7 @@ pub(crate) async fn recipients_of<S: TokenStore>(
             RecipientKind::Lead => PersonEntity::Lead,
             _ => PersonEntity::Contact,
         };
-        if let Some(person) = conn.crm.person(&CrmRef::new(entity, &id)).await? {
+        if let Some(person) = conn.persons.person(&CrmRef::new(entity, &id)).await? {
             found.push(person);
         }
     }
@@ -101,8 +100,8 @@ fn unsubscribed_checklist(
     changed.then_some(checklist)
 }
 
-pub(crate) async fn apply<S: TokenStore>(
-    conn: &Connector<S>,
+pub async fn apply(
+    conn: &Connector,
     context: &JobContext,
     group: &ManagedGroup,
     kind: EventKind,
@@ -121,7 +120,7 @@ pub(crate) async fn apply<S: TokenStore>(
     };
     let email = record.receiver.email.as_str();
     let row_id = receiver_state_id(&group.id, email, kind, at.timestamp());
-    if conn.crm.receiver_state_exists(&row_id).await? {
+    if conn.receiver_states.receiver_state_exists(&row_id).await? {
         return Ok(Outcome::AlreadyDone);
     }
     let people = recipients_of(conn, record).await?;
@@ -147,7 +146,9 @@ pub(crate) async fn apply<S: TokenStore>(
                     } else if let Some(updated) =
                         unsubscribed_checklist(&current, context, group, at)
                     {
-                        conn.crm.write_checklist(&person.person, &updated).await?;
+                        conn.persons
+                            .write_checklist(&person.person, &updated)
+                            .await?;
                         summary.checklists_written += 1;
                         details.push(format!("{who}: checklist set to no"));
                     } else {
@@ -163,8 +164,8 @@ pub(crate) async fn apply<S: TokenStore>(
                 // statecode 0 is "active" for contacts and "open" for leads.
                 if !wanted {
                     details.push(format!("{who}: left active (bounce settings)"));
-                } else if person.statecode == Some(0) {
-                    conn.crm.deactivate_person(&person.person).await?;
+                } else if person.active == Some(true) {
+                    conn.persons.deactivate_person(&person.person).await?;
                     summary.people_deactivated += 1;
                     details.push(format!("{who}: deactivated"));
                 } else {
@@ -177,29 +178,21 @@ pub(crate) async fn apply<S: TokenStore>(
     if people.is_empty() {
         details.push("no contact or lead found for this receiver".to_string());
     }
-    let mut body = json!({
-        schema::RECEIVER_STATE_NAME: schema::fit(&format!("{} in group {}", kind.name(), group.id), 200),
-        schema::RECEIVER_STATE_KEY: format!("{}|{}|{}|{}", group.id, email, kind.name(), at.timestamp()),
-        schema::RECEIVER_STATE_EMAIL: email,
-        schema::RECEIVER_STATE_GROUP: group.id,
-        schema::RECEIVER_STATE_EVENT: match kind {
-            EventKind::Bounced => schema::EVENT_BOUNCED,
-            _ => schema::EVENT_UNSUBSCRIBED,
+    let row = ReceiverStateRow {
+        id: row_id,
+        name: format!("{} in group {}", kind.name(), group.id),
+        event_key: format!("{}|{}|{}|{}", group.id, email, kind.name(), at.timestamp()),
+        email: record.receiver.email.clone(),
+        group_id: group.id.clone(),
+        event: match kind {
+            EventKind::Bounced => ReceiverEvent::Bounced,
+            _ => ReceiverEvent::Unsubscribed,
         },
-        schema::RECEIVER_STATE_TIME: crm_time(at),
-        schema::RECEIVER_STATE_DETAILS: schema::fit(&details.join("; "), schema::RECEIVER_STATE_DETAILS_MAX),
-    });
-    if let (Some(first), Value::Object(map)) = (people.first(), &mut body) {
-        let (navigation, set) = match first.person.entity {
-            PersonEntity::Contact => (schema::RECEIVER_STATE_CONTACT, "contacts"),
-            PersonEntity::Lead => (schema::RECEIVER_STATE_LEAD, "leads"),
-        };
-        map.insert(
-            format!("{navigation}@odata.bind"),
-            Value::String(format!("/{set}({})", first.person.id)),
-        );
-    }
-    if conn.crm.create_receiver_state(&row_id, &body).await? {
+        time: crm_time(at),
+        recipient: people.first().map(|p| p.person.clone()),
+        details: details.join("; "),
+    };
+    if conn.receiver_states.create_receiver_state(&row).await? {
         summary.receiver_states_created += 1;
     }
     Ok(Outcome::Applied)

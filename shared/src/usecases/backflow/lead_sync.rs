@@ -1,4 +1,4 @@
-//! Use case: one new active receiver read back from CleverReach (job `lead-sync`, DESIGN §3).
+//! Use case: one new active receiver read back from CleverReach (job `lead-sync`, docs/architecture.md §3).
 //! A receiver that no contact or lead in the CRM has the address of (someone who signed up
 //! through a CleverReach form) becomes a lead with its e-mail, names, company and salutation,
 //! and the group's newsletter types set to 1.
@@ -10,24 +10,20 @@
 //!
 //! The lead then joins the group's sources where the CRM lets it (a static lead list: as a
 //! member; a campaign or campaign activity: through the lead's lookup, if empty), so that the
-//! next full reconcile (DESIGN §2 rule 6) keeps the receiver. A source that cannot hold a lead
+//! next full reconcile (docs/architecture.md §2 rule 6) keeps the receiver. A source that cannot hold a lead
 //! (a list of contacts or accounts, a dynamic list) is left as it is and the sign-up is
 //! reported in the run summary. The connector's own writes are not work for the intake, and
 //! the receiver is in the group already.
 
-use super::backflow::{
-    JobContext, MODIFIED_BY, ManagedGroup, Outcome, RunSummary, crm_time, derived_id,
-};
-use super::{Connector, SyncError};
-use crate::adapters::cleverreach::{ReceiverRecord, TokenStore};
-use crate::adapters::dataverse::client::DataverseError;
-use crate::adapters::dataverse::crm::{CrmError, ManagedSource};
-use crate::adapters::dataverse::schema;
+use super::model::{JobContext, MODIFIED_BY, ManagedGroup, Outcome, RunSummary, crm_time};
 use crate::domain::checklist::{Checklist, ChoiceState};
+use crate::domain::ids::derived_id;
 use crate::domain::receiver::ReceiverState;
 use crate::domain::recipient::{CrmRef, PersonEntity, RecipientKind};
 use crate::domain::source::SourceKind;
-use serde_json::{Map, Value, json};
+use crate::ports::crm::{CrmError, ManagedSource, NewLead};
+use crate::ports::newsletter::ReceiverRecord;
+use crate::usecases::connector::{Connector, SyncError};
 
 /// The id of the lead made for this address.
 pub fn lead_id(email: &str) -> String {
@@ -67,10 +63,7 @@ fn cannot_hold_leads(source: &ManagedSource) -> Option<String> {
 
 /// The CRM said no to this write (4xx, a row gone): reported, not retried.
 fn refused(e: &CrmError) -> bool {
-    matches!(
-        e,
-        CrmError::Api(DataverseError::Client { .. } | DataverseError::NotFound { .. })
-    )
+    e.is_refusal()
 }
 
 fn at_risk(summary: &mut RunSummary, group: &ManagedGroup, lead: &str, source: &str, why: &str) {
@@ -83,8 +76,8 @@ fn at_risk(summary: &mut RunSummary, group: &ManagedGroup, lead: &str, source: &
 /// Makes lead `lead` a member of the group's sources where the CRM allows it; returns how many
 /// sources it joined. `fresh`: the lead was just created (it is in no list and linked to
 /// nothing, so nothing needs reading).
-async fn keep_in_sources<S: TokenStore>(
-    conn: &Connector<S>,
+async fn keep_in_sources(
+    conn: &Connector,
     context: &JobContext,
     group: &ManagedGroup,
     sources: &[&ManagedSource],
@@ -104,13 +97,13 @@ async fn keep_in_sources<S: TokenStore>(
         }
         if source.kind == SourceKind::MarketingList {
             if lists_of_lead.is_none() {
-                lists_of_lead = Some(conn.crm.static_lists_of(lead).await?);
+                lists_of_lead = Some(conn.people.static_lists_of(lead).await?);
             }
             let lists = lists_of_lead.get_or_insert_with(Vec::new);
             if lists.contains(&source.id) {
                 continue;
             }
-            match conn.crm.add_list_member(&source.id, lead).await {
+            match conn.signups.add_list_member(&source.id, lead).await {
                 Ok(()) => {
                     lists.push(source.id.clone());
                     joined += 1;
@@ -129,7 +122,7 @@ async fn keep_in_sources<S: TokenStore>(
             continue;
         }
         if links_of_lead.is_none() {
-            links_of_lead = Some(conn.crm.lead_links(lead).await?);
+            links_of_lead = Some(conn.people.lead_links(lead).await?);
         }
         let links = links_of_lead.get_or_insert_with(Vec::new);
         // A lead has one lookup per kind: the first source of a kind takes it.
@@ -147,7 +140,7 @@ async fn keep_in_sources<S: TokenStore>(
         }
     }
     if !new_links.is_empty() {
-        match conn.crm.link_lead(lead, &new_links).await {
+        match conn.signups.link_lead(lead, &new_links).await {
             Ok(()) => joined += new_links.len(),
             Err(e) if refused(&e) => {
                 for (kind, id) in &new_links {
@@ -172,8 +165,8 @@ async fn keep_in_sources<S: TokenStore>(
     Ok(joined)
 }
 
-pub(crate) async fn apply<S: TokenStore>(
-    conn: &Connector<S>,
+pub async fn apply(
+    conn: &Connector,
     context: &JobContext,
     group: &ManagedGroup,
     sources: &[&ManagedSource],
@@ -194,7 +187,7 @@ pub(crate) async fn apply<S: TokenStore>(
     let email = receiver.email.as_str();
     let ours = lead_id(email);
     let when = crm_time(record.activated.unwrap_or_else(chrono::Utc::now));
-    let people = conn.crm.people_with_email(email).await?;
+    let people = conn.people.people_with_email(email).await?;
     let mut created = false;
     if people.is_empty() {
         let checklist = with_group_types(
@@ -203,29 +196,18 @@ pub(crate) async fn apply<S: TokenStore>(
             &when,
         )
         .unwrap_or_default();
-        let mut body = Map::new();
-        body.insert("emailaddress1".into(), json!(email));
-        body.insert(
-            "subject".into(),
-            json!(format!(
-                "Newsletter sign-up in CleverReach (group {})",
-                group.id
-            )),
-        );
-        body.insert(schema::CHECKLIST.into(), json!(checklist.to_json()));
         let person = &receiver.person;
-        for (column, value, max) in [
-            ("firstname", &person.first_name, 50),
-            ("lastname", &person.last_name, 50),
-            ("companyname", &person.company, 100),
-            ("salutation", &person.salutation, 100),
-        ] {
-            let value = value.trim();
-            if !value.is_empty() {
-                body.insert(column.into(), json!(schema::fit(value, max)));
-            }
-        }
-        created = conn.crm.create_lead(&ours, &Value::Object(body)).await?;
+        let lead = NewLead {
+            id: ours.clone(),
+            email: receiver.email.clone(),
+            subject: format!("Newsletter sign-up in CleverReach (group {})", group.id),
+            checklist,
+            first_name: person.first_name.clone(),
+            last_name: person.last_name.clone(),
+            company: person.company.clone(),
+            salutation: person.salutation.clone(),
+        };
+        created = conn.signups.create_lead(&lead).await?;
         if created {
             summary.leads_created += 1;
         }
@@ -240,13 +222,13 @@ pub(crate) async fn apply<S: TokenStore>(
     let mut changed = created;
     if !created {
         let lead = CrmRef::new(PersonEntity::Lead, &ours);
-        let Some(current) = conn.crm.person(&lead).await? else {
+        let Some(current) = conn.persons.person(&lead).await? else {
             return Ok(Outcome::Ignored);
         };
         match Checklist::parse(&current.checklist) {
             Ok(checklist) => {
                 if let Some(updated) = with_group_types(&checklist, group, &when) {
-                    conn.crm.write_checklist(&lead, &updated).await?;
+                    conn.persons.write_checklist(&lead, &updated).await?;
                     summary.leads_updated += 1;
                     changed = true;
                 }

@@ -1,27 +1,22 @@
 //! Use case: people changed — a contact, lead or account was created, edited, deactivated or
 //! deleted, or members were added to or removed from a list. Only their receivers are worked
-//! out, in every group they belong to or were in (DESIGN §3), never the whole group.
+//! out, in every group they belong to or were in (docs/architecture.md §3), never the whole group.
 //!
 //! Steps: widen the scope (every CRM record that shares an address with the people, accounts
 //! whose primary contact they are) → read them → find the sources each belongs to → find the
 //! groups that hold their addresses now → plan and write per group.
 
-use super::source::{ReconcileReport, execute, skip_label};
-use super::{Connector, SyncError};
-use crate::adapters::cleverreach::{FilterRequest, FilterRule, TokenStore};
-use crate::adapters::dataverse::crm::{ListShape, SourceRecord};
-use crate::domain::change::{AttrValue, ChangeEvent, CrmMessage};
+use super::connector::{Connector, SyncError};
+use super::reconcile::{ReconcileReport, reconcile_members};
+use crate::domain::change::ChangeEvent;
 use crate::domain::email::Email;
-use crate::domain::planner::{PlannerOptions, ReconcilePlanner};
-use crate::domain::receiver::{Candidate, CurrentReceiver, ReceiverData};
+use crate::domain::receiver::CurrentReceiver;
 use crate::domain::recipient::{Recipient, RecipientKind};
-use crate::domain::rules::{Assessment, assess};
 use crate::domain::settings::Settings;
-use crate::domain::source::{GroupId, SourceKind};
+use crate::domain::source::{GroupId, SourceKind, SourceRecord};
+use crate::ports::crm::MemberKey;
+use crate::ports::newsletter::{FilterRequest, FilterRule};
 use std::collections::{BTreeMap, BTreeSet};
-
-/// A CRM record as a member: its table and lower-case id.
-pub type MemberKey = (RecipientKind, String);
 
 /// Who a scoped reconcile is about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,13 +26,19 @@ pub struct PeopleScope {
 }
 
 impl PeopleScope {
-    pub fn add_email(&mut self, value: Option<&AttrValue>) {
-        if let Some(email) = value
-            .and_then(AttrValue::as_text)
-            .and_then(|t| Email::parse(t).ok())
-        {
+    fn add_email(&mut self, text: &str) {
+        if let Ok(email) = Email::parse(text) {
             self.emails.insert(email);
         }
+    }
+
+    /// These records of one kind.
+    pub fn of_records<'a>(kind: RecipientKind, ids: impl Iterator<Item = &'a String>) -> Self {
+        let mut scope = PeopleScope::default();
+        for id in ids {
+            scope.records.insert((kind, id.to_ascii_lowercase()));
+        }
+        scope
     }
 
     /// The people a change event names: the record itself, its old and new addresses, and for
@@ -47,21 +48,14 @@ impl PeopleScope {
         scope
             .records
             .insert((kind, event.record_id.to_ascii_lowercase()));
-        scope.add_email(event.value_before("emailaddress1"));
-        scope.add_email(event.value_after("emailaddress1"));
+        for email in event.emails_before_and_after() {
+            scope.add_email(email);
+        }
         if kind == RecipientKind::Account {
-            for value in [
-                event.value_before("primarycontactid"),
-                event.value_after("primarycontactid"),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                if let Some(contact) = value.as_reference() {
-                    scope
-                        .records
-                        .insert((RecipientKind::Contact, contact.id.to_ascii_lowercase()));
-                }
+            for contact in event.primary_contacts_before_and_after() {
+                scope
+                    .records
+                    .insert((RecipientKind::Contact, contact.id.to_ascii_lowercase()));
             }
         }
         scope
@@ -75,8 +69,8 @@ pub struct PeopleSync {
 }
 
 /// A contact, lead or account changed: reconcile its receivers everywhere.
-pub async fn on_person_change<S: TokenStore>(
-    conn: &Connector<S>,
+pub async fn on_person_change(
+    conn: &Connector,
     settings: &Settings,
     kind: RecipientKind,
     event: &ChangeEvent,
@@ -87,8 +81,8 @@ pub async fn on_person_change<S: TokenStore>(
 /// Several people of one kind changed (one queue batch): one scoped reconcile for all of them,
 /// so that receivers sharing a group go to CleverReach in one call per group, not one per
 /// change. Re-reading makes the order of the changes irrelevant.
-pub async fn on_people_change<S: TokenStore>(
-    conn: &Connector<S>,
+pub async fn on_people_change(
+    conn: &Connector,
     settings: &Settings,
     kind: RecipientKind,
     events: &[ChangeEvent],
@@ -98,9 +92,9 @@ pub async fn on_people_change<S: TokenStore>(
         let one = PeopleScope::from_event(kind, event);
         scope.records.extend(one.records);
         scope.emails.extend(one.emails);
-        if kind == RecipientKind::Account && (event.touched("name") || event.size_exceeded) {
+        if kind == RecipientKind::Account && event.account_name_may_have_changed() {
             // A renamed account is the company of its contacts.
-            for contact in conn.crm.contacts_of_account(&event.record_id).await? {
+            for contact in conn.people.contacts_of_account(&event.record_id).await? {
                 scope.records.insert((RecipientKind::Contact, contact));
             }
         }
@@ -109,8 +103,8 @@ pub async fn on_people_change<S: TokenStore>(
 }
 
 /// Members were added to or removed from one list: reconcile them in that list's group only.
-pub async fn on_list_members_change<S: TokenStore>(
-    conn: &Connector<S>,
+pub async fn on_list_members_change(
+    conn: &Connector,
     settings: &Settings,
     list: &SourceRecord,
     group: &GroupId,
@@ -119,12 +113,7 @@ pub async fn on_list_members_change<S: TokenStore>(
     let Some(shape) = &list.list else {
         return Ok(ReconcileReport::default());
     };
-    let mut scope = PeopleScope::default();
-    for id in members {
-        scope
-            .records
-            .insert((shape.member_kind, id.to_ascii_lowercase()));
-    }
+    let scope = PeopleScope::of_records(shape.member_kind, members.iter());
     let sync = reconcile_people(conn, settings, scope, Some((list, group))).await?;
     Ok(sync.groups.into_values().next().unwrap_or_default())
 }
@@ -135,54 +124,9 @@ pub async fn on_list_members_change<S: TokenStore>(
 /// members 5000 a request.
 pub const LINKED_SCOPED_LIMIT: usize = 50;
 
-/// A marketing list changed in a way that changes who it feeds: members added or removed, its
-/// query or state changed. The campaigns and campaign activities it is linked to follow (DESIGN
-/// §2 rule 6), whether or not the list itself is synced. Returns how many linked sources there are.
-pub async fn on_linked_list_change<S: TokenStore>(
-    conn: &Connector<S>,
-    settings: &Settings,
-    list: &SourceRecord,
-    event: &ChangeEvent,
-) -> Result<usize, SyncError> {
-    let membership = matches!(
-        event.message,
-        CrmMessage::AddMember | CrmMessage::AddListMembers | CrmMessage::RemoveMember
-    );
-    let selection = event.size_exceeded
-        || event.touched("query")
-        || event.touched(crate::adapters::dataverse::schema::STATECODE);
-    let Some(shape) = &list.list else {
-        return Ok(0);
-    };
-    if !(membership || selection) {
-        return Ok(0);
-    }
-    let linked = conn.crm.sources_linking_list(&list.source.id).await?;
-    if linked.is_empty() {
-        return Ok(0);
-    }
-    let named = &event.related;
-    if membership && !selection && !named.is_empty() && named.len() <= LINKED_SCOPED_LIMIT {
-        // Those members everywhere: their memberships are read afresh, so one still in the
-        // campaign through another list or as a linked lead stays.
-        let mut scope = PeopleScope::default();
-        for member in named {
-            scope
-                .records
-                .insert((shape.member_kind, member.id.to_ascii_lowercase()));
-        }
-        reconcile_people(conn, settings, scope, None).await?;
-    } else {
-        for (kind, id) in &linked {
-            super::source::resync_source(conn, settings, *kind, id).await?;
-        }
-    }
-    Ok(linked.len())
-}
-
 /// The scoped reconcile. With `only`, just that source's group is worked out.
-pub async fn reconcile_people<S: TokenStore>(
-    conn: &Connector<S>,
+pub async fn reconcile_people(
+    conn: &Connector,
     settings: &Settings,
     mut scope: PeopleScope,
     only: Option<(&SourceRecord, &GroupId)>,
@@ -203,7 +147,7 @@ pub async fn reconcile_people<S: TokenStore>(
         sources.insert((list.source.kind, list.source.id.clone()));
     } else {
         for group in held.keys() {
-            for source in conn.crm.sources_with_group(group.as_str()).await? {
+            for source in conn.sources.sources_with_group(group.as_str()).await? {
                 sources.insert(source);
             }
         }
@@ -214,7 +158,7 @@ pub async fn reconcile_people<S: TokenStore>(
         let record = match only {
             Some((list, _)) if list.source.id == id => list.clone(),
             Some(_) => continue,
-            None => match conn.crm.source(kind, &id).await? {
+            None => match conn.sources.source(kind, &id).await? {
                 Some(record) => record,
                 None => continue,
             },
@@ -237,7 +181,7 @@ pub async fn reconcile_people<S: TokenStore>(
             })
             .map(|(_, r)| r);
         let current = held.get(&group).cloned().unwrap_or_default();
-        let report = plan_and_write(conn, settings, &record, &group, current, members).await?;
+        let report = reconcile_members(conn, settings, &record, &group, current, members).await?;
         // CleverReach moves an address in every group at once: what the other groups hold
         // has changed, so read it again before planning them.
         let moved = report.summary.email_changed > 0;
@@ -251,8 +195,8 @@ pub async fn reconcile_people<S: TokenStore>(
 
 /// Adds every record that shares an address with the scope, and the accounts whose primary
 /// contact is in it; reads them all.
-async fn widen_and_read<S: TokenStore>(
-    conn: &Connector<S>,
+async fn widen_and_read(
+    conn: &Connector,
     scope: &mut PeopleScope,
 ) -> Result<BTreeMap<MemberKey, Recipient>, SyncError> {
     let mut recipients = BTreeMap::new();
@@ -262,7 +206,7 @@ async fn widen_and_read<S: TokenStore>(
     for _ in 0..2 {
         for email in scope.emails.clone() {
             if searched_emails.insert(email.clone()) {
-                for key in conn.crm.people_with_email(email.as_str()).await? {
+                for key in conn.people.people_with_email(email.as_str()).await? {
                     scope.records.insert(key);
                 }
             }
@@ -275,7 +219,7 @@ async fn widen_and_read<S: TokenStore>(
             .collect();
         for contact in contacts {
             if searched_contacts.insert(contact.clone()) {
-                for account in conn.crm.accounts_of_primary_contact(&contact).await? {
+                for account in conn.people.accounts_of_primary_contact(&contact).await? {
                     scope.records.insert((RecipientKind::Account, account));
                 }
             }
@@ -284,7 +228,7 @@ async fn widen_and_read<S: TokenStore>(
             if recipients.contains_key(&key) {
                 continue;
             }
-            if let Some(recipient) = conn.crm.recipient(key.0, &key.1).await? {
+            if let Some(recipient) = conn.people.recipient(key.0, &key.1).await? {
                 if let Some(email) = recipient
                     .email
                     .as_deref()
@@ -299,8 +243,8 @@ async fn widen_and_read<S: TokenStore>(
     Ok(recipients)
 }
 
-async fn memberships_in_one_list<S: TokenStore>(
-    conn: &Connector<S>,
+async fn memberships_in_one_list(
+    conn: &Connector,
     list: &SourceRecord,
     recipients: &BTreeMap<MemberKey, Recipient>,
 ) -> Result<BTreeMap<MemberKey, BTreeSet<(SourceKind, String)>>, SyncError> {
@@ -314,9 +258,9 @@ async fn memberships_in_one_list<S: TokenStore>(
             continue;
         }
         let member = if shape.dynamic {
-            conn.crm.dynamic_list_contains(shape, &key.1).await?
+            conn.people.dynamic_list_contains(shape, &key.1).await?
         } else {
-            conn.crm
+            conn.people
                 .static_lists_of(&key.1)
                 .await?
                 .contains(&list.source.id)
@@ -328,41 +272,43 @@ async fn memberships_in_one_list<S: TokenStore>(
     Ok(memberships)
 }
 
-/// For each record, the sources it is a member of (DESIGN §2 rule 6).
-async fn memberships_everywhere<S: TokenStore>(
-    conn: &Connector<S>,
+/// For each record, the sources it is a member of (docs/architecture.md §2 rule 6).
+async fn memberships_everywhere(
+    conn: &Connector,
     recipients: &BTreeMap<MemberKey, Recipient>,
 ) -> Result<BTreeMap<MemberKey, BTreeSet<(SourceKind, String)>>, SyncError> {
-    let dynamic: Vec<(String, ListShape)> = if recipients.is_empty() {
+    let dynamic: Vec<(String, crate::domain::source::ListShape)> = if recipients.is_empty() {
         Vec::new()
     } else {
-        conn.crm.dynamic_lists_in_use().await?
+        conn.people.dynamic_lists_in_use().await?
     };
     let mut linked: BTreeMap<String, Vec<(SourceKind, String)>> = BTreeMap::new();
     let mut memberships = BTreeMap::new();
     for key in recipients.keys() {
         let mut lists: BTreeSet<String> = conn
-            .crm
+            .people
             .static_lists_of(&key.1)
             .await?
             .into_iter()
             .collect();
         for (list_id, shape) in &dynamic {
-            if shape.member_kind == key.0 && conn.crm.dynamic_list_contains(shape, &key.1).await? {
+            if shape.member_kind == key.0
+                && conn.people.dynamic_list_contains(shape, &key.1).await?
+            {
                 lists.insert(list_id.clone());
             }
         }
         let mut sources = BTreeSet::new();
         for list in lists {
             if !linked.contains_key(&list) {
-                let via = conn.crm.sources_linking_list(&list).await?;
+                let via = conn.sources.sources_linking_list(&list).await?;
                 linked.insert(list.clone(), via);
             }
             sources.extend(linked.get(&list).into_iter().flatten().cloned());
             sources.insert((SourceKind::MarketingList, list));
         }
         if key.0 == RecipientKind::Lead {
-            sources.extend(conn.crm.lead_links(&key.1).await?);
+            sources.extend(conn.people.lead_links(&key.1).await?);
         }
         memberships.insert(key.clone(), sources);
     }
@@ -370,8 +316,8 @@ async fn memberships_everywhere<S: TokenStore>(
 }
 
 /// The receivers that hold these addresses now, by group (one filter call across all groups).
-async fn receivers_holding<S: TokenStore>(
-    conn: &Connector<S>,
+async fn receivers_holding(
+    conn: &Connector,
     emails: &BTreeSet<Email>,
 ) -> Result<BTreeMap<GroupId, Vec<CurrentReceiver>>, SyncError> {
     let mut held: BTreeMap<GroupId, Vec<CurrentReceiver>> = BTreeMap::new();
@@ -384,7 +330,7 @@ async fn receivers_holding<S: TokenStore>(
     );
     request.match_any = true;
     loop {
-        let page = conn.newsletter.filter_receivers(&request).await?;
+        let page = conn.receivers.filter_receivers(&request).await?;
         for record in page.items {
             if let Ok(group) = GroupId::new(&record.group_id) {
                 held.entry(group).or_default().push(record.receiver);
@@ -395,45 +341,4 @@ async fn receivers_holding<S: TokenStore>(
         }
         request.page += 1;
     }
-}
-
-async fn plan_and_write<'a, S: TokenStore>(
-    conn: &Connector<S>,
-    settings: &Settings,
-    record: &SourceRecord,
-    group: &GroupId,
-    current: Vec<CurrentReceiver>,
-    members: impl Iterator<Item = &'a Recipient>,
-) -> Result<ReconcileReport, SyncError> {
-    let options = PlannerOptions {
-        batch_size: conn.newsletter.config().upsert_batch_size,
-        now_unix: (conn.now)(),
-    };
-    let mut planner =
-        ReconcilePlanner::new(current, options).map_err(|e| SyncError::Invalid(e.to_string()))?;
-    let mut report = ReconcileReport::default();
-    let mut ops = Vec::new();
-    let mut wanted: BTreeMap<Email, ReceiverData> = BTreeMap::new();
-    for recipient in members {
-        let assessment = assess(recipient, &record.source.checklist, settings);
-        if let Assessment::Skipped(reason) = &assessment {
-            *report.skipped.entry(skip_label(reason)).or_default() += 1;
-        }
-        if let Some(candidate) = assessment.candidate(recipient) {
-            if let Candidate::Wanted(data) = &candidate {
-                wanted
-                    .entry(data.email.clone())
-                    .or_insert_with(|| data.clone());
-            }
-            ops.extend(planner.offer(candidate));
-        }
-    }
-    let (rest, summary) = planner.finish();
-    ops.extend(rest);
-    execute(conn, group, ops, &mut report, &|email| {
-        wanted.get(email).cloned()
-    })
-    .await?;
-    report.summary = summary;
-    Ok(report)
 }

@@ -1,4 +1,4 @@
-//! Use case: retroactive recipient sync on a marketing list (DESIGN §5), replacing the seed's
+//! Use case: retroactive recipient sync on a marketing list (docs/architecture.md §5), replacing the seed's
 //! multi-process worker.
 //!
 //! 1. **Fan-out** (`sublist-fanout`): the list's "retroactive sync" flag was turned on. Check the
@@ -18,20 +18,17 @@
 //! (`If-Match`), so the fan-out and the sublist updates never overwrite each other's counts,
 //! and a redelivered sublist is recognised and counted once.
 
-use super::{Connector, SyncError};
-use crate::adapters::cleverreach::TokenStore;
-use crate::adapters::dataverse::crm::{ChecklistWrite, RetroactiveColumns};
-use crate::adapters::dataverse::schema;
+use super::connector::{Connector, SyncError};
+use super::source::resync_source;
 use crate::domain::checklist::{Checklist, ChoiceState, MassUpdateOutcome};
 use crate::domain::recipient::PersonEntity;
 use crate::domain::routing::QueueFamily;
 use crate::domain::settings::Settings;
 use crate::domain::source::SourceKind;
-use crate::error::Retryable;
-use crate::ports::QueueError;
-use async_trait::async_trait;
+use crate::ports::crm::{ChecklistWrite, RetroactiveColumns, RetroactiveUpdate, WriteResult};
+use crate::ports::queue::QueueError;
+pub use crate::ports::queue::{MessageQueue, OutboundMessage};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -43,34 +40,6 @@ pub const MODIFIED_BY: &str = "CleverReach connector (retroactive sync)";
 const WRITE_ROUNDS: usize = 5;
 /// Attempts at writing the run's bookkeeping when others keep writing the list in between.
 const STATE_ATTEMPTS: usize = 20;
-
-// ----- the port ----------------------------------------------------------------------------------
-
-/// One message for a retroactive-sync queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboundMessage {
-    pub family: QueueFamily,
-    /// The FIFO message group: the list and the run, so a run's messages are worked in order.
-    pub group: String,
-    pub deduplication_id: String,
-    pub body: String,
-}
-
-/// Sends messages to the retroactive-sync queues (SQS FIFO in Lambda, in memory locally).
-///
-/// Contract: `Ok` only once every message was durably accepted, in the order given; a message
-/// sent again with the same de-duplication id is queued once.
-#[async_trait]
-pub trait MessageQueue: Send + Sync {
-    async fn send(&self, messages: Vec<OutboundMessage>) -> Result<(), QueueError>;
-}
-
-#[async_trait]
-impl<T: MessageQueue + ?Sized> MessageQueue for std::sync::Arc<T> {
-    async fn send(&self, messages: Vec<OutboundMessage>) -> Result<(), QueueError> {
-        (**self).send(messages).await
-    }
-}
 
 // ----- messages ----------------------------------------------------------------------------------
 
@@ -265,17 +234,16 @@ fn parse_state(columns: &RetroactiveColumns) -> Option<RunState> {
     }
 }
 
-fn state_columns(state: &RunState) -> Result<Map<String, Value>, SyncError> {
-    let mut columns = Map::new();
-    columns.insert(schema::RETROACTIVE_STATE.into(), json!(encode(state)?));
-    columns.insert(
-        schema::RETROACTIVE_PROGRESS.into(),
-        json!(schema::fit(
-            &state.summary(),
-            schema::RETROACTIVE_PROGRESS_MAX
-        )),
-    );
-    Ok(columns)
+/// The run's state and its readable summary, with `extra` (flag, last error) along.
+fn state_update(
+    state: &RunState,
+    extra: &RetroactiveUpdate,
+) -> Result<RetroactiveUpdate, SyncError> {
+    Ok(RetroactiveUpdate {
+        state: Some(encode(state)?),
+        progress: Some(state.summary()),
+        ..extra.clone()
+    })
 }
 
 /// How a change of the run's state ended.
@@ -293,14 +261,14 @@ pub enum StateChange {
 /// Applies `change` to the run's state on the list, only if nobody wrote the list in between
 /// (read, change, `If-Match` write, again on 412). `change` returns false when there is
 /// nothing to do. `extra` columns are written along.
-async fn change_state<S: TokenStore>(
-    conn: &Connector<S>,
+async fn change_state(
+    conn: &Connector,
     run: &Run,
     mut change: impl FnMut(&mut RunState) -> bool,
-    extra: &Map<String, Value>,
+    extra: &RetroactiveUpdate,
 ) -> Result<StateChange, SyncError> {
     for _ in 0..STATE_ATTEMPTS {
-        let Some(columns) = conn.crm.retroactive_columns(&run.list_id).await? else {
+        let Some(columns) = conn.retroactive.retroactive_columns(&run.list_id).await? else {
             return Ok(StateChange::Gone);
         };
         let Some(mut state) = parse_state(&columns).filter(|s| s.run_id == run.run_id) else {
@@ -309,21 +277,11 @@ async fn change_state<S: TokenStore>(
         if !change(&mut state) {
             return Ok(StateChange::AlreadyThere(state));
         }
-        let mut write = state_columns(&state)?;
-        write.extend(extra.clone());
-        let written = match &columns.etag {
-            Some(etag) => {
-                conn.crm
-                    .update_list_if_unchanged(&run.list_id, etag, write)
-                    .await?
-            }
-            None => {
-                conn.crm
-                    .update_source(SourceKind::MarketingList, &run.list_id, write)
-                    .await?;
-                true
-            }
-        };
+        let write = state_update(&state, extra)?;
+        let written = conn
+            .retroactive
+            .update_list(&run.list_id, columns.version.as_ref(), &write)
+            .await?;
         if written {
             return Ok(StateChange::Changed(state));
         }
@@ -372,6 +330,10 @@ pub enum FanoutOutcome {
     Dropped,
 }
 
+/// The columns named in the messages administrators read on the list.
+const RETROACTIVE_SYNC_JSON_COLUMN: &str = "crc_retroactivesyncjson";
+const CHECKLIST_COLUMN: &str = "crc_checklist";
+
 /// The checklist a run writes: `crc_retroactivesyncjson`, or the list's own checklist when that
 /// is empty. Errors name the column and what is wrong.
 pub fn requested_checklist(
@@ -379,12 +341,10 @@ pub fn requested_checklist(
     settings: &Settings,
 ) -> Result<Checklist, String> {
     let (what, text) = match &columns.checklist_json {
-        Some(json) => (schema::RETROACTIVE_SYNC_JSON.to_string(), json.clone()),
+        Some(json) => (RETROACTIVE_SYNC_JSON_COLUMN.to_string(), json.clone()),
         None => (
             format!(
-                "the list's checklist ({}, used because {} is empty)",
-                schema::CHECKLIST,
-                schema::RETROACTIVE_SYNC_JSON
+                "the list's checklist ({CHECKLIST_COLUMN}, used because {RETROACTIVE_SYNC_JSON_COLUMN} is empty)"
             ),
             columns.list_checklist.clone().unwrap_or_default(),
         ),
@@ -406,8 +366,8 @@ pub fn requested_checklist(
 }
 
 /// A list update turned retroactive sync on (`operation_id` names the run).
-pub async fn start_run<S: TokenStore, Q: MessageQueue>(
-    conn: &Connector<S>,
+pub async fn start_run<Q: MessageQueue>(
+    conn: &Connector,
     queue: &Q,
     settings: &Settings,
     list_id: &str,
@@ -415,7 +375,7 @@ pub async fn start_run<S: TokenStore, Q: MessageQueue>(
     limits: FanoutLimits,
 ) -> Result<FanoutOutcome, SyncError> {
     let list_id = list_id.to_ascii_lowercase();
-    let Some(columns) = conn.crm.retroactive_columns(&list_id).await? else {
+    let Some(columns) = conn.retroactive.retroactive_columns(&list_id).await? else {
         return Ok(FanoutOutcome::Dropped);
     };
     if !columns.requested {
@@ -458,10 +418,12 @@ pub async fn start_run<S: TokenStore, Q: MessageQueue>(
             started: stamp,
             ..RunState::default()
         };
-        let mut columns = state_columns(&state)?;
-        columns.insert(schema::LAST_ERROR.into(), Value::Null);
-        conn.crm
-            .update_source(SourceKind::MarketingList, &list_id, columns)
+        let clear_error = RetroactiveUpdate {
+            last_error: Some(None),
+            ..RetroactiveUpdate::default()
+        };
+        conn.retroactive
+            .update_list(&list_id, None, &state_update(&state, &clear_error)?)
             .await?;
         info!(list_id, run_id = %run.run_id, "retroactive sync started");
     }
@@ -469,38 +431,25 @@ pub async fn start_run<S: TokenStore, Q: MessageQueue>(
 }
 
 /// Invalid request: say why on the list, turn the flag off, change nothing else.
-async fn refuse<S: TokenStore>(
-    conn: &Connector<S>,
-    list_id: &str,
-    problem: &str,
-) -> Result<(), SyncError> {
+async fn refuse(conn: &Connector, list_id: &str, problem: &str) -> Result<(), SyncError> {
     warn!(list_id, problem, "retroactive sync refused");
     let now = chrono::DateTime::from_timestamp((conn.now)(), 0).unwrap_or_default();
     let text = format!("Retroactive sync not started, nothing was changed: {problem}");
-    let mut columns = Map::new();
-    columns.insert(schema::RETROACTIVE_SYNC.into(), Value::Bool(false));
-    columns.insert(
-        schema::RETROACTIVE_PROGRESS.into(),
-        json!(schema::fit(&text, schema::RETROACTIVE_PROGRESS_MAX)),
-    );
-    columns.insert(
-        schema::LAST_ERROR.into(),
-        json!(schema::fit(
-            &format!("{}: {text}", now.to_rfc3339()),
-            schema::LAST_ERROR_MAX
-        )),
-    );
-    conn.crm
-        .update_source(SourceKind::MarketingList, list_id, columns)
-        .await?;
+    let update = RetroactiveUpdate {
+        turn_off: true,
+        progress: Some(text.clone()),
+        last_error: Some(Some(format!("{}: {text}", now.to_rfc3339()))),
+        state: None,
+    };
+    conn.retroactive.update_list(list_id, None, &update).await?;
     Ok(())
 }
 
 /// Pages through the members from `skip` on and queues their sublists (messages go out ten at
 /// a time as pages come, so memory holds about one page). Past the limits, queues a follow-up
 /// and returns; at the end, queues "finish", records the total and turns the flag off.
-pub async fn fan_out<S: TokenStore, Q: MessageQueue>(
-    conn: &Connector<S>,
+pub async fn fan_out<Q: MessageQueue>(
+    conn: &Connector,
     queue: &Q,
     settings: &Settings,
     run: &Run,
@@ -509,7 +458,7 @@ pub async fn fan_out<S: TokenStore, Q: MessageQueue>(
     limits: FanoutLimits,
 ) -> Result<FanoutOutcome, SyncError> {
     let Some(record) = conn
-        .crm
+        .sources
         .source(SourceKind::MarketingList, &run.list_id)
         .await?
     else {
@@ -517,7 +466,7 @@ pub async fn fan_out<S: TokenStore, Q: MessageQueue>(
     };
     let size = settings.sublist_count.max(1) as usize;
     let started = Instant::now();
-    let mut members = conn.crm.members(&record);
+    let mut members = conn.members.members(&record);
     let mut seen = 0u64;
     let mut index = next_index;
     let mut pages = 0u32;
@@ -601,7 +550,7 @@ pub async fn fan_out<S: TokenStore, Q: MessageQueue>(
                     s.members = s.members.max(skip);
                     changed
                 },
-                &Map::new(),
+                &RetroactiveUpdate::default(),
             )
             .await?;
             if matches!(change, StateChange::Superseded | StateChange::Gone) {
@@ -629,8 +578,10 @@ pub async fn fan_out<S: TokenStore, Q: MessageQueue>(
     })?;
     out.push(run.message(QueueFamily::Sublist, format!("{}-finish", run.run_id), body));
     queue.send(out).await.map_err(queue_error)?;
-    let mut flag_off = Map::new();
-    flag_off.insert(schema::RETROACTIVE_SYNC.into(), Value::Bool(false));
+    let flag_off = RetroactiveUpdate {
+        turn_off: true,
+        ..RetroactiveUpdate::default()
+    };
     let change = change_state(
         conn,
         run,
@@ -688,8 +639,8 @@ fn written_by_run(current: &Checklist, requested: &Checklist, stamp: &str) -> bo
 }
 
 /// Processes one sublist message.
-pub async fn on_sublist<S: TokenStore, Q: MessageQueue>(
-    conn: &Connector<S>,
+pub async fn on_sublist<Q: MessageQueue>(
+    conn: &Connector,
     queue: &Q,
     settings: &Settings,
     message: &SublistMessage,
@@ -711,15 +662,15 @@ pub async fn on_sublist<S: TokenStore, Q: MessageQueue>(
 }
 
 /// Writes one sublist's checklists and counts it once.
-pub async fn update_sublist<S: TokenStore>(
-    conn: &Connector<S>,
+pub async fn update_sublist(
+    conn: &Connector,
     settings: &Settings,
     run: &Run,
     index: u32,
     entity: PersonEntity,
     ids: &[String],
 ) -> Result<SublistOutcome, SyncError> {
-    let Some(columns) = conn.crm.retroactive_columns(&run.list_id).await? else {
+    let Some(columns) = conn.retroactive.retroactive_columns(&run.list_id).await? else {
         return Ok(SublistOutcome::Dropped);
     };
     match parse_state(&columns).filter(|s| s.run_id == run.run_id) {
@@ -742,7 +693,7 @@ pub async fn update_sublist<S: TokenStore>(
         if pending.is_empty() {
             break;
         }
-        let stored = conn.crm.stored_checklists(entity, &pending).await?;
+        let stored = conn.retroactive.stored_checklists(entity, &pending).await?;
         let mut writes = Vec::new();
         for id in pending.drain(..) {
             let Some(row) = stored.get(&id) else {
@@ -762,7 +713,7 @@ pub async fn update_sublist<S: TokenStore>(
             match current.apply_mass_update(&requested, MODIFIED_BY, &run.stamp) {
                 MassUpdateOutcome::Changed(new) => writes.push(ChecklistWrite {
                     id,
-                    etag: row.etag.clone(),
+                    version: row.version.clone(),
                     checklist: new.to_json(),
                 }),
                 MassUpdateOutcome::Unchanged => {
@@ -776,23 +727,20 @@ pub async fn update_sublist<S: TokenStore>(
             }
         }
         for chunk in writes.chunks(per_batch) {
-            let results = conn.crm.write_checklists(entity, chunk).await?;
+            let results = conn.retroactive.write_checklists(entity, chunk).await?;
             counts.batches += 1;
             for (write, result) in chunk.iter().zip(results) {
-                if result.is_success() {
-                    counts.updated += 1;
-                } else if result.status == 412 {
+                match result {
+                    WriteResult::Written => counts.updated += 1,
                     // Changed since read — by a person, or by this batch's lost first attempt:
                     // read again and decide again.
-                    pending.push(write.id.clone());
-                } else if result.status == 404 {
-                    counts.failed += 1;
-                } else {
-                    let error = result.to_error(&format!("PATCH {entity}"));
-                    if error.is_retryable() {
-                        pending.push(write.id.clone());
-                    } else {
-                        warn!(%entity, record_id = %write.id, error = %error, "checklist not written");
+                    WriteResult::Stale => pending.push(write.id.clone()),
+                    WriteResult::Gone => counts.failed += 1,
+                    WriteResult::Failed {
+                        retryable: true, ..
+                    } => pending.push(write.id.clone()),
+                    WriteResult::Failed { reason, .. } => {
+                        warn!(%entity, record_id = %write.id, error = %reason, "checklist not written");
                         counts.failed += 1;
                     }
                 }
@@ -819,7 +767,7 @@ pub async fn update_sublist<S: TokenStore>(
             s.failed += counts.failed;
             true
         },
-        &Map::new(),
+        &RetroactiveUpdate::default(),
     )
     .await?;
     Ok(match change {
@@ -833,12 +781,12 @@ pub async fn update_sublist<S: TokenStore>(
 }
 
 /// After the last sublist: one reconcile message per synced group (when anything changed).
-async fn finish_run<S: TokenStore, Q: MessageQueue>(
-    conn: &Connector<S>,
+async fn finish_run<Q: MessageQueue>(
+    conn: &Connector,
     queue: &Q,
     run: &Run,
 ) -> Result<SublistOutcome, SyncError> {
-    let Some(columns) = conn.crm.retroactive_columns(&run.list_id).await? else {
+    let Some(columns) = conn.retroactive.retroactive_columns(&run.list_id).await? else {
         return Ok(SublistOutcome::Dropped);
     };
     let Some(state) = parse_state(&columns).filter(|s| s.run_id == run.run_id) else {
@@ -846,7 +794,7 @@ async fn finish_run<S: TokenStore, Q: MessageQueue>(
     };
     // Only the groups of synced sources can change; nothing changed, nothing to reconcile.
     let sources = if state.updated > 0 {
-        conn.crm.synced_sources_of_every_kind().await?
+        conn.sources.active_synced_sources().await?
     } else {
         Vec::new()
     };
@@ -871,7 +819,7 @@ async fn finish_run<S: TokenStore, Q: MessageQueue>(
             s.groups = Some(groups);
             true
         },
-        &Map::new(),
+        &RetroactiveUpdate::default(),
     )
     .await?;
     if matches!(change, StateChange::Superseded | StateChange::Gone) {
@@ -884,14 +832,14 @@ async fn finish_run<S: TokenStore, Q: MessageQueue>(
 }
 
 /// Reconciles one group through the source sync (streamed, batched) and counts it once.
-async fn reconcile_for_run<S: TokenStore>(
-    conn: &Connector<S>,
+async fn reconcile_for_run(
+    conn: &Connector,
     settings: &Settings,
     run: &Run,
     kind: SourceKind,
     source_id: &str,
 ) -> Result<SublistOutcome, SyncError> {
-    let Some(columns) = conn.crm.retroactive_columns(&run.list_id).await? else {
+    let Some(columns) = conn.retroactive.retroactive_columns(&run.list_id).await? else {
         return Ok(SublistOutcome::Dropped);
     };
     match parse_state(&columns).filter(|s| s.run_id == run.run_id) {
@@ -901,12 +849,12 @@ async fn reconcile_for_run<S: TokenStore>(
         }
         Some(_) => {}
     }
-    super::source::resync_source(conn, settings, kind, source_id).await?;
+    resync_source(conn, settings, kind, source_id).await?;
     let change = change_state(
         conn,
         run,
         |s| s.reconciled.insert(source_id.to_string()),
-        &Map::new(),
+        &RetroactiveUpdate::default(),
     )
     .await?;
     Ok(match change {
@@ -985,7 +933,7 @@ mod tests {
             checklist_json: json.map(str::to_string),
             list_checklist: list.map(str::to_string),
             state: None,
-            etag: None,
+            version: None,
         };
         let err = requested_checklist(&columns(Some("[{\"id\":0,"), None), &settings).unwrap_err();
         assert!(

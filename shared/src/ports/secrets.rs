@@ -1,46 +1,9 @@
-//! Ports: the small traits through which handlers reach the outside world. Adapters implement
-//! them for SQS, Secrets Manager, Dataverse and CleverReach; `adapters::memory` has in-process
-//! versions for tests and the local run.
+//! Ports to the secret store (Secrets Manager in Lambda, a map locally): the webhook key, client
+//! secrets, the connect page's administrator key.
 
-use crate::domain::change::ChangeEvent;
-use crate::domain::routing::QueueFamily;
 use crate::error::Retryable;
 use crate::secret::Secret;
 use async_trait::async_trait;
-
-/// Why a change could not be queued.
-#[derive(Debug, thiserror::Error)]
-pub enum QueueError {
-    #[error("no queue is configured for the {0} family")]
-    NotConfigured(QueueFamily),
-    #[error("the {family} queue did not accept the message: {reason}")]
-    Unavailable { family: QueueFamily, reason: String },
-    #[error("the change could not be encoded for the queue: {0}")]
-    Encode(String),
-}
-
-impl Retryable for QueueError {
-    fn is_retryable(&self) -> bool {
-        matches!(self, QueueError::Unavailable { .. })
-    }
-}
-
-/// Sends normalised CRM changes to the queue of their family.
-///
-/// Contract: `Ok` only once the queue durably accepted the message (the intake answers Dataverse
-/// 2xx only then). The message group is the record and the de-duplication id the operation
-/// (see `domain::routing`), so sending the same change twice queues it once.
-#[async_trait]
-pub trait ChangeQueue: Send + Sync {
-    async fn enqueue(&self, family: QueueFamily, event: &ChangeEvent) -> Result<(), QueueError>;
-}
-
-#[async_trait]
-impl<T: ChangeQueue + ?Sized> ChangeQueue for std::sync::Arc<T> {
-    async fn enqueue(&self, family: QueueFamily, event: &ChangeEvent) -> Result<(), QueueError> {
-        (**self).enqueue(family, event).await
-    }
-}
 
 /// Why a secret could not be read.
 #[derive(Debug, thiserror::Error)]

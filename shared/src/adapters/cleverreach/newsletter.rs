@@ -1,0 +1,165 @@
+//! The newsletter ports (`ports::newsletter`) on top of the CleverReach client: each call
+//! delegates to the client and classifies its error for the use cases.
+
+use super::client::CleverReachClient;
+use super::error::CleverReachError;
+use super::receivers::ReceiverPages as GroupReceiverPages;
+use super::tokens::TokenStore;
+use crate::domain::email::Email;
+use crate::domain::planner::ReceiverUpsert;
+use crate::domain::receiver::CurrentReceiver;
+use crate::error::Retryable;
+use crate::ports::newsletter::{
+    BlockList, EmailChange, FilterRequest, Group, GroupStore, NewsletterError, Page,
+    ReceiverFilter, ReceiverPages, ReceiverRecord, ReceiverStore, RemoveReport, UpsertReport,
+};
+use async_trait::async_trait;
+
+/// CleverReach's failures, classified: a dead connection only a person can fix, "not there",
+/// "conflicts", an answer that cannot be read, a refusal, or something worth retrying. The
+/// text keeps the client's.
+impl From<CleverReachError> for NewsletterError {
+    fn from(e: CleverReachError) -> Self {
+        let message = e.to_string();
+        if e.is_retryable() {
+            return NewsletterError::Unavailable {
+                retry_after: e.retry_after(),
+                message,
+            };
+        }
+        match e {
+            CleverReachError::ReconnectRequired { .. } => {
+                NewsletterError::ReconnectRequired(message)
+            }
+            CleverReachError::NotFound { .. } => NewsletterError::NotFound(message),
+            CleverReachError::Conflict { .. } => NewsletterError::Conflict(message),
+            CleverReachError::Decode { .. } => NewsletterError::Unreadable(message),
+            _ => NewsletterError::Refused(message),
+        }
+    }
+}
+
+impl From<super::groups::Group> for Group {
+    fn from(g: super::groups::Group) -> Self {
+        Group {
+            id: g.id,
+            name: g.name,
+            locked: g.locked,
+            receiver_info: g.receiver_info,
+        }
+    }
+}
+
+#[async_trait]
+impl<S: TokenStore> GroupStore for CleverReachClient<S> {
+    async fn get_group(&self, group_id: &str) -> Result<Option<Group>, NewsletterError> {
+        Ok(CleverReachClient::get_group(self, group_id)
+            .await?
+            .map(Group::from))
+    }
+
+    async fn create_group(
+        &self,
+        name: &str,
+        locked: bool,
+        receiver_info: &str,
+    ) -> Result<Group, NewsletterError> {
+        Ok(
+            CleverReachClient::create_group(self, name, locked, receiver_info)
+                .await?
+                .into(),
+        )
+    }
+
+    async fn rename_group(&self, group_id: &str, name: &str) -> Result<(), NewsletterError> {
+        CleverReachClient::rename_group(self, group_id, name).await?;
+        Ok(())
+    }
+
+    async fn set_receiver_info(
+        &self,
+        group_id: &str,
+        receiver_info: &str,
+    ) -> Result<(), NewsletterError> {
+        CleverReachClient::set_receiver_info(self, group_id, receiver_info).await?;
+        Ok(())
+    }
+
+    async fn delete_group(&self, group_id: &str) -> Result<bool, NewsletterError> {
+        Ok(CleverReachClient::delete_group(self, group_id).await?)
+    }
+}
+
+#[async_trait]
+impl<S: TokenStore> ReceiverPages for GroupReceiverPages<S> {
+    async fn next_page(&mut self) -> Result<Option<Vec<CurrentReceiver>>, NewsletterError> {
+        Ok(GroupReceiverPages::next_page(self).await?)
+    }
+}
+
+#[async_trait]
+impl<S: TokenStore> ReceiverStore for CleverReachClient<S> {
+    fn upsert_batch_size(&self) -> usize {
+        self.config().upsert_batch_size
+    }
+
+    fn receivers(&self, group_id: &str, filter: ReceiverFilter) -> Box<dyn ReceiverPages + '_> {
+        Box::new(CleverReachClient::receivers(self, group_id, filter))
+    }
+
+    async fn upsert_receivers(
+        &self,
+        group_id: &str,
+        rows: &[ReceiverUpsert],
+    ) -> Result<UpsertReport, NewsletterError> {
+        Ok(CleverReachClient::upsert_receivers(self, group_id, rows).await?)
+    }
+
+    async fn remove_receivers(
+        &self,
+        group_id: &str,
+        emails: &[Email],
+    ) -> Result<RemoveReport, NewsletterError> {
+        Ok(CleverReachClient::remove_receivers(self, group_id, emails).await?)
+    }
+
+    async fn remove_receiver(
+        &self,
+        group_id: &str,
+        email: &Email,
+    ) -> Result<bool, NewsletterError> {
+        Ok(CleverReachClient::remove_receiver(self, group_id, email).await?)
+    }
+
+    async fn change_email(&self, from: &Email, to: &Email) -> Result<EmailChange, NewsletterError> {
+        Ok(CleverReachClient::change_email(self, from, to).await?)
+    }
+
+    async fn find_receiver(
+        &self,
+        group_id: &str,
+        email: &Email,
+    ) -> Result<Option<ReceiverRecord>, NewsletterError> {
+        Ok(CleverReachClient::find_receiver(self, group_id, email).await?)
+    }
+
+    async fn filter_receivers(
+        &self,
+        request: &FilterRequest,
+    ) -> Result<Page<ReceiverRecord>, NewsletterError> {
+        Ok(CleverReachClient::filter_receivers(self, request).await?)
+    }
+}
+
+#[async_trait]
+impl<S: TokenStore> BlockList for CleverReachClient<S> {
+    async fn blacklist(&self) -> Result<Vec<Email>, NewsletterError> {
+        Ok(CleverReachClient::blacklist(self).await?)
+    }
+}
+
+impl<S: TokenStore> crate::ports::newsletter::NewsletterEndpoint for CleverReachClient<S> {
+    fn api_url(&self) -> String {
+        self.config().base_url.to_string()
+    }
+}

@@ -1,0 +1,350 @@
+//! Use case step: make a group's receivers equal to the rule, for a whole source (a full
+//! reconcile) or for a few people (a scoped one). One path for both:
+//! index what the group holds → offer each member to the planner → execute its batches as they
+//! come → read planned removals again right before deleting them → report.
+//! See `docs/architecture.md` ("Reconcile").
+
+use super::connector::{Connector, SyncError};
+use crate::domain::email::Email;
+use crate::domain::planner::{
+    GroupIndexer, GroupOp, PlanSummary, PlannerError, PlannerOptions, ReceiverUpsert,
+    ReconcilePlanner,
+};
+use crate::domain::receiver::{Candidate, CurrentReceiver, ReceiverData};
+use crate::domain::recipient::Recipient;
+use crate::domain::rules::{Assessment, SkipReason, assess};
+use crate::domain::settings::Settings;
+use crate::domain::source::{GroupId, SourceRecord};
+use crate::ports::newsletter::{
+    FilterRequest, FilterRule, ListState, NewsletterError, ReceiverFilter,
+};
+use std::collections::{BTreeMap, HashSet};
+use tracing::info;
+
+/// What reconciling a group did, for the sync status on the source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub summary: PlanSummary,
+    /// Members left out, by reason.
+    pub skipped: BTreeMap<&'static str, usize>,
+    /// Rows CleverReach refused (their count is logged, never their addresses).
+    pub rejected: usize,
+    /// CRM requests for members.
+    pub member_requests: u32,
+    /// Every member was read and the whole group compared (not only the members an event
+    /// named).
+    pub full: bool,
+    /// Planned removals left alone: the receiver opted out (or was gone) by the time of the
+    /// delete, so its opt-out stays for the back-flow.
+    pub kept_after_opt_out: usize,
+}
+
+impl ReconcileReport {
+    /// The status line administrators see on the source.
+    pub fn status_line(&self) -> String {
+        let s = &self.summary;
+        let scope = if self.full {
+            "all members compared"
+        } else {
+            "changed members only"
+        };
+        let mut line = format!(
+            "{scope}: {} added, {} updated, {} e-mail changed, {} removed, {} unchanged",
+            s.added, s.updated, s.email_changed, s.removed, s.unchanged
+        );
+        let opted_out = s.kept_opted_out + s.skipped_blocked + s.opted_out;
+        if opted_out > 0 {
+            line.push_str(&format!(
+                ", {opted_out} opted out in CleverReach or the CRM"
+            ));
+        }
+        let skipped: usize = self.skipped.values().sum();
+        if skipped > 0 {
+            let reasons: Vec<String> = self
+                .skipped
+                .iter()
+                .map(|(reason, n)| format!("{n} {reason}"))
+                .collect();
+            line.push_str(&format!(", {skipped} skipped ({})", reasons.join(", ")));
+        }
+        if self.rejected > 0 {
+            line.push_str(&format!(", {} refused by CleverReach", self.rejected));
+        }
+        if self.kept_after_opt_out > 0 {
+            line.push_str(&format!(
+                ", {} not removed after opting out meanwhile",
+                self.kept_after_opt_out
+            ));
+        }
+        line
+    }
+
+    fn count_skip(&mut self, assessment: &Assessment) {
+        if let Assessment::Skipped(reason) = assessment {
+            *self.skipped.entry(skip_label(reason)).or_default() += 1;
+        }
+    }
+}
+
+/// A short label per skip reason for the status line.
+pub fn skip_label(reason: &SkipReason) -> &'static str {
+    match reason {
+        SkipReason::EntityNotTransferred(_) => "type not transferred",
+        SkipReason::Inactive => "inactive",
+        SkipReason::MissingEmail => "no e-mail",
+        SkipReason::InvalidEmail => "invalid e-mail",
+        SkipReason::DoNotBulkEmail => "no bulk e-mail",
+        SkipReason::NoMatchingNewsletterType => "no matching newsletter type",
+    }
+}
+
+fn invalid(e: PlannerError) -> SyncError {
+    SyncError::Invalid(e.to_string())
+}
+
+fn planner_options(conn: &Connector) -> PlannerOptions {
+    PlannerOptions {
+        batch_size: conn.receivers.upsert_batch_size(),
+        now_unix: (conn.now)(),
+    }
+}
+
+/// Full reconcile: streams every member of the source through the planner and executes its
+/// batches as they come (flat memory whatever the list size).
+pub async fn reconcile_group(
+    conn: &Connector,
+    settings: &Settings,
+    record: &SourceRecord,
+    group: &GroupId,
+) -> Result<ReconcileReport, SyncError> {
+    let mut planner = index_group(conn, group, planner_options(conn)).await?;
+    planner = planner.with_blocked(conn.blocklist.blacklist().await?);
+    let mut report = ReconcileReport {
+        full: true,
+        ..ReconcileReport::default()
+    };
+    let mut members = conn.members.members(record);
+    while let Some(page) = members.next_page().await? {
+        for recipient in page {
+            let assessment = assess(&recipient, &record.source.checklist, settings);
+            report.count_skip(&assessment);
+            if let Some(candidate) = assessment.candidate(&recipient) {
+                // A move is handed out by the offer of its target: keep that data at hand.
+                let target = match &candidate {
+                    Candidate::Wanted(data) => Some(data.clone()),
+                    Candidate::OptedOut(_) => None,
+                };
+                let ops = planner.offer(candidate);
+                let wanted = |email: &Email| target.clone().filter(|d| &d.email == email);
+                execute(conn, group, ops, &mut report, &wanted).await?;
+            }
+        }
+    }
+    report.member_requests = members.requests();
+    let (ops, summary) = planner.finish();
+    execute(conn, group, ops, &mut report, &|_| None).await?;
+    report.summary = summary;
+    info!(group_id = %group.as_str(), status = %report.status_line(), "group reconciled");
+    Ok(report)
+}
+
+/// Scoped reconcile: only these members against only the receivers given (what the group
+/// holds of the people in scope).
+pub async fn reconcile_members<'a>(
+    conn: &Connector,
+    settings: &Settings,
+    record: &SourceRecord,
+    group: &GroupId,
+    current: Vec<CurrentReceiver>,
+    members: impl Iterator<Item = &'a Recipient>,
+) -> Result<ReconcileReport, SyncError> {
+    let mut planner = ReconcilePlanner::new(current, planner_options(conn)).map_err(invalid)?;
+    let mut report = ReconcileReport::default();
+    let mut ops = Vec::new();
+    let mut wanted: BTreeMap<Email, ReceiverData> = BTreeMap::new();
+    for recipient in members {
+        let assessment = assess(recipient, &record.source.checklist, settings);
+        report.count_skip(&assessment);
+        if let Some(candidate) = assessment.candidate(recipient) {
+            if let Candidate::Wanted(data) = &candidate {
+                wanted
+                    .entry(data.email.clone())
+                    .or_insert_with(|| data.clone());
+            }
+            ops.extend(planner.offer(candidate));
+        }
+    }
+    let (rest, summary) = planner.finish();
+    ops.extend(rest);
+    execute(conn, group, ops, &mut report, &|email| {
+        wanted.get(email).cloned()
+    })
+    .await?;
+    report.summary = summary;
+    Ok(report)
+}
+
+/// The group's receivers, read page by page (5000 a call) straight into the planner's compact
+/// index: a group of any size is never held in memory as read.
+async fn index_group(
+    conn: &Connector,
+    group: &GroupId,
+    options: PlannerOptions,
+) -> Result<ReconcilePlanner, SyncError> {
+    let mut indexer = GroupIndexer::new(options).map_err(invalid)?;
+    let mut pages = conn.receivers.receivers(
+        group.as_str(),
+        ReceiverFilter {
+            state: ListState::All,
+            ..ReceiverFilter::default()
+        },
+    );
+    while let Some(page) = pages.next_page().await? {
+        indexer.add(page).map_err(invalid)?;
+    }
+    Ok(indexer.finish())
+}
+
+/// Executes planned operations in order. `wanted` gives the data of a wanted address (the
+/// target of an e-mail change), for when the change has to be made another way.
+async fn execute(
+    conn: &Connector,
+    group: &GroupId,
+    ops: Vec<GroupOp>,
+    report: &mut ReconcileReport,
+    wanted: &dyn Fn(&Email) -> Option<ReceiverData>,
+) -> Result<(), SyncError> {
+    for op in ops {
+        match op {
+            GroupOp::Upsert(rows) => {
+                let done = conn
+                    .receivers
+                    .upsert_receivers(group.as_str(), &rows)
+                    .await?;
+                if !done.rejected.is_empty() {
+                    // The reasons quote addresses: only the count goes to the log.
+                    tracing::warn!(group_id = %group.as_str(), refused = done.rejected.len(), "receivers refused by CleverReach");
+                }
+                report.rejected += done.rejected.len();
+            }
+            GroupOp::ChangeEmail { from, to } => {
+                change_email(conn, group, &from, &to, wanted, report).await?;
+            }
+            GroupOp::Remove(planned) => {
+                let emails = still_active(conn, group, planned, report).await?;
+                if emails.is_empty() {
+                    continue;
+                }
+                let done = conn
+                    .receivers
+                    .remove_receivers(group.as_str(), &emails)
+                    .await?;
+                report.rejected += done.failed.len();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every planned removal was an active receiver when the group was read, but a reconcile can
+/// take a while: one who unsubscribed or bounced since must stay, or the opt-out would be
+/// deleted with the receiver before the back-flow has brought it into the CRM, and the person
+/// could later be added again as active. So the receivers are read again (one search per
+/// removal batch) right before the delete, which narrows the window to one round trip.
+async fn still_active(
+    conn: &Connector,
+    group: &GroupId,
+    planned: Vec<Email>,
+    report: &mut ReconcileReport,
+) -> Result<Vec<Email>, SyncError> {
+    let mut request = FilterRequest::new(
+        vec![group.as_str().to_string()],
+        planned.iter().cloned().map(FilterRule::EmailIs).collect(),
+    );
+    request.match_any = true;
+    let mut active = HashSet::new();
+    loop {
+        let page = conn.receivers.filter_receivers(&request).await?;
+        for record in page.items {
+            let in_group = record.group_id.is_empty() || record.group_id == group.as_str();
+            if in_group && !record.receiver.state.is_opted_out() {
+                active.insert(record.receiver.email);
+            }
+        }
+        if page.is_last {
+            break;
+        }
+        request.page += 1;
+    }
+    let (remove, gone): (Vec<Email>, Vec<Email>) =
+        planned.into_iter().partition(|e| active.contains(e));
+    if !gone.is_empty() {
+        info!(
+            group_id = %group.as_str(),
+            receivers = gone.len(),
+            "receivers that opted out or left during the reconcile are not removed"
+        );
+        report.kept_after_opt_out += gone.len();
+    }
+    Ok(remove)
+}
+
+/// CleverReach changes an address account-wide (in every group). That keeps the receiver's
+/// history when a person's address changes, but it must not happen when the old address is
+/// still another CRM record's (it would move that person's receivers too, opt-outs included) or
+/// when the new address is already a receiver somewhere (CleverReach refuses with 409). Then
+/// this group gets the new address as a new receiver instead — unless the person opted out
+/// here — and the old one is left to the rule.
+async fn change_email(
+    conn: &Connector,
+    group: &GroupId,
+    from: &Email,
+    to: &Email,
+    wanted: &dyn Fn(&Email) -> Option<ReceiverData>,
+    report: &mut ReconcileReport,
+) -> Result<(), SyncError> {
+    let data = wanted(to);
+    let old_still_used = !conn
+        .people
+        .people_with_email(from.as_str())
+        .await?
+        .is_empty();
+    if !old_still_used {
+        match conn.receivers.change_email(from, to).await {
+            Ok(_) => return Ok(()),
+            Err(NewsletterError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    info!(group_id = %group.as_str(), old_still_used, "address not moved; new receiver instead");
+    let old = conn.receivers.find_receiver(group.as_str(), from).await?;
+    let Some(data) = data else {
+        return Ok(());
+    };
+    let person_opted_out_here = old.as_ref().is_some_and(|r| {
+        r.receiver.state.is_opted_out() && r.receiver.crm.as_ref() == Some(&data.crm)
+    });
+    if person_opted_out_here {
+        return Ok(());
+    }
+    // The old address leaves this group unless someone here still wants it (an opted-out
+    // receiver stays: it carries the opt-out).
+    if wanted(from).is_none()
+        && let Some(old) = &old
+        && !old.receiver.state.is_opted_out()
+    {
+        conn.receivers.remove_receiver(group.as_str(), from).await?;
+    }
+    let done = conn
+        .receivers
+        .upsert_receivers(
+            group.as_str(),
+            &[ReceiverUpsert {
+                receiver: data,
+                activate: true,
+            }],
+        )
+        .await?;
+    report.rejected += done.rejected.len();
+    Ok(())
+}

@@ -1,0 +1,428 @@
+//! Use case: a source (campaign, campaign activity, marketing list) changed. Create, reuse,
+//! rename, reconcile or delete its group, then write the sync status back; a marketing list's
+//! change also reaches the campaigns and activities it is linked to.
+//! See `docs/architecture.md` ("A source changed").
+
+use super::connector::{Connector, SyncError};
+use super::people::{self, LINKED_SCOPED_LIMIT, PeopleScope};
+use super::reconcile::{ReconcileReport, reconcile_group};
+use crate::domain::change::{ChangeEvent, CrmMessage};
+use crate::domain::deletion::{DeletionReason, GroupFate, group_fate, lock_new_groups};
+use crate::domain::naming::{group_name, receiver_info};
+use crate::domain::routing::QueueFamily;
+use crate::domain::settings::Settings;
+use crate::domain::source::{GroupId, SourceKind, SourceRecord};
+use crate::ports::crm::{SourceStatus, SourceStore};
+use crate::ports::newsletter::Group;
+use crate::ports::queue::ChangeQueue;
+use tracing::info;
+
+/// What happened to a source's group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupOutcome {
+    /// Receivers worked out and written.
+    Reconciled,
+    /// Only the group's name or description changed.
+    GroupUpdated,
+    Deleted,
+    /// Kept per the deletion settings; no longer synced.
+    Kept,
+    /// Nothing to do (sync off and nothing changed, no group known, …).
+    Unchanged,
+}
+
+/// The result of handling one source change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSync {
+    pub outcome: GroupOutcome,
+    pub group: Option<GroupId>,
+    pub report: Option<ReconcileReport>,
+}
+
+impl SourceSync {
+    fn unchanged(group: Option<GroupId>) -> Self {
+        SourceSync {
+            outcome: GroupOutcome::Unchanged,
+            group,
+            report: None,
+        }
+    }
+}
+
+/// Handles a change of a source: the event says which, the CRM says what it is now. A marketing
+/// list's change also reaches the campaigns and activities it is linked to (`follow_up`: where
+/// the reconciles a deleted list needs are queued, see [`after_list_deleted`]).
+pub async fn on_source_change(
+    conn: &Connector,
+    settings: &Settings,
+    kind: SourceKind,
+    event: &ChangeEvent,
+    follow_up: Option<&dyn ChangeQueue>,
+) -> Result<SourceSync, SyncError> {
+    let (record, sync) = sync_source(conn, settings, kind, event).await?;
+    if kind != SourceKind::MarketingList || event.is_resync() {
+        return Ok(sync);
+    }
+    match record {
+        // Campaigns and activities linked to the list follow its members, synced list or not.
+        Some(record) => {
+            on_linked_list_change(conn, settings, &record, event).await?;
+        }
+        None if event.message == CrmMessage::Delete => {
+            after_list_deleted(conn, settings, event, follow_up).await?;
+        }
+        None => {}
+    }
+    Ok(sync)
+}
+
+/// Full reconcile of one source whatever the event said ("resync"), the same path as a queued
+/// resync request: a deactivated source has its sync turned off, an unreadable checklist leaves
+/// the group alone, a source with sync off is left as it is.
+pub async fn resync_source(
+    conn: &Connector,
+    settings: &Settings,
+    kind: SourceKind,
+    id: &str,
+) -> Result<SourceSync, SyncError> {
+    let run = format!("resync-{}", (conn.now)());
+    let event = ChangeEvent::resync_request(kind.logical_name(), id, &run, (conn.now)() * 1000);
+    Ok(sync_source(conn, settings, kind, &event).await?.1)
+}
+
+/// A marketing list changed in a way that changes who it feeds: members added or removed, its
+/// query or state changed. The campaigns and campaign activities it is linked to follow (rule 6
+/// of the membership rule), whether or not the list itself is synced. Returns how many linked
+/// sources there are.
+pub async fn on_linked_list_change(
+    conn: &Connector,
+    settings: &Settings,
+    list: &SourceRecord,
+    event: &ChangeEvent,
+) -> Result<usize, SyncError> {
+    let membership = event.is_membership_change();
+    let selection = event.list_selection_may_have_changed();
+    let Some(shape) = &list.list else {
+        return Ok(0);
+    };
+    if !(membership || selection) {
+        return Ok(0);
+    }
+    let linked = conn.sources.sources_linking_list(&list.source.id).await?;
+    if linked.is_empty() {
+        return Ok(0);
+    }
+    let named = &event.related;
+    if membership && !selection && !named.is_empty() && named.len() <= LINKED_SCOPED_LIMIT {
+        // Those members everywhere: their memberships are read afresh, so one still in the
+        // campaign through another list or as a linked lead stays.
+        let scope = PeopleScope::of_records(shape.member_kind, named.iter().map(|r| &r.id));
+        people::reconcile_people(conn, settings, scope, None).await?;
+    } else {
+        for (kind, id) in &linked {
+            resync_source(conn, settings, *kind, id).await?;
+        }
+    }
+    Ok(linked.len())
+}
+
+/// A marketing list was deleted. The CRM drops its links to campaigns and activities with it,
+/// without an event of their own, so which of them held its members can no longer be read:
+/// every campaign and activity with sync on is reconciled instead. With a queue, as one resync
+/// request per source on its own queue (no single long invocation, however many there are;
+/// the delete's operation id keys them, so a redelivered delete queues nothing twice);
+/// without one, one after another here. Returns how many sources were reached.
+pub async fn after_list_deleted(
+    conn: &Connector,
+    settings: &Settings,
+    event: &ChangeEvent,
+    follow_up: Option<&dyn ChangeQueue>,
+) -> Result<usize, SyncError> {
+    let run_id = format!("list-deleted-{}", event.operation_id);
+    let mut reached = 0;
+    for kind in [SourceKind::Campaign, SourceKind::CampaignActivity] {
+        match follow_up {
+            Some(queue) => {
+                let now_ms = (conn.now)() * 1000;
+                let sources = conn.sources.as_ref();
+                queue_resyncs(sources, queue, kind, &run_id, now_ms, &mut reached).await?;
+            }
+            None => {
+                for id in conn.sources.synced_sources(kind).await? {
+                    resync_source(conn, settings, kind, &id).await?;
+                    reached += 1;
+                }
+            }
+        }
+    }
+    info!(
+        list = %event.record_id,
+        sources = reached,
+        queued = follow_up.is_some(),
+        "list deleted: synced campaigns and activities reconciled"
+    );
+    Ok(reached)
+}
+
+/// Queues one resync request per source of this kind whose sync is on, on the kind's queue;
+/// `run_id` is the requests' operation id, so a retried run queues nothing twice (FIFO
+/// de-duplication). `queued` counts what was queued, also when a later send fails.
+pub async fn queue_resyncs(
+    sources: &dyn SourceStore,
+    queue: &dyn ChangeQueue,
+    kind: SourceKind,
+    run_id: &str,
+    now_ms: i64,
+    queued: &mut usize,
+) -> Result<(), SyncError> {
+    for id in sources.synced_sources(kind).await? {
+        let request = ChangeEvent::resync_request(kind.logical_name(), &id, run_id, now_ms);
+        queue
+            .enqueue(QueueFamily::for_source(kind), &request)
+            .await?;
+        *queued += 1;
+    }
+    Ok(())
+}
+
+/// The source's own group: deleted, kept, created, renamed or reconciled; status written.
+async fn sync_source(
+    conn: &Connector,
+    settings: &Settings,
+    kind: SourceKind,
+    event: &ChangeEvent,
+) -> Result<(Option<SourceRecord>, SourceSync), SyncError> {
+    let record = conn.sources.source(kind, &event.record_id).await?;
+    let Some(record) = record else {
+        return Ok((None, on_source_deleted(conn, settings, kind, event).await?));
+    };
+    let result = sync_existing_source(conn, settings, &record, event).await;
+    write_status(conn, &record, &result).await;
+    Ok((Some(record), result?))
+}
+
+async fn sync_existing_source(
+    conn: &Connector,
+    settings: &Settings,
+    record: &SourceRecord,
+    event: &ChangeEvent,
+) -> Result<SourceSync, SyncError> {
+    let source = &record.source;
+    if !source.active && source.sync_enabled {
+        // Deactivating a source turns its sync flag off (a write-back), then it is handled as
+        // "sync off".
+        conn.sources.turn_sync_off(source.kind, &source.id).await?;
+        info!("source inactive: sync turned off");
+        return sync_disabled(conn, settings, record).await;
+    }
+    if !source.sync_enabled {
+        // A resync request for a source whose sync was turned off since is no "sync off"
+        // event: that one comes (or came) on its own and decides the group's fate.
+        return if event.sync_flag_or_state_may_have_changed() {
+            sync_disabled(conn, settings, record).await
+        } else {
+            Ok(SourceSync::unchanged(source.group_id.clone()))
+        };
+    }
+    if let Some(problem) = &record.checklist_problem {
+        // Reconciling against a checklist we cannot read would remove everyone.
+        return Err(SyncError::Invalid(format!(
+            "the {} checklist cannot be read, so the group was left as it is: {problem}",
+            source.kind.label()
+        )));
+    }
+    let (group, created) = ensure_group(conn, settings, record).await?;
+    // "Resync": the flag on the source, or a queued request of "resync every source".
+    let full_resync = record.resync_requested || event.is_resync();
+    if !(created || full_resync || event.may_change_members()) {
+        return Ok(SourceSync {
+            outcome: GroupOutcome::GroupUpdated,
+            group: Some(group),
+            report: None,
+        });
+    }
+    let scoped_members = event.is_membership_change()
+        && !created
+        && !full_resync
+        && !event.size_exceeded
+        && !event.related.is_empty();
+    let report = if scoped_members {
+        // Only the named members: a list of 100,000 is not read again for one new member.
+        let ids: Vec<String> = event.related.iter().map(|r| r.id.clone()).collect();
+        people::on_list_members_change(conn, settings, record, &group, &ids).await?
+    } else {
+        reconcile_group(conn, settings, record, &group).await?
+    };
+    if record.resync_requested {
+        conn.sources.clear_resync(source.kind, &source.id).await?;
+    }
+    Ok(SourceSync {
+        outcome: GroupOutcome::Reconciled,
+        group: Some(group),
+        report: Some(report),
+    })
+}
+
+/// Makes sure the source has its group, named and described as the source says. Returns the
+/// group and whether it was created now (then all members must be added).
+pub async fn ensure_group(
+    conn: &Connector,
+    settings: &Settings,
+    record: &SourceRecord,
+) -> Result<(GroupId, bool), SyncError> {
+    let source = &record.source;
+    let name = group_name(&settings.group_prefix, source);
+    let info = receiver_info(source);
+    if let Some(id) = &source.group_id
+        && let Some(group) = conn.groups.get_group(id.as_str()).await?
+    {
+        update_group(conn, source.kind, &group, &name, &info).await?;
+        return Ok((id.clone(), false));
+    }
+    // No group yet, or it was deleted in CleverReach: create one and store its id.
+    let group = conn
+        .groups
+        .create_group(&name, lock_new_groups(&settings.deletion), &info)
+        .await?;
+    let id = GroupId::new(&group.id)
+        .map_err(|e| SyncError::Invalid(format!("CleverReach returned a group without id: {e}")))?;
+    conn.sources
+        .record_group(source.kind, &source.id, Some(&id))
+        .await?;
+    info!(group_id = %group.id, "group created");
+    Ok((id, true))
+}
+
+async fn update_group(
+    conn: &Connector,
+    kind: SourceKind,
+    group: &Group,
+    name: &str,
+    info: &str,
+) -> Result<(), SyncError> {
+    if group.name != name {
+        conn.groups.rename_group(&group.id, name).await?;
+        info!(group_id = %group.id, "group renamed");
+    }
+    // Only a campaign activity's description goes to the group; other groups keep whatever
+    // receiver_info they have.
+    if kind == SourceKind::CampaignActivity && group.receiver_info.trim() != info.trim() {
+        conn.groups.set_receiver_info(&group.id, info).await?;
+    }
+    Ok(())
+}
+
+/// The sync flag is off: delete or keep the group per the deletion settings.
+async fn sync_disabled(
+    conn: &Connector,
+    settings: &Settings,
+    record: &SourceRecord,
+) -> Result<SourceSync, SyncError> {
+    let source = &record.source;
+    let Some(group_id) = source.group_id.clone() else {
+        return Ok(SourceSync::unchanged(None));
+    };
+    let outcome =
+        apply_deletion_policy(conn, settings, DeletionReason::SyncDisabled, &group_id).await?;
+    if outcome == GroupOutcome::Deleted {
+        conn.sources
+            .record_group(source.kind, &source.id, None)
+            .await?;
+    }
+    Ok(SourceSync {
+        outcome,
+        group: (outcome != GroupOutcome::Deleted).then_some(group_id),
+        report: None,
+    })
+}
+
+/// The source is gone: its group id comes from the delete event's pre-image.
+async fn on_source_deleted(
+    conn: &Connector,
+    settings: &Settings,
+    kind: SourceKind,
+    event: &ChangeEvent,
+) -> Result<SourceSync, SyncError> {
+    let group = event.group_id_before().and_then(|g| GroupId::new(g).ok());
+    let Some(group) = group else {
+        if event.message == CrmMessage::Delete {
+            tracing::warn!(
+                kind = kind.logical_name(),
+                "deleted source without a group id in the pre-image: nothing to delete (register a pre-image with crc_groupid on the Delete step)"
+            );
+        }
+        return Ok(SourceSync::unchanged(None));
+    };
+    let outcome =
+        apply_deletion_policy(conn, settings, DeletionReason::RecordDeleted, &group).await?;
+    Ok(SourceSync {
+        outcome,
+        group: (outcome != GroupOutcome::Deleted).then_some(group),
+        report: None,
+    })
+}
+
+async fn apply_deletion_policy(
+    conn: &Connector,
+    settings: &Settings,
+    reason: DeletionReason,
+    group_id: &GroupId,
+) -> Result<GroupOutcome, SyncError> {
+    let Some(group) = conn.groups.get_group(group_id.as_str()).await? else {
+        return Ok(GroupOutcome::Unchanged);
+    };
+    match group_fate(reason, &settings.deletion, group.locked) {
+        GroupFate::Delete => {
+            conn.groups.delete_group(group_id.as_str()).await?;
+            info!(group_id = %group_id.as_str(), ?reason, "group deleted");
+            Ok(GroupOutcome::Deleted)
+        }
+        GroupFate::Keep => {
+            info!(group_id = %group_id.as_str(), ?reason, "group kept");
+            Ok(GroupOutcome::Kept)
+        }
+    }
+}
+
+/// Writes the sync status on the source (best effort: a failure here is logged, it must not
+/// turn a successful sync into a retried one).
+async fn write_status(
+    conn: &Connector,
+    record: &SourceRecord,
+    result: &Result<SourceSync, SyncError>,
+) {
+    let now = chrono::DateTime::from_timestamp((conn.now)(), 0).unwrap_or_default();
+    let status = match result {
+        Ok(sync) => {
+            let status = match (&sync.outcome, &sync.report) {
+                (GroupOutcome::Reconciled, Some(report)) => report.status_line(),
+                (GroupOutcome::GroupUpdated, _) => "group name and description updated".into(),
+                (GroupOutcome::Deleted, _) => "group deleted (sync off or source deleted)".into(),
+                (GroupOutcome::Kept, _) => {
+                    "sync off: group kept in CleverReach per the deletion settings".into()
+                }
+                _ => return,
+            };
+            SourceStatus::Synced {
+                status,
+                at: now.to_rfc3339(),
+            }
+        }
+        // The status and last sync time stay those of the last good sync; the error says when
+        // it happened and what went wrong, until a good sync clears it.
+        Err(e) => SourceStatus::Failed {
+            error: format!(
+                "{}: the sync failed: {e}",
+                now.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+        },
+    };
+    let source = &record.source;
+    if let Err(e) = conn
+        .sources
+        .write_status(source.kind, &source.id, &status)
+        .await
+    {
+        tracing::warn!(error = %e, "sync status not written");
+    }
+}
