@@ -1036,6 +1036,102 @@ mod cleverreach {
         assert_eq!(rows[2], json!("invalid address 'bad';"), "{s}");
     }
 
+    /// Features the simulator leaves out answer an error in the §6 shape, never a success.
+    #[tokio::test]
+    async fn features_left_out_answer_an_error_never_a_silent_success() {
+        let api = Api::start().await;
+        let gid = api.group("Left out").await;
+        api.ok(
+            Method::POST,
+            &format!("v3/groups.json/{gid}/receivers/upsert"),
+            Some(json!([{"email": "a@example.com"}])),
+        )
+        .await;
+        let cases: Vec<(Method, String, Option<Value>)> = vec![
+            (Method::GET, format!("v3/groups.json/{gid}/forms"), None),
+            (
+                Method::POST,
+                "v3/forms.json/1/send/activate".into(),
+                Some(json!({"email": "a@example.com"})),
+            ),
+            (Method::GET, format!("v3/groups.json/{gid}/filters"), None),
+            (Method::GET, "v3/receivers/tags.json".into(), None),
+            (Method::GET, "v3/tags.json".into(), None),
+            (Method::GET, "v3/reports.json".into(), None),
+            (Method::GET, format!("v3/groups.json/{gid}/blacklist"), None),
+            (
+                Method::GET,
+                format!("v3/groups.json/{gid}/advancedstats"),
+                None,
+            ),
+            (Method::DELETE, format!("v3/groups.json/{gid}/clear"), None),
+            (
+                Method::GET,
+                format!("v3/groups.json/{gid}/receivers/a@example.com/events"),
+                None,
+            ),
+            (
+                Method::DELETE,
+                "v3/receivers.json/a@example.com".into(),
+                None,
+            ),
+            (
+                Method::POST,
+                "v3/receivers/delete.json".into(),
+                Some(json!({"receivers": ["a@example.com"]})),
+            ),
+            (
+                Method::PUT,
+                "v3/receivers.json/a@example.com/attributes/1".into(),
+                Some(json!({"value": "x"})),
+            ),
+            (
+                Method::POST,
+                "v3/receivers/isvalid.json".into(),
+                Some(json!({"emails": ["a@example.com"]})),
+            ),
+            (
+                Method::POST,
+                "v3/blacklist/validate.json".into(),
+                Some(json!(["a@example.com"])),
+            ),
+            (Method::GET, "v3/receivers/bounced.json".into(), None),
+            (Method::GET, "v3/debug/exchange.json".into(), None),
+            (Method::GET, "v3/clients/1/token".into(), None),
+            (
+                Method::POST,
+                "v3/oauth/finish.json".into(),
+                Some(json!({"finished": true})),
+            ),
+            (
+                Method::PUT,
+                "v3/attributes.json/1".into(),
+                Some(json!({"type": "text"})),
+            ),
+            (
+                Method::POST,
+                "hooks/eventhook".into(),
+                Some(
+                    json!({"url": "https://example.com/h", "event": "group", "condition": gid, "verify": "0123456789"}),
+                ),
+            ),
+        ];
+        for (method, path, body) in cases {
+            let (status, answer) = api.call(method.clone(), &path, body).await;
+            assert!(
+                [400, 404, 405].contains(&status.as_u16()),
+                "{method} {path}: {status} {answer}"
+            );
+            error_body(
+                &format!("§6 {method} {path}"),
+                status,
+                &answer,
+                status.as_u16(),
+            );
+        }
+        assert!(api.sim.receiver(&gid, "a@example.com").unwrap().active);
+    }
+
     // ---- the tests ----------------------------------------------------------------------------
 
     macro_rules! check {

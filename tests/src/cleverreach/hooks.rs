@@ -215,7 +215,7 @@ impl Hooks {
     /// Queues `event` for every registration watching `group_id`. `from_api` marks changes
     /// made through the REST API, which fire only while `api_events` is on.
     pub fn emit(&mut self, event: &str, group_id: u64, pool_id: u64, from_api: bool, now: i64) {
-        if from_api && !self.config.api_events {
+        if self.registrations.is_empty() || (from_api && !self.config.api_events) {
             return;
         }
         let condition = group_id.to_string();
