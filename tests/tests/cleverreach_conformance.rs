@@ -857,8 +857,11 @@ mod cleverreach {
 
     // ---- §5.1 Webhooks ------------------------------------------------------------------------
 
+    /// One call the simulator made to the hook endpoint: method, query, headers, body.
+    type HookCall = (String, HashMap<String, String>, HeaderMap, Bytes);
+
     #[derive(Clone, Default)]
-    struct Seen(Arc<Mutex<Vec<(String, HashMap<String, String>, HeaderMap, Bytes)>>>);
+    struct Seen(Arc<Mutex<Vec<HookCall>>>);
 
     const VERIFY: &str = "myMegaFancyverifyToken";
 
