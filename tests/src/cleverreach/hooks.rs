@@ -430,7 +430,12 @@ fn check_registration(st: &SimState, body: &[u8]) -> Result<NewHook, ApiError> {
     }
     let verify = match body.get("verify") {
         Some(Value::String(v)) => v.clone(),
-        _ => return Err(ApiError::bad_request("verify is required")),
+        None | Some(Value::Null) => return Err(ApiError::bad_request("verify is required")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "verify must be a string of 10 to 50 characters",
+            ));
+        }
     };
     let length = verify.chars().count();
     if !(10..=50).contains(&length) {
