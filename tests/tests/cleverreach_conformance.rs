@@ -1,5 +1,6 @@
 //! Conformance of the CleverReach simulator with the CleverReach API reference the project
-//! works from (the team's `cleverreach-api.md`): for every endpoint the simulator serves, the
+//! works from (§1 OAuth and tokens, §2 groups, §3 receivers, §4 attributes, §5 back-flow and
+//! §5.1 webhooks, §6 limits and errors): for every endpoint the simulator serves, the
 //! request it accepts and the answer it gives (field names, JSON types, status codes, error
 //! bodies), and the requests it sends itself (event hooks). Each check names the section of the
 //! reference it follows. The last test proves every endpoint has a check.

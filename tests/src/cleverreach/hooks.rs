@@ -1,4 +1,4 @@
-//! CleverReach simulator: event hooks ("eventhook", ref §5.1).
+//! CleverReach simulator: event hooks ("eventhook").
 //!
 //! - `POST /hooks/eventhook` `{url, event, condition, verify}` registers a hook. Inside that
 //!   call the simulator sends `GET <url>?secret=<s>` and expects `200`, `text/plain`,
