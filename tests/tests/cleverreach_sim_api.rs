@@ -323,7 +323,12 @@ mod cleverreach {
 
     #[tokio::test]
     async fn an_upsert_never_reactivates_an_unsubscribed_receiver() {
-        let api = Api::start().await;
+        // Without pessimistic mode (that one re-activates, see cleverreach_sim_pessimistic).
+        let api = Api::with(CleverReachSimConfig {
+            pessimistic: false,
+            ..CleverReachSimConfig::default()
+        })
+        .await;
         let gid = api.group("List").await;
         api.upsert(
             &gid,
@@ -366,7 +371,12 @@ mod cleverreach {
 
     #[tokio::test]
     async fn bounced_and_blacklisted_addresses_are_never_made_active_by_an_upsert() {
-        let api = Api::start().await;
+        // Without pessimistic mode (that one re-activates, see cleverreach_sim_pessimistic).
+        let api = Api::with(CleverReachSimConfig {
+            pessimistic: false,
+            ..CleverReachSimConfig::default()
+        })
+        .await;
         let gid = api.group("List").await;
         api.upsert(&gid, json!([{"email": "b@example.com"}])).await;
         api.sim.bounce("b@example.com").unwrap();

@@ -1,7 +1,9 @@
-//! CleverReach simulator: the REST v3 endpoints (ref §1 debug, §2 groups, §3 receivers,
-//! §4 attributes, §5 bounces and blacklist, §6 errors and limits).
+//! CleverReach simulator: the REST v3 endpoints (debug and token revocation, groups,
+//! receivers, global and group attributes, bounces and blacklist, errors and limits).
 
-use super::state::{ApiError, RowOutcome, SimState, WriteMode, email_key, parse_id, truthy};
+use super::state::{
+    ApiError, Origin, RowOutcome, SimState, WriteMode, email_key, parse_id, truthy,
+};
 use super::{Endpoint, Shared};
 use axum::{
     Json, Router,
@@ -9,13 +11,13 @@ use axum::{
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{MethodRouter, get, post, put},
+    routing::{MethodRouter, delete, get, post, put},
 };
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::MutexGuard;
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 type Params = Query<HashMap<String, String>>;
 
 impl IntoResponse for ApiError {
@@ -39,6 +41,7 @@ pub(crate) fn router(shared: Shared) -> Router {
         ("/v3/debug/ttl.json", get(ttl)),
         ("/v3/debug/validate.json", get(validate)),
         ("/v3/debug/ping.json", get(ping)),
+        ("/v3/oauth/token.json", delete(revoke_token)),
         ("/v3/groups.json", get(groups_list).post(group_create)),
         (
             "/v3/groups.json/{gid}",
@@ -49,7 +52,19 @@ pub(crate) fn router(shared: Shared) -> Router {
             "/v3/attributes.json",
             get(attributes_list).post(attribute_create),
         ),
-        ("/v3/groups.json/{gid}/receivers", get(receivers_list)),
+        ("/v3/attributes.json/{id}", delete(attribute_delete)),
+        (
+            "/v3/groups.json/{gid}/attributes",
+            get(group_attributes_list).post(group_attribute_create),
+        ),
+        (
+            "/v3/groups.json/{gid}/attributes/{id}",
+            delete(group_attribute_delete),
+        ),
+        (
+            "/v3/groups.json/{gid}/receivers",
+            get(receivers_list).post(receiver_add),
+        ),
         ("/v3/groups.json/{gid}/receivers/upsert", post(upsert)),
         (
             "/v3/groups.json/{gid}/receivers/upsertplus",
@@ -59,7 +74,9 @@ pub(crate) fn router(shared: Shared) -> Router {
         ("/v3/groups.json/{gid}/receivers/delete", post(delete_batch)),
         (
             "/v3/groups.json/{gid}/receivers/{receiver}",
-            get(receiver_get).delete(receiver_delete),
+            get(receiver_get)
+                .put(receiver_update)
+                .delete(receiver_delete),
         ),
         (
             "/v3/groups.json/{gid}/receivers/{receiver}/activate",
@@ -120,7 +137,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Counts the call, checks the bearer token and hands out the locked state.
-fn authed<'a>(
+pub(crate) fn authed<'a>(
     shared: &'a Shared,
     endpoint: Endpoint,
     headers: &HeaderMap,
@@ -136,7 +153,7 @@ fn json_body(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
 }
 
-fn object_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+pub(crate) fn object_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match json_body(body)? {
         Value::Object(map) => Ok(map),
         _ => Err(ApiError::bad_request("expected a JSON object")),
@@ -221,12 +238,63 @@ async fn ping(State(s): State<Shared>) -> ApiResult {
     ok(json!(true))
 }
 
+/// `DELETE /v3/oauth/token.json`: the bearer token (and its refresh token) stop working.
+async fn revoke_token(State(s): State<Shared>, headers: HeaderMap) -> ApiResult {
+    let mut st = authed(&s, Endpoint::TokenRevoke, &headers)?;
+    let token = bearer(&headers).ok_or_else(ApiError::unauthorized)?;
+    if !st.revoke_access_token(token) {
+        return Err(ApiError::unauthorized());
+    }
+    ok(json!(true))
+}
+
 // ---- groups -----------------------------------------------------------------------------
 
-async fn groups_list(State(s): State<Shared>, headers: HeaderMap) -> ApiResult {
+/// `GET /groups[?order=<changed|created> [ASC|DESC]]`, as the official SDK sends it.
+async fn groups_list(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> ApiResult {
     let st = authed(&s, Endpoint::GroupsList, &headers)?;
+    let mut groups: Vec<_> = st.groups.values().collect();
+    if let Some(order) = params
+        .get("order")
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+    {
+        let mut parts = order.split_whitespace();
+        let field = parts.next().unwrap_or_default().to_lowercase();
+        let descending = match parts.next().map(str::to_lowercase).as_deref() {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "order direction must be ASC or DESC, not '{other}'"
+                )));
+            }
+        };
+        if parts.next().is_some() {
+            return Err(ApiError::bad_request(format!(
+                "order must be '<field> [ASC|DESC]', not '{order}'"
+            )));
+        }
+        // Ties go by id in the same direction: ids grow with creation.
+        match field.as_str() {
+            "created" => groups.sort_by_key(|g| (g.stamp, g.id)),
+            "changed" => groups.sort_by_key(|g| (g.last_changed, g.id)),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown order field '{other}' (changed or created)"
+                )));
+            }
+        }
+        if descending {
+            groups.reverse();
+        }
+    }
     ok(Value::Array(
-        st.groups.values().map(|g| st.group_json(g)).collect(),
+        groups.into_iter().map(|g| st.group_json(g)).collect(),
     ))
 }
 
@@ -293,38 +361,104 @@ async fn group_stats(
 
 // ---- attributes -------------------------------------------------------------------------
 
+fn attribute_list(st: &SimState, group_id: u64) -> ApiResult {
+    ok(Value::Array(
+        st.attributes_of(group_id)
+            .map(|a| st.attribute_json(a))
+            .collect(),
+    ))
+}
+
+/// A group id from a path, query or body: `0` (or none) means the account's global list.
+fn group_scope(st: &SimState, raw: Option<&Value>) -> Result<u64, ApiError> {
+    let raw = match raw {
+        None | Some(Value::Null) => return Ok(0),
+        Some(Value::String(s)) => s.trim().to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "group_id must be a group id, not {other}"
+            )));
+        }
+    };
+    if raw.is_empty() || raw == "0" {
+        return Ok(0);
+    }
+    let id = parse_id(&raw).ok_or_else(|| {
+        ApiError::bad_request(format!("group_id must be a group id, not '{raw}'"))
+    })?;
+    Ok(st.group(&id.to_string())?.id)
+}
+
+/// `GET /attributes[?group_id=]`: the global attributes, or one group's own.
 async fn attributes_list(
     State(s): State<Shared>,
     headers: HeaderMap,
     Query(params): Params,
 ) -> ApiResult {
     let st = authed(&s, Endpoint::AttributesList, &headers)?;
-    // Group-local attributes are not simulated: a group's own list is empty.
-    if let Some(gid) = params.get("group_id").filter(|g| g.trim() != "0") {
-        st.group(gid)?;
-        return ok(json!([]));
-    }
-    ok(Value::Array(
-        st.attributes
-            .values()
-            .map(|a| st.attribute_json(a))
-            .collect(),
-    ))
+    let scope = params.get("group_id").map(|g| Value::String(g.clone()));
+    let gid = group_scope(&st, scope.as_ref())?;
+    attribute_list(&st, gid)
 }
 
-async fn attribute_create(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let mut st = authed(&s, Endpoint::AttributeCreate, &headers)?;
-    let body = object_body(&body)?;
-    if let Some(gid) = body.get("group_id").filter(|g| truthy(g)) {
-        return Err(ApiError::bad_request(format!(
-            "group-local attributes are not supported by the sandbox (group_id {gid})"
-        )));
-    }
-    let id = st.create_attribute(&body)?;
+fn create_attribute(st: &mut SimState, body: &Map<String, Value>, gid: u64) -> ApiResult {
+    let id = st.create_attribute(body, gid)?;
     match st.attributes.get(&id) {
         Some(attr) => ok(st.attribute_json(attr)),
         None => Err(ApiError::new(500, "Internal Server Error")),
     }
+}
+
+/// `POST /attributes`: a global attribute, or a group's own when the body has `group_id`.
+async fn attribute_create(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let mut st = authed(&s, Endpoint::AttributeCreate, &headers)?;
+    let body = object_body(&body)?;
+    let gid = group_scope(&st, body.get("group_id"))?;
+    create_attribute(&mut st, &body, gid)
+}
+
+async fn attribute_delete(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let mut st = authed(&s, Endpoint::AttributeDelete, &headers)?;
+    st.delete_attribute(&id, None)?;
+    ok(json!(true))
+}
+
+async fn group_attributes_list(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(gid): Path<String>,
+) -> ApiResult {
+    let st = authed(&s, Endpoint::GroupAttributesList, &headers)?;
+    let gid = st.group(&gid)?.id;
+    attribute_list(&st, gid)
+}
+
+async fn group_attribute_create(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(gid): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let mut st = authed(&s, Endpoint::GroupAttributeCreate, &headers)?;
+    let gid = st.group(&gid)?.id;
+    let body = object_body(&body)?;
+    create_attribute(&mut st, &body, gid)
+}
+
+async fn group_attribute_delete(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((gid, id)): Path<(String, String)>,
+) -> ApiResult {
+    let mut st = authed(&s, Endpoint::GroupAttributeDelete, &headers)?;
+    let gid = st.group(&gid)?.id;
+    st.delete_attribute(&id, Some(gid))?;
+    ok(json!(true))
 }
 
 // ---- receiver batches -------------------------------------------------------------------
@@ -387,7 +521,7 @@ fn row_result(
     mode: WriteMode,
     endpoint: Endpoint,
 ) -> Value {
-    match st.write_row(group_id, row, mode) {
+    match st.write_row(group_id, row, mode, Origin::Api) {
         RowOutcome::Rejected(message) => Value::String(message),
         RowOutcome::Inserted(id) | RowOutcome::Updated(id)
             if endpoint == Endpoint::ReceiversUpsertPlus =>
@@ -458,7 +592,7 @@ async fn delete_batch(
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            match st.remove_member(&gid, &key) {
+            match st.remove_member(&gid, &key, Origin::Api) {
                 Ok(()) => json!({ "status": "success" }),
                 Err(_) => Value::String(format!("invalid receiver '{key}'")),
             }
@@ -485,8 +619,89 @@ async fn receiver_delete(
     Path((gid, receiver)): Path<(String, String)>,
 ) -> ApiResult {
     let mut st = authed(&s, Endpoint::ReceiverDelete, &headers)?;
-    st.remove_member(&gid, &receiver)?;
+    st.remove_member(&gid, &receiver, Origin::Api)?;
     ok(json!(true))
+}
+
+/// `POST /groups/{gid}/receivers`: one new receiver; an address already in the group is a
+/// conflict (batches have `/upsert` for that).
+async fn receiver_add(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(gid): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let mut st = authed(&s, Endpoint::ReceiverAdd, &headers)?;
+    let group_id = st.group(&gid)?.id;
+    let row = match json_body(&body)? {
+        row @ Value::Object(_) => row,
+        Value::Array(_) => {
+            return Err(ApiError::bad_request(
+                "expected one receiver object; send several to /receivers/upsert or /receivers/insert",
+            ));
+        }
+        _ => return Err(ApiError::bad_request("expected a receiver object")),
+    };
+    let email = row.get("email").map(text_of).unwrap_or_default();
+    if st.member(&gid, email.trim()).is_ok() {
+        return Err(ApiError::new(
+            409,
+            format!("Conflict: duplicate address '{}'", email.trim()),
+        ));
+    }
+    match st.write_row(group_id, &row, WriteMode::Insert, Origin::Api) {
+        RowOutcome::Inserted(id) | RowOutcome::Updated(id) => {
+            ok(st.receiver_json(group_id, id, None))
+        }
+        RowOutcome::Rejected(message) => Err(ApiError::bad_request(message)),
+    }
+}
+
+/// `PUT /groups/{gid}/receivers/{receiver}`: changes one receiver of the group (by id or
+/// address). Its address changes only through `PUT /receivers/{receiver}/email`.
+async fn receiver_update(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((gid, receiver)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    let mut st = authed(&s, Endpoint::ReceiverUpdate, &headers)?;
+    let (group_id, pool_id) = st.member(&gid, &receiver)?;
+    let mut body = object_body(&body)?;
+    let stored = st
+        .pool
+        .get(&pool_id)
+        .map(|p| p.email.clone())
+        .ok_or_else(ApiError::invalid_receiver)?;
+    if let Some(email) = body.get("email").map(text_of)
+        && email_key(&email) != email_key(&stored)
+    {
+        return Err(ApiError::bad_request(format!(
+            "email cannot be changed here ('{}' → '{}'); use PUT /receivers/{{receiver}}/email",
+            stored,
+            email.trim()
+        )));
+    }
+    body.insert("email".into(), Value::String(stored));
+    match st.write_row(
+        group_id,
+        &Value::Object(body),
+        WriteMode::Upsert,
+        Origin::Api,
+    ) {
+        RowOutcome::Inserted(id) | RowOutcome::Updated(id) => {
+            ok(st.receiver_json(group_id, id, None))
+        }
+        RowOutcome::Rejected(message) => Err(ApiError::bad_request(message)),
+    }
+}
+
+fn text_of(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
 }
 
 async fn receiver_activate(
@@ -621,6 +836,48 @@ fn check_page_size(st: &SimState, pagesize: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// `email_list` / `id_list` (comma-separated) of the receiver list: the pool ids asked for,
+/// or `None` for the whole group. Unknown addresses and ids simply select nothing.
+fn receiver_selection(
+    st: &SimState,
+    params: &HashMap<String, String>,
+) -> Result<Option<std::collections::HashSet<u64>>, ApiError> {
+    let entries = |name: &str| -> Result<Option<Vec<String>>, ApiError> {
+        let Some(raw) = params.get(name) else {
+            return Ok(None);
+        };
+        let entries: Vec<String> = raw.split(',').map(|e| e.trim().to_string()).collect();
+        // An empty list must not mean "everyone": a client that builds it from nothing and
+        // then acts on the answer would act on the whole group.
+        if entries.iter().any(String::is_empty) {
+            return Err(ApiError::bad_request(format!(
+                "{name} has an empty entry ('{raw}')"
+            )));
+        }
+        Ok(Some(entries))
+    };
+    match (entries("email_list")?, entries("id_list")?) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "email_list and id_list cannot be combined",
+        )),
+        (Some(emails), None) => Ok(Some(
+            emails.iter().filter_map(|e| st.by_email_id(e)).collect(),
+        )),
+        (None, Some(ids)) => {
+            let mut out = std::collections::HashSet::new();
+            for id in &ids {
+                out.insert(parse_id(id).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "id_list must be comma-separated receiver ids, not '{id}'"
+                    ))
+                })?);
+            }
+            Ok(Some(out))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 async fn receivers_list(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -634,9 +891,11 @@ async fn receivers_list(
     let detail = number_param(&params, "detail", 0)? as u64;
     let kind = params.get("type").map(|t| t.trim().to_lowercase());
     let group = st.group(&gid)?;
+    let only = receiver_selection(&st, &params)?;
     let mut rows: Vec<(u64, u64)> = group
         .members
         .iter()
+        .filter(|(pid, _)| only.as_ref().is_none_or(|ids| ids.contains(pid)))
         .filter(|(_, m)| match kind.as_deref() {
             None | Some("") | Some("all") => true,
             Some("active") => m.active(),

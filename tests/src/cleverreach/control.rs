@@ -2,14 +2,15 @@
 //! tests do through [`super::CleverReachSim`]'s methods (unsubscribe, bounce, sign up, …)
 //! and look at the account. Never faulted, no token needed.
 
-use super::state::{ApiError, RowOutcome, WriteMode};
+use super::hooks::HookDeliveryConfig;
+use super::state::{ApiError, Origin, RowOutcome, WriteMode};
 use super::{CallStats, Shared};
 use axum::{
     Json, Router,
     body::Bytes,
     extract::{Path, State},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -27,6 +28,11 @@ pub(crate) fn router(shared: Shared) -> Router {
         .route("/_sim/blacklist", post(blacklist))
         .route("/_sim/signup", post(signup))
         .route("/_sim/stranger", post(stranger))
+        .route("/_sim/delete", post(delete_receiver))
+        .route("/_sim/clock", post(clock))
+        .route("/_sim/pessimistic", get(pessimistic).put(set_pessimistic))
+        .route("/_sim/hooks", get(hooks))
+        .route("/_sim/hooks/delivery", put(set_hook_delivery))
         .route("/_sim/corrupt", post(corrupt))
         .route("/_sim/tokens/expire", post(expire_tokens))
         .route("/_sim/tokens/revoke", post(revoke_tokens))
@@ -130,7 +136,13 @@ fn yes() -> bool {
     true
 }
 
-fn add(s: &Shared, req: NewReceiver, active: bool, source: &str) -> Result<Response> {
+fn add(
+    s: &Shared,
+    req: NewReceiver,
+    active: bool,
+    source: &str,
+    origin: Origin,
+) -> Result<Response> {
     let mut st = s.lock();
     let gid = st.group(&id_text(&req.group_id))?.id;
     let now = st.now();
@@ -141,7 +153,7 @@ fn add(s: &Shared, req: NewReceiver, active: bool, source: &str) -> Result<Respo
         "source": source,
         "global_attributes": req.global_attributes,
     });
-    match st.write_row(gid, &row, WriteMode::Insert) {
+    match st.write_row(gid, &row, WriteMode::Insert, origin) {
         RowOutcome::Inserted(id) | RowOutcome::Updated(id) => {
             Ok(Json(st.receiver_json(gid, id, None)).into_response())
         }
@@ -151,13 +163,70 @@ fn add(s: &Shared, req: NewReceiver, active: bool, source: &str) -> Result<Respo
 
 async fn signup(State(s): State<Shared>, body: Bytes) -> Result<Response> {
     let req: NewReceiver = parse(&body)?;
-    add(&s, req, true, "Anmeldeformular")
+    add(&s, req, true, "Anmeldeformular", Origin::Signup)
 }
 
 async fn stranger(State(s): State<Shared>, body: Bytes) -> Result<Response> {
     let req: NewReceiver = parse(&body)?;
     let active = req.active;
-    add(&s, req, active, "Import")
+    add(&s, req, active, "Import", Origin::Import)
+}
+
+/// `{"group_id", "email"}`: a CleverReach user deletes the receiver from the group.
+async fn delete_receiver(State(s): State<Shared>, body: Bytes) -> Result<Json<Value>> {
+    let req: GroupEmail = parse(&body)?;
+    s.lock()
+        .remove_member(&id_text(&req.group_id), &req.email, Origin::Import)?;
+    Ok(Json(json!(true)))
+}
+
+#[derive(Deserialize)]
+struct Clock {
+    advance_secs: i64,
+}
+
+/// `{"advance_secs": n}`: the simulated clock moves forward; answers the new time.
+async fn clock(State(s): State<Shared>, body: Bytes) -> Result<Json<Value>> {
+    let req: Clock = parse(&body)?;
+    if req.advance_secs < 0 {
+        return Err(ApiError::bad_request("advance_secs must not be negative"));
+    }
+    let mut st = s.lock();
+    st.advance_clock(req.advance_secs);
+    Ok(Json(json!({ "now": st.now() })))
+}
+
+#[derive(Deserialize)]
+struct Switch {
+    enabled: bool,
+}
+
+async fn pessimistic(State(s): State<Shared>) -> Json<Value> {
+    let st = s.lock();
+    Json(json!({
+        "enabled": st.pessimistic,
+        "reactivation_count": st.reactivations.len(),
+        "reactivation_attempts": st.reactivation_attempts,
+    }))
+}
+
+/// `{"enabled": true|false}`: switches pessimistic mode.
+async fn set_pessimistic(State(s): State<Shared>, body: Bytes) -> Result<Json<Value>> {
+    let req: Switch = parse(&body)?;
+    s.lock().pessimistic = req.enabled;
+    Ok(Json(json!({ "enabled": req.enabled })))
+}
+
+async fn hooks(State(s): State<Shared>) -> Json<Value> {
+    Json(s.lock().hooks.state_json())
+}
+
+/// `{"drop_rate", "delay_rate", "delay_ms", "seed", "api_events"}` (all optional).
+async fn set_hook_delivery(State(s): State<Shared>, body: Bytes) -> Result<Json<Value>> {
+    let config: HookDeliveryConfig = parse(&body)?;
+    let mut st = s.lock();
+    st.hooks.set_config(config)?;
+    Ok(Json(json!(st.hooks.config)))
 }
 
 #[derive(Deserialize)]

@@ -1,4 +1,5 @@
-//! CleverReach simulator: OAuth (`/oauth/token.php`, `/oauth/authorize.php`), ref §1.
+//! CleverReach simulator: OAuth (`/oauth/token.php`, `/oauth/authorize.php`, and
+//! `DELETE /oauth/token` to revoke a token).
 //!
 //! Grants: `client_credentials` (Basic auth, form or JSON body), `refresh_token` (form or
 //! JSON; client in Basic auth or in the body; the refresh token rotates and a used one answers
@@ -21,7 +22,7 @@ use std::collections::HashMap;
 pub(crate) fn router(shared: Shared) -> Router {
     Router::new()
         .route("/oauth/token.php", post(token))
-        .route("/oauth/token", post(token))
+        .route("/oauth/token", post(token).delete(revoke))
         .route(
             "/oauth/authorize.php",
             get(authorize_page).post(authorize_submit),
@@ -191,6 +192,30 @@ async fn token(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) ->
             "The grant type was not specified in the request",
         ),
     }
+}
+
+/// `DELETE /oauth/token` with `Authorization: Bearer <token>` (the official SDK's logout):
+/// the token and the refresh token issued with it stop working.
+async fn revoke(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    let mut st = shared.lock();
+    st.count(Endpoint::TokenRevoke);
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .unwrap_or_default();
+    if token.is_empty() || !st.revoke_access_token(token) {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "The access token is missing, invalid or expired",
+        );
+    }
+    axum::Json(json!(true)).into_response()
 }
 
 fn escape(text: &str) -> String {

@@ -2,9 +2,10 @@
 //! bounces, tokens) and the rules that change it. Pure and synchronous: the HTTP layer locks
 //! it, calls one method and renders the answer.
 
+use super::hooks::Hooks;
 use super::{
-    CallStats, CleverReachSimConfig, Endpoint, IgnoredAttribute, Reactivation, SimAttribute,
-    SimEvent, SimGroup, SimReceiver, TokenGrants,
+    CallStats, CleverReachSimConfig, Endpoint, IgnoredAttribute, IgnoredGroupAttribute,
+    Reactivation, SimAttribute, SimEvent, SimGroup, SimReceiver, TokenGrants,
 };
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -43,6 +44,16 @@ impl ApiError {
 pub(crate) enum WriteMode {
     Insert,
     Upsert,
+}
+
+/// Who makes a receiver write: the REST API, or someone inside CleverReach (a form sign-up,
+/// an import by a CleverReach user). Decides which hook events fire and whether the
+/// pessimistic rules apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Api,
+    Signup,
+    Import,
 }
 
 /// The outcome of one batch row.
@@ -118,6 +129,8 @@ pub(crate) struct PoolReceiver {
 #[derive(Debug, Clone)]
 pub(crate) struct Attribute {
     pub id: u64,
+    /// 0 for a global attribute, else the group it belongs to.
+    pub group_id: u64,
     pub name: String,
     pub kind: String,
     pub description: String,
@@ -153,6 +166,8 @@ pub(crate) struct Tokens {
     pub access: HashMap<String, i64>,
     /// refresh tokens that may still be used once
     pub refresh: HashMap<String, ()>,
+    /// access token → the refresh token issued with it (revoking one revokes both)
+    pub pairs: HashMap<String, String>,
     /// authorization code → (redirect_uri, issued at)
     pub codes: HashMap<String, (String, i64)>,
     pub grants: TokenGrants,
@@ -171,7 +186,14 @@ pub(crate) struct SimState {
     pub blacklist: Vec<BlacklistEntry>,
     pub bounces: Vec<BounceRecord>,
     pub reactivations: Vec<Reactivation>,
+    /// Upserts that asked to activate an opted-out or blacklisted receiver, whether or not
+    /// it took effect.
+    pub reactivation_attempts: u64,
+    /// Pessimistic mode: such an upsert re-activates (see [`CleverReachSimConfig`]).
+    pub pessimistic: bool,
     pub ignored_attributes: Vec<IgnoredAttribute>,
+    pub ignored_group_attributes: Vec<IgnoredGroupAttribute>,
+    pub hooks: Hooks,
     /// Damaged receiver renderings, keyed by (group id, pool id): an object's fields replace
     /// the rendered ones, anything else replaces the whole receiver (see
     /// [`super::CleverReachSim::corrupt_receiver`]).
@@ -235,6 +257,7 @@ pub(crate) fn parse_id(raw: &str) -> Option<u64> {
 
 impl SimState {
     pub fn new(cfg: CleverReachSimConfig) -> Self {
+        let pessimistic = cfg.pessimistic;
         SimState {
             cfg,
             clock_offset: 0,
@@ -248,7 +271,11 @@ impl SimState {
             blacklist: Vec::new(),
             bounces: Vec::new(),
             reactivations: Vec::new(),
+            reactivation_attempts: 0,
+            pessimistic,
             ignored_attributes: Vec::new(),
+            ignored_group_attributes: Vec::new(),
+            hooks: Hooks::new(),
             corruptions: HashMap::new(),
             tokens: Tokens::default(),
             stats: CallStats::default(),
@@ -287,7 +314,26 @@ impl SimState {
         let expires = self.now() + self.cfg.access_token_ttl_secs as i64;
         self.tokens.access.insert(access.clone(), expires);
         self.tokens.refresh.insert(refresh.clone(), ());
+        self.tokens.pairs.insert(access.clone(), refresh.clone());
         (access, refresh)
+    }
+
+    /// Revokes an access token and the refresh token issued with it; false when the access
+    /// token was not valid.
+    pub fn revoke_access_token(&mut self, token: &str) -> bool {
+        if self.check_access_token(token).is_err() {
+            return false;
+        }
+        self.tokens.access.remove(token);
+        if let Some(refresh) = self.tokens.pairs.remove(token) {
+            self.tokens.refresh.remove(&refresh);
+        }
+        true
+    }
+
+    /// Moves the simulated clock forward (stamps, token expiry, `order=changed`).
+    pub fn advance_clock(&mut self, secs: i64) {
+        self.clock_offset += secs;
     }
 
     /// Uses a refresh token up (rotation): true when it was valid.
@@ -392,13 +438,24 @@ impl SimState {
         let id = parse_id(id).ok_or_else(ApiError::invalid_group)?;
         self.groups
             .remove(&id)
-            .map(|_| ())
-            .ok_or_else(ApiError::invalid_group)
+            .ok_or_else(ApiError::invalid_group)?;
+        // The group's own attributes go with it. Hook registrations stay: nothing says
+        // CleverReach removes them, so a client has to.
+        self.attributes.retain(|_, a| a.group_id != id);
+        Ok(())
     }
 
     // ---- attributes ---------------------------------------------------------------------
 
-    pub fn create_attribute(&mut self, body: &Map<String, Value>) -> Result<u64, ApiError> {
+    /// Creates a global attribute (`group_id` 0) or one of a group.
+    pub fn create_attribute(
+        &mut self,
+        body: &Map<String, Value>,
+        group_id: u64,
+    ) -> Result<u64, ApiError> {
+        if group_id != 0 && !self.groups.contains_key(&group_id) {
+            return Err(ApiError::invalid_group());
+        }
         let name = body.get("name").map(text).unwrap_or_default();
         let name = name.trim().to_lowercase();
         if name.is_empty() {
@@ -421,7 +478,12 @@ impl SimState {
                 "unknown attribute type '{kind}'"
             )));
         }
-        if self.attribute_by_name(&name).is_some() {
+        // A name is taken when the account or the same group has it; a global name and a
+        // group's name must not clash either, or a receiver's value would be ambiguous.
+        let taken = self.attributes.values().any(|a| {
+            a.name == name && (a.group_id == 0 || group_id == 0 || a.group_id == group_id)
+        });
+        if taken {
             return Err(ApiError::new(409, "Conflict: attribute already exists"));
         }
         let id = self.next_attribute_id;
@@ -430,6 +492,7 @@ impl SimState {
             id,
             Attribute {
                 id,
+                group_id,
                 name,
                 kind,
                 description: body.get("description").map(text).unwrap_or_default(),
@@ -440,9 +503,41 @@ impl SimState {
         Ok(id)
     }
 
+    /// A global attribute by name.
     fn attribute_by_name(&self, name: &str) -> Option<&Attribute> {
         let name = name.trim().to_lowercase();
-        self.attributes.values().find(|a| a.name == name)
+        self.attributes
+            .values()
+            .find(|a| a.group_id == 0 && a.name == name)
+    }
+
+    /// The attributes of one group (`group_id` 0: the global ones), in id order.
+    pub fn attributes_of(&self, group_id: u64) -> impl Iterator<Item = &Attribute> {
+        self.attributes
+            .values()
+            .filter(move |a| a.group_id == group_id)
+    }
+
+    /// Deletes an attribute and every value stored for it. With `group_id`, only an
+    /// attribute of that group qualifies.
+    pub fn delete_attribute(&mut self, id: &str, group_id: Option<u64>) -> Result<(), ApiError> {
+        let not_found = || ApiError::new(404, "Not Found: invalid attribute");
+        let id = parse_id(id).ok_or_else(not_found)?;
+        let attr = self.attributes.get(&id).cloned().ok_or_else(not_found)?;
+        if group_id.is_some_and(|g| g != attr.group_id) {
+            return Err(not_found());
+        }
+        self.attributes.remove(&id);
+        if attr.group_id == 0 {
+            for entry in self.pool.values_mut() {
+                entry.global_attributes.remove(&attr.name);
+            }
+        } else if let Some(group) = self.groups.get_mut(&attr.group_id) {
+            for member in group.members.values_mut() {
+                member.attributes.remove(&attr.name);
+            }
+        }
+        Ok(())
     }
 
     // ---- receivers ----------------------------------------------------------------------
@@ -452,6 +547,11 @@ impl SimState {
             Some(id) if self.pool.contains_key(&id) => Some(id),
             _ => self.by_email.get(&email_key(email_or_id)).copied(),
         }
+    }
+
+    /// The pool id of an address (not of an id).
+    pub fn by_email_id(&self, email: &str) -> Option<u64> {
+        self.by_email.get(&email_key(email)).copied()
     }
 
     fn is_blacklisted(&self, email: &str) -> bool {
@@ -511,8 +611,46 @@ impl SimState {
         }
     }
 
-    /// One row of `/insert`, `/upsert` or `/upsertplus`.
-    pub fn write_row(&mut self, group_id: u64, row: &Value, mode: WriteMode) -> RowOutcome {
+    /// Keeps the values of `attributes` that name an attribute of the group; the others are
+    /// dropped, as CleverReach drops unknown global attributes, and remembered for tests.
+    fn known_local(
+        &mut self,
+        group_id: u64,
+        email: &str,
+        values: Option<&Value>,
+    ) -> Map<String, Value> {
+        let Some(values) = values.and_then(Value::as_object) else {
+            return Map::new();
+        };
+        let names: Vec<String> = self
+            .attributes_of(group_id)
+            .map(|a| a.name.clone())
+            .collect();
+        let mut known = Map::new();
+        for (name, value) in values {
+            let key = name.trim().to_lowercase();
+            if names.contains(&key) {
+                known.insert(key, value.clone());
+            } else {
+                self.ignored_group_attributes.push(IgnoredGroupAttribute {
+                    group_id: group_id.to_string(),
+                    email: email.to_string(),
+                    name: name.clone(),
+                });
+            }
+        }
+        known
+    }
+
+    /// One row of `/insert`, `/upsert`, `/upsertplus` or a single add or update (`origin`
+    /// API), or of a sign-up or import inside CleverReach.
+    pub fn write_row(
+        &mut self,
+        group_id: u64,
+        row: &Value,
+        mode: WriteMode,
+        origin: Origin,
+    ) -> RowOutcome {
         let Some(obj) = row.as_object() else {
             return RowOutcome::Rejected("invalid receiver data;".to_string());
         };
@@ -528,6 +666,9 @@ impl SimState {
         ) else {
             return RowOutcome::Rejected(format!("invalid timestamp for '{email}';"));
         };
+        if !self.groups.contains_key(&group_id) {
+            return RowOutcome::Rejected("invalid group;".to_string());
+        }
         let now = self.now();
         let blacklisted = self.is_blacklisted(&email);
         let existing_pool = self.by_email.get(&email_key(&email)).copied();
@@ -544,33 +685,53 @@ impl SimState {
             let values = values.clone();
             self.set_global_attributes(pool_id, &values);
         }
+        let local = self.known_local(group_id, &email, obj.get("attributes"));
         let bounced_at = self.bounce_time(&email);
+        // The real API may well re-activate on `activated > 0`; only API writes are affected.
+        let pessimistic = self.pessimistic && origin == Origin::Api;
+        let source = obj.get("source").map(text);
+        let tags = obj.get("tags").and_then(Value::as_array);
+        let mut attempted = false;
+        let mut reactivated: Option<&'static str> = None;
+        let mut events: Vec<&'static str> = Vec::new();
         let Some(group) = self.groups.get_mut(&group_id) else {
             return RowOutcome::Rejected("invalid group;".to_string());
         };
         group.last_changed = now;
-        let source = obj.get("source").map(text);
-        let local = obj.get("attributes").and_then(Value::as_object);
-        let tags = obj.get("tags").and_then(Value::as_array);
-        if let Some(member) = group.members.get_mut(&pool_id) {
+        let outcome = if let Some(member) = group.members.get_mut(&pool_id) {
             let was_opted_out = member.opted_out();
             let was_active = member.active();
             if let Some(source) = source {
                 member.source = source;
             }
-            apply_local(member, local, tags);
+            apply_local(member, &local, tags);
             match (activated, deactivated) {
                 // An explicit 0 or a deactivation stamp switches an active receiver off.
                 (_, Some(d)) if d > 0 && member.deactivated == 0 => member.deactivated = d,
                 (Some(0), _) if was_active => member.deactivated = now,
-                // >0 only starts someone who never opted out (e.g. waiting for DOI);
-                // it never re-activates an unsubscribed or bounced receiver.
-                (Some(a), _) if a > 0 && !was_active && !was_opted_out && !blacklisted => {
-                    member.activated = a
+                // >0 starts someone who never opted out (e.g. waiting for DOI). An opt-out
+                // or a blacklisted address stays off, unless the simulator is pessimistic.
+                (Some(a), _) if a > 0 && !was_active => {
+                    if !was_opted_out && !blacklisted {
+                        member.activated = a;
+                    } else {
+                        attempted = true;
+                        if pessimistic {
+                            reactivated = Some(if blacklisted {
+                                "blacklisted"
+                            } else if member.bounced > 0 {
+                                "bounced"
+                            } else {
+                                "deactivated"
+                            });
+                            member.activated = a;
+                            member.deactivated = 0;
+                            member.bounced = 0;
+                        }
+                    }
                 }
                 _ => {}
             }
-            let reactivated = was_opted_out && member.active();
             member.push_event(Event {
                 stamp: now,
                 kind: "api",
@@ -578,19 +739,18 @@ impl SimState {
                 value: "127.0.0.1".to_string(),
                 group_id,
             });
-            if reactivated {
-                // Never expected: the rule above forbids it. Logged so a test would catch it.
-                self.reactivations.push(Reactivation {
-                    group_id: group_id.to_string(),
-                    email,
-                    at: now,
-                    via: "upsert".to_string(),
-                });
+            events.push("receiver.updated");
+            if was_active && !member.active() {
+                events.push("receiver.unsubscribed");
+            }
+            if !was_active && member.active() {
+                events.push("receiver.subscribed");
             }
             RowOutcome::Updated(pool_id)
         } else {
             // A new receiver: omitting all three stamps makes it active now.
             let none_given = registered.is_none() && activated.is_none() && deactivated.is_none();
+            let activating = none_given || activated.is_some_and(|a| a > 0);
             let mut member = Membership {
                 registered: registered.filter(|r| *r > 0).unwrap_or(now),
                 activated: if none_given {
@@ -605,11 +765,22 @@ impl SimState {
                 tags: Vec::new(),
                 events: Vec::new(),
             };
-            // A blacklisted address can be stored, but never as an active receiver.
-            if blacklisted {
-                member.activated = 0;
+            if (blacklisted || bounced_at > 0) && activating {
+                attempted = origin == Origin::Api;
+                if pessimistic {
+                    // The blacklist and the bounce list do not stop the new row.
+                    reactivated = Some(if blacklisted {
+                        "blacklisted"
+                    } else {
+                        "bounced"
+                    });
+                    member.bounced = 0;
+                } else if blacklisted {
+                    // A blacklisted address can be stored, but never as an active receiver.
+                    member.activated = 0;
+                }
             }
-            apply_local(&mut member, local, tags);
+            apply_local(&mut member, &local, tags);
             member.push_event(Event {
                 stamp: now,
                 kind: "api",
@@ -617,9 +788,34 @@ impl SimState {
                 value: "127.0.0.1".to_string(),
                 group_id,
             });
+            events.push("receiver.created");
+            if origin == Origin::Signup && member.active() {
+                events.push("receiver.subscribed");
+            }
             group.members.insert(pool_id, member);
             RowOutcome::Inserted(pool_id)
+        };
+        if attempted {
+            self.reactivation_attempts += 1;
         }
+        if let Some(reason) = reactivated {
+            self.reactivations.push(Reactivation {
+                group_id: group_id.to_string(),
+                email,
+                at: now,
+                via: match mode {
+                    WriteMode::Insert => "insert",
+                    WriteMode::Upsert => "upsert",
+                }
+                .to_string(),
+                reason: reason.to_string(),
+            });
+        }
+        for event in events {
+            self.hooks
+                .emit(event, group_id, pool_id, origin == Origin::Api, now);
+        }
+        outcome
     }
 
     pub fn member(&self, group_id: &str, receiver: &str) -> Result<(u64, u64), ApiError> {
@@ -634,13 +830,21 @@ impl SimState {
         }
     }
 
-    pub fn remove_member(&mut self, group_id: &str, receiver: &str) -> Result<(), ApiError> {
+    /// Removes a receiver from a group: through the API, or by a CleverReach user.
+    pub fn remove_member(
+        &mut self,
+        group_id: &str,
+        receiver: &str,
+        origin: Origin,
+    ) -> Result<(), ApiError> {
         let (gid, pid) = self.member(group_id, receiver)?;
         let now = self.now();
         if let Some(group) = self.groups.get_mut(&gid) {
             group.members.remove(&pid);
             group.last_changed = now;
         }
+        self.hooks
+            .emit("receiver.deleted", gid, pid, origin == Origin::Api, now);
         Ok(())
     }
 
@@ -665,7 +869,8 @@ impl SimState {
             return Err(ApiError::invalid_receiver());
         };
         let was_opted_out = member.opted_out();
-        if !member.active() {
+        let was_active = member.active();
+        if !was_active {
             member.activated = now;
             member.deactivated = 0;
             member.bounced = 0;
@@ -683,10 +888,14 @@ impl SimState {
                 email,
                 at: now,
                 via: via.to_string(),
+                reason: "deactivated".to_string(),
             });
         }
         if let Some(g) = self.groups.get_mut(&gid) {
             g.last_changed = now;
+        }
+        if !was_active {
+            self.hooks.emit("receiver.subscribed", gid, pid, true, now);
         }
         Ok(())
     }
@@ -707,6 +916,7 @@ impl SimState {
         let Some(member) = group.members.get_mut(&pid) else {
             return Err(ApiError::invalid_receiver());
         };
+        let was_active = member.active();
         if member.deactivated == 0 {
             member.deactivated = now;
         }
@@ -722,6 +932,12 @@ impl SimState {
             value: String::new(),
             group_id: gid,
         });
+        // An unsubscribe link fires whenever it is used on an active receiver; `/deactivate`
+        // is an API change.
+        if was_active {
+            self.hooks
+                .emit("receiver.unsubscribed", gid, pid, !unsubscribe, now);
+        }
         Ok(())
     }
 
@@ -756,6 +972,7 @@ impl SimState {
         self.by_email.remove(&old_key);
         self.by_email.insert(new_key, pid);
         let now = self.now();
+        let mut changed = Vec::new();
         for group in self.groups.values_mut() {
             if let Some(member) = group.members.get_mut(&pid) {
                 member.push_event(Event {
@@ -766,7 +983,11 @@ impl SimState {
                     group_id: group.id,
                 });
                 group.last_changed = now;
+                changed.push(group.id);
             }
+        }
+        for gid in changed {
+            self.hooks.emit("receiver.updated", gid, pid, true, now);
         }
         Ok(pid)
     }
@@ -878,7 +1099,7 @@ impl SimState {
     pub fn attribute_json(&self, attr: &Attribute) -> Value {
         json!({
             "id": attr.id,
-            "groups_id": 0,
+            "groups_id": attr.group_id,
             "name": attr.name,
             "description": attr.description,
             "preview_value": attr.preview_value,
@@ -891,13 +1112,22 @@ impl SimState {
     /// Global attribute values of a pool record: every attribute of the account, "" when unset.
     fn global_values(&self, pool_id: u64) -> Map<String, Value> {
         let stored = self.pool.get(&pool_id).map(|p| &p.global_attributes);
-        self.attributes
-            .values()
+        self.attributes_of(0)
             .map(|a| {
                 let value = stored
                     .and_then(|s| s.get(&a.name))
                     .cloned()
                     .unwrap_or_default();
+                (a.name.clone(), Value::String(value))
+            })
+            .collect()
+    }
+
+    /// Group attribute values of a receiver: every attribute of the group, "" when unset.
+    fn local_values(&self, group_id: u64, member: &Membership) -> Map<String, Value> {
+        self.attributes_of(group_id)
+            .map(|a| {
+                let value = member.attributes.get(&a.name).cloned().unwrap_or_default();
                 (a.name.clone(), Value::String(value))
             })
             .collect()
@@ -933,7 +1163,7 @@ impl SimState {
             "points": 0,
             "stars": 0,
             "source": m.source,
-            "attributes": m.attributes,
+            "attributes": self.local_values(group_id, m),
             "global_attributes": self.global_values(pool_id),
             "active": m.active(),
             "conversion_rate": 0,
@@ -1047,11 +1277,12 @@ impl SimState {
             .collect()
     }
 
-    pub fn sim_attributes(&self) -> Vec<SimAttribute> {
-        self.attributes
-            .values()
+    /// The attributes of a group (`group_id` 0: the global ones).
+    pub fn sim_attributes(&self, group_id: u64) -> Vec<SimAttribute> {
+        self.attributes_of(group_id)
             .map(|a| SimAttribute {
                 id: a.id.to_string(),
+                group_id: a.group_id.to_string(),
                 name: a.name.clone(),
                 kind: a.kind.clone(),
             })
@@ -1083,24 +1314,24 @@ impl SimState {
             "attributes": self.attributes.values().map(|a| self.attribute_json(a)).collect::<Vec<_>>(),
             "blacklist": self.blacklist.iter().map(Self::blacklist_json).collect::<Vec<_>>(),
             "bounces": self.bounces.iter().map(Self::bounce_json).collect::<Vec<_>>(),
+            "pessimistic": self.pessimistic,
             "reactivations": self.reactivations,
+            "reactivation_count": self.reactivations.len(),
+            "reactivation_attempts": self.reactivation_attempts,
             "ignored_global_attributes": self.ignored_attributes,
+            "ignored_group_attributes": self.ignored_group_attributes,
+            "hooks": self.hooks.state_json(),
             "token_grants": self.tokens.grants,
             "stats": self.stats,
         })
     }
 }
 
-/// Applies group-local attributes and tags (`-tag` removes, `*` / `origin.*` clear).
-fn apply_local(
-    member: &mut Membership,
-    local: Option<&Map<String, Value>>,
-    tags: Option<&Vec<Value>>,
-) {
-    if let Some(local) = local {
-        for (k, v) in local {
-            member.attributes.insert(k.clone(), text(v));
-        }
+/// Applies group-local attribute values (already checked against the group's attributes)
+/// and tags (`-tag` removes, `*` / `origin.*` clear).
+fn apply_local(member: &mut Membership, local: &Map<String, Value>, tags: Option<&Vec<Value>>) {
+    for (k, v) in local {
+        member.attributes.insert(k.clone(), text(v));
     }
     for tag in tags.into_iter().flatten().filter_map(Value::as_str) {
         if let Some(removed) = tag.strip_prefix('-') {
