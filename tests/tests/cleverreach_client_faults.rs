@@ -154,7 +154,9 @@ mod cleverreach {
             }
         }
 
-        // People opt out inside CleverReach; the connector then pushes them again as "activate".
+        // People opt out inside CleverReach; the connector then writes their data again, as an
+        // update (a reconcile never asks to activate an existing receiver, and whether the real
+        // CleverReach would re-activate one on request is unknown: the simulator says it would).
         let mut opted_out: Vec<(String, String)> = Vec::new(); // (group, receiver id)
         for gid in &groups {
             let present = sim.receivers(gid);
@@ -172,11 +174,8 @@ mod cleverreach {
             let Some(r) = sim.receivers(gid).into_iter().find(|r| &r.id == id) else {
                 continue;
             };
-            let addresses = vec![
-                r.email.clone(),
-                format!("r{}@example.com", rng.usize(..200)),
-            ];
-            let result = upsert(gid, &addresses, true).await;
+            let addresses = vec![r.email.clone()];
+            let result = upsert(gid, &addresses, false).await;
             tally.record("upsert opted-out", &result);
         }
 

@@ -71,7 +71,7 @@ pub struct CleverReachSimConfig {
 pub const PESSIMISTIC_ENV: &str = "SANDBOX_CLEVERREACH_PESSIMISTIC";
 
 /// The default of [`CleverReachSimConfig::pessimistic`] when the environment says nothing.
-pub const PESSIMISTIC_DEFAULT: bool = false;
+pub const PESSIMISTIC_DEFAULT: bool = true;
 
 fn pessimistic_from_env() -> bool {
     match std::env::var(PESSIMISTIC_ENV) {
