@@ -191,8 +191,8 @@ pub(crate) async fn apply<S: TokenStore>(
     });
     if let (Some(first), Value::Object(map)) = (people.first(), &mut body) {
         let (navigation, set) = match first.person.entity {
-            PersonEntity::Contact => (schema::RECEIVER_STATE_CONTACT, "contacts"),
-            PersonEntity::Lead => (schema::RECEIVER_STATE_LEAD, "leads"),
+            PersonEntity::Contact => (schema::RECEIVER_STATE_CONTACT_NAV, "contacts"),
+            PersonEntity::Lead => (schema::RECEIVER_STATE_LEAD_NAV, "leads"),
         };
         map.insert(
             format!("{navigation}@odata.bind"),

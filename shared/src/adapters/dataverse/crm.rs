@@ -1054,8 +1054,8 @@ impl DataverseCrm {
         let mut body = Map::new();
         for (kind, source_id) in links {
             let lookup = match kind {
-                SourceKind::Campaign => schema::LEAD_CAMPAIGN,
-                SourceKind::CampaignActivity => schema::LEAD_CAMPAIGN_ACTIVITY,
+                SourceKind::Campaign => schema::LEAD_CAMPAIGN_NAV,
+                SourceKind::CampaignActivity => schema::LEAD_CAMPAIGN_ACTIVITY_NAV,
                 SourceKind::MarketingList => {
                     return Err(CrmError::Invalid {
                         what: format!("the link of lead {lead_id} to marketing list {source_id}"),
