@@ -30,6 +30,18 @@ impl CustomRequest {
         }
     }
 
+    pub fn get(path: impl Into<String>) -> CustomRequest {
+        CustomRequest::new(Method::GET, path)
+    }
+
+    pub fn post(path: impl Into<String>) -> CustomRequest {
+        CustomRequest::new(Method::POST, path)
+    }
+
+    pub fn put(path: impl Into<String>) -> CustomRequest {
+        CustomRequest::new(Method::PUT, path)
+    }
+
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> CustomRequest {
         self.headers.push((name, value.into()));
         self
