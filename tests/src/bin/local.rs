@@ -394,8 +394,8 @@ async fn demo() -> Run<bool> {
             println!(
                 "unsubscribe travelled back: {leaving} → receiver-state row ({} at {}), contact checklist now {checklist}",
                 match row.get("crc_event").and_then(|v| v.as_i64()) {
-                    Some(1) => "unsubscribed",
-                    Some(2) => "bounced",
+                    Some(shared::adapters::dataverse::schema::EVENT_UNSUBSCRIBED) => "unsubscribed",
+                    Some(shared::adapters::dataverse::schema::EVENT_BOUNCED) => "bounced",
                     _ => "unknown event",
                 },
                 row.get("crc_eventtime")
