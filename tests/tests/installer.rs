@@ -1084,6 +1084,40 @@ mod schema_phase {
     }
 
     #[tokio::test]
+    async fn an_org_with_the_imported_managed_solution_needs_no_customization() {
+        // A development org installed and exported; here the managed import is complete.
+        let sim = plain().await;
+        run(&[], plain_env(&sim)).await.0.unwrap();
+        assert!(sim.mark_solution_managed(schema::SOLUTION_UNIQUE_NAME));
+        let before = writes(&sim);
+        let (result, out) = run(&[], plain_env(&sim)).await;
+        result.unwrap_or_else(|e| panic!("{e}\n{out}"));
+        assert_eq!(writes(&sim), before, "{out}");
+        assert!(out.contains("nothing to do"), "{out}");
+
+        // A managed solution with components missing cannot take them: a conflict.
+        let sim = plain().await;
+        let api = WebApi::admin(&sim).await.unwrap();
+        let publisher = api
+            .create("publishers", &metadata_publisher())
+            .await
+            .unwrap();
+        api.create("solutions", &json!({"uniquename": schema::SOLUTION_UNIQUE_NAME, "friendlyname": "CleverReach Connector", "version": "1.0.0.0", "publisherid@odata.bind": format!("/publishers({publisher})")}))
+            .await
+            .unwrap();
+        assert!(sim.mark_solution_managed(schema::SOLUTION_UNIQUE_NAME));
+        let err = run(&[], plain_env(&sim)).await.0.unwrap_err().to_string();
+        assert!(
+            err.contains("solution CleverReachConnector: found a managed solution without"),
+            "{err}"
+        );
+    }
+
+    fn metadata_publisher() -> Value {
+        shared::adapters::dataverse::metadata::publisher_body()
+    }
+
+    #[tokio::test]
     async fn the_deploy_guide_lists_exactly_the_connector_roles_privileges() {
         let guide = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy.md"),

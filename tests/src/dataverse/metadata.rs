@@ -1,8 +1,8 @@
 //! The customization (metadata) Web API: `EntityDefinitions` (tables), their `Attributes`
 //! (columns) and `Keys` (alternate keys), `RelationshipDefinitions` (lookups), `PublishXml`,
 //! and the functions `RetrieveProvisionedLanguages`, `RetrieveRolePrivilegesRole` and the
-//! action `AddPrivilegesRole`. Request shapes and errors follow
-//! `shared/ref/dataverse-customization.md`; where it is silent the simulator is strict (see
+//! action `AddPrivilegesRole`. Request shapes and errors follow the Dataverse Web API
+//! documentation; where it is silent the simulator is strict (the choices are listed in
 //! `tests/src/dataverse/README.md`).
 //!
 //! What is created extends the simulator's catalog at once: a created column can be written

@@ -592,6 +592,24 @@ impl DataverseSim {
             .unwrap_or_default()
     }
 
+    /// Marks a solution managed, as importing its managed export into another org leaves it.
+    /// Returns whether the solution exists.
+    pub fn mark_solution_managed(&self, unique_name: &str) -> bool {
+        let mut store = self.shared.lock_store();
+        let found = store
+            .table_rows("solution")
+            .find(|(_, r)| r.get("uniquename").and_then(|v| v.as_str()) == Some(unique_name))
+            .map(|(id, r)| (*id, r.clone()));
+        match found {
+            Some((id, mut row)) => {
+                row.insert("ismanaged", Val::Bool(true));
+                store.put("solution", id, row);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The tables of each `PublishXml`, oldest first.
     pub fn publishes(&self) -> Vec<Vec<String>> {
         self.shared.lock_store().catalog().publishes.clone()

@@ -74,11 +74,14 @@ pub enum InstallError {
     Privilege {
         what: String,
         privilege: String,
-        error: DataverseError,
+        error: Box<DataverseError>,
     },
     /// Another step that failed.
     #[error("{what}: {error}")]
-    Step { what: String, error: DataverseError },
+    Step {
+        what: String,
+        error: Box<DataverseError>,
+    },
     #[error("writing the output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -550,7 +553,7 @@ pub async fn apply(
         .await
         .map_err(|error| InstallError::Step {
             what: "registering the webhooks".into(),
-            error,
+            error: Box::new(error),
         })?;
     let existing = existing_setting_keys(client).await?;
     for (key, value) in &options.settings {
@@ -565,7 +568,7 @@ pub async fn apply(
             .await
             .map_err(|error| InstallError::Step {
                 what: format!("creating the setting {key}"),
-                error,
+                error: Box::new(error),
             })?;
     }
     Ok(())

@@ -60,6 +60,8 @@ pub struct SchemaPlan {
     /// Primary keys of the tables lookups point to.
     primary_ids: BTreeMap<String, String>,
     app_user: Option<String>,
+    /// The solution exists as a managed one (imported): nothing can be added to it.
+    managed: bool,
 }
 
 impl SchemaPlan {
@@ -364,7 +366,30 @@ pub async fn plan_schema(
         ));
         plan.actions.push(Action::Publish(tables));
     }
-    plan_security(client, &meta, &mut plan).await?;
+    plan_security(client, &mut plan).await?;
+    if plan.managed {
+        let missing: Vec<String> = plan
+            .items
+            .iter()
+            .filter(|i| !i.exists && !matches!(i.kind, "assign" | "publish"))
+            .map(|i| format!("{} {}", i.kind, i.name))
+            .collect();
+        if missing.is_empty() {
+            // Nothing to customize: a managed solution is not published by hand.
+            plan.actions.retain(|a| !matches!(a, Action::Publish(_)));
+            plan.items.retain(|i| i.kind != "publish");
+        } else {
+            plan.conflicts.push(Conflict {
+                component: format!("solution {}", schema::SOLUTION_UNIQUE_NAME),
+                found: format!(
+                    "a managed solution without {} component(s) (first: {})",
+                    missing.len(),
+                    missing[0]
+                ),
+                expected: "every component imported (import the current managed export), or the unmanaged solution in a development org".to_string(),
+            });
+        }
+    }
     for table in READ_TABLES {
         plan.change_tracking
             .push((table, entities.get(table).and_then(|e| e.change_tracking)));
@@ -515,13 +540,8 @@ async fn plan_publisher(
         }
         Some(row) => {
             plan.items.push(item("solution", name, true));
-            if row.get("ismanaged").and_then(serde_json::Value::as_bool) == Some(true) {
-                plan.conflicts.push(Conflict {
-                    component: format!("solution {}", schema::SOLUTION_UNIQUE_NAME),
-                    found: "a managed solution".to_string(),
-                    expected: "an unmanaged solution to add components to (install into the development org, then export it as managed)".to_string(),
-                });
-            }
+            // An imported managed solution is fine as long as nothing is missing from it.
+            plan.managed = row.get("ismanaged").and_then(serde_json::Value::as_bool) == Some(true);
             let owner = text(&row, "_publisherid_value");
             let ours = publisher.as_ref().and_then(|p| text(p, "publisherid"));
             if owner.is_some() && owner != ours {
@@ -730,10 +750,8 @@ async fn find_profile(client: &DataverseClient) -> Result<Option<String>, Instal
 
 async fn plan_security(
     client: &DataverseClient,
-    meta: &Metadata,
     plan: &mut SchemaPlan,
 ) -> Result<(), InstallError> {
-    let _ = meta;
     let business_unit = root_business_unit(client).await?;
     let user = match &plan.app_user {
         Some(id) => {
@@ -906,9 +924,12 @@ fn failed(what: String, needed: &str, err: DataverseError) -> InstallError {
         Some(message) => InstallError::Privilege {
             what,
             privilege: missing_privilege(&message, needed),
-            error: err,
+            error: Box::new(err),
         },
-        None => InstallError::Step { what, error: err },
+        None => InstallError::Step {
+            what,
+            error: Box::new(err),
+        },
     }
 }
 

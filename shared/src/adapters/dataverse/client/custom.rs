@@ -66,7 +66,7 @@ pub struct CustomResponse {
     pub created_by_earlier_attempt: bool,
 }
 
-/// Dataverse's codes for "an object with this name exists" (ref: web service error codes).
+/// Dataverse's error codes for "an object with this name exists" (its web service error codes).
 const DUPLICATE_CODES: [&str; 5] = [
     "0x80047010", // DuplicateName
     "0x80047013", // DuplicateAttributeSchemaName
