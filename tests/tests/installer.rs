@@ -646,13 +646,13 @@ mod schema_phase {
             err.contains("table list, column crc_groupid: found whole number (IntegerType), expected single line of text, 100 characters (StringType)"),
             "{err}"
         );
-        assert!(err.contains("nothing was changed"), "{err}");
-        assert!(out.contains("conflicts"), "{out}");
         assert_eq!(
             writes(&sim),
             before,
             "the installer changed something:\n{out}"
         );
+        assert!(err.contains("nothing was changed"), "{err}");
+        assert!(out.contains("conflicts"), "{out}");
         assert!(entity(&api, "crc_setting").await.is_none());
         assert!(
             sim.rows("publishers")
