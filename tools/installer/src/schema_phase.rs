@@ -197,10 +197,12 @@ pub async fn plan_schema(
         }
     }
     let mut changed: BTreeSet<&'static str> = BTreeSet::new();
+    // Each own table is listed with its columns.
+    let mut table_items: BTreeMap<&'static str, Vec<PlanItem>> = BTreeMap::new();
     for spec in &TABLES {
         match entities.get(spec.logical_name) {
             None => {
-                plan.items.push(item(
+                table_items.entry(spec.logical_name).or_default().push(item(
                     "table",
                     format!(
                         "{} ({}, entity set {})",
@@ -209,7 +211,7 @@ pub async fn plan_schema(
                     false,
                 ));
                 plan.actions.push(Action::Table(spec));
-                plan.items.push(item(
+                table_items.entry(spec.logical_name).or_default().push(item(
                     "column",
                     format!(
                         "{}.{} (primary name, {})",
@@ -222,7 +224,7 @@ pub async fn plan_schema(
                 changed.insert(spec.logical_name);
             }
             Some(info) => {
-                plan.items.push(item(
+                table_items.entry(spec.logical_name).or_default().push(item(
                     "table",
                     format!("{} ({})", spec.logical_name, spec.display_name.en),
                     true,
@@ -253,6 +255,16 @@ pub async fn plan_schema(
                 {
                     plan.conflicts.push(conflict);
                 }
+                table_items.entry(spec.logical_name).or_default().push(item(
+                    "column",
+                    format!(
+                        "{}.{} (primary name, {})",
+                        spec.logical_name,
+                        spec.primary_name.logical_name,
+                        describe_column(&spec.primary_name)
+                    ),
+                    true,
+                ));
                 columns_of.insert(spec.logical_name.to_string(), attrs);
             }
         }
@@ -268,6 +280,8 @@ pub async fn plan_schema(
         },
     ) {
         let own = TABLES.iter().find(|t| t.logical_name == table);
+        plan.items
+            .extend(table_items.remove(table).unwrap_or_default());
         if !plan.table_exists(table) && own.is_none() {
             plan.conflicts.push(Conflict {
                 component: format!("table {table}"),
