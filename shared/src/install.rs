@@ -1,6 +1,7 @@
 //! Installing the connector in a CRM: the webhook service endpoint, the SDK message processing
 //! steps (message, table, filtering attributes, images) and the settings rows, registered
-//! through the Web API the way an administrator would. Idempotent: what exists is left alone.
+//! through the Web API the way an administrator would, and the security roles the installer
+//! creates (`CONNECTOR_ROLE`, `LIST_SYNC_ROLE`). Idempotent: what exists is left alone.
 
 use crate::adapters::dataverse::client::{DataverseClient, DataverseError, Query, filter};
 use crate::adapters::dataverse::schema;

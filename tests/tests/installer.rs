@@ -1,7 +1,9 @@
 //! The CRM installer (`crc-install`, tools/installer) against the Dataverse simulator, run as an
 //! administrator would run it: after installing, the sandbox fires exactly the connector's steps
 //! at the intake and the connector works with no other registration; a second run creates
-//! nothing; `--dry-run` prints the plan and changes nothing.
+//! nothing; `--dry-run` prints the plan and changes nothing. `schema_phase`: against a plain
+//! org, every component `schema.rs` names is created as specified (checked through the Web
+//! API), conflicts stop it before any change, every request has the documented shape.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -205,7 +205,9 @@ const LAST: [&str; 5] = ["Becker", "Fischer", "Klein", "Wagner", "Wolf"];
 async fn demo() -> Run<bool> {
     let started = Instant::now();
     let h = start(false).await?;
-    println!("sandbox up; org provisioned by the installer; webhooks registered; creating demo data");
+    println!(
+        "sandbox up; org provisioned by the installer; webhooks registered; creating demo data"
+    );
 
     // 50 contacts: 35 say yes to "Information", 10 only to "Werbung und Spiele", 5 say no.
     let mut contacts = Vec::new();
