@@ -476,7 +476,7 @@ pub fn execute(sim: &Shared, ctx: &Ctx, req: &ApiRequest) -> Result<Done, ApiErr
     let target = parse_target(store.catalog(), &req.path)?;
     sim.count_request(stat_key(&req.method, &target));
     if req.method != Method::GET {
-        sim.log_customization(&req.method, &req.path, &target, req);
+        sim.log_customization(&target, req);
     }
     let m = req.method.clone();
     let done = match target {

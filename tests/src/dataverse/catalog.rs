@@ -180,7 +180,8 @@ fn standard_type(column: &Column) -> (&'static str, &'static str, &'static str) 
             "UniqueidentifierType",
             "Uniqueidentifier",
         ),
-        Kind::Str(n) if n > schema_text_max() => ("MemoAttributeMetadata", "MemoType", "Memo"),
+        // Longer than a single line of text can be: a multiple lines column.
+        Kind::Str(n) if n > 4000 => ("MemoAttributeMetadata", "MemoType", "Memo"),
         Kind::Str(_) => ("StringAttributeMetadata", "StringType", "String"),
         Kind::Int => ("IntegerAttributeMetadata", "IntegerType", "Integer"),
         Kind::Bool => ("BooleanAttributeMetadata", "BooleanType", "Boolean"),
@@ -188,8 +189,7 @@ fn standard_type(column: &Column) -> (&'static str, &'static str, &'static str) 
         Kind::Choice(_) => ("PicklistAttributeMetadata", "PicklistType", "Picklist"),
         Kind::State => ("StateAttributeMetadata", "StateType", "State"),
         Kind::Status => ("StatusAttributeMetadata", "StatusType", "Status"),
-        Kind::Lookup(navs) if column.name == "ownerid" => {
-            let _ = navs;
+        Kind::Lookup(_) if column.name == "ownerid" => {
             ("LookupAttributeMetadata", "OwnerType", "Owner")
         }
         Kind::Lookup(navs) if navs.len() > 1 => {
@@ -202,10 +202,6 @@ fn standard_type(column: &Column) -> (&'static str, &'static str, &'static str) 
             "EntityName",
         ),
     }
-}
-
-const fn schema_text_max() -> usize {
-    4000
 }
 
 /// The entity set Dataverse derives from a new table's logical name (English plural rules).

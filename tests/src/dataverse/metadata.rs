@@ -141,7 +141,7 @@ pub fn execute(
                 .and_then(store::parse_guid)
                 .ok_or_else(|| query_error("roles(<id>) needs a GUID."))?;
             let body = object(req)?;
-            security::add_privileges(store, ctx, req, role, &body).map(Done::Write)?
+            security::add_privileges(store, ctx, role, &body).map(Done::Write)?
         }
         (_, m) => return Err(ApiError::method_not_allowed(m.as_str())),
     };

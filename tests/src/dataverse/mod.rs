@@ -250,14 +250,7 @@ impl Shared {
     }
 
     /// Records a write to a customization or security table, or an association.
-    pub fn log_customization(
-        &self,
-        method: &axum::http::Method,
-        path: &str,
-        target: &api::Target,
-        req: &api::ApiRequest,
-    ) {
-        let _ = (method, path);
+    pub fn log_customization(&self, target: &api::Target, req: &api::ApiRequest) {
         let customizing = match target {
             api::Target::Set(t) | api::Target::Row(t, _) => matches!(
                 t.logical,

@@ -430,8 +430,7 @@ pub fn add_component(store: &mut Store, solution: Option<Uuid>, component_type: 
     store.put("solutioncomponent", id, row);
 }
 
-fn no_events(req: &ApiRequest, response: ApiResponse) -> Applied {
-    let _ = req;
+fn no_events(response: ApiResponse) -> Applied {
     Applied {
         response,
         undo: Vec::new(),
@@ -468,7 +467,6 @@ fn depth_mask(depth: &Value) -> Result<i64, ApiError> {
 pub fn add_privileges(
     store: &mut Store,
     ctx: &Ctx,
-    req: &ApiRequest,
     role: Uuid,
     body: &Map<String, Value>,
 ) -> Result<Applied, ApiError> {
@@ -520,7 +518,7 @@ pub fn add_privileges(
     for (id, mask) in grants {
         grant(store, role, id, mask);
     }
-    Ok(no_events(req, ApiResponse::empty(StatusCode::NO_CONTENT)))
+    Ok(no_events(ApiResponse::empty(StatusCode::NO_CONTENT)))
 }
 
 /// `RetrieveRolePrivilegesRole(RoleId=<id>)`.
@@ -643,7 +641,7 @@ pub fn associate(
     row.insert(theirs.0, Val::Guid(theirs.1));
     row.insert("versionnumber", Val::Int(store.next_version()));
     let undo = store.put(intersect, row_id, row);
-    let mut applied = no_events(req, ApiResponse::empty(StatusCode::NO_CONTENT));
+    let mut applied = no_events(ApiResponse::empty(StatusCode::NO_CONTENT));
     applied.undo.push(undo);
     Ok(applied)
 }
