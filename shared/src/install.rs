@@ -1,6 +1,7 @@
 //! Installing the connector in a CRM: the webhook service endpoint, the SDK message processing
 //! steps (message, table, filtering attributes, images) and the settings rows, registered
-//! through the Web API the way an administrator would. Idempotent: what exists is left alone.
+//! through the Web API the way an administrator would, and the security roles the installer
+//! creates (`CONNECTOR_ROLE`, `LIST_SYNC_ROLE`). Idempotent: what exists is left alone.
 
 use crate::adapters::dataverse::client::{DataverseClient, DataverseError, Query, filter};
 use crate::adapters::dataverse::schema;
@@ -157,6 +158,148 @@ pub fn steps() -> Vec<StepSpec> {
         step("RemoveItem", "campaignactivity", &[], vec![]),
     ]
 }
+
+/// A right on a table: the privilege `prv<Right><Entity>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Right {
+    Create,
+    Read,
+    Write,
+    Append,
+    AppendTo,
+}
+
+impl Right {
+    pub fn name(self) -> &'static str {
+        match self {
+            Right::Create => "Create",
+            Right::Read => "Read",
+            Right::Write => "Write",
+            Right::Append => "Append",
+            Right::AppendTo => "AppendTo",
+        }
+    }
+}
+
+/// The rights a role holds on one table, at organisation depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableRights {
+    pub table: &'static str,
+    /// The name Dataverse uses in the table's privileges: its SchemaName, except for activity
+    /// tables, which share the privileges of "Activity".
+    pub privilege_entity: &'static str,
+    pub rights: &'static [Right],
+    /// Why the connector needs them.
+    pub why: &'static str,
+}
+
+impl TableRights {
+    /// The privileges' names (`prvReadContact`).
+    pub fn privileges(&self) -> impl Iterator<Item = String> + '_ {
+        self.rights
+            .iter()
+            .map(|r| format!("prv{}{}", r.name(), self.privilege_entity))
+    }
+}
+
+/// A security role the installer creates in the root business unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleSpec {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub rights: &'static [TableRights],
+}
+
+impl RoleSpec {
+    pub fn privileges(&self) -> Vec<String> {
+        self.rights.iter().flat_map(|t| t.privileges()).collect()
+    }
+}
+
+/// The application user's role: exactly what the functions read and write (docs/deploy.md
+/// step 3 lists the same). List members, campaign items and campaign activity items have no
+/// privileges of their own: they are read with their list, campaign and activity.
+pub const CONNECTOR_ROLE: RoleSpec = RoleSpec {
+    name: "CleverReach Connector",
+    description: "The CleverReach connector's application user: reads recipients and sources, writes checklists, sync status, sign-up leads and receiver states.",
+    rights: &[
+        TableRights {
+            table: "contact",
+            privilege_entity: "Contact",
+            rights: &[Right::Read, Right::Write, Right::AppendTo],
+            why: "checklists, deactivation after a bounce; receiver states point to contacts",
+        },
+        TableRights {
+            table: "lead",
+            privilege_entity: "Lead",
+            rights: &[
+                Right::Create,
+                Right::Read,
+                Right::Write,
+                Right::Append,
+                Right::AppendTo,
+            ],
+            why: "sign-ups become leads linked to their campaign (activity); checklists, deactivation; receiver states point to leads",
+        },
+        TableRights {
+            table: "account",
+            privilege_entity: "Account",
+            rights: &[Right::Read],
+            why: "company names and primary contacts",
+        },
+        TableRights {
+            table: "list",
+            privilege_entity: "List",
+            rights: &[Right::Read, Right::Write, Right::Append, Right::AppendTo],
+            why: "members, group id, sync status, flags, retroactive sync; sign-ups join static lists",
+        },
+        TableRights {
+            table: "campaign",
+            privilege_entity: "Campaign",
+            rights: &[Right::Read, Right::Write, Right::AppendTo],
+            why: "linked lists, group id, sync status, flags; sign-up leads point to campaigns",
+        },
+        TableRights {
+            table: "campaignactivity",
+            privilege_entity: "Activity",
+            rights: &[Right::Read, Right::Write, Right::AppendTo],
+            why: "linked lists, group id, sync status, flags; sign-up leads point to campaign activities",
+        },
+        TableRights {
+            table: "crc_setting",
+            privilege_entity: "crc_Setting",
+            rights: &[Right::Create, Right::Read, Right::Write],
+            why: "settings, and the scheduled jobs' cursor rows",
+        },
+        TableRights {
+            table: "crc_receiverstate",
+            privilege_entity: "crc_ReceiverState",
+            rights: &[Right::Create, Right::Read, Right::Write, Right::Append],
+            why: "one row per unsubscribe or bounce, linked to its contact or lead",
+        },
+    ],
+};
+
+/// People who may start a retroactive sync (the seed's ListSyncUser). The role lets them
+/// change marketing lists; the field security profile of the same name lets them set the two
+/// secured columns (`schema::SECURED_COLUMNS`).
+pub const LIST_SYNC_ROLE: RoleSpec = RoleSpec {
+    name: "CleverReach List Sync",
+    description: "May start a retroactive sync of a marketing list (with the field security profile of the same name).",
+    rights: &[TableRights {
+        table: "list",
+        privilege_entity: "List",
+        rights: &[Right::Read, Right::Write],
+        why: "set the retroactive sync columns of marketing lists",
+    }],
+};
+
+pub const ROLES: [RoleSpec; 2] = [CONNECTOR_ROLE, LIST_SYNC_ROLE];
+
+/// The field security profile on `schema::SECURED_COLUMNS`.
+pub const LIST_SYNC_PROFILE: &str = "CleverReach List Sync";
+pub const LIST_SYNC_PROFILE_DESCRIPTION: &str =
+    "May read and set the retroactive sync columns of marketing lists.";
 
 /// What the installer did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

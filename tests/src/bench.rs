@@ -340,6 +340,18 @@ pub fn run<A>(
             return ExitCode::FAILURE;
         }
     };
+    // The simulators start as a plain org; the installer provisions it first.
+    let dv = &sims.endpoints.dataverse;
+    if let Err(e) = runtime.block_on(crate::provision::install_schema_at(
+        &dv.api_url,
+        &dv.token_url,
+        &dv.scope,
+        &dv.admin.client_id,
+        &dv.admin.client_secret,
+    )) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
     let result = runtime.block_on(bench(args, &sims));
     drop(runtime);
     drop(sims);

@@ -154,6 +154,10 @@ impl Harness {
     ) -> Result<Harness, HarnessError> {
         let start = |e: std::io::Error| HarnessError::Start(e.to_string());
         let dataverse = DataverseSim::spawn(dataverse_config).await.map_err(start)?;
+        // The simulator starts as a plain org; the installer provisions it (README "CRM schema").
+        crate::provision::install_schema(&dataverse)
+            .await
+            .map_err(HarnessError::Start)?;
         let cleverreach = CleverReachSim::spawn(cleverreach_config.clone())
             .await
             .map_err(start)?;

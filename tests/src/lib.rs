@@ -14,3 +14,4 @@ pub mod dataverse;
 pub mod faults;
 pub mod harness;
 pub mod oracle;
+pub mod provision;

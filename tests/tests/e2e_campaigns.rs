@@ -32,11 +32,12 @@ impl Kind {
         }
     }
 
-    /// The lead's lookup that links it to a source of this kind.
-    fn lead_lookup(self) -> &'static str {
+    /// The navigation property of the lead's lookup that links it to a source of this kind
+    /// (case-sensitive in `@odata.bind`).
+    fn lead_navigation(self) -> &'static str {
         match self {
-            Kind::Campaign => "campaignid",
-            Kind::Activity => "crc_campaignactivityid",
+            Kind::Campaign => shared::adapters::dataverse::schema::LEAD_CAMPAIGN_NAV,
+            Kind::Activity => shared::adapters::dataverse::schema::LEAD_CAMPAIGN_ACTIVITY_NAV,
         }
     }
 }
@@ -142,7 +143,7 @@ async fn lead(h: &Harness, email: &str, consent: &[(i64, i64)]) -> String {
 
 /// Links (or with `None` unlinks) a lead to a source through the lead's lookup.
 async fn link_lead(h: &Harness, kind: Kind, lead: &str, source: Option<&str>) {
-    let bind = format!("{}@odata.bind", kind.lead_lookup());
+    let bind = format!("{}@odata.bind", kind.lead_navigation());
     let value = source.map_or(Value::Null, |id| json!(format!("/{}({id})", kind.set())));
     let mut body = Map::new();
     body.insert(bind, value);
@@ -566,7 +567,8 @@ async fn leads_linked_and_unlinked(kind: Kind) {
     // A lead created already linked joins too.
     let mut body = json!({ "firstname": "nina", "lastname": "example.com",
         "emailaddress1": "nina@example.com", "crc_checklist": checklist(&[(0, 1)]) });
-    body[format!("{}@odata.bind", kind.lead_lookup())] = json!(format!("/{}({id})", kind.set()));
+    body[format!("{}@odata.bind", kind.lead_navigation())] =
+        json!(format!("/{}({id})", kind.set()));
     h.create("leads", body).await.unwrap();
     h.settle().await.unwrap();
     assert_eq!(

@@ -133,6 +133,16 @@ impl Source {
         }
     }
 
+    /// The navigation property of that lookup (case-sensitive in `@odata.bind`).
+    fn lead_navigation(&self) -> &'static str {
+        match self.kind {
+            SourceKind::CampaignActivity => {
+                shared::adapters::dataverse::schema::LEAD_CAMPAIGN_ACTIVITY_NAV
+            }
+            _ => shared::adapters::dataverse::schema::LEAD_CAMPAIGN_NAV,
+        }
+    }
+
     fn name_column(&self) -> &'static str {
         match self.kind {
             SourceKind::CampaignActivity => "subject",
@@ -637,7 +647,7 @@ async fn link_lead(h: &Harness, g: &mut Generator, lead: &str, source: &Source, 
     } else {
         Value::Null
     };
-    body.insert(format!("{}@odata.bind", source.lead_lookup()), value);
+    body.insert(format!("{}@odata.bind", source.lead_navigation()), value);
     update(h, g, "leads", lead, Value::Object(body)).await;
 }
 

@@ -62,7 +62,10 @@ async fn an_unsubscribe_comes_back_as_one_row_and_a_no_that_a_full_resync_respec
     assert_eq!(rows.len(), 1, "{rows:?}");
     let row = &rows[0];
     assert_eq!(row["crc_groupid"], json!(group));
-    assert_eq!(row["crc_event"], json!(1));
+    assert_eq!(
+        row["crc_event"],
+        json!(shared::adapters::dataverse::schema::EVENT_UNSUBSCRIBED)
+    );
     assert_eq!(row["_crc_contactid_value"], json!(anna));
     let deactivated = h
         .cleverreach
@@ -143,7 +146,10 @@ async fn bounce_with(disable_contact: bool, disable_lead: bool) -> (bool, bool) 
     ] {
         let rows = rows_for(&h, email);
         assert_eq!(rows.len(), 1, "{email}: {rows:?}");
-        assert_eq!(rows[0]["crc_event"], json!(2));
+        assert_eq!(
+            rows[0]["crc_event"],
+            json!(shared::adapters::dataverse::schema::EVENT_BOUNCED)
+        );
         assert_eq!(rows[0]["crc_groupid"], json!(group));
     }
     assert_eq!(

@@ -491,6 +491,9 @@ async fn the_function_binaries_answer_their_events_under_cargo_lambda_watch() {
     })
     .await
     .unwrap();
+    sandbox::provision::install_schema(&dataverse)
+        .await
+        .unwrap();
     let cleverreach = CleverReachSim::spawn(CleverReachSimConfig::default())
         .await
         .unwrap();

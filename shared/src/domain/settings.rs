@@ -221,7 +221,9 @@ enum KeyClass {
     Foreign,
 }
 
-fn canonical_key(raw: &str) -> String {
+/// A row's key as the connector reads it: lower case, blanks trimmed, the seed's misspelled
+/// segments replaced by the proper ones.
+pub fn canonical_key(raw: &str) -> String {
     raw.trim()
         .to_lowercase()
         .split(':')

@@ -206,7 +206,9 @@ const LAST: [&str; 5] = ["Becker", "Fischer", "Klein", "Wagner", "Wolf"];
 async fn demo() -> Run<bool> {
     let started = Instant::now();
     let h = start(false).await?;
-    println!("sandbox up; webhooks registered; creating demo data");
+    println!(
+        "sandbox up; org provisioned by the installer; webhooks registered; creating demo data"
+    );
 
     // 50 contacts: 35 say yes to "Information", 10 only to "Werbung und Spiele", 5 say no.
     let mut contacts = Vec::new();
@@ -395,8 +397,8 @@ async fn demo() -> Run<bool> {
             println!(
                 "unsubscribe travelled back: {leaving} → receiver-state row ({} at {}), contact checklist now {checklist}",
                 match row.get("crc_event").and_then(|v| v.as_i64()) {
-                    Some(1) => "unsubscribed",
-                    Some(2) => "bounced",
+                    Some(shared::adapters::dataverse::schema::EVENT_UNSUBSCRIBED) => "unsubscribed",
+                    Some(shared::adapters::dataverse::schema::EVENT_BOUNCED) => "bounced",
                     _ => "unknown event",
                 },
                 row.get("crc_eventtime")

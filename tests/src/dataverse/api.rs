@@ -4,6 +4,7 @@
 //! collections with `$select`/`$filter`/`$orderby`/`$top`/`$count`/`$expand`, paging with
 //! `odata.maxpagesize` and `@odata.nextLink`, single rows, properties and N:N navigation.
 
+use super::catalog::Catalog;
 use super::error::ApiError;
 use super::query::{
     self, FORMATTED, Field, LOOKUPLOGICALNAME, NAVPROPERTY, Prefer, TOTALCOUNT, TOTALCOUNTEXCEEDED,
@@ -242,7 +243,7 @@ pub enum Target {
     Set(&'static Table),
     Row(&'static Table, Uuid),
     Nav(&'static Table, Uuid, &'static Relationship),
-    NavRef(&'static Table, String),
+    NavRef(&'static Table, Uuid, String),
     Prop(&'static Table, Uuid, &'static Column),
     Action(&'static Table, Uuid, String),
 }
@@ -287,7 +288,7 @@ fn split_segment(seg: &str) -> Result<(&str, Option<&str>), ApiError> {
     }
 }
 
-pub fn parse_target(path: &str) -> Result<Target, ApiError> {
+pub fn parse_target(catalog: &Catalog, path: &str) -> Result<Target, ApiError> {
     let path = path.trim_matches('/');
     let mut segs = path.split('/');
     let first = segs.next().unwrap_or_default();
@@ -308,7 +309,9 @@ pub fn parse_target(path: &str) -> Result<Target, ApiError> {
     {
         return Ok(Target::Unbound(unbound.to_string()));
     }
-    let table = schema::by_set(name).ok_or_else(|| ApiError::segment_not_found(name))?;
+    let table = catalog
+        .by_set(name)
+        .ok_or_else(|| ApiError::segment_not_found(name))?;
     let Some(key) = key else {
         return match rest.first() {
             None => Ok(Target::Set(table)),
@@ -334,7 +337,7 @@ pub fn parse_target(path: &str) -> Result<Target, ApiError> {
                 _ => Err(ApiError::segment_not_found(seg)),
             }
         }
-        [nav, "$ref"] => Ok(Target::NavRef(table, nav.to_string())),
+        [nav, "$ref"] => Ok(Target::NavRef(table, id, nav.to_string())),
         [_, seg, ..] => Err(ApiError::segment_not_found(seg)),
     }
 }
@@ -346,7 +349,7 @@ fn stat_key(method: &Method, target: &Target) -> String {
         Target::Unbound(a) | Target::Action(_, _, a) => format!("{method} {a}"),
         Target::Set(t) | Target::Row(t, _) | Target::Prop(t, _, _) => format!("{method} {}", t.set),
         Target::Nav(t, _, r) => format!("{method} {}/{}", t.set, r.name),
-        Target::NavRef(t, n) => format!("{method} {}/{n}/$ref", t.set),
+        Target::NavRef(t, _, n) => format!("{method} {}/{n}/$ref", t.set),
     }
 }
 
@@ -466,9 +469,15 @@ pub fn execute(sim: &Shared, ctx: &Ctx, req: &ApiRequest) -> Result<Done, ApiErr
             "Impersonation (CallerObjectId, MSCRMCallerID) is not supported by the sandbox; call as the token's own user.",
         ));
     }
-    let target = parse_target(&req.path)?;
-    sim.count_request(stat_key(&req.method, &target));
     let mut store = sim.lock_store();
+    if let Some(done) = super::metadata::execute(sim, &mut store, ctx, req)? {
+        return Ok(done);
+    }
+    let target = parse_target(store.catalog(), &req.path)?;
+    sim.count_request(stat_key(&req.method, &target));
+    if req.method != Method::GET {
+        sim.log_customization(&target, req);
+    }
     let m = req.method.clone();
     let done = match target {
         Target::WhoAmI if m == Method::GET => Done::Read(who_am_i(sim, ctx)),
@@ -500,7 +509,10 @@ pub fn execute(sim: &Shared, ctx: &Ctx, req: &ApiRequest) -> Result<Done, ApiErr
         Target::Unbound(a) if m == Method::POST => {
             Done::Write(write::unbound_action(sim, &mut store, ctx, req, &a)?)
         }
-        Target::NavRef(t, nav) => return Err(write::refuse_associate(t, &nav)),
+        Target::NavRef(t, id, nav) if m == Method::POST => Done::Write(super::security::associate(
+            sim, &mut store, ctx, req, t, id, &nav,
+        )?),
+        Target::NavRef(t, _, nav) => return Err(write::refuse_associate(t, &nav)),
         Target::Batch => {
             return Err(ApiError::query(
                 "A $batch request cannot contain another $batch request.",
@@ -610,7 +622,11 @@ pub struct Expand {
     pub select: Option<Vec<Field>>,
 }
 
-pub fn parse_expand(table: &Table, expand: Option<&str>) -> Result<Vec<Expand>, ApiError> {
+pub fn parse_expand(
+    catalog: &Catalog,
+    table: &Table,
+    expand: Option<&str>,
+) -> Result<Vec<Expand>, ApiError> {
     let Some(expand) = expand else {
         return Ok(Vec::new());
     };
@@ -636,7 +652,8 @@ pub fn parse_expand(table: &Table, expand: Option<&str>) -> Result<Vec<Expand>, 
                 table.odata_type()
             )));
         };
-        let target = schema::table(nav.target)
+        let target = catalog
+            .table(nav.target)
             .ok_or_else(|| ApiError::query(format!("Unknown table '{}'.", nav.target)))?;
         let mut select = None;
         if let Some(options) = options {
@@ -722,7 +739,7 @@ pub fn render_row(
     for e in expand {
         let value = match row.get(e.column.name) {
             Some(Val::Ref(target, id)) if *target == e.nav.target => {
-                match (schema::table(target), store.get(target, id)) {
+                match (store.catalog().table(target), store.get(target, id)) {
                     (Some(t), Some(r)) => {
                         Value::Object(render_row(store, t, r, &e.select, &[], prefer))
                     }
@@ -790,29 +807,29 @@ pub fn related(
     } else {
         (rel.attr2, rel.attr1, rel.entity1)
     };
-    let other_table = schema::table(other)?;
+    let other_table = store.catalog().table(other)?;
     // Untyped ids (campaignitem.entityid, campaignactivityitem.itemid) carry their table in a
-    // separate column.
+    // separate column; the other intersects' ids always name the relationship's tables.
     let type_column = match rel.intersect {
         "campaignitem" => Some("entitytype"),
         "campaignactivityitem" => Some("itemobjecttypecode"),
         _ => None,
     };
-    let type_of = |row: &Row, attr: &str| -> Option<String> {
+    let type_of = |row: &Row, attr: &str, of: &str| -> Option<String> {
         match row.get(attr) {
             Some(Val::Ref(t, _)) => Some(t.to_string()),
-            Some(Val::Guid(_)) => type_column
-                .and_then(|tc| row.get(tc))
-                .and_then(|v| v.as_str())
-                .map(str::to_string),
+            Some(Val::Guid(_)) => match type_column {
+                Some(tc) => row.get(tc).and_then(|v| v.as_str()).map(str::to_string),
+                None => Some(of.to_string()),
+            },
             _ => None,
         }
     };
     let mut ids = HashSet::new();
     for (_, row) in store.table_rows(rel.intersect) {
         if row.get(own_attr).and_then(|v| v.guid()) != Some(id)
-            || type_of(row, own_attr).as_deref() != Some(table.logical)
-            || type_of(row, other_attr).as_deref() != Some(other)
+            || type_of(row, own_attr, table.logical).as_deref() != Some(table.logical)
+            || type_of(row, other_attr, other).as_deref() != Some(other)
         {
             continue;
         }
@@ -859,7 +876,7 @@ fn read_collection(
         .map(|f| query::parse_filter(table, f))
         .transpose()?;
     let order = query::parse_orderby(table, req.param("$orderby"))?;
-    let expand = parse_expand(table, req.param("$expand"))?;
+    let expand = parse_expand(store.catalog(), table, req.param("$expand"))?;
     let count = match req.param("$count") {
         None | Some("false") => false,
         Some("true") => true,
@@ -1001,7 +1018,7 @@ fn read_row(
         .ok_or_else(|| ApiError::row_not_found(table.logical, &id))?;
     let prefer = req.prefer();
     let select = query::parse_select(table, req.param("$select"))?;
-    let expand = parse_expand(table, req.param("$expand"))?;
+    let expand = parse_expand(store.catalog(), table, req.param("$expand"))?;
     if let Some(tag) = req.header("If-None-Match")
         && tag.trim() == etag(row)
     {

@@ -5,12 +5,13 @@
 //! Anything outside the subset is a 400 naming the element, attribute or operator.
 
 use super::api::{self, ApiRequest, ApiResponse, Ctx, MAX_PAGE};
+use super::catalog::Catalog;
 use super::error::{ApiError, code};
 use super::query::{
     self, FORMATTED, LOOKUPLOGICALNAME, MORERECORDS, OrderKey, PAGINGCOOKIE, Prefer, TOTALCOUNT,
     TOTALCOUNTEXCEEDED,
 };
-use super::schema::{self, Access, Column, Kind, Table};
+use super::schema::{Access, Column, Kind, Table};
 use super::store::{Row, Store, Val, cmp_vals};
 use super::xml::{self, Element};
 use axum::http::StatusCode;
@@ -181,11 +182,15 @@ fn need<'e>(el: &'e Element, attr: &str) -> Result<&'e str, ApiError> {
 }
 
 /// Pass 1: numbers link-entities depth-first and records their aliases.
-fn number_links(el: &Element, out: &mut Vec<(String, &'static Table)>) -> Result<(), ApiError> {
+fn number_links(
+    catalog: &Catalog,
+    el: &Element,
+    out: &mut Vec<(String, &'static Table)>,
+) -> Result<(), ApiError> {
     for child in &el.children {
         if child.name == "link-entity" {
             let name = need(child, "name")?;
-            let table = schema::table(name).ok_or_else(|| {
+            let table = catalog.table(name).ok_or_else(|| {
                 err(format!(
                     "The entity '{name}' in <link-entity> is not known to the sandbox."
                 ))
@@ -196,7 +201,7 @@ fn number_links(el: &Element, out: &mut Vec<(String, &'static Table)>) -> Result
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("{name}{idx}"));
             out.push((alias, table));
-            number_links(child, out)?;
+            number_links(catalog, child, out)?;
         }
     }
     Ok(())
@@ -452,6 +457,7 @@ impl Parser<'_> {
 }
 
 fn parse(
+    catalog: &Catalog,
     root: &Element,
     table: &'static Table,
     user: Uuid,
@@ -497,7 +503,7 @@ fn parse(
         )));
     }
     let mut entities = vec![(table.logical.to_string(), table)];
-    number_links(entity_el, &mut entities)?;
+    number_links(catalog, entity_el, &mut entities)?;
     let mut parser = Parser {
         entities,
         next: 0,
@@ -858,7 +864,7 @@ pub fn execute(
             "The fetchXml parameter is not valid FetchXML: {e}."
         ))
     })?;
-    let fetch = parse(&root, table, ctx.user, ctx.max_page)?;
+    let fetch = parse(store.catalog(), &root, table, ctx.user, ctx.max_page)?;
 
     let width = fetch.entities;
     let start: Vec<Tuple<'_>> = store

@@ -18,11 +18,14 @@
 mod api;
 mod auth;
 mod batch;
+pub mod catalog;
 pub mod client;
 pub mod error;
 mod fetchxml;
+mod metadata;
 mod query;
 pub mod schema;
+mod security;
 mod store;
 mod webhooks;
 mod write;
@@ -68,6 +71,8 @@ pub struct SimClient {
     /// Its `systemusers` row id.
     pub user_id: String,
     pub name: String,
+    /// Security roles of its user (`System Administrator`, `System Customizer`, `Basic User`).
+    pub roles: Vec<String>,
 }
 
 impl std::fmt::Debug for SimClient {
@@ -77,6 +82,7 @@ impl std::fmt::Debug for SimClient {
             .field("client_secret", &"[redacted]")
             .field("user_id", &self.user_id)
             .field("name", &self.name)
+            .field("roles", &self.roles)
             .finish()
     }
 }
@@ -98,6 +104,10 @@ pub struct DataverseSimConfig {
     pub webhook_timeout: Duration,
     /// Concurrent requests per user before 429; Dataverse: 52.
     pub concurrency_limit: usize,
+    /// The org's provisioned languages, the base language first.
+    pub languages: Vec<i64>,
+    /// Standard tables with Dataverse change tracking on.
+    pub change_tracked: Vec<String>,
 }
 
 impl Default for DataverseSimConfig {
@@ -113,18 +123,23 @@ impl Default for DataverseSimConfig {
                     client_secret: CONNECTOR_CLIENT_SECRET.to_string(),
                     user_id: CONNECTOR_USER_ID.to_string(),
                     name: "connector".to_string(),
+                    // Its role comes from the installer (`--app-user`).
+                    roles: Vec::new(),
                 },
                 SimClient {
                     client_id: ADMIN_CLIENT_ID.to_string(),
                     client_secret: ADMIN_CLIENT_SECRET.to_string(),
                     user_id: ADMIN_USER_ID.to_string(),
                     name: "admin".to_string(),
+                    roles: vec![security::SYSTEM_ADMINISTRATOR.to_string()],
                 },
             ],
             max_page_size: api::MAX_PAGE,
             token_ttl_secs: 3599,
             webhook_timeout: Duration::from_secs(60),
             concurrency_limit: 52,
+            languages: vec![1033, 1031],
+            change_tracked: Vec::new(),
         }
     }
 }
@@ -169,6 +184,19 @@ pub(crate) struct Shared {
     pub stats: Mutex<RequestStats>,
     pub webhooks: webhooks::Webhooks,
     pub inflight: Mutex<HashMap<Uuid, usize>>,
+    /// Customization requests (metadata, solutions, roles, field security), oldest first.
+    pub customizations: Mutex<Vec<CustomizationRequest>>,
+}
+
+/// A customization request as sent: method, path below the API root, the headers that carry
+/// meaning for customizations, and the JSON body.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CustomizationRequest {
+    pub method: String,
+    pub path: String,
+    /// `MSCRM.SolutionUniqueName`, `MSCRM.MergeLabels`, `Consistency` when sent.
+    pub headers: BTreeMap<String, String>,
+    pub body: Value,
 }
 
 /// Holds one of a user's concurrent request slots.
@@ -197,6 +225,43 @@ impl Shared {
 
     pub fn count_request(&self, key: String) {
         *self.stats().requests.entry(key).or_default() += 1;
+    }
+
+    /// Records a customization request.
+    pub fn log_request(&self, req: &api::ApiRequest) {
+        let headers = [
+            "MSCRM.SolutionUniqueName",
+            "MSCRM.MergeLabels",
+            "Consistency",
+        ]
+        .iter()
+        .filter_map(|h| req.header(h).map(|v| (h.to_string(), v.to_string())))
+        .collect();
+        let entry = CustomizationRequest {
+            method: req.method.to_string(),
+            path: req.path.trim_matches('/').to_string(),
+            headers,
+            body: serde_json::from_slice(&req.body).unwrap_or(Value::Null),
+        };
+        self.customizations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(entry);
+    }
+
+    /// Records a write to a customization or security table, or an association.
+    pub fn log_customization(&self, target: &api::Target, req: &api::ApiRequest) {
+        let customizing = match target {
+            api::Target::Set(t) | api::Target::Row(t, _) => matches!(
+                t.logical,
+                "publisher" | "solution" | "role" | "fieldsecurityprofile" | "fieldpermission"
+            ),
+            api::Target::NavRef(..) => true,
+            _ => false,
+        };
+        if customizing {
+            self.log_request(req);
+        }
     }
 
     pub fn count_page(&self) {
@@ -248,6 +313,7 @@ impl Shared {
     /// Seeds what a new organization has: its systemusers (one per client), business unit,
     /// SDK messages and message filters.
     fn seed_platform(&self, store: &mut Store) {
+        store.reset_catalog(&self.config.change_tracked);
         let now = store::now();
         let mut bu = Row::new();
         bu.insert("businessunitid", Val::Guid(self.org.business_unit_id));
@@ -303,6 +369,12 @@ impl Shared {
             row.insert("versionnumber", Val::Int(store.next_version()));
             store.put("sdkmessagefilter", id, row);
         }
+        security::seed(store, self.org.business_unit_id, &self.config.org_name);
+        for c in &self.config.clients {
+            if let Some(id) = store::parse_guid(&c.user_id) {
+                security::assign_roles(store, id, &c.roles);
+            }
+        }
     }
 
     fn reset(&self) {
@@ -312,6 +384,10 @@ impl Shared {
         drop(store);
         *self.stats() = RequestStats::default();
         self.webhooks.clear_log();
+        self.customizations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
@@ -359,6 +435,7 @@ impl DataverseSim {
             tokens: Mutex::new(HashMap::new()),
             stats: Mutex::new(RequestStats::default()),
             inflight: Mutex::new(HashMap::new()),
+            customizations: Mutex::new(Vec::new()),
         });
         shared.reset();
         let faults = Faults::new(error::fault_body);
@@ -444,10 +521,10 @@ impl DataverseSim {
     /// `_x_value` plus `_x_value@Microsoft.Dynamics.CRM.lookuplogicalname`, nulls left out,
     /// write-only columns (serviceendpoint.authvalue) included. Ordered by primary key.
     pub fn rows(&self, entity_set: &str) -> Vec<Map<String, Value>> {
-        let Some(table) = schema::by_set(entity_set) else {
+        let store = self.shared.lock_store();
+        let Some(table) = store.catalog().by_set(entity_set) else {
             return Vec::new();
         };
-        let store = self.shared.lock_store();
         store
             .table_rows(table.logical)
             .map(|(_, r)| store::inspection_form(table, r))
@@ -456,9 +533,9 @@ impl DataverseSim {
 
     /// One row in inspection form.
     pub fn row(&self, entity_set: &str, id: &str) -> Option<Map<String, Value>> {
-        let table = schema::by_set(entity_set)?;
         let id = store::parse_guid(id)?;
         let store = self.shared.lock_store();
+        let table = store.catalog().by_set(entity_set)?;
         store
             .get(table.logical, &id)
             .map(|r| store::inspection_form(table, r))
@@ -472,8 +549,6 @@ impl DataverseSim {
         entity_set: &str,
         rows: Vec<Map<String, Value>>,
     ) -> Result<Vec<String>, SeedError> {
-        let table = schema::by_set(entity_set)
-            .ok_or_else(|| SeedError::UnknownSet(entity_set.to_string()))?;
         let admin = self
             .shared
             .config
@@ -484,6 +559,10 @@ impl DataverseSim {
             .unwrap_or_default();
         let ctx = self.shared.ctx(admin);
         let mut store = self.shared.lock_store();
+        let table = store
+            .catalog()
+            .by_set(entity_set)
+            .ok_or_else(|| SeedError::UnknownSet(entity_set.to_string()))?;
         let mut ids = Vec::with_capacity(rows.len());
         for (index, row) in rows.iter().enumerate() {
             let id = write::seed(&mut store, &ctx, table, row).map_err(|e| SeedError::Refused {
@@ -494,6 +573,48 @@ impl DataverseSim {
             ids.push(id.to_string());
         }
         Ok(ids)
+    }
+
+    /// Every customization request received (metadata, solutions, roles, field security,
+    /// associations), oldest first: to check the shapes an installer sends.
+    pub fn customization_requests(&self) -> Vec<CustomizationRequest> {
+        self.shared
+            .customizations
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
+    /// Marks a solution managed, as importing its managed export into another org leaves it.
+    /// Returns whether the solution exists.
+    pub fn mark_solution_managed(&self, unique_name: &str) -> bool {
+        let mut store = self.shared.lock_store();
+        let found = store
+            .table_rows("solution")
+            .find(|(_, r)| r.get("uniquename").and_then(|v| v.as_str()) == Some(unique_name))
+            .map(|(id, r)| (*id, r.clone()));
+        match found {
+            Some((id, mut row)) => {
+                row.insert("ismanaged", Val::Bool(true));
+                store.put("solution", id, row);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The tables of each `PublishXml`, oldest first.
+    pub fn publishes(&self) -> Vec<Vec<String>> {
+        self.shared.lock_store().catalog().publishes.clone()
+    }
+
+    /// The `sdkmessagefilters` id of a message on any table of this org (also one the
+    /// installer created).
+    pub fn message_filter_id(&self, message: &str, entity: &str) -> Option<Uuid> {
+        let store = self.shared.lock_store();
+        let table = store.catalog().table(entity)?;
+        let id = schema::filter_id(message, table.otc)?;
+        store.contains("sdkmessagefilter", &id).then_some(id)
     }
 
     /// Waits until every queued or running webhook delivery has finished.
@@ -511,8 +632,9 @@ impl DataverseSim {
         auth::expire_all(&self.shared);
     }
 
-    /// Clears all data (keeping the clients' systemusers, SDK messages and filters), the
-    /// statistics and the delivery log. Issued tokens stay valid.
+    /// Makes the org plain again: all data and every installed table and column go (the
+    /// clients' systemusers, roles, privileges, SDK messages and filters are seeded again),
+    /// with the statistics and the logs. Issued tokens stay valid.
     pub fn reset(&self) {
         self.shared.reset();
     }
@@ -545,14 +667,14 @@ async fn control_reset(State(sim): State<Arc<Shared>>) -> StatusCode {
 }
 
 async fn control_rows(State(sim): State<Arc<Shared>>, Path(set): Path<String>) -> Response {
-    let Some(table) = schema::by_set(&set) else {
+    let store = sim.lock_store();
+    let Some(table) = store.catalog().by_set(&set) else {
         return (
             StatusCode::NOT_FOUND,
             Json(serde_json::json!({"error": format!("unknown entity set '{set}'")})),
         )
             .into_response();
     };
-    let store = sim.lock_store();
     let rows: Vec<Value> = store
         .table_rows(table.logical)
         .map(|(_, r)| Value::Object(store::inspection_form(table, r)))

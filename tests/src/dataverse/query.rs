@@ -821,7 +821,7 @@ mod tests {
     use crate::dataverse::schema;
 
     fn contact() -> &'static Table {
-        schema::table("contact").unwrap()
+        schema::standard("contact").unwrap()
     }
 
     fn row(pairs: &[(&'static str, Val)]) -> Row {

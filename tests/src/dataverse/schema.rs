@@ -1,9 +1,11 @@
-//! The CRM schema the simulator knows, in one place: tables (entity sets, primary keys, primary
-//! names, object type codes), their columns with types and write rules, lookups with their
-//! navigation properties, the N:N relationships, and the seeded SDK messages and filters.
+//! The schema of a plain org, in one place: the standard tables (entity sets, primary keys,
+//! primary names, object type codes), their columns with types and write rules, lookups with
+//! their navigation properties, the N:N relationships, the seeded SDK messages and filters, and
+//! the platform tables of customization and security (publishers, solutions, roles,
+//! privileges, field security).
 //!
-//! Standard names follow `ref/dataverse.md` §3; the connector's own columns (publisher prefix
-//! `crc_`) follow DESIGN §7.
+//! No `crc_` table or column is here: an org gets them from the installer through the metadata
+//! endpoints (`metadata.rs`), which extend a simulator's [`super::catalog::Catalog`].
 
 use uuid::Uuid;
 
@@ -199,7 +201,7 @@ static CONTACT_PARENTCUSTOMER: [Nav; 2] = [
     },
 ];
 static GENDER: [Opt; 2] = [Opt(1, "Male"), Opt(2, "Female")];
-static CONTACT_COLUMNS: [Column; 23] = [
+static CONTACT_COLUMNS: [Column; 22] = [
     pk("contactid"),
     sys("fullname", Kind::Str(160)),
     rw("firstname", Kind::Str(50)),
@@ -220,7 +222,6 @@ static CONTACT_COLUMNS: [Column; 23] = [
     rw("donotbulkemail", Kind::Bool),
     rw("donotemail", Kind::Bool),
     rw("description", MEMO),
-    rw("crc_checklist", MEMO),
     STATE,
     STATUS,
 ];
@@ -228,7 +229,6 @@ static CONTACT_COLUMNS: [Column; 23] = [
 // --- lead ----------------------------------------------------------------------------------
 
 static LEAD_CAMPAIGN: [Nav; 1] = one("campaignid", "campaign");
-static LEAD_CAMPAIGNACTIVITY: [Nav; 1] = one("crc_campaignactivityid", "campaignactivity");
 static LEAD_PARENTCONTACT: [Nav; 1] = one("parentcontactid", "contact");
 static LEAD_PARENTACCOUNT: [Nav; 1] = one("parentaccountid", "account");
 static LEAD_SOURCE: [Opt; 10] = [
@@ -243,7 +243,7 @@ static LEAD_SOURCE: [Opt; 10] = [
     Opt(9, "Word of Mouth"),
     Opt(10, "Other"),
 ];
-static LEAD_COLUMNS: [Column; 24] = [
+static LEAD_COLUMNS: [Column; 22] = [
     pk("leadid"),
     sys("fullname", Kind::Str(160)),
     rw("firstname", Kind::Str(50)),
@@ -262,13 +262,8 @@ static LEAD_COLUMNS: [Column; 24] = [
     rw("donotemail", Kind::Bool),
     rw("leadsourcecode", Kind::Choice(&LEAD_SOURCE)),
     rw("campaignid", Kind::Lookup(&LEAD_CAMPAIGN)),
-    rw(
-        "crc_campaignactivityid",
-        Kind::Lookup(&LEAD_CAMPAIGNACTIVITY),
-    ),
     rw("parentcontactid", Kind::Lookup(&LEAD_PARENTCONTACT)),
     rw("parentaccountid", Kind::Lookup(&LEAD_PARENTACCOUNT)),
-    rw("crc_checklist", MEMO),
     STATE,
     STATUS,
 ];
@@ -295,57 +290,27 @@ static LEAD_STATES: [StateDef; 3] = [
     },
 ];
 
-// --- the connector's source columns (campaign, campaign activity, list) -----------------
-
-macro_rules! sync_columns {
-    () => {
-        [
-            rw("crc_syncwithcleverreach", Kind::Bool),
-            rw("crc_checklist", MEMO),
-            rw("crc_groupid", Kind::Str(100)),
-            rw("crc_resync", Kind::Bool),
-            rw("crc_syncstatus", Kind::Str(2000)),
-            rw("crc_lastsync", Kind::DateTime),
-            rw("crc_lasterror", Kind::Str(4000)),
-        ]
-    };
-}
-
 // --- list ----------------------------------------------------------------------------------
 
 static LIST_CREATEDFROM: [Opt; 3] = [Opt(1, "Account"), Opt(2, "Contact"), Opt(4, "Lead")];
-static LIST_COLUMNS: [Column; 27] = {
-    let s = sync_columns!();
-    [
-        pk("listid"),
-        rw("listname", Kind::Str(128)),
-        create_only("type", Kind::Bool),
-        create_only("createdfromcode", Kind::Choice(&LIST_CREATEDFROM)),
-        sys("membertype", Kind::Int),
-        rw("query", Kind::Str(QUERY_MAX)),
-        sys("membercount", Kind::Int),
-        rw("lockstatus", Kind::Bool),
-        rw("description", MEMO),
-        rw("purpose", Kind::Str(512)),
-        rw("source", Kind::Str(128)),
-        rw("donotsendonoptout", Kind::Bool),
-        rw("ignoreinactivelistmembers", Kind::Bool),
-        s[0],
-        s[1],
-        s[2],
-        s[3],
-        s[4],
-        s[5],
-        s[6],
-        rw("crc_retroactivesync", Kind::Bool),
-        rw("crc_retroactivesyncjson", MEMO),
-        rw("crc_retroactiveprogress", Kind::Str(4000)),
-        rw("crc_retroactivestate", MEMO),
-        STATE,
-        STATUS,
-        rw("cost", Kind::Int),
-    ]
-};
+static LIST_COLUMNS: [Column; 16] = [
+    pk("listid"),
+    rw("listname", Kind::Str(128)),
+    create_only("type", Kind::Bool),
+    create_only("createdfromcode", Kind::Choice(&LIST_CREATEDFROM)),
+    sys("membertype", Kind::Int),
+    rw("query", Kind::Str(QUERY_MAX)),
+    sys("membercount", Kind::Int),
+    rw("lockstatus", Kind::Bool),
+    rw("description", MEMO),
+    rw("purpose", Kind::Str(512)),
+    rw("source", Kind::Str(128)),
+    rw("donotsendonoptout", Kind::Bool),
+    rw("ignoreinactivelistmembers", Kind::Bool),
+    STATE,
+    STATUS,
+    rw("cost", Kind::Int),
+];
 static LIST_STATES: [StateDef; 2] = [
     StateDef {
         state: 0,
@@ -392,31 +357,21 @@ static CAMPAIGN_TYPE: [Opt; 5] = [
     Opt(4, "Co-branding"),
     Opt(5, "Other"),
 ];
-static CAMPAIGN_COLUMNS: [Column; 20] = {
-    let s = sync_columns!();
-    [
-        pk("campaignid"),
-        rw("name", Kind::Str(128)),
-        rw("codename", Kind::Str(32)),
-        rw("description", MEMO),
-        rw("typecode", Kind::Choice(&CAMPAIGN_TYPE)),
-        rw("istemplate", Kind::Bool),
-        rw("proposedstart", Kind::DateTime),
-        rw("proposedend", Kind::DateTime),
-        rw("actualstart", Kind::DateTime),
-        rw("actualend", Kind::DateTime),
-        s[0],
-        s[1],
-        s[2],
-        s[3],
-        s[4],
-        s[5],
-        s[6],
-        STATE,
-        STATUS,
-        rw("objective", Kind::Str(4000)),
-    ]
-};
+static CAMPAIGN_COLUMNS: [Column; 13] = [
+    pk("campaignid"),
+    rw("name", Kind::Str(128)),
+    rw("codename", Kind::Str(32)),
+    rw("description", MEMO),
+    rw("typecode", Kind::Choice(&CAMPAIGN_TYPE)),
+    rw("istemplate", Kind::Bool),
+    rw("proposedstart", Kind::DateTime),
+    rw("proposedend", Kind::DateTime),
+    rw("actualstart", Kind::DateTime),
+    rw("actualend", Kind::DateTime),
+    STATE,
+    STATUS,
+    rw("objective", Kind::Str(4000)),
+];
 static CAMPAIGN_STATES: [StateDef; 2] = [
     StateDef {
         state: 0,
@@ -451,31 +406,21 @@ static CHANNEL: [Opt; 9] = [
     Opt(8, "Email via Mail Merge"),
     Opt(9, "Other"),
 ];
-static CACT_COLUMNS: [Column; 20] = {
-    let s = sync_columns!();
-    [
-        pk("activityid"),
-        rw("subject", Kind::Str(200)),
-        rw("description", MEMO),
-        create_only("regardingobjectid", Kind::Lookup(&CACT_REGARDING)),
-        rw("channeltypecode", Kind::Choice(&CHANNEL)),
-        sys("activitytypecode", Kind::EntityName),
-        rw("scheduledstart", Kind::DateTime),
-        rw("scheduledend", Kind::DateTime),
-        rw("donotsendonoptout", Kind::Bool),
-        rw("ignoreinactivelistmembers", Kind::Bool),
-        rw("excludeifcontactedinxdays", Kind::Int),
-        s[0],
-        s[1],
-        s[2],
-        s[3],
-        s[4],
-        s[5],
-        s[6],
-        STATE,
-        STATUS,
-    ]
-};
+static CACT_COLUMNS: [Column; 13] = [
+    pk("activityid"),
+    rw("subject", Kind::Str(200)),
+    rw("description", MEMO),
+    create_only("regardingobjectid", Kind::Lookup(&CACT_REGARDING)),
+    rw("channeltypecode", Kind::Choice(&CHANNEL)),
+    sys("activitytypecode", Kind::EntityName),
+    rw("scheduledstart", Kind::DateTime),
+    rw("scheduledend", Kind::DateTime),
+    rw("donotsendonoptout", Kind::Bool),
+    rw("ignoreinactivelistmembers", Kind::Bool),
+    rw("excludeifcontactedinxdays", Kind::Int),
+    STATE,
+    STATUS,
+];
 static CACT_STATES: [StateDef; 3] = [
     StateDef {
         state: 0,
@@ -529,39 +474,86 @@ static SYSTEMUSER_COLUMNS: [Column; 7] = [
     rw("internalemailaddress", Kind::Str(100)),
 ];
 
-// --- crc_setting / crc_receiverstate -------------------------------------------------------
+// --- customization and security ----------------------------------------------------------
 
-static SETTING_COLUMNS: [Column; 5] = [
-    pk("crc_settingid"),
-    rw("crc_key", Kind::Str(200)),
-    rw("crc_value", MEMO),
-    STATE,
-    STATUS,
+static PUBLISHER_COLUMNS: [Column; 7] = [
+    pk("publisherid"),
+    rw("uniquename", Kind::Str(256)),
+    rw("friendlyname", Kind::Str(256)),
+    rw("description", Kind::Str(2000)),
+    rw("customizationprefix", Kind::Str(8)),
+    rw("customizationoptionvalueprefix", Kind::Int),
+    sys("isreadonly", Kind::Bool),
 ];
-
-static RS_CONTACT: [Nav; 1] = one("crc_contactid", "contact");
-static RS_LEAD: [Nav; 1] = one("crc_leadid", "lead");
-static RS_ACCOUNT: [Nav; 1] = one("crc_accountid", "account");
-static RS_EVENT: [Opt; 4] = [
-    Opt(1, "Unsubscribed"),
-    Opt(2, "Bounced"),
-    Opt(3, "Blacklisted"),
-    Opt(4, "Subscribed"),
+static SOLUTION_PUBLISHER: [Nav; 1] = one("publisherid", "publisher");
+static SOLUTION_COLUMNS: [Column; 7] = [
+    pk("solutionid"),
+    rw("uniquename", Kind::Str(65)),
+    rw("friendlyname", Kind::Str(256)),
+    rw("version", Kind::Str(256)),
+    rw("description", Kind::Str(2000)),
+    sys("ismanaged", Kind::Bool),
+    rw("publisherid", Kind::Lookup(&SOLUTION_PUBLISHER)),
 ];
-static RECEIVERSTATE_COLUMNS: [Column; 13] = [
-    pk("crc_receiverstateid"),
-    rw("crc_name", Kind::Str(200)),
-    rw("crc_eventkey", Kind::Str(400)),
-    rw("crc_email", Kind::Str(100)),
-    rw("crc_groupid", Kind::Str(100)),
-    rw("crc_event", Kind::Choice(&RS_EVENT)),
-    rw("crc_eventtime", Kind::DateTime),
-    rw("crc_contactid", Kind::Lookup(&RS_CONTACT)),
-    rw("crc_leadid", Kind::Lookup(&RS_LEAD)),
-    rw("crc_accountid", Kind::Lookup(&RS_ACCOUNT)),
-    rw("crc_details", MEMO),
-    STATE,
-    STATUS,
+static COMPONENT_SOLUTION: [Nav; 1] = one("solutionid", "solution");
+static SOLUTIONCOMPONENT_COLUMNS: [Column; 5] = [
+    pk("solutioncomponentid"),
+    rw("solutionid", Kind::Lookup(&COMPONENT_SOLUTION)),
+    rw("componenttype", Kind::Int),
+    rw("objectid", Kind::Guid),
+    rw("rootcomponentbehavior", Kind::Int),
+];
+static ROLE_BUSINESSUNIT: [Nav; 1] = one("businessunitid", "businessunit");
+static ROLE_COLUMNS: [Column; 4] = [
+    pk("roleid"),
+    rw("name", Kind::Str(100)),
+    rw("description", Kind::Str(2000)),
+    rw("businessunitid", Kind::Lookup(&ROLE_BUSINESSUNIT)),
+];
+static PRIVILEGE_COLUMNS: [Column; 7] = [
+    pk("privilegeid"),
+    rw("name", Kind::Str(100)),
+    rw("accessright", Kind::Int),
+    rw("canbebasic", Kind::Bool),
+    rw("canbelocal", Kind::Bool),
+    rw("canbedeep", Kind::Bool),
+    rw("canbeglobal", Kind::Bool),
+];
+/// Intersect of role and privilege; `privilegedepthmask` 1 Basic, 2 Local, 4 Deep, 8 Global.
+static ROLEPRIVILEGE_COLUMNS: [Column; 4] = [
+    pk("roleprivilegeid"),
+    sys("roleid", Kind::Guid),
+    sys("privilegeid", Kind::Guid),
+    sys("privilegedepthmask", Kind::Int),
+];
+static SYSTEMUSERROLE_COLUMNS: [Column; 3] = [
+    pk("systemuserroleid"),
+    sys("systemuserid", Kind::Guid),
+    sys("roleid", Kind::Guid),
+];
+static FIELDSECURITYPROFILE_COLUMNS: [Column; 3] = [
+    pk("fieldsecurityprofileid"),
+    rw("name", Kind::Str(256)),
+    rw("description", Kind::Str(2000)),
+];
+static FIELDPERMISSION_PROFILE: [Nav; 1] = one("fieldsecurityprofileid", "fieldsecurityprofile");
+static FIELD_PERMISSION: [Opt; 2] = [Opt(0, "Not Allowed"), Opt(4, "Allowed")];
+static FIELDPERMISSION_COLUMNS: [Column; 7] = [
+    pk("fieldpermissionid"),
+    create_only(
+        "fieldsecurityprofileid",
+        Kind::Lookup(&FIELDPERMISSION_PROFILE),
+    ),
+    create_only("entityname", Kind::EntityName),
+    create_only("attributelogicalname", Kind::Str(100)),
+    rw("canread", Kind::Choice(&FIELD_PERMISSION)),
+    rw("cancreate", Kind::Choice(&FIELD_PERMISSION)),
+    rw("canupdate", Kind::Choice(&FIELD_PERMISSION)),
+];
+static SYSTEMUSERPROFILE_COLUMNS: [Column; 3] = [
+    pk("systemuserprofileid"),
+    sys("systemuserid", Kind::Guid),
+    sys("fieldsecurityprofileid", Kind::Guid),
 ];
 
 // --- webhook registration ------------------------------------------------------------------
@@ -728,8 +720,8 @@ static ASYNC_STATES: [StateDef; 4] = [
     },
 ];
 
-/// Every table the simulator serves.
-pub static TABLES: [Table; 19] = [
+/// The tables of a plain org.
+pub static TABLES: [Table; 27] = [
     Table {
         logical: "account",
         set: "accounts",
@@ -841,28 +833,6 @@ pub static TABLES: [Table; 19] = [
         writes: Writes::Yes,
     },
     Table {
-        logical: "crc_setting",
-        set: "crc_settings",
-        pk: "crc_settingid",
-        primary_name: "crc_key",
-        otc: 10_000,
-        columns: &SETTING_COLUMNS,
-        states: &ACTIVE_INACTIVE,
-        owned: true,
-        writes: Writes::Yes,
-    },
-    Table {
-        logical: "crc_receiverstate",
-        set: "crc_receiverstates",
-        pk: "crc_receiverstateid",
-        primary_name: "crc_name",
-        otc: 10_001,
-        columns: &RECEIVERSTATE_COLUMNS,
-        states: &ACTIVE_INACTIVE,
-        owned: true,
-        writes: Writes::Yes,
-    },
-    Table {
         logical: "serviceendpoint",
         set: "serviceendpoints",
         pk: "serviceendpointid",
@@ -939,23 +909,130 @@ pub static TABLES: [Table; 19] = [
         owned: false,
         writes: Writes::ReadOnly,
     },
+    platform(
+        "publisher",
+        "publishers",
+        "publisherid",
+        "friendlyname",
+        7101,
+        &PUBLISHER_COLUMNS,
+        Writes::Yes,
+    ),
+    platform(
+        "solution",
+        "solutions",
+        "solutionid",
+        "friendlyname",
+        7100,
+        &SOLUTION_COLUMNS,
+        Writes::Yes,
+    ),
+    platform(
+        "solutioncomponent",
+        "solutioncomponents",
+        "solutioncomponentid",
+        "solutioncomponentid",
+        7103,
+        &SOLUTIONCOMPONENT_COLUMNS,
+        Writes::ReadOnly,
+    ),
+    platform(
+        "role",
+        "roles",
+        "roleid",
+        "name",
+        1036,
+        &ROLE_COLUMNS,
+        Writes::Yes,
+    ),
+    platform(
+        "privilege",
+        "privileges",
+        "privilegeid",
+        "name",
+        1023,
+        &PRIVILEGE_COLUMNS,
+        Writes::ReadOnly,
+    ),
+    platform(
+        "roleprivileges",
+        "roleprivilegescollection",
+        "roleprivilegeid",
+        "roleprivilegeid",
+        12,
+        &ROLEPRIVILEGE_COLUMNS,
+        Writes::ReadOnly,
+    ),
+    platform(
+        "systemuserroles",
+        "systemuserrolescollection",
+        "systemuserroleid",
+        "systemuserroleid",
+        15,
+        &SYSTEMUSERROLE_COLUMNS,
+        Writes::ReadOnly,
+    ),
+    platform(
+        "fieldsecurityprofile",
+        "fieldsecurityprofiles",
+        "fieldsecurityprofileid",
+        "name",
+        1200,
+        &FIELDSECURITYPROFILE_COLUMNS,
+        Writes::Yes,
+    ),
+    platform(
+        "fieldpermission",
+        "fieldpermissions",
+        "fieldpermissionid",
+        "fieldpermissionid",
+        1201,
+        &FIELDPERMISSION_COLUMNS,
+        Writes::Yes,
+    ),
+    platform(
+        "systemuserprofiles",
+        "systemuserprofilescollection",
+        "systemuserprofileid",
+        "systemuserprofileid",
+        1202,
+        &SYSTEMUSERPROFILE_COLUMNS,
+        Writes::ReadOnly,
+    ),
 ];
 
-static BUSINESSUNIT_COLUMNS: [Column; 2] = [pk("businessunitid"), rw("name", Kind::Str(160))];
+static BUSINESSUNIT_PARENT: [Nav; 1] = one("parentbusinessunitid", "businessunit");
+static BUSINESSUNIT_COLUMNS: [Column; 3] = [
+    pk("businessunitid"),
+    rw("name", Kind::Str(160)),
+    rw("parentbusinessunitid", Kind::Lookup(&BUSINESSUNIT_PARENT)),
+];
 
-/// The table with this logical name.
-pub fn table(logical: &str) -> Option<&'static Table> {
+const fn platform(
+    logical: &'static str,
+    set: &'static str,
+    pk: &'static str,
+    primary_name: &'static str,
+    otc: i64,
+    columns: &'static [Column],
+    writes: Writes,
+) -> Table {
+    Table {
+        logical,
+        set,
+        pk,
+        primary_name,
+        otc,
+        columns,
+        states: &[],
+        owned: false,
+        writes,
+    }
+}
+
+/// A standard table by logical name (a simulator's own tables: `Catalog::table`).
+pub fn standard(logical: &str) -> Option<&'static Table> {
     TABLES.iter().find(|t| t.logical == logical)
-}
-
-/// The table behind this entity set.
-pub fn by_set(set: &str) -> Option<&'static Table> {
-    TABLES.iter().find(|t| t.set == set)
-}
-
-/// The table with this object type code.
-pub fn by_otc(otc: i64) -> Option<&'static Table> {
-    TABLES.iter().find(|t| t.otc == otc)
 }
 
 impl Table {
@@ -1029,7 +1106,31 @@ pub struct Relationship {
     pub intersect: &'static str,
 }
 
-pub static RELATIONSHIPS: [Relationship; 5] = [
+pub static RELATIONSHIPS: [Relationship; 8] = [
+    Relationship {
+        name: "systemuserroles_association",
+        entity1: "role",
+        attr1: "roleid",
+        entity2: "systemuser",
+        attr2: "systemuserid",
+        intersect: "systemuserroles",
+    },
+    Relationship {
+        name: "systemuserprofiles_association",
+        entity1: "fieldsecurityprofile",
+        attr1: "fieldsecurityprofileid",
+        entity2: "systemuser",
+        attr2: "systemuserid",
+        intersect: "systemuserprofiles",
+    },
+    Relationship {
+        name: "roleprivileges_association",
+        entity1: "role",
+        attr1: "roleid",
+        entity2: "privilege",
+        attr2: "privilegeid",
+        intersect: "roleprivileges",
+    },
     Relationship {
         name: "listcontact_association",
         entity1: "list",
@@ -1111,8 +1212,6 @@ pub fn message_filters() -> Vec<(&'static str, &'static str)> {
         "campaignactivity",
         "campaignitem",
         "campaignactivityitem",
-        "crc_setting",
-        "crc_receiverstate",
     ];
     let mut pairs = Vec::new();
     for message in ["Create", "Update", "Delete"] {
@@ -1136,17 +1235,27 @@ pub fn message_filters() -> Vec<(&'static str, &'static str)> {
 /// The fixed id of the `sdkmessagefilters` row for a message on a table (`none` for none):
 /// `5f17e400-<message number>-4000-8000-<object type code>`.
 pub fn sdk_message_filter_id(message: &str, entity: &str) -> Option<Uuid> {
-    let number = MESSAGES.iter().position(|(n, _)| *n == message)? as u128 + 1;
     let otc = if entity == "none" {
         0
     } else {
-        table(entity)?.otc as u128
+        standard(entity)?.otc
     };
     if !message_filters().contains(&(message_name(message)?, entity_name(entity)?)) {
         return None;
     }
+    filter_id(message, otc)
+}
+
+/// The id of the filter of a message on the table with this object type code (also for the
+/// tables an installer creates, whose filters appear with them).
+pub fn filter_id(message: &str, otc: i64) -> Option<Uuid> {
+    let number = MESSAGES.iter().position(|(n, _)| *n == message)? as u128 + 1;
     Some(Uuid::from_u128(
-        (0x5f17_e400u128 << 96) | (number << 80) | (0x4000u128 << 64) | (0x8000u128 << 48) | otc,
+        (0x5f17_e400u128 << 96)
+            | (number << 80)
+            | (0x4000u128 << 64)
+            | (0x8000u128 << 48)
+            | otc as u128,
     ))
 }
 
@@ -1161,6 +1270,6 @@ fn entity_name(entity: &str) -> Option<&'static str> {
     if entity == "none" {
         Some("none")
     } else {
-        table(entity).map(|t| t.logical)
+        standard(entity).map(|t| t.logical)
     }
 }

@@ -2,8 +2,9 @@
 //! row version (etags), and undo records so that change sets and failed synchronous webhooks
 //! roll back.
 
+use super::catalog::Catalog;
 use super::error::ApiError;
-use super::schema::{self, Column, Kind, Table};
+use super::schema::{Column, Kind, Table};
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde_json::{Map, Value};
 use std::cmp::Ordering;
@@ -278,11 +279,12 @@ pub struct Undo {
     previous: Option<Row>,
 }
 
-/// All tables' rows.
-#[derive(Debug, Default)]
+/// All tables' rows, and the schema they follow.
+#[derive(Debug)]
 pub struct Store {
     tables: HashMap<&'static str, BTreeMap<Uuid, Row>>,
     version: i64,
+    catalog: Catalog,
 }
 
 impl Store {
@@ -290,7 +292,22 @@ impl Store {
         Store {
             tables: HashMap::new(),
             version: 1_000_000,
+            catalog: Catalog::plain(&[]),
         }
+    }
+
+    /// The org's schema: the standard tables and what was installed.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn catalog_mut(&mut self) -> &mut Catalog {
+        &mut self.catalog
+    }
+
+    /// Back to a plain org's schema (no rows are touched).
+    pub fn reset_catalog(&mut self, change_tracked: &[String]) {
+        self.catalog = Catalog::plain(change_tracked);
     }
 
     pub fn table_rows(&self, logical: &str) -> impl Iterator<Item = (&Uuid, &Row)> {
@@ -356,7 +373,7 @@ impl Store {
 
     /// The primary name of a row, for FormattedValue annotations of lookups.
     pub fn primary_name(&self, logical: &str, id: &Uuid) -> Option<String> {
-        let table = schema::table(logical)?;
+        let table = self.catalog.table(logical)?;
         match self.get(logical, id)?.get(table.primary_name)? {
             Val::Str(s) => Some(s.clone()),
             other => Some(other.to_text()),

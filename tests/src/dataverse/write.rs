@@ -8,6 +8,7 @@ use super::api::{self, ApiRequest, ApiResponse, Applied, Ctx};
 use super::error::{ApiError, code};
 use super::query::{self, Prefer};
 use super::schema::{self, Access, Column, Kind, Table, Writes};
+use super::security;
 use super::store::{self, Row, Store, Undo, Val};
 use super::webhooks::{self, Event, Param};
 use axum::http::StatusCode;
@@ -23,11 +24,22 @@ pub struct Changes {
     pub id: Option<Uuid>,
 }
 
-fn not_a_property(table: &Table, name: &str) -> ApiError {
+/// Dataverse wraps OData's payload errors in this text.
+fn payload_error(table: &Table, inner: String) -> ApiError {
     ApiError::payload(format!(
-        "The property '{name}' does not exist on type '{}'. Make sure to only use property names that are defined by the type or mark the type as open type.",
-        table.odata_type()
+        "Error identified in Payload provided by the user for Entity :'{}'  ---->  InnerException : Microsoft.OData.ODataException: {inner}",
+        table.set
     ))
+}
+
+fn not_a_property(table: &Table, name: &str) -> ApiError {
+    payload_error(
+        table,
+        format!(
+            "The property '{name}' does not exist on type '{}'. Make sure to only use property names that are defined by the type or mark the type as open type.",
+            table.odata_type()
+        ),
+    )
 }
 
 /// Reads a JSON body.
@@ -90,7 +102,9 @@ fn resolve_bind(
                 nav.name
             ))
         })?;
-    let target = schema::table(nav.target)
+    let target = store
+        .catalog()
+        .table(nav.target)
         .ok_or_else(|| ApiError::payload(format!("Unknown table '{}'.", nav.target)))?;
     if set != target.set {
         return Err(ApiError::payload(format!(
@@ -120,10 +134,14 @@ pub fn parse_changes(
             continue;
         }
         if let Some(nav_name) = key.strip_suffix("@odata.bind") {
+            // Navigation properties match case-sensitively, as in Dataverse's $metadata.
             let Some((column, nav)) = table.nav(nav_name) else {
-                return Err(ApiError::payload(format!(
-                    "An undeclared property '{nav_name}' which only has property annotations in the payload but no property value was found in the payload. In OData, only declared navigation properties and declared named streams can be represented as properties without values."
-                )));
+                return Err(payload_error(
+                    table,
+                    format!(
+                        "An undeclared property '{nav_name}' which only has property annotations in the payload but no property value was found in the payload. In OData, only declared navigation properties and declared named streams can be represented as properties without values."
+                    ),
+                ));
             };
             let v = resolve_bind(store, content_ids, nav, value)?;
             if column.access == Access::System || (column.access == Access::CreateOnly && !creating)
@@ -251,7 +269,7 @@ fn write_response(
             .get(table.logical, &id)
             .ok_or_else(|| ApiError::row_not_found(table.logical, &id))?;
         let select = query::parse_select(table, req.param("$select"))?;
-        let expand = api::parse_expand(table, req.param("$expand"))?;
+        let expand = api::parse_expand(store.catalog(), table, req.param("$expand"))?;
         let mut body = Map::new();
         body.insert(
             "@odata.context".into(),
@@ -475,13 +493,141 @@ fn rules(store: &Store, table: &Table, row: &mut Row, creating: bool) -> Result<
                 entity = filter
                     .and_then(|f| f.get("primaryobjecttypecode"))
                     .and_then(|v| v.as_str())
-                    .and_then(schema::table);
+                    .and_then(|t| store.catalog().table(t));
             }
             if let (Some(t), Some(attrs)) = (
                 entity,
                 row.get("filteringattributes").and_then(|v| v.as_str()),
             ) {
                 check_attribute_list(t, attrs, "filteringattributes")?;
+            }
+        }
+        "publisher" => {
+            for c in [
+                "uniquename",
+                "friendlyname",
+                "customizationprefix",
+                "customizationoptionvalueprefix",
+            ] {
+                required(row, table, c)?;
+            }
+            let prefix = text(row, "customizationprefix");
+            let valid = (2..=8).contains(&prefix.len())
+                && prefix
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic())
+                && prefix.chars().all(|c| c.is_ascii_alphanumeric())
+                && !prefix.to_ascii_lowercase().starts_with("mscrm");
+            if !valid {
+                return Err(ApiError::bad_request(
+                    code::VALIDATION,
+                    format!(
+                        "The customization prefix '{prefix}' is not valid: 2 to 8 letters and digits, starting with a letter, not 'mscrm'."
+                    ),
+                ));
+            }
+            let options = int(row, "customizationoptionvalueprefix").unwrap_or(0);
+            if !(10_000..=99_999).contains(&options) {
+                return Err(ApiError::bad_request(
+                    code::VALIDATION,
+                    format!("The option value prefix {options} is outside 10000..99999."),
+                ));
+            }
+            if duplicate(store, table, row, &["uniquename"]) {
+                return Err(duplicate_name(&text(row, "uniquename")));
+            }
+            row.entry("isreadonly").or_insert(Val::Bool(false));
+        }
+        "solution" => {
+            for c in ["uniquename", "friendlyname", "version", "publisherid"] {
+                required(row, table, c)?;
+            }
+            let version = text(row, "version");
+            let parts: Vec<&str> = version.split('.').collect();
+            if !(2..=4).contains(&parts.len())
+                || parts
+                    .iter()
+                    .any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()))
+            {
+                return Err(ApiError::bad_request(
+                    code::VALIDATION,
+                    format!(
+                        "The solution version '{version}' is not major.minor[.build[.revision]]."
+                    ),
+                ));
+            }
+            if duplicate(store, table, row, &["uniquename"]) {
+                return Err(duplicate_name(&text(row, "uniquename")));
+            }
+            if creating {
+                row.insert("ismanaged", Val::Bool(false));
+            }
+        }
+        "role" => {
+            required(row, table, "name")?;
+            required(row, table, "businessunitid")?;
+            if duplicate(store, table, row, &["name", "businessunitid"]) {
+                return Err(ApiError::bad_request(
+                    "0x80041403",
+                    format!(
+                        "A role with the specified name '{}' already exists on business unit {}. Specify a unique name.",
+                        text(row, "name"),
+                        row.get("businessunitid")
+                            .and_then(|v| v.guid())
+                            .unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        "fieldsecurityprofile" => {
+            required(row, table, "name")?;
+            if duplicate(store, table, row, &["name"]) {
+                return Err(duplicate_name(&text(row, "name")));
+            }
+        }
+        "fieldpermission" => {
+            for c in [
+                "fieldsecurityprofileid",
+                "entityname",
+                "attributelogicalname",
+            ] {
+                required(row, table, c)?;
+            }
+            let entity = text(row, "entityname");
+            let attribute = text(row, "attributelogicalname");
+            let exists = store
+                .catalog()
+                .table(&entity)
+                .is_some_and(|t| t.column(&attribute).is_some());
+            if !exists {
+                return Err(ApiError::bad_request(
+                    code::VALIDATION,
+                    format!("The attribute '{attribute}' of '{entity}' does not exist."),
+                ));
+            }
+            if !store.catalog().is_secured(&entity, &attribute) {
+                return Err(ApiError::bad_request(
+                    code::VALIDATION,
+                    format!(
+                        "The attribute '{attribute}' of '{entity}' is not secured (IsSecured); field permissions apply to secured attributes only."
+                    ),
+                ));
+            }
+            for c in ["canread", "cancreate", "canupdate"] {
+                row.entry(c).or_insert(Val::Int(0));
+            }
+            if duplicate(
+                store,
+                table,
+                row,
+                &[
+                    "fieldsecurityprofileid",
+                    "entityname",
+                    "attributelogicalname",
+                ],
+            ) {
+                return Err(ApiError::duplicate());
             }
         }
         "sdkmessageprocessingstepimage" => {
@@ -500,7 +646,7 @@ fn rules(store: &Store, table: &Table, row: &mut Row, creating: bool) -> Result<
                 .and_then(|f| store.get("sdkmessagefilter", &f))
                 .and_then(|f| f.get("primaryobjecttypecode"))
                 .and_then(|v| v.as_str())
-                .and_then(schema::table);
+                .and_then(|t| store.catalog().table(t));
             if let (Some(t), Some(attrs)) = (entity, row.get("attributes").and_then(|v| v.as_str()))
             {
                 check_attribute_list(t, attrs, "attributes")?;
@@ -509,6 +655,34 @@ fn rules(store: &Store, table: &Table, row: &mut Row, creating: bool) -> Result<
         _ => {}
     }
     Ok(())
+}
+
+fn text(row: &Row, column: &str) -> String {
+    row.get(column)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Whether another row of the table has the same values in these columns (text compared
+/// case-insensitively).
+fn duplicate(store: &Store, table: &Table, row: &Row, columns: &[&str]) -> bool {
+    let own = row.get(table.pk).and_then(|v| v.guid());
+    store.table_rows(table.logical).any(|(id, other)| {
+        Some(*id) != own
+            && columns.iter().all(|c| match (row.get(c), other.get(c)) {
+                (Some(Val::Str(a)), Some(Val::Str(b))) => a.eq_ignore_ascii_case(b),
+                (Some(a), Some(b)) => a.guid().is_some() && a.guid() == b.guid() || a == b,
+                _ => false,
+            })
+    })
+}
+
+fn duplicate_name(name: &str) -> ApiError {
+    ApiError::bad_request(
+        "0x80047010",
+        format!("An object with the specified name '{name}' already exists."),
+    )
 }
 
 fn check_attribute_list(table: &Table, list: &str, what: &str) -> Result<(), ApiError> {
@@ -542,6 +716,23 @@ fn stamp(row: &mut Row, store: &mut Store, user: Uuid, creating: bool, owned: bo
 
 // --- create --------------------------------------------------------------------------------
 
+/// A create of a platform table (publisher, solution, role, field security): the privilege it
+/// needs, and for solution components the solution the request names.
+fn platform_create(
+    store: &Store,
+    ctx: &Ctx,
+    req: &ApiRequest,
+    table: &Table,
+) -> Result<Option<security::Target>, ApiError> {
+    if let Some(privilege) = security::create_privilege(table.logical) {
+        security::require(store, ctx.user, privilege, table.logical)?;
+    }
+    if security::component_type(table.logical).is_some() {
+        return security::solution_target(store, req).map(Some);
+    }
+    Ok(None)
+}
+
 pub fn create(
     sim: &Shared,
     store: &mut Store,
@@ -554,7 +745,12 @@ pub fn create(
     let body = body_object(req)?;
     let ch = parse_changes(store, table, &body, &req.content_ids, true)?;
     let id = ch.id.unwrap_or_else(Uuid::new_v4);
+    let solution = platform_create(store, ctx, req, table)?;
+    security::check_secured(store, ctx.user, table, &ch.values, true)?;
     let (undo, event) = create_row(store, ctx, req, table, id, ch.values)?;
+    if let (Some(kind), Some(target)) = (security::component_type(table.logical), solution) {
+        security::add_component(store, target.solution, kind, id);
+    }
     Ok(Applied {
         response: write_response(store, ctx, req, table, id, true)?,
         undo,
@@ -599,6 +795,7 @@ pub fn create_row(
     apply_state(table, &mut row, state, status, true)?;
     recompute(table, &mut row);
     rules(store, table, &mut row, true)?;
+    super::metadata::check_keys(store, table, id, &row)?;
     stamp(&mut row, store, ctx.user, true, table.owned);
     let undo = vec![store.put(table.logical, id, row.clone())];
     let mut ev = new_event(ctx, req, "Create", table, id, 1);
@@ -646,7 +843,13 @@ pub fn patch(
                     "The key in the body does not match the key {id} in the URL."
                 )));
             }
+            let solution = platform_create(store, ctx, req, table)?;
+            security::check_secured(store, ctx.user, table, &ch.values, true)?;
             let (undo, event) = create_row(store, ctx, req, table, id, ch.values)?;
+            if let (Some(kind), Some(target)) = (security::component_type(table.logical), solution)
+            {
+                security::add_component(store, target.solution, kind, id);
+            }
             Ok(Applied {
                 response: write_response(store, ctx, req, table, id, true)?,
                 undo,
@@ -674,6 +877,7 @@ pub fn patch(
                     "The key in the body does not match the key {id} in the URL."
                 )));
             }
+            security::check_secured(store, ctx.user, table, &ch.values, false)?;
             let (undo, events) = update_row(store, ctx, req, table, id, ch.values)?;
             Ok(Applied {
                 response: write_response(store, ctx, req, table, id, false)?,
@@ -722,6 +926,7 @@ pub fn update_row(
         }
         let computed = recompute(table, &mut row);
         rules(store, table, &mut row, false)?;
+        super::metadata::check_keys(store, table, id, &row)?;
         stamp(&mut row, store, ctx.user, false, table.owned);
         undo.push(store.put(table.logical, id, row.clone()));
         let mut target: Vec<(&'static Column, Option<Val>)> = others.clone();
@@ -852,7 +1057,9 @@ pub fn put_property(
             .ok_or_else(|| ApiError::payload("The request body must be {\"value\": …}."))?;
         Val::from_json(table, column, v)?
     };
-    let (undo, events) = update_row(store, ctx, req, table, id, vec![(column, value)])?;
+    let values = vec![(column, value)];
+    security::check_secured(store, ctx.user, table, &values, false)?;
+    let (undo, events) = update_row(store, ctx, req, table, id, values)?;
     Ok(Applied {
         response: ApiResponse::empty(StatusCode::NO_CONTENT),
         undo,
@@ -980,7 +1187,7 @@ fn delete_row(
             let activities = ids_where(store, "campaignactivity", |r| {
                 points_to(r, "regardingobjectid", id)
             });
-            if let Some(t) = schema::table("campaignactivity") {
+            if let Some(t) = store.catalog().table("campaignactivity") {
                 for a in activities {
                     delete_row(store, ctx, req, t, a, depth + 1, undo, events)?;
                 }
@@ -1013,7 +1220,8 @@ fn delete_row(
         _ => {}
     }
     // Remove the link from rows that pointed at the deleted row.
-    for t in schema::TABLES.iter() {
+    let tables: Vec<&'static Table> = store.catalog().tables().collect();
+    for t in tables {
         let lookups: Vec<&'static str> = t
             .all_columns()
             .filter(|c| matches!(c.kind, Kind::Lookup(navs) if navs.iter().any(|n| n.target == table.logical)))
@@ -1055,9 +1263,11 @@ fn guid_param(body: &Map<String, Value>, name: &str) -> Result<Uuid, ApiError> {
     })
 }
 
-fn member_table(list: &Row) -> Result<&'static Table, ApiError> {
+fn member_table(store: &Store, list: &Row) -> Result<&'static Table, ApiError> {
     let code_value = int(list, "createdfromcode").unwrap_or(0);
-    schema::by_otc(code_value)
+    store
+        .catalog()
+        .by_otc(code_value)
         .filter(|t| matches!(t.logical, "account" | "contact" | "lead"))
         .ok_or_else(|| {
             ApiError::bad_request(
@@ -1234,7 +1444,7 @@ pub fn bound_action(
     let (response, event) = match action {
         "AddMemberList" => {
             let list = static_list(store, id)?;
-            let mt = member_table(&list)?;
+            let mt = member_table(store, &list)?;
             let member = guid_param(&body, "EntityId")?;
             check_member(store, mt, member)?;
             let lm = add_listmember(store, ctx, id, mt, member, &mut undo);
@@ -1273,7 +1483,8 @@ pub fn bound_action(
             let activity = action == "AddItemCampaignActivity";
             let item = guid_param(&body, if activity { "ItemId" } else { "EntityId" })?;
             let entity_name = entity_name_param(&body)?;
-            require_row(store, schema::table("list").unwrap_or(table), item)?;
+            let list_table = store.catalog().table("list").unwrap_or(table);
+            require_row(store, list_table, item)?;
             let (intersect, parent_col, item_col, type_col) = if activity {
                 (
                     "campaignactivityitem",
@@ -1410,7 +1621,7 @@ pub fn unbound_action(
         .and_then(store::parse_guid)
         .ok_or_else(|| ApiError::payload("The action parameter 'List' must carry a 'listid'."))?;
     let list = static_list(store, list_id)?;
-    let mt = member_table(&list)?;
+    let mt = member_table(store, &list)?;
     let members = body
         .get("Members")
         .and_then(|v| v.as_array())
@@ -1427,11 +1638,13 @@ pub fn unbound_action(
                 .trim_start_matches("Microsoft.Dynamics.CRM.")
         });
         let table = match typ {
-            Some(t) => schema::table(t)
+            Some(t) => store
+                .catalog()
+                .table(t)
                 .ok_or_else(|| ApiError::payload(format!("'{t}' is not a known member type.")))?,
             None => ["account", "contact", "lead"]
                 .iter()
-                .filter_map(|t| schema::table(t))
+                .filter_map(|t| store.catalog().table(t))
                 .find(|t| obj.contains_key(t.pk))
                 .ok_or_else(|| {
                     ApiError::payload("A member names neither @odata.type nor a primary key.")
@@ -1467,7 +1680,10 @@ pub fn unbound_action(
             insert_listmember(store, ctx, list_id, mt, *id, &mut undo);
         }
     }
-    let list_table = schema::table("list").ok_or_else(|| ApiError::segment_not_found("lists"))?;
+    let list_table = store
+        .catalog()
+        .table("list")
+        .ok_or_else(|| ApiError::segment_not_found("lists"))?;
     let mut ev = action_event(ctx, req, store, "AddListMembers", list_table, list_id);
     ev.input = vec![
         ("ListId", Param::Guid(list_id)),

@@ -1,6 +1,12 @@
-//! The CRM installer: registers the webhook service endpoint and every step the connector needs
-//! (`shared::install`), and creates the `crc_setting` rows with their defaults (DESIGN §6).
-//! Idempotent: what exists is left as it is. `--dry-run` reads the CRM and prints the plan.
+//! The CRM installer, in three phases:
+//! 1. the schema (`schema`): publisher, unmanaged solution `CleverReachConnector`, the
+//!    connector's tables, columns, lookups and keys, column security, security roles;
+//! 2. the webhook service endpoint and every step the connector needs (`shared::install`);
+//! 3. the `crc_setting` rows with their defaults (README "Settings").
+//!
+//! It reads everything first and lists what exists and what it would create; an existing
+//! component the connector cannot use (a column of another type…) stops it before it changes
+//! anything. Idempotent: what exists is left as it is. `--dry-run` prints the plan only.
 //!
 //! Secrets (the Dataverse client secret, the webhook key) come from environment variables only,
 //! never from flags, so that they stay out of shell history and process lists.
@@ -10,16 +16,22 @@ use shared::adapters::dataverse::client::{
 };
 use shared::adapters::dataverse::schema;
 use shared::domain::deletion::DeletionPriority;
-use shared::domain::settings::{Settings, keys};
+use shared::domain::settings::{Settings, canonical_key, keys};
 use shared::install::{ENDPOINT_NAME, install_webhooks, steps};
 use shared::secret::Secret;
 use std::collections::BTreeMap;
 use std::io::Write;
 use url::Url;
 
+pub mod schema_phase;
+pub use schema_phase::{Conflict, SchemaPlan, apply_schema, plan_schema};
+
 pub const USAGE: &str = "\
-crc-install: registers the CleverReach connector in a Dynamics 365 org (webhook endpoint,
-steps, settings rows). Idempotent; what exists is left as it is.
+crc-install: installs the CleverReach connector in a Dynamics 365 org: its schema (publisher
+cleverreach, unmanaged solution CleverReachConnector, tables, columns, lookups, keys, security
+roles CleverReach Connector and CleverReach List Sync), the webhook endpoint and steps, and
+the settings rows. Reads first; stops before changing anything when an existing component
+conflicts. Idempotent; what exists is left as it is.
 
 Usage: crc-install [--dry-run] [options]
 
@@ -32,6 +44,9 @@ Options (each falls back to the environment variable in brackets):
   --cleverreach-api-url URL  value of the apiurl setting row [CLEVERREACH_API_URL]
                              (default https://rest.cleverreach.com/)
   --setting KEY=VALUE        value for a new settings row instead of the default (repeatable)
+  --app-user ID              systemuserid of the connector's application user: gets the role
+                             CleverReach Connector and the field security profile
+                             CleverReach List Sync [CONNECTOR_USER_ID]
   --token-url URL            token endpoint [DATAVERSE_TOKEN_URL] (default: from the tenant)
   --api-url URL              Web API root [DATAVERSE_API_URL] (default: <dataverse-url>/api/data/v9.2/)
   --scope SCOPE              [DATAVERSE_SCOPE] (default: <dataverse-url>/.default)
@@ -49,8 +64,41 @@ pub enum InstallError {
     Usage(String),
     #[error("Dataverse: {0}")]
     Dataverse(#[from] DataverseError),
+    /// Existing components the connector cannot use; nothing was changed.
+    #[error("{}", conflicts_text(.0))]
+    Conflicts(Vec<Conflict>),
+    /// A step Dataverse refused for lack of a privilege.
+    #[error(
+        "{what}: Dataverse refused: {error}\nThe identity running crc-install lacks the privilege {privilege}: give it the System Administrator role (System Customizer covers tables and columns, not roles) and run crc-install again; what was created so far stays and is reused."
+    )]
+    Privilege {
+        what: String,
+        privilege: String,
+        error: Box<DataverseError>,
+    },
+    /// Another step that failed.
+    #[error("{what}: {error}")]
+    Step {
+        what: String,
+        error: Box<DataverseError>,
+    },
     #[error("writing the output: {0}")]
     Output(#[from] std::io::Error),
+}
+
+fn conflicts_text(conflicts: &[Conflict]) -> String {
+    let mut text = format!(
+        "{} existing component(s) conflict with the connector's schema; nothing was changed:",
+        conflicts.len()
+    );
+    for c in conflicts {
+        text.push_str("\n  ");
+        text.push_str(&c.to_string());
+    }
+    text.push_str(
+        "\nRemove or rename them (they belong to another customization), or install into another org.",
+    );
+    text
 }
 
 /// What the installer was asked to do.
@@ -67,6 +115,8 @@ pub struct Options {
     pub webhook_key: Option<Secret>,
     /// The settings rows to create where missing, in order.
     pub settings: Vec<(String, String)>,
+    /// The connector's application user (`systemuserid`), to be given its role and profile.
+    pub app_user: Option<String>,
 }
 
 fn usage(text: impl Into<String>) -> InstallError {
@@ -91,7 +141,8 @@ impl Options {
         let mut overrides: Vec<(String, String)> = Vec::new();
         let mut dry_run = false;
         let mut iter = args.iter();
-        const VALUED: [&str; 11] = [
+        const VALUED: [&str; 12] = [
+            "--app-user",
             "--dataverse-url",
             "--tenant-id",
             "--client-id",
@@ -204,6 +255,15 @@ impl Options {
                 }
             }
         }
+        let app_user = get("--app-user", "CONNECTOR_USER_ID")
+            .map(|id| {
+                filter::guid(&id).map_err(|_| {
+                    usage(format!(
+                        "--app-user {id:?} is not a systemuserid (a GUID like 00000000-0000-0000-0000-000000000000)"
+                    ))
+                })
+            })
+            .transpose()?;
         // The rows must read back as valid settings: refuse a bad override before writing.
         Settings::from_rows(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(|e| usage(format!("--setting: {e}")))?;
@@ -217,6 +277,7 @@ impl Options {
             intake_url,
             webhook_key,
             settings,
+            app_user,
         })
     }
 
@@ -278,37 +339,11 @@ pub fn default_settings(cleverreach_api_url: &str) -> Vec<(String, String)> {
     .collect()
 }
 
-/// The seed's misspelled key segments that the connector reads as the proper ones (the same
-/// list as `shared::domain::settings`): a row spelled the seed's way counts as existing.
-const SEGMENT_ALIASES: [(&str, &str); 4] = [
-    ("bouncestettings", "bouncesettings"),
-    (
-        "deletedisablestynchronization",
-        "deletedisablesynchronization",
-    ),
-    ("groupsetting", "groupsettings"),
-    ("newslettersettings", "newslettertypsettings"),
-];
-
-fn canonical_key(raw: &str) -> String {
-    raw.trim()
-        .to_lowercase()
-        .split(':')
-        .map(|segment| {
-            let segment = segment.trim();
-            SEGMENT_ALIASES
-                .iter()
-                .find(|(alias, _)| *alias == segment)
-                .map_or(segment, |(_, proper)| proper)
-        })
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// One thing the installer registers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanItem {
-    /// `endpoint`, `step` or `setting`.
+    /// `publisher`, `solution`, `table`, `column`, `lookup`, `key`, `security`, `publish`,
+    /// `role`, `privilege`, `profile`, `permission`, `assign`, `endpoint`, `step` or `setting`.
     pub kind: &'static str,
     pub name: String,
     /// Already in the CRM (left as it is).
@@ -318,9 +353,11 @@ pub struct PlanItem {
 }
 
 /// Everything the installer registers, and what is already there.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Plan {
     pub items: Vec<PlanItem>,
+    /// The schema phase (its items are in `items` too).
+    pub schema: SchemaPlan,
 }
 
 impl Plan {
@@ -337,14 +374,38 @@ impl Plan {
         };
         for item in &self.items {
             let state = if item.exists { old } else { new };
-            write!(out, "{state:<13} {:<9} {}", item.kind, item.name)?;
+            write!(out, "{state:<13} {:<10} {}", item.kind, item.name)?;
             if let Some(note) = &item.note {
                 write!(out, "  ({note})")?;
             }
             writeln!(out)?;
         }
+        if !self.schema.conflicts.is_empty() {
+            writeln!(
+                out,
+                "conflicts (the installer changes nothing while there is one):"
+            )?;
+            for c in &self.schema.conflicts {
+                writeln!(out, "  {c}")?;
+            }
+        }
+        writeln!(
+            out,
+            "change tracking of the tables the connector reads (reported only; the installer does not switch it on):"
+        )?;
+        for (table, on) in &self.schema.change_tracking {
+            let state = match on {
+                Some(true) => "on",
+                Some(false) => "off",
+                None => "off (the table is created by this install)",
+            };
+            writeln!(out, "  {table:<22} {state}")?;
+        }
         let created = self.to_create().count();
         let kept = self.items.len() - created;
+        if created == 0 {
+            writeln!(out, "nothing to do: every component is already there")?;
+        }
         if dry_run {
             writeln!(
                 out,
@@ -390,8 +451,12 @@ async fn existing_setting_keys(client: &DataverseClient) -> Result<Vec<String>, 
 }
 
 /// Reads the CRM and says what exists and what an install would create. Changes nothing.
-pub async fn plan(client: &DataverseClient, options: &Options) -> Result<Plan, DataverseError> {
-    let mut plan = Plan::default();
+pub async fn plan(client: &DataverseClient, options: &Options) -> Result<Plan, InstallError> {
+    let schema = plan_schema(client, options.app_user.as_deref()).await?;
+    let mut plan = Plan {
+        items: schema.items.clone(),
+        schema,
+    };
     let endpoints = all_rows(
         client,
         "serviceendpoints",
@@ -433,7 +498,12 @@ pub async fn plan(client: &DataverseClient, options: &Options) -> Result<Plan, D
             note: None,
         });
     }
-    let existing = existing_setting_keys(client).await?;
+    // A new org has no settings table until the schema phase created it.
+    let existing = if plan.schema.table_exists("crc_setting") {
+        existing_setting_keys(client).await?
+    } else {
+        Vec::new()
+    };
     for (key, value) in &options.settings {
         let exists = existing.contains(&canonical_key(key));
         plan.items.push(PlanItem {
@@ -446,14 +516,45 @@ pub async fn plan(client: &DataverseClient, options: &Options) -> Result<Plan, D
     Ok(plan)
 }
 
+/// The schema phase alone (tables, columns, roles…), as the sandbox provisions a new org:
+/// plans, stops on conflicts, applies. Returns the plan it applied.
+pub async fn install_schema(
+    client: &DataverseClient,
+    app_user: Option<&str>,
+) -> Result<SchemaPlan, InstallError> {
+    let plan = plan_schema(client, app_user).await?;
+    apply_schema(client, &plan).await?;
+    Ok(plan)
+}
+
 /// Registers what is missing and returns what was created and what was already there.
+/// Nothing is changed when the plan has conflicts.
 pub async fn install(client: &DataverseClient, options: &Options) -> Result<Plan, InstallError> {
     let before = plan(client, options).await?;
+    apply(client, options, &before).await?;
+    Ok(before)
+}
+
+/// Applies a plan made by [`plan`]: the schema, the webhooks, the missing settings rows.
+pub async fn apply(
+    client: &DataverseClient,
+    options: &Options,
+    plan: &Plan,
+) -> Result<(), InstallError> {
+    if !plan.schema.conflicts.is_empty() {
+        return Err(InstallError::Conflicts(plan.schema.conflicts.clone()));
+    }
     let key = options
         .webhook_key
         .as_ref()
         .ok_or_else(|| usage("the webhook key is needed to register the endpoint"))?;
-    install_webhooks(client, &options.intake_url, key).await?;
+    apply_schema(client, &plan.schema).await?;
+    install_webhooks(client, &options.intake_url, key)
+        .await
+        .map_err(|error| InstallError::Step {
+            what: "registering the webhooks".into(),
+            error: Box::new(error),
+        })?;
     let existing = existing_setting_keys(client).await?;
     for (key, value) in &options.settings {
         if existing.contains(&canonical_key(key)) {
@@ -464,9 +565,13 @@ pub async fn install(client: &DataverseClient, options: &Options) -> Result<Plan
                 schema::SETTINGS_SET,
                 &serde_json::json!({ schema::SETTING_KEY: key, schema::SETTING_VALUE: value }),
             )
-            .await?;
+            .await
+            .map_err(|error| InstallError::Step {
+                what: format!("creating the setting {key}"),
+                error: Box::new(error),
+            })?;
     }
-    Ok(before)
+    Ok(())
 }
 
 /// The command line: parse, plan or install, print.
@@ -477,13 +582,23 @@ pub async fn run(
 ) -> Result<(), InstallError> {
     let options = Options::parse(args, env)?;
     let client = options.client()?;
+    let started = std::time::Instant::now();
     if options.dry_run {
         writeln!(out, "dry run against {}", options.api_url)?;
-        plan(&client, &options).await?.write(out, true)?;
     } else {
         writeln!(out, "installing into {}", options.api_url)?;
-        install(&client, &options).await?.write(out, false)?;
     }
+    let plan = plan(&client, &options).await?;
+    if options.dry_run || !plan.schema.conflicts.is_empty() {
+        plan.write(out, true)?;
+        if !plan.schema.conflicts.is_empty() {
+            return Err(InstallError::Conflicts(plan.schema.conflicts));
+        }
+        return Ok(());
+    }
+    apply(&client, &options, &plan).await?;
+    plan.write(out, false)?;
+    writeln!(out, "took {:.1} s", started.elapsed().as_secs_f64())?;
     Ok(())
 }
 

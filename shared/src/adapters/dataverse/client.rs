@@ -32,6 +32,7 @@
 //! Errors and log spans name a request as `METHOD path` without the query string.
 
 mod batch;
+mod custom;
 mod error;
 mod fetchxml;
 pub mod filter;
@@ -39,6 +40,7 @@ mod query;
 mod token;
 
 pub use batch::{BatchPartResult, BatchRequest, MAX_BATCH_REQUESTS};
+pub use custom::{CustomRequest, CustomResponse};
 pub use error::{DataverseApiError, DataverseError};
 
 use error::json_reason;

@@ -2,5 +2,6 @@
 
 pub mod client;
 pub mod crm;
+pub mod metadata;
 pub mod schema;
 pub mod webhook;
