@@ -75,8 +75,11 @@ pub(super) fn now_unix() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// The start of an unexpected body for an error text, its e-mail addresses tagged (error texts
+/// reach logs and the sources' "last error" column).
 fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
+    let text = crate::redact::emails(&text);
     let mut cut: String = text.chars().take(BODY_EXCERPT).collect();
     if text.chars().count() > BODY_EXCERPT {
         cut.push('…');
@@ -598,6 +601,8 @@ fn classify(
         .filter(|c| (400..600).contains(c))
         .map(|c| c as u16)
         .unwrap_or(status);
+    // CleverReach's messages quote the address they refuse.
+    let message = crate::redact::emails(&message).into_owned();
     match effective {
         401 => CleverReachError::Unauthorized,
         404 => CleverReachError::NotFound { message },
@@ -658,8 +663,9 @@ fn check(answer: Answer) -> Result<Value, CleverReachError> {
 }
 
 pub(super) fn decode<T: DeserializeOwned>(value: Value) -> Result<T, CleverReachError> {
+    // serde quotes the offending value, which may be an address.
     serde_json::from_value(value).map_err(|e| CleverReachError::Decode {
-        message: e.to_string(),
+        message: crate::redact::emails(&e.to_string()).into_owned(),
     })
 }
 

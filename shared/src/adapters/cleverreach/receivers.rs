@@ -60,7 +60,18 @@ pub struct UpsertReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectedReceiver {
     pub email: Email,
+    /// CleverReach's reason with any address in it replaced by a tag (`invalid address
+    /// '[e-mail 1a2b3c4d]'`): reasons are logged and written to the source's last error.
     pub reason: String,
+}
+
+impl RejectedReceiver {
+    fn new(email: &Email, reason: &str) -> RejectedReceiver {
+        RejectedReceiver {
+            email: email.clone(),
+            reason: crate::redact::emails(reason).into_owned(),
+        }
+    }
 }
 
 /// What [`CleverReachClient::remove_receivers`] did.
@@ -394,10 +405,9 @@ impl<S: TokenStore> CleverReachClient<S> {
                     Value::String(reason) if means_not_there(&reason) => {
                         report.already_gone.push(email.clone())
                     }
-                    Value::String(reason) => report.failed.push(RejectedReceiver {
-                        email: email.clone(),
-                        reason,
-                    }),
+                    Value::String(reason) => {
+                        report.failed.push(RejectedReceiver::new(email, &reason))
+                    }
                     _ => report.removed.push(email.clone()),
                 }
             }
@@ -611,10 +621,7 @@ fn tally<R: ReceiverWrite>(
         }
     };
     for (write, row) in batch.iter().zip(rows) {
-        let reject = |reason: String| RejectedReceiver {
-            email: write.data().email.clone(),
-            reason,
-        };
+        let reject = |reason: String| RejectedReceiver::new(&write.data().email, &reason);
         match &row {
             Value::String(reason) => report.rejected.push(reject(reason.clone())),
             Value::Object(obj) => match obj.get("status").and_then(Value::as_str) {
