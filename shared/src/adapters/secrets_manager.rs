@@ -351,3 +351,99 @@ impl crate::adapters::cleverreach::TokenStore for SecretsManagerTokenStore {
             .map(TokenVersion::new))
     }
 }
+
+/// The connect page's record of ended sessions and used OAuth states, in a secret of its own
+/// (JSON `{"entries": {"<id>": <until, unix seconds>}}`): every instance of the page sees the
+/// same record, so a logout or a used state holds wherever the next request lands. Entries
+/// are dropped once their time is past (a session lasts an hour, a state ten minutes), so the
+/// secret stays a few kilobytes. Written by compare-and-swap ([`VersionedSecret`]).
+pub struct SecretsManagerSessionStore {
+    secret: VersionedSecret,
+}
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct SessionRecord {
+    #[serde(default)]
+    entries: std::collections::BTreeMap<String, i64>,
+}
+
+impl SecretsManagerSessionStore {
+    pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: impl Into<String>) -> Self {
+        SecretsManagerSessionStore {
+            secret: VersionedSecret::new(client, secret_id),
+        }
+    }
+
+    async fn read(
+        &self,
+    ) -> Result<(Option<String>, SessionRecord), crate::handlers::connect::session::AccessError>
+    {
+        use crate::handlers::connect::session::AccessError;
+        let Some(current) = self
+            .secret
+            .read()
+            .await
+            .map_err(|e| AccessError::Store(e.to_string()))?
+        else {
+            return Ok((None, SessionRecord::default()));
+        };
+        let record = match current.text.filter(|t| !t.expose().trim().is_empty()) {
+            None => SessionRecord::default(),
+            Some(text) => serde_json::from_str(text.expose()).map_err(|e| {
+                AccessError::Store(format!(
+                    "secret {} is not a session record (line {}, column {})",
+                    self.secret.secret_id(),
+                    e.line(),
+                    e.column()
+                ))
+            })?,
+        };
+        Ok((Some(current.version_id), record))
+    }
+}
+
+#[async_trait]
+impl crate::handlers::connect::SessionStore for SecretsManagerSessionStore {
+    async fn contains(
+        &self,
+        id: &str,
+    ) -> Result<bool, crate::handlers::connect::session::AccessError> {
+        let now = chrono::Utc::now().timestamp();
+        let (_, record) = self.read().await?;
+        Ok(record.entries.get(id).is_some_and(|until| *until > now))
+    }
+
+    async fn record(
+        &self,
+        id: &str,
+        until_unix: i64,
+    ) -> Result<bool, crate::handlers::connect::session::AccessError> {
+        use crate::handlers::connect::session::AccessError;
+        const ATTEMPTS: usize = 5;
+        for _ in 0..ATTEMPTS {
+            let now = chrono::Utc::now().timestamp();
+            let (version, mut record) = self.read().await?;
+            record.entries.retain(|_, until| *until > now);
+            if record.entries.contains_key(id) {
+                return Ok(false);
+            }
+            record.entries.insert(id.to_string(), until_unix);
+            let text = Secret::new(
+                serde_json::to_string(&record).map_err(|e| AccessError::Store(e.to_string()))?,
+            );
+            if self
+                .secret
+                .write_if(version.as_deref(), &text)
+                .await
+                .map_err(|e| AccessError::Store(e.to_string()))?
+                .is_some()
+            {
+                return Ok(true);
+            }
+        }
+        Err(AccessError::Store(format!(
+            "secret {} changed {ATTEMPTS} times while being written",
+            self.secret.secret_id()
+        )))
+    }
+}

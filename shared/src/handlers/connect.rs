@@ -22,8 +22,8 @@ pub mod session;
 use super::keys_match;
 use crate::adapters::cleverreach::{CleverReachClient, CleverReachError, TokenStore};
 use crate::secret::Secret;
-use session::{AccessError, OAuthState, Session, SigningKey};
-pub use session::{AdminAccess, InMemorySessionStore, PageAccess, SessionStore};
+pub use session::{AccessError, AdminAccess, InMemorySessionStore, PageAccess, SessionStore};
+use session::{OAuthState, Session, SigningKey};
 use std::collections::BTreeMap;
 use tracing::{info, warn};
 
