@@ -508,7 +508,7 @@ async fn at_trace_level_no_log_line_holds_a_secret_or_a_persons_address() {
             "/connect",
             &[],
             &form,
-            &[session.clone()],
+            std::slice::from_ref(&session),
             "",
         ))
         .await;
@@ -557,7 +557,7 @@ async fn at_trace_level_no_log_line_holds_a_secret_or_a_persons_address() {
             "/callback",
             &[],
             &form,
-            &[session.clone()],
+            std::slice::from_ref(&session),
             &confirm_body,
         ))
         .await;

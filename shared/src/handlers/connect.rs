@@ -173,10 +173,11 @@ async fn route<S: TokenStore, A: AdminAccess>(
     deps: &ConnectDeps<S, A>,
 ) -> PageResponse {
     let method = request.method.to_ascii_uppercase();
-    if method != "GET" && method != "HEAD" {
-        if let Err(refused) = same_origin(request, &deps.settings) {
-            return refused;
-        }
+    if method != "GET"
+        && method != "HEAD"
+        && let Err(refused) = same_origin(request, &deps.settings)
+    {
+        return refused;
     }
     let key = match deps.admin_key.admin_key().await {
         Ok(key) => key,
