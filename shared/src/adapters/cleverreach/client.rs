@@ -492,7 +492,7 @@ impl<S: TokenStore> CleverReachClient<S> {
                     return Ok(fresh.access_token);
                 }
                 Err(TokenFailure::Refused(why)) => {
-                    let newer = match self.newer_in_store(&cache.version).await? {
+                    let newer = match self.newer_in_store(&tried, cache).await? {
                         Some(newer) => newer,
                         None => match self.mark_dead(cache, tried, &why).await {
                             // Marked: the connection is lost.
@@ -527,20 +527,31 @@ impl<S: TokenStore> CleverReachClient<S> {
         })
     }
 
-    /// The stored tokens if they are another copy than `read`, waiting a while: the worker
-    /// whose refresh won may still be saving them.
+    /// Tokens in the store other than `tried`, waiting a while: the worker whose refresh won
+    /// may still be saving them. Another pair or a "connection lost" mark counts; the same
+    /// pair written again (another expiry) does not, but a mark must then replace that copy.
     async fn newer_in_store(
         &self,
-        read: &TokenVersion,
+        tried: &TokenSet,
+        cache: &mut TokenCache,
     ) -> Result<Option<StoredTokens>, CleverReachError> {
         for wait_ms in STORE_REREAD_WAITS_MS {
             if wait_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(wait_ms)).await;
             }
             let stored = self.inner.store.load_versioned().await?;
-            if stored.version != *read {
+            let newer = match &stored.tokens {
+                Some(t) => {
+                    t.refresh_token != tried.refresh_token
+                        || t.access_token != tried.access_token
+                        || t.reconnect_required.is_some()
+                }
+                None => stored.version != cache.version,
+            };
+            if newer {
                 return Ok(Some(stored));
             }
+            cache.version = stored.version;
         }
         Ok(None)
     }
