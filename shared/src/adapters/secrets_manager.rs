@@ -419,8 +419,13 @@ impl crate::handlers::connect::SessionStore for SecretsManagerSessionStore {
         until_unix: i64,
     ) -> Result<bool, crate::handlers::connect::session::AccessError> {
         use crate::handlers::connect::session::AccessError;
-        const ATTEMPTS: usize = 5;
-        for _ in 0..ATTEMPTS {
+        const ATTEMPTS: u64 = 10;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                // Another instance wrote first: let the writers spread out before trying again.
+                let wait = fastrand::u64(10..=50) * attempt;
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
             let now = chrono::Utc::now().timestamp();
             let (version, mut record) = self.read().await?;
             record.entries.retain(|_, until| *until > now);
