@@ -22,4 +22,7 @@ cfn-lint infra/template.yaml
 echo "aws-sam-translator -> cfn-lint (translated)"
 "$python" infra/sam_translate.py infra/template.yaml "$out/translated.json"
 cfn-lint "$out/translated.json"
+echo "secrets per consumer (translated)"
+"$python" infra/check_secrets.py --self-test "$out/translated.json"
+"$python" infra/check_secrets.py "$out/translated.json"
 echo "infra lint: clean"

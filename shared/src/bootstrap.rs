@@ -5,13 +5,16 @@
 use crate::adapters::cleverreach::{CleverReachClient, CleverReachConfig};
 use crate::adapters::dataverse::client::{DataverseClient, DataverseConfig};
 use crate::adapters::dataverse::crm::DataverseCrm;
-use crate::adapters::secrets_manager::{SecretsManagerSource, SecretsManagerTokenStore};
+use crate::adapters::secrets_manager::{
+    SecretsManagerSessionStore, SecretsManagerSource, SecretsManagerTokenStore,
+};
 use crate::adapters::sqs::{SqsChangeQueue, SqsMessageQueue};
 use crate::config::{
     BackflowLimits, CleverReachSettings, ConnectConfig, DataverseSettings, Env, IntakeConfig,
     QueueUrls,
 };
 use crate::domain::routing::QueueFamily;
+use crate::handlers::connect::session::PageAccess;
 use crate::handlers::connect::{ConnectDeps, ConnectSettings};
 use crate::handlers::receiver_state_sync::{JobDeps, limits};
 use crate::handlers::resync::ResyncDeps;
@@ -35,6 +38,9 @@ pub enum StartError {
     Secret(#[from] crate::ports::secrets::SecretError),
     #[error("{0}")]
     Adapter(String),
+    /// A secret the template creates empty and an administrator has not filled in yet.
+    #[error("the secret {0} is empty: put its value into it (see docs/deploy.md, secrets)")]
+    EmptySecret(String),
 }
 
 fn url(name: &str, text: &str) -> Result<url::Url, StartError> {
@@ -60,6 +66,16 @@ impl Start {
         SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(&self.aws))
     }
 
+    /// A secret whose whole value is what the function needs; a blank one stops the start with
+    /// an error naming it (the template creates the client secrets blank).
+    async fn required_secret(&self, id: &str) -> Result<crate::secret::Secret, StartError> {
+        let value = self.secrets().secret(id, None).await?;
+        if value.expose().trim().is_empty() {
+            return Err(StartError::EmptySecret(id.to_string()));
+        }
+        Ok(value)
+    }
+
     fn sqs(&self) -> aws_sdk_sqs::Client {
         aws_sdk_sqs::Client::new(&self.aws)
     }
@@ -67,10 +83,7 @@ impl Start {
     /// The CRM, signed in with the connector's app registration.
     pub async fn crm(&self) -> Result<DataverseCrm, StartError> {
         let settings = DataverseSettings::from_env(&self.env)?;
-        let secret = self
-            .secrets()
-            .secret(&settings.client_secret_id, None)
-            .await?;
+        let secret = self.required_secret(&settings.client_secret_id).await?;
         let client = DataverseClient::new(DataverseConfig {
             write_tag: Some(WRITE_TAG.to_string()),
             ..DataverseConfig::new(
@@ -90,10 +103,7 @@ impl Start {
         &self,
     ) -> Result<CleverReachClient<SecretsManagerTokenStore>, StartError> {
         let settings = CleverReachSettings::from_env(&self.env)?;
-        let secret = self
-            .secrets()
-            .secret(&settings.client_secret_id, None)
-            .await?;
+        let secret = self.required_secret(&settings.client_secret_id).await?;
         let tokens = SecretsManagerTokenStore::new(
             aws_sdk_secretsmanager::Client::new(&self.aws),
             settings.token_secret_id.clone(),
@@ -159,18 +169,28 @@ pub async fn intake_deps() -> Result<IntakeDeps<SqsChangeQueue, SecretsManagerSo
     })
 }
 
-/// Everything the connect page needs: CleverReach (tokens in Secrets Manager) and the
-/// administrator key; nothing of the CRM.
-pub async fn connect_deps() -> Result<ConnectDeps<SecretsManagerTokenStore>, StartError> {
+/// What the connect page's access is built from: the administrator key, re-read through the
+/// secrets cache (a rotated key takes effect within minutes), and the shared session record.
+pub type ConnectAccess = PageAccess<SecretsManagerSource, SecretsManagerSessionStore>;
+
+/// Everything the connect page needs: CleverReach (tokens in Secrets Manager), the
+/// administrator key and the session record; nothing of the CRM.
+pub async fn connect_deps()
+-> Result<ConnectDeps<SecretsManagerTokenStore, ConnectAccess>, StartError> {
     let start = Start::new().await;
     let config = ConnectConfig::from_env(&start.env)?;
-    let admin_key = start
-        .secrets()
-        .secret(&config.admin_secret_id, None)
-        .await?;
+    // The key must be there before the page can sign anyone in.
+    start.required_secret(&config.admin_secret_id).await?;
     Ok(ConnectDeps {
         newsletter: start.cleverreach().await?,
-        admin_key,
+        admin_key: PageAccess {
+            keys: start.secrets(),
+            key_secret_id: config.admin_secret_id,
+            sessions: SecretsManagerSessionStore::new(
+                aws_sdk_secretsmanager::Client::new(&start.aws),
+                config.session_secret_id,
+            ),
+        },
         settings: ConnectSettings {
             public_url: config.public_url,
         },

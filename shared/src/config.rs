@@ -179,6 +179,9 @@ impl IntakeConfig {
 pub struct ConnectConfig {
     /// `CONNECT_ADMIN_SECRET_ID`: the secret holding the administrator key.
     pub admin_secret_id: String,
+    /// `CONNECT_SESSION_SECRET_ID`: the secret recording ended sessions and used OAuth states,
+    /// so a sign-out holds across instances.
+    pub session_secret_id: String,
     /// `CONNECT_PUBLIC_URL`: the page's address when the function URL sits behind another
     /// name; otherwise the request's host is used.
     pub public_url: Option<String>,
@@ -188,6 +191,7 @@ impl ConnectConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(ConnectConfig {
             admin_secret_id: env.required("CONNECT_ADMIN_SECRET_ID")?,
+            session_secret_id: env.required("CONNECT_SESSION_SECRET_ID")?,
             public_url: env.url("CONNECT_PUBLIC_URL")?,
         })
     }

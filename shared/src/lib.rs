@@ -15,6 +15,9 @@ pub mod secret;
 pub mod ports;
 
 #[cfg(feature = "adapters")]
+pub mod redact;
+
+#[cfg(feature = "adapters")]
 pub mod adapters;
 
 #[cfg(feature = "adapters")]

@@ -66,8 +66,18 @@ mod webhook {
     /// What every accepted body must give: normalised ids, and nothing read from a cut body.
     fn check_accepted(event: &ChangeEvent, size_flag: bool) {
         assert!(is_guid(&event.record_id), "record id {:?}", event.record_id);
+        // Dataverse's operation id, or one made from the change when the body had none.
+        let content_id = event
+            .operation_id
+            .strip_prefix("content-")
+            .is_some_and(|hex| {
+                hex.len() == 48
+                    && hex
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+            });
         assert!(
-            is_guid(&event.operation_id),
+            is_guid(&event.operation_id) || content_id,
             "operation id {:?}",
             event.operation_id
         );

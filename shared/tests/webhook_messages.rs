@@ -98,13 +98,59 @@ mod webhook {
             "MessageName",
             "PrimaryEntityName",
             "PrimaryEntityId",
-            "OperationId",
             "CorrelationId",
         ] {
             let mut body = sample();
             body.as_object_mut().unwrap().remove(field);
             assert_eq!(refuse(&body), format!("{field} is missing"));
         }
+    }
+
+    fn operation_of(body: &serde_json::Value) -> String {
+        parse_change_event(body.to_string().as_bytes(), false)
+            .unwrap()
+            .operation_id
+    }
+
+    #[test]
+    fn a_change_without_an_operation_id_gets_one_from_its_content() {
+        let mut with_id = sample();
+        with_id["OperationId"] = json!("4AF10637-4EA2-E711-8122-000D3AA2331C");
+        assert_eq!(
+            operation_of(&with_id),
+            "4af10637-4ea2-e711-8122-000d3aa2331c"
+        );
+        let mut ids = Vec::new();
+        for empty in [
+            json!("00000000-0000-0000-0000-000000000000"),
+            json!(""),
+            serde_json::Value::Null,
+        ] {
+            let mut body = sample();
+            body["OperationId"] = empty;
+            ids.push(operation_of(&body));
+        }
+        let mut missing = sample();
+        missing.as_object_mut().unwrap().remove("OperationId");
+        ids.push(operation_of(&missing));
+        assert!(ids[0].starts_with("content-"), "{}", ids[0]);
+        assert!(
+            ids.iter().all(|id| *id == ids[0]),
+            "the same change, however the id is missing: {ids:?}"
+        );
+        // Another change of the same record (a later time, another value) gets another id.
+        let mut later = missing.clone();
+        later["OperationCreatedOn"] = json!("/Date(1506409449000-0700)/");
+        assert_ne!(operation_of(&later), ids[0]);
+        let other_value = serde_json::from_str::<serde_json::Value>(
+            &missing.to_string().replace("\"James\"", "\"Jim\""),
+        )
+        .unwrap();
+        assert_ne!(operation_of(&other_value), ids[0]);
+        // A malformed id is still refused.
+        let mut bad = sample();
+        bad["OperationId"] = json!("nope");
+        assert_eq!(refuse(&bad), "OperationId is not a GUID: \"nope\"");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use shared::adapters::cleverreach::TokenStore;
-use shared::handlers::connect::{ConnectDeps, PageRequest, handle};
+use shared::handlers::connect::{AdminAccess, ConnectDeps, PageRequest, handle};
 use std::sync::Arc;
 
 /// A running page: its base URL and the server task (aborted on drop).
@@ -24,12 +24,12 @@ impl Drop for ConnectPage {
 
 /// Serves the page on `listener`. `deps.settings.public_url` should name the listener's
 /// address, so that CleverReach sends the browser back here.
-pub fn serve<S: TokenStore + 'static>(
+pub fn serve<S: TokenStore + 'static, A: AdminAccess + 'static>(
     listener: tokio::net::TcpListener,
-    deps: Arc<ConnectDeps<S>>,
+    deps: Arc<ConnectDeps<S, A>>,
 ) -> std::io::Result<ConnectPage> {
     let url = format!("http://{}", listener.local_addr()?);
-    let app = Router::new().fallback(page::<S>).with_state(deps);
+    let app = Router::new().fallback(page::<S, A>).with_state(deps);
     let server = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "connect page stopped");
@@ -38,8 +38,8 @@ pub fn serve<S: TokenStore + 'static>(
     Ok(ConnectPage { url, server })
 }
 
-async fn page<S: TokenStore + 'static>(
-    State(deps): State<Arc<ConnectDeps<S>>>,
+async fn page<S: TokenStore + 'static, A: AdminAccess + 'static>(
+    State(deps): State<Arc<ConnectDeps<S, A>>>,
     method: Method,
     uri: Uri,
     Query(query): Query<Vec<(String, String)>>,

@@ -1,12 +1,16 @@
 //! The Secrets Manager adapters against the AWS emulator: reading the connector's secret (and a
-//! field of it), a missing secret named in the error, and the CleverReach token store.
+//! field of it), a missing secret named in the error, the CleverReach token store, and the
+//! connect page's session record.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use sandbox::aws::{emulator, unique_name};
 use shared::adapters::cleverreach::{TokenSet, TokenStore};
-use shared::adapters::secrets_manager::{SecretsManagerSource, SecretsManagerTokenStore};
+use shared::adapters::secrets_manager::{
+    SecretsManagerSessionStore, SecretsManagerSource, SecretsManagerTokenStore,
+};
 use shared::error::Retryable;
+use shared::handlers::connect::SessionStore;
 use shared::ports::{SecretError, SecretSource};
 use shared::secret::Secret;
 use std::time::Duration;
@@ -117,4 +121,55 @@ async fn the_token_store_keeps_the_rotated_pair_and_creates_its_secret_on_first_
     };
     store.save(&rotated).await.unwrap();
     assert_eq!(store.load().await.unwrap(), Some(rotated));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_of_the_connect_page_sees_a_sign_out_and_a_state_counts_once() {
+    let Some(aws) = emulator("session record").await else {
+        return;
+    };
+    let client = aws_sdk_secretsmanager::Client::new(&aws.config);
+    let name = unique_name("crc-connect-sessions");
+    // As the template creates it: blank.
+    client
+        .create_secret()
+        .name(&name)
+        .secret_string(" ")
+        .send()
+        .await
+        .unwrap();
+    let one = SecretsManagerSessionStore::new(client.clone(), &name);
+    let other = SecretsManagerSessionStore::new(client.clone(), &name);
+    let until = chrono::Utc::now().timestamp() + 600;
+
+    assert!(!other.contains("ended:s1").await.unwrap());
+    assert!(one.record("ended:s1", until).await.unwrap());
+    assert!(
+        other.contains("ended:s1").await.unwrap(),
+        "seen by another instance"
+    );
+    assert!(
+        !other.record("ended:s1", until).await.unwrap(),
+        "recorded once"
+    );
+
+    // Instances writing at the same moment lose nothing.
+    let writes: Vec<_> = (0..6)
+        .map(|i| {
+            let store = SecretsManagerSessionStore::new(client.clone(), &name);
+            tokio::spawn(async move { store.record(&format!("state:{i}"), until).await })
+        })
+        .collect();
+    for write in writes {
+        assert!(write.await.unwrap().unwrap());
+    }
+    for i in 0..6 {
+        assert!(
+            one.contains(&format!("state:{i}")).await.unwrap(),
+            "state:{i}"
+        );
+    }
+    // Past entries are forgotten.
+    assert!(one.record("state:old", 1).await.unwrap());
+    assert!(!one.contains("state:old").await.unwrap());
 }

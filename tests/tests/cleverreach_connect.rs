@@ -15,7 +15,11 @@ mod cleverreach {
         CleverReachClient, CleverReachConfig, CleverReachError, InMemoryTokenStore,
     };
     use shared::adapters::http::RetryPolicy;
-    use shared::handlers::connect::{ADMIN_KEY_HEADER, ConnectDeps, ConnectSettings};
+    use shared::adapters::memory::StaticSecrets;
+    use shared::handlers::connect::{
+        ADMIN_KEY_HEADER, ConnectDeps, ConnectSettings, InMemorySessionStore, PageAccess,
+        SESSION_COOKIE,
+    };
     use shared::secret::Secret;
     use std::sync::Arc;
     use std::time::Duration;
@@ -50,9 +54,14 @@ mod cleverreach {
         let store = InMemoryTokenStore::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let public_url = format!("http://{}", listener.local_addr().unwrap());
+        // As deployed: the key read from a secret on each request, sessions in a record.
         let deps = Arc::new(ConnectDeps {
             newsletter: client(&sim, &store),
-            admin_key: Secret::new(ADMIN_KEY),
+            admin_key: PageAccess {
+                keys: StaticSecrets::new().with("connect-admin", ADMIN_KEY),
+                key_secret_id: "connect-admin".into(),
+                sessions: InMemorySessionStore::new(),
+            },
             settings: ConnectSettings {
                 public_url: Some(public_url),
             },
@@ -68,11 +77,79 @@ mod cleverreach {
             .unwrap()
     }
 
+    /// `name=value` of the answer's cookie.
+    fn cookie_of(answer: &reqwest::Response) -> String {
+        answer.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Signs in as a browser on the page would (a same-origin form) and returns the cookie.
+    async fn sign_in(s: &Setup) -> String {
+        let answer = http()
+            .post(format!("{}/login", s.page.url))
+            .header("origin", &s.page.url)
+            .form(&[("key", ADMIN_KEY)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 303);
+        cookie_of(&answer)
+    }
+
+    /// "Connect CleverReach" in the session of `cookie`: the authorize URL with its state.
+    async fn start_connect(s: &Setup, cookie: &str) -> url::Url {
+        let started = http()
+            .post(format!("{}/connect", s.page.url))
+            .header("origin", &s.page.url)
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(started.status(), 303);
+        url::Url::parse(started.headers()["location"].to_str().unwrap()).unwrap()
+    }
+
+    /// The account owner presses "Authorize" on CleverReach's page for `authorize`: the
+    /// callback URL CleverReach sends the browser to (with a fresh code).
+    async fn approve(authorize: &url::Url) -> url::Url {
+        let fields: Vec<(String, String)> = authorize.query_pairs().into_owned().collect();
+        let mut submit = authorize.clone();
+        submit.set_query(None);
+        let answer = http().post(submit).form(&fields).send().await.unwrap();
+        assert!(answer.status().is_redirection(), "{}", answer.status());
+        url::Url::parse(answer.headers()["location"].to_str().unwrap()).unwrap()
+    }
+
+    fn param(url: &url::Url, name: &str) -> String {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The confirming form post of the callback page.
+    async fn confirm(s: &Setup, cookie: &str, code: &str, state: &str) -> reqwest::Response {
+        http()
+            .post(format!("{}/callback", s.page.url))
+            .header("origin", &s.page.url)
+            .header("cookie", cookie)
+            .form(&[("code", code), ("state", state)])
+            .send()
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_wrong_administrator_key_is_refused_and_nothing_is_connected() {
         let s = setup().await;
         let answer = http()
             .post(format!("{}/login", s.page.url))
+            .header("origin", &s.page.url)
             .form(&[("key", "guessed")])
             .send()
             .await
@@ -100,40 +177,18 @@ mod cleverreach {
     #[tokio::test]
     async fn a_callback_with_a_state_the_page_did_not_issue_is_refused() {
         let s = setup().await;
-        let cookie_of = |answer: &reqwest::Response| {
-            answer.headers()["set-cookie"]
-                .to_str()
-                .unwrap()
-                .split(';')
-                .next()
-                .unwrap()
-                .to_string()
-        };
-        let signed_in = http()
-            .post(format!("{}/login", s.page.url))
-            .form(&[("key", ADMIN_KEY)])
-            .send()
-            .await
-            .unwrap();
-        let session = cookie_of(&signed_in);
+        let session = sign_in(&s).await;
         // A connect was started (the page issued a state) …
-        let started = http()
-            .post(format!("{}/connect", s.page.url))
-            .header("cookie", &session)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(started.status(), 303);
-        let state = cookie_of(&started);
-        let authorize = started.headers()["location"].to_str().unwrap().to_string();
-        assert!(authorize.contains("grant=basic") && authorize.contains("state="));
-        // … but the callback carries another one (a forged link).
+        let authorize = start_connect(&s, &session).await;
+        assert!(param(&authorize, "state").len() > 32);
+        assert_eq!(param(&authorize, "grant"), "basic");
+        // … but the callback carries another one (a forged link), with a cookie of that name.
         let answer = http()
             .get(format!(
                 "{}/callback?code=stolen-code&state=forged",
                 s.page.url
             ))
-            .header("cookie", format!("{session}; {state}"))
+            .header("cookie", format!("{session}; crc_oauth_state=forged"))
             .send()
             .await
             .unwrap();
@@ -145,12 +200,47 @@ mod cleverreach {
                 .unwrap()
                 .contains("state value does not match")
         );
+        let answer = confirm(&s, &session, "stolen-code", "forged").await;
+        assert_eq!(answer.status(), 400);
         assert_eq!(
             s.sim.token_grants().authorization_code,
             0,
             "no code was exchanged"
         );
         assert!(s.store.current().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_state_works_once_and_only_for_the_session_it_was_issued_to() {
+        let s = setup().await;
+        let mine = sign_in(&s).await;
+        let callback = approve(&start_connect(&s, &mine).await).await;
+        let (code, state) = (param(&callback, "code"), param(&callback, "state"));
+
+        // Coming back from CleverReach shows a confirmation; nothing is exchanged yet.
+        let landing = http().get(callback.clone()).send().await.unwrap();
+        assert_eq!(landing.status(), 200);
+        assert!(landing.text().await.unwrap().contains("id=\"finish\""));
+        assert_eq!(s.sim.token_grants().authorization_code, 0);
+
+        // Another signed-in browser cannot finish this connect.
+        let other = sign_in(&s).await;
+        let answer = confirm(&s, &other, &code, &state).await;
+        assert_eq!(answer.status(), 400);
+        assert_eq!(s.sim.token_grants().authorization_code, 0);
+
+        // The browser that started it can, once.
+        let answer = confirm(&s, &mine, &code, &state).await;
+        assert_eq!(answer.status(), 303, "{:?}", answer.text().await);
+        assert_eq!(s.sim.token_grants().authorization_code, 1);
+        let stored = s.store.current().expect("tokens stored");
+        let again = confirm(&s, &mine, &code, &state).await;
+        assert_eq!(again.status(), 400);
+        assert!(again.text().await.unwrap().contains("used already"));
+        let replay = http().get(callback).send().await.unwrap();
+        assert_eq!(replay.status(), 400);
+        assert_eq!(s.sim.token_grants().authorization_code, 1);
+        assert_eq!(s.store.current(), Some(stored));
     }
 
     #[tokio::test]
@@ -381,6 +471,36 @@ mod cleverreach {
             panic!("timed out waiting for {expression}; page shows: {body}");
         }
 
+        /// The browser's cookies for `url`, HttpOnly ones included (name, value).
+        async fn cookies(&mut self, url: &str) -> Vec<(String, String)> {
+            let result = self
+                .call("Network.getCookies", json!({ "urls": [url] }))
+                .await;
+            result["cookies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    (
+                        c["name"].as_str().unwrap().to_string(),
+                        c["value"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        }
+
+        /// Puts a cookie back into the browser as the page would have set it.
+        async fn set_session_cookie(&mut self, url: &str, value: &str) {
+            let result = self
+                .call(
+                    "Network.setCookie",
+                    json!({ "name": SESSION_COOKIE, "value": value, "url": url, "path": "/",
+                            "secure": true, "httpOnly": true, "sameSite": "Strict" }),
+                )
+                .await;
+            assert_eq!(result["success"], true, "{result}");
+        }
+
         async fn text(&mut self, selector: &str) -> String {
             self.eval(&format!("document.querySelector('{selector}').innerText"))
                 .await
@@ -441,7 +561,16 @@ mod cleverreach {
             .eval("document.querySelector('button[value=authorize]').click(); true")
             .await;
 
-        // Back on the page, connected.
+        // Back on the page: confirm, then connected.
+        browser.wait_for("document.querySelector('#finish')").await;
+        assert_eq!(
+            s.sim.token_grants().authorization_code,
+            0,
+            "not before the confirmation"
+        );
+        browser
+            .eval("document.querySelector('#finish').click(); true")
+            .await;
         browser.wait_for("document.querySelector('#account')").await;
         assert_eq!(browser.text("#account").await, "Sandbox Newsletter GmbH");
         assert!(browser.text("#expires").await.ends_with("UTC"));
@@ -460,5 +589,184 @@ mod cleverreach {
             .await;
         assert_eq!(s.sim.token_grants().authorization_code, 1);
         assert_eq!(s.store.current(), Some(stored));
+    }
+
+    /// A page on a sibling origin (another port of 127.0.0.1 here; another function URL under
+    /// the shared `on.aws` site in AWS): same site, so the browser shares cookies with it and
+    /// sends SameSite cookies along. Serves `pages` as (path, HTML).
+    async fn sibling(pages: Vec<(&'static str, String)>) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let mut app = axum::Router::new();
+        for (path, html) in pages {
+            app = app.route(
+                path,
+                axum::routing::get(move || {
+                    let html = html.clone();
+                    async move { axum::response::Html(html) }
+                }),
+            );
+        }
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (url, server)
+    }
+
+    async fn signed_in_browser(s: &Setup, program: &str) -> Browser {
+        let mut browser = Browser::launch(program).await;
+        browser.go(&format!("{}/", s.page.url)).await;
+        browser.wait_for("document.querySelector('#sign-in')").await;
+        browser
+            .eval(&format!(
+                "document.querySelector('input[name=key]').value = '{ADMIN_KEY}'; document.querySelector('#sign-in').click(); true"
+            ))
+            .await;
+        browser.wait_for("document.querySelector('#status')").await;
+        browser
+    }
+
+    fn browser_program() -> Option<String> {
+        let program = chromium();
+        if program.is_none() {
+            assert!(
+                std::env::var("REQUIRE_BROWSER").as_deref() != Ok("1"),
+                "REQUIRE_BROWSER=1 but no chromium is installed"
+            );
+            eprintln!("skipped: no chromium installed (apt-get install chromium)");
+        }
+        program
+    }
+
+    #[tokio::test]
+    async fn a_sibling_page_can_neither_finish_a_connect_with_a_planted_state_nor_post_to_the_page()
+    {
+        let Some(program) = browser_program() else {
+            return;
+        };
+        let s = setup().await;
+        let mut browser = signed_in_browser(&s, &program).await;
+
+        // The attacker gets a real code for their own CleverReach account, issued for this
+        // page's callback, with a state of their choosing …
+        let mut authorize = url::Url::parse(&s.sim.base_url())
+            .unwrap()
+            .join("oauth/authorize.php")
+            .unwrap();
+        authorize
+            .query_pairs_mut()
+            .append_pair("client_id", DEFAULT_CLIENT_ID)
+            .append_pair("grant", "basic")
+            .append_pair("response_type", "code")
+            .append_pair("redirect_uri", &format!("{}/callback", s.page.url))
+            .append_pair("state", "planted-state");
+        let attack = approve(&authorize).await;
+        // … and a sibling page plants that state as a cookie and sends the administrator's
+        // browser to the callback.
+        let plant = format!(
+            "<!doctype html><script>document.cookie = 'crc_oauth_state=planted-state; path=/'; \
+             location.href = '{attack}';</script>"
+        );
+        // Another sibling page posts a form to the page ("connect the app's own account").
+        let post = format!(
+            "<!doctype html><form id=f method=post action='{}/connect/app'></form>\
+             <script>document.getElementById('f').submit();</script>",
+            s.page.url
+        );
+        let (evil, _server) = sibling(vec![("/plant", plant), ("/post", post)]).await;
+
+        browser.go(&format!("{evil}/plant")).await;
+        browser
+            .wait_for(
+                "document.body && document.body.innerText.includes('state value does not match')",
+            )
+            .await;
+        assert!(
+            browser
+                .cookies(&s.page.url)
+                .await
+                .iter()
+                .any(|(name, _)| name == "crc_oauth_state"),
+            "the planted cookie did reach the page (else this test proves nothing)"
+        );
+        // Even a press on a confirm button could not help: there is none, and a post of the
+        // planted state is refused too.
+        assert_eq!(
+            s.sim.token_grants().authorization_code,
+            0,
+            "nothing exchanged"
+        );
+        assert!(s.store.current().is_none());
+
+        browser.go(&format!("{evil}/post")).await;
+        browser
+            .wait_for("document.body && document.body.innerText.includes('Refused')")
+            .await;
+        assert!(
+            browser
+                .eval("location.href")
+                .await
+                .as_str()
+                .unwrap()
+                .starts_with(&s.page.url),
+            "the post did reach the page"
+        );
+        assert_eq!(
+            s.sim.token_grants().client_credentials,
+            0,
+            "nothing connected"
+        );
+        assert!(s.store.current().is_none());
+    }
+
+    #[tokio::test]
+    async fn signing_out_ends_the_session_and_the_old_cookie_no_longer_works() {
+        let Some(program) = browser_program() else {
+            return;
+        };
+        let s = setup().await;
+        let mut browser = signed_in_browser(&s, &program).await;
+        let session = browser
+            .cookies(&s.page.url)
+            .await
+            .into_iter()
+            .find(|(name, _)| name == SESSION_COOKIE)
+            .map(|(_, value)| value)
+            .expect("a session cookie");
+        assert!(!session.contains(ADMIN_KEY), "the cookie is not the key");
+
+        browser
+            .eval("document.querySelector('#sign-out').click(); true")
+            .await;
+        browser.wait_for("document.querySelector('#sign-in')").await;
+        assert!(
+            !browser
+                .cookies(&s.page.url)
+                .await
+                .iter()
+                .any(|(name, _)| name == SESSION_COOKIE),
+            "the browser forgot the session"
+        );
+
+        // The old cookie, put back, opens nothing: not in the browser, not for a script.
+        browser.set_session_cookie(&s.page.url, &session).await;
+        browser.go(&format!("{}/", s.page.url)).await;
+        browser
+            .wait_for("document.body && document.body.innerText.includes('You signed out')")
+            .await;
+        assert!(
+            browser
+                .eval("document.querySelector('#status') === null")
+                .await
+                .as_bool()
+                .unwrap()
+        );
+        let answer = http()
+            .get(format!("{}/status", s.page.url))
+            .header("cookie", format!("{SESSION_COOKIE}={session}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 401);
     }
 }

@@ -73,3 +73,78 @@ async fn a_list_syncs_through_sqs_fifo_queues_with_nothing_left_in_the_dead_lett
     );
     assert_eq!(h.sqs_dead_letters().await.unwrap(), 0);
 }
+
+/// A contact-update webhook body as a synchronous step sends it (an empty operation id) for
+/// `contact`, setting its first name to `first_name` at `at_ms`.
+fn sync_step_update(contact: &str, first_name: &str, at_ms: i64) -> Vec<u8> {
+    let sample = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../events/webhook-intake/contact-update.json"
+    ))
+    .unwrap()
+    .replace("6d81597f-0f9f-e711-8122-000d3aa2331c", contact)
+    .replace("\"James\"", &format!("\"{first_name}\""));
+    let mut body: serde_json::Value = serde_json::from_str(&sample).unwrap();
+    body["OperationId"] = json!("00000000-0000-0000-0000-000000000000");
+    body["Mode"] = json!(0);
+    body["OperationCreatedOn"] = json!(format!("/Date({at_ms})/"));
+    serde_json::to_vec(&body).unwrap()
+}
+
+#[tokio::test]
+async fn changes_without_an_operation_id_each_reach_the_worker_and_a_redelivered_one_arrives_once()
+{
+    let Some(aws) = emulator("changes without an operation id").await else {
+        return;
+    };
+    let sqs = aws_sdk_sqs::Client::new(&aws.config);
+    let queues = create_fifo_queues(&sqs, &unique_name("crc"), 5)
+        .await
+        .unwrap();
+    let h = Harness::start_with(
+        DataverseSimConfig::default(),
+        CleverReachSimConfig::default(),
+        HarnessOptions {
+            sqs: Some(queues),
+            ..HarnessOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    h.install(&[]).await.unwrap();
+    let contact = h.contact("anna@example.com", &[(0, 1)]).await.unwrap();
+    h.settle().await.unwrap();
+
+    let deliver = |body: Vec<u8>| {
+        let url = h.intake_url.clone();
+        let org = h.dataverse.config().org_domain.clone();
+        async move {
+            let answer = reqwest::Client::new()
+                .post(url)
+                .query(&[("code", sandbox::harness::WEBHOOK_KEY)])
+                .header("x-ms-dynamics-organization", org)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 202);
+            let reply: serde_json::Value = answer.json().await.unwrap();
+            reply["deduplication_id"].as_str().unwrap().to_string()
+        }
+    };
+    // Two changes of one record within a second, then Dataverse delivering the first again.
+    let first = sync_step_update(&contact, "Anna", 1_765_000_000_000);
+    let second = sync_step_update(&contact, "Anne", 1_765_000_000_900);
+    let first_id = deliver(first.clone()).await;
+    let second_id = deliver(second).await;
+    let again_id = deliver(first).await;
+    let processed = h.settle().await.unwrap();
+    assert_eq!(
+        processed, 2,
+        "both changes reach the contact worker, the redelivered one once"
+    );
+    assert_ne!(first_id, second_id, "distinct changes, distinct ids");
+    assert_eq!(first_id, again_id, "a redelivery keeps its id");
+    assert_eq!(h.sqs_dead_letters().await.unwrap(), 0);
+}

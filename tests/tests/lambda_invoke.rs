@@ -359,6 +359,7 @@ struct Secrets {
     cleverreach_client: String,
     webhook_key: String,
     admin_key: String,
+    sessions: String,
     tokens: String,
 }
 
@@ -390,6 +391,7 @@ fn function_env(
         ),
         ("WEBHOOK_KEY_SECRET_ID", secrets.webhook_key.clone()),
         ("CONNECT_ADMIN_SECRET_ID", secrets.admin_key.clone()),
+        ("CONNECT_SESSION_SECRET_ID", secrets.sessions.clone()),
         ("CLEVERREACH_TOKEN_SECRET_ID", secrets.tokens.clone()),
         (
             "CLEVERREACH_CLIENT_ID",
@@ -520,6 +522,7 @@ async fn the_function_binaries_answer_their_events_under_cargo_lambda_watch() {
         cleverreach_client: format!("{prefix}/cleverreach-client-secret"),
         webhook_key: format!("{prefix}/webhook-key"),
         admin_key: format!("{prefix}/connect-admin-key"),
+        sessions: format!("{prefix}/connect-sessions"),
         tokens: format!("{prefix}/cleverreach-tokens"),
     };
     let token_secret = names.tokens.clone();

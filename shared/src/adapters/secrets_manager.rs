@@ -106,19 +106,165 @@ mod tests {
     }
 }
 
-/// CleverReach tokens kept in one Secrets Manager secret as JSON
-/// `{"access_token","refresh_token","expires_at"}`. Read fresh on every load (never cached):
-/// another worker may have rotated the refresh token a moment ago.
-pub struct SecretsManagerTokenStore {
+/// The staging label a compare-and-swap write gives its new version before promoting it.
+/// (Not `AWSPENDING`, which belongs to Secrets Manager's own rotation.)
+pub const PENDING_STAGE: &str = "CRC_PENDING";
+
+/// A Secrets Manager secret that several writers share, written by compare-and-swap: a new
+/// value is put as a version labelled [`PENDING_STAGE`] and then made `AWSCURRENT` only if the
+/// version the writer read still is (`UpdateSecretVersionStage` with `RemoveFromVersionId`
+/// refuses otherwise). Reads always ask for `AWSCURRENT` by name.
+pub struct VersionedSecret {
     client: aws_sdk_secretsmanager::Client,
     secret_id: String,
+}
+
+/// One read of a [`VersionedSecret`]: the `AWSCURRENT` version and its text.
+#[derive(Debug, Clone)]
+pub struct SecretVersion {
+    pub version_id: String,
+    pub text: Option<Secret>,
+}
+
+impl VersionedSecret {
+    pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: impl Into<String>) -> Self {
+        VersionedSecret {
+            client,
+            secret_id: secret_id.into(),
+        }
+    }
+
+    pub fn secret_id(&self) -> &str {
+        &self.secret_id
+    }
+
+    /// The current version, `None` when the secret does not exist.
+    pub async fn read(&self) -> Result<Option<SecretVersion>, SecretError> {
+        let out = match self
+            .client
+            .get_secret_value()
+            .secret_id(&self.secret_id)
+            .version_stage("AWSCURRENT")
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(GetSecretValueError::ResourceNotFoundException(_))
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(self.unavailable(&e)),
+        };
+        let version_id = out.version_id().unwrap_or_default().to_string();
+        Ok(Some(SecretVersion {
+            version_id,
+            text: out.secret_string().map(Secret::new),
+        }))
+    }
+
+    /// Writes `text` if the current version is still `expected` (`None`: the secret does not
+    /// exist yet). `Ok(Some(new version id))` when written, `Ok(None)` when another writer got
+    /// in first.
+    pub async fn write_if(
+        &self,
+        expected: Option<&str>,
+        text: &Secret,
+    ) -> Result<Option<String>, SecretError> {
+        use aws_sdk_secretsmanager::operation::create_secret::CreateSecretError;
+        use aws_sdk_secretsmanager::operation::update_secret_version_stage::UpdateSecretVersionStageError;
+        let Some(expected) = expected else {
+            return match self
+                .client
+                .create_secret()
+                .name(&self.secret_id)
+                .secret_string(text.expose())
+                .send()
+                .await
+            {
+                Ok(out) => Ok(Some(out.version_id().unwrap_or_default().to_string())),
+                Err(e)
+                    if matches!(
+                        e.as_service_error(),
+                        Some(CreateSecretError::ResourceExistsException(_))
+                    ) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(self.write_failed(&e)),
+            };
+        };
+        let token = uuid::Uuid::new_v4().to_string();
+        let put = self
+            .client
+            .put_secret_value()
+            .secret_id(&self.secret_id)
+            .client_request_token(&token)
+            .secret_string(text.expose())
+            .version_stages(PENDING_STAGE)
+            .send()
+            .await
+            .map_err(|e| self.write_failed(&e))?;
+        let new_version = put.version_id().unwrap_or(&token).to_string();
+        let promoted = self
+            .client
+            .update_secret_version_stage()
+            .secret_id(&self.secret_id)
+            .version_stage("AWSCURRENT")
+            .move_to_version_id(&new_version)
+            .remove_from_version_id(expected)
+            .send()
+            .await;
+        match promoted {
+            Ok(_) => Ok(Some(new_version)),
+            // Refused when `expected` no longer holds AWSCURRENT: someone else wrote. Make
+            // sure that is the reason before calling it a lost race.
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateSecretVersionStageError::InvalidParameterException(_))
+                        | Some(UpdateSecretVersionStageError::ResourceNotFoundException(_))
+                ) =>
+            {
+                match self.read().await? {
+                    Some(current) if current.version_id == expected => Err(self.write_failed(&e)),
+                    _ => Ok(None),
+                }
+            }
+            Err(e) => Err(self.write_failed(&e)),
+        }
+    }
+
+    fn unavailable<E: std::error::Error + 'static>(&self, e: &E) -> SecretError {
+        SecretError::Unavailable {
+            name: self.secret_id.clone(),
+            reason: aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+        }
+    }
+
+    fn write_failed<E: std::error::Error + 'static>(&self, e: &E) -> SecretError {
+        SecretError::WriteFailed {
+            name: self.secret_id.clone(),
+            reason: aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+        }
+    }
+}
+
+/// CleverReach tokens kept in one Secrets Manager secret as JSON
+/// `{"access_token","refresh_token","expires_at"}`. Read fresh on every load (never cached):
+/// another worker may have rotated the refresh token a moment ago. Written by
+/// compare-and-swap ([`VersionedSecret`]).
+pub struct SecretsManagerTokenStore {
+    secret: VersionedSecret,
 }
 
 impl SecretsManagerTokenStore {
     pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: impl Into<String>) -> Self {
         SecretsManagerTokenStore {
-            client,
-            secret_id: secret_id.into(),
+            secret: VersionedSecret::new(client, secret_id),
         }
     }
 }
@@ -133,62 +279,58 @@ struct StoredTokens {
     reconnect_required: Option<String>,
 }
 
+fn token_store_error(e: SecretError) -> crate::adapters::cleverreach::TokenStoreError {
+    crate::adapters::cleverreach::TokenStoreError::Unavailable(e.to_string())
+}
+
 #[async_trait]
 impl crate::adapters::cleverreach::TokenStore for SecretsManagerTokenStore {
-    async fn load(
+    async fn load_versioned(
         &self,
     ) -> Result<
-        Option<crate::adapters::cleverreach::TokenSet>,
+        crate::adapters::cleverreach::StoredTokens,
         crate::adapters::cleverreach::TokenStoreError,
     > {
-        use crate::adapters::cleverreach::{TokenSet, TokenStoreError};
-        let out = match self
-            .client
-            .get_secret_value()
-            .secret_id(&self.secret_id)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(GetSecretValueError::ResourceNotFoundException(_))
-                ) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => {
-                return Err(TokenStoreError::Unavailable(
-                    aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
-                ));
-            }
+        use crate::adapters::cleverreach::{TokenSet, TokenStoreError, TokenVersion};
+        let Some(current) = self.secret.read().await.map_err(token_store_error)? else {
+            return Ok(Default::default());
         };
-        let Some(text) = out.secret_string().filter(|t| !t.trim().is_empty()) else {
-            return Ok(None);
+        let version = TokenVersion::new(current.version_id);
+        let Some(text) = current.text.filter(|t| !t.expose().trim().is_empty()) else {
+            return Ok(crate::adapters::cleverreach::StoredTokens {
+                tokens: None,
+                version,
+            });
         };
         // The error text must not echo the secret: name the problem only.
-        let stored: StoredTokens = serde_json::from_str(text).map_err(|e| {
+        let stored: StoredTokens = serde_json::from_str(text.expose()).map_err(|e| {
             TokenStoreError::Corrupt(format!(
                 "secret {} is not token JSON (line {}, column {})",
-                self.secret_id,
+                self.secret.secret_id(),
                 e.line(),
                 e.column()
             ))
         })?;
-        Ok(Some(TokenSet {
-            access_token: Secret::new(stored.access_token),
-            refresh_token: stored.refresh_token.map(Secret::new),
-            expires_at_unix: stored.expires_at,
-            reconnect_required: stored.reconnect_required,
-        }))
+        Ok(crate::adapters::cleverreach::StoredTokens {
+            tokens: Some(TokenSet {
+                access_token: Secret::new(stored.access_token),
+                refresh_token: stored.refresh_token.map(Secret::new),
+                expires_at_unix: stored.expires_at,
+                reconnect_required: stored.reconnect_required,
+            }),
+            version,
+        })
     }
 
-    async fn save(
+    async fn replace(
         &self,
+        expected: &crate::adapters::cleverreach::TokenVersion,
         tokens: &crate::adapters::cleverreach::TokenSet,
-    ) -> Result<(), crate::adapters::cleverreach::TokenStoreError> {
-        use crate::adapters::cleverreach::TokenStoreError;
+    ) -> Result<
+        Option<crate::adapters::cleverreach::TokenVersion>,
+        crate::adapters::cleverreach::TokenStoreError,
+    > {
+        use crate::adapters::cleverreach::{TokenStoreError, TokenVersion};
         let stored = StoredTokens {
             access_token: tokens.access_token.expose().to_string(),
             refresh_token: tokens
@@ -198,39 +340,115 @@ impl crate::adapters::cleverreach::TokenStore for SecretsManagerTokenStore {
             expires_at: tokens.expires_at_unix,
             reconnect_required: tokens.reconnect_required.clone(),
         };
-        let text =
-            serde_json::to_string(&stored).map_err(|e| TokenStoreError::Corrupt(e.to_string()))?;
-        let put = self
-            .client
-            .put_secret_value()
-            .secret_id(&self.secret_id)
-            .secret_string(text.clone())
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError::ResourceNotFoundException(_))
-                ) =>
-            {
-                self.client
-                    .create_secret()
-                    .name(&self.secret_id)
-                    .secret_string(text)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| {
-                        TokenStoreError::Unavailable(
-                            aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
-                        )
-                    })
-            }
-            Err(e) => Err(TokenStoreError::Unavailable(
-                aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
-            )),
+        let text = Secret::new(
+            serde_json::to_string(&stored).map_err(|e| TokenStoreError::Corrupt(e.to_string()))?,
+        );
+        Ok(self
+            .secret
+            .write_if(expected.id(), &text)
+            .await
+            .map_err(token_store_error)?
+            .map(TokenVersion::new))
+    }
+}
+
+/// The connect page's record of ended sessions and used OAuth states, in a secret of its own
+/// (JSON `{"entries": {"<id>": <until, unix seconds>}}`): every instance of the page sees the
+/// same record, so a logout or a used state holds wherever the next request lands. Entries
+/// are dropped once their time is past (a session lasts an hour, a state ten minutes), so the
+/// secret stays a few kilobytes. Written by compare-and-swap ([`VersionedSecret`]).
+pub struct SecretsManagerSessionStore {
+    secret: VersionedSecret,
+}
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct SessionRecord {
+    #[serde(default)]
+    entries: std::collections::BTreeMap<String, i64>,
+}
+
+impl SecretsManagerSessionStore {
+    pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: impl Into<String>) -> Self {
+        SecretsManagerSessionStore {
+            secret: VersionedSecret::new(client, secret_id),
         }
+    }
+
+    async fn read(
+        &self,
+    ) -> Result<(Option<String>, SessionRecord), crate::handlers::connect::session::AccessError>
+    {
+        use crate::handlers::connect::session::AccessError;
+        let Some(current) = self
+            .secret
+            .read()
+            .await
+            .map_err(|e| AccessError::Store(e.to_string()))?
+        else {
+            return Ok((None, SessionRecord::default()));
+        };
+        let record = match current.text.filter(|t| !t.expose().trim().is_empty()) {
+            None => SessionRecord::default(),
+            Some(text) => serde_json::from_str(text.expose()).map_err(|e| {
+                AccessError::Store(format!(
+                    "secret {} is not a session record (line {}, column {})",
+                    self.secret.secret_id(),
+                    e.line(),
+                    e.column()
+                ))
+            })?,
+        };
+        Ok((Some(current.version_id), record))
+    }
+}
+
+#[async_trait]
+impl crate::handlers::connect::SessionStore for SecretsManagerSessionStore {
+    async fn contains(
+        &self,
+        id: &str,
+    ) -> Result<bool, crate::handlers::connect::session::AccessError> {
+        let now = chrono::Utc::now().timestamp();
+        let (_, record) = self.read().await?;
+        Ok(record.entries.get(id).is_some_and(|until| *until > now))
+    }
+
+    async fn record(
+        &self,
+        id: &str,
+        until_unix: i64,
+    ) -> Result<bool, crate::handlers::connect::session::AccessError> {
+        use crate::handlers::connect::session::AccessError;
+        const ATTEMPTS: u64 = 10;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                // Another instance wrote first: let the writers spread out before trying again.
+                let wait = fastrand::u64(10..=50) * attempt;
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+            let now = chrono::Utc::now().timestamp();
+            let (version, mut record) = self.read().await?;
+            record.entries.retain(|_, until| *until > now);
+            if record.entries.contains_key(id) {
+                return Ok(false);
+            }
+            record.entries.insert(id.to_string(), until_unix);
+            let text = Secret::new(
+                serde_json::to_string(&record).map_err(|e| AccessError::Store(e.to_string()))?,
+            );
+            if self
+                .secret
+                .write_if(version.as_deref(), &text)
+                .await
+                .map_err(|e| AccessError::Store(e.to_string()))?
+                .is_some()
+            {
+                return Ok(true);
+            }
+        }
+        Err(AccessError::Store(format!(
+            "secret {} changed {ATTEMPTS} times while being written",
+            self.secret.secret_id()
+        )))
     }
 }

@@ -122,7 +122,9 @@ pub fn message_group(event: &ChangeEvent) -> String {
 }
 
 /// The FIFO de-duplication id: operation, message and record. SQS allows up to 128 characters
-/// of letters, digits and punctuation; GUIDs and message names keep well inside that.
+/// of letters, digits and punctuation; GUIDs and message names keep well inside that. (When
+/// Dataverse sends no operation id, the webhook adapter makes one from the change's content,
+/// so that two changes never share an id by accident.)
 pub fn deduplication_id(event: &ChangeEvent) -> String {
     let raw = format!(
         "{}:{}:{}",

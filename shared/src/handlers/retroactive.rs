@@ -46,7 +46,12 @@ fn fanout_body(body: &str) -> Result<FanoutBody, String> {
     }
     serde_json::from_str::<ChangeEvent>(body)
         .map(|e| FanoutBody::Trigger(Box::new(e)))
-        .map_err(|e| format!("the message is neither a list change nor a fan-out follow-up: {e}"))
+        .map_err(|e| {
+            format!(
+                "the message is neither a list change nor a fan-out follow-up: {}",
+                crate::redact::json_error(&e)
+            )
+        })
 }
 
 /// `sublist-fanout`: processes a batch; returns the ids of the messages to leave on the queue.
@@ -138,6 +143,7 @@ async fn sublist_one<Q: MessageQueue>(
     message: &InboundMessage,
 ) -> Result<(), String> {
     let parsed: SublistMessage = serde_json::from_str(&message.body).map_err(|e| {
+        let e = crate::redact::json_error(&e);
         error!(error = %e, "message body is not a sublist message");
         format!("message body is not a sublist message: {e}")
     })?;

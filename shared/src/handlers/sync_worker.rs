@@ -69,6 +69,8 @@ pub async fn handle_messages(deps: &WorkerDeps, messages: Vec<InboundMessage>) -
 fn parse(message: &InboundMessage) -> Result<ChangeEvent, String> {
     serde_json::from_str(&message.body).map_err(|e| {
         // Not ours or damaged: keep it for the dead-letter queue, where it can be looked at.
+        // The parser's own text may quote a value from the body: only its kind and position.
+        let e = crate::redact::json_error(&e);
         error!(message_id = %message.message_id, error = %e, "message body is not a change event");
         format!("message body is not a change event: {e}")
     })

@@ -52,7 +52,7 @@ Options (each falls back to the environment variable in brackets):
   --scope SCOPE              [DATAVERSE_SCOPE] (default: <dataverse-url>/.default)
   --client-secret-env NAME   variable holding the client secret (default DATAVERSE_CLIENT_SECRET)
   --webhook-key-env NAME     variable holding the webhook key (default WEBHOOK_KEY); the key is
-                             the webhook_key field of the connector secret
+                             the value of the stack's secret <stack>/webhook-key
   --dry-run                  print what would be created; change nothing
   --help                     this text";
 
@@ -228,8 +228,8 @@ impl Options {
             .map(Secret::new);
         if webhook_key.is_none() && !dry_run {
             return Err(usage(format!(
-                "the webhook key is read from ${key_var}, which is not set (it is the webhook_key \
-                 field of the connector secret)"
+                "the webhook key is read from ${key_var}, which is not set (it is the value of \
+                 the stack's secret <stack>/webhook-key)"
             )));
         }
         let intake_url = required("--intake-url", "INTAKE_URL")?;

@@ -4,7 +4,7 @@
 
 use super::config::CleverReachConfig;
 use super::error::CleverReachError;
-use super::tokens::{TokenSet, TokenStore};
+use super::tokens::{StoredTokens, TokenSet, TokenStore, TokenVersion};
 use super::wire::{ErrorBody, WireTokens};
 use crate::adapters::http::with_retries;
 use crate::secret::Secret;
@@ -22,8 +22,12 @@ const REFRESH_MARGIN_SECS: i64 = 60;
 /// Error texts quote at most this much of an unexpected body.
 const BODY_EXCERPT: usize = 200;
 /// After a refused refresh: how long to wait before each look into the token store for the
-/// tokens another worker just rotated (about 2 s in all).
-const STORE_REREAD_WAITS_MS: [u64; 5] = [0, 100, 300, 600, 1000];
+/// tokens another worker just rotated (about 8 s in all). The winner of a refresh race stores
+/// its pair right after CleverReach answers, but a slow Secrets Manager call or a retry can take
+/// seconds; giving up early costs every loser its invocation. And should the wait still be too
+/// short, the loser's "connection lost" mark does not win: the winner's save replaces a mark
+/// that names the refresh token it consumed.
+const STORE_REREAD_WAITS_MS: [u64; 9] = [0, 100, 200, 400, 700, 1000, 1500, 2000, 2000];
 
 /// The CleverReach REST v3 client. Cheap to clone; clones share tokens and the HTTP pool.
 pub struct CleverReachClient<S: TokenStore> {
@@ -60,8 +64,22 @@ pub(super) struct Inner<S> {
 struct TokenCache {
     loaded: bool,
     current: Option<TokenSet>,
-    /// A rotated pair that could not be stored yet: saving it again comes first.
-    unsaved: bool,
+    /// The stored copy `current` was read from (or written as).
+    version: TokenVersion,
+    /// Tokens that could not be stored yet: storing them comes first.
+    unsaved: Unsaved,
+}
+
+/// Tokens held in memory that the store does not have yet.
+#[derive(Default, Clone)]
+enum Unsaved {
+    #[default]
+    Nothing,
+    /// From a new connect: they replace whatever is stored.
+    Connect,
+    /// From a refresh that consumed this refresh token: they replace the copy they came from,
+    /// or a "connection lost" mark about that same token.
+    Refresh(Option<Secret>),
 }
 
 /// One HTTP answer, read to the end.
@@ -75,8 +93,11 @@ pub(super) fn now_unix() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// The start of an unexpected body for an error text, its e-mail addresses tagged (error texts
+/// reach logs and the sources' "last error" column).
 fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
+    let text = crate::redact::emails(&text);
     let mut cut: String = text.chars().take(BODY_EXCERPT).collect();
     if text.chars().count() > BODY_EXCERPT {
         cut.push('…');
@@ -318,11 +339,9 @@ impl<S: TokenStore> CleverReachClient<S> {
     async fn adopt(&self, tokens: TokenSet) -> Result<(), CleverReachError> {
         let mut cache = self.inner.tokens.lock().await;
         cache.loaded = true;
-        cache.current = Some(tokens.clone());
-        cache.unsaved = true;
-        self.inner.store.save(&tokens).await?;
-        cache.unsaved = false;
-        Ok(())
+        cache.current = Some(tokens);
+        cache.unsaved = Unsaved::Connect;
+        self.store_unsaved(&mut cache).await
     }
 
     /// The stored tokens as this client sees them now (loading them if needed).
@@ -334,16 +353,70 @@ impl<S: TokenStore> CleverReachClient<S> {
 
     async fn ensure_loaded(&self, cache: &mut TokenCache) -> Result<(), CleverReachError> {
         if !cache.loaded {
-            cache.current = self.inner.store.load().await?;
-            cache.loaded = true;
+            self.reload(cache).await?;
         }
-        if cache.unsaved
-            && let Some(tokens) = &cache.current
-        {
-            self.inner.store.save(tokens).await?;
-            cache.unsaved = false;
-        }
+        self.store_unsaved(cache).await
+    }
+
+    /// Reads the store into the cache.
+    async fn reload(&self, cache: &mut TokenCache) -> Result<(), CleverReachError> {
+        let StoredTokens { tokens, version } = self.inner.store.load_versioned().await?;
+        cache.current = tokens;
+        cache.version = version;
+        cache.loaded = true;
         Ok(())
+    }
+
+    /// Stores the tokens the cache holds but the store does not (yet), by compare-and-swap
+    /// against the copy they came from. Someone else's newer tokens (an administrator's new
+    /// connect) win over a refreshed pair; only a "connection lost" mark about the refresh
+    /// token this client consumed is overwritten, since its pair is the newer one.
+    async fn store_unsaved(&self, cache: &mut TokenCache) -> Result<(), CleverReachError> {
+        const ATTEMPTS: usize = 5;
+        let Some(tokens) = cache.current.clone() else {
+            return Ok(());
+        };
+        let unsaved = cache.unsaved.clone();
+        let consumed = match unsaved {
+            Unsaved::Nothing => return Ok(()),
+            Unsaved::Connect => {
+                let version = self.inner.store.save(&tokens).await?;
+                cache.version = version;
+                cache.unsaved = Unsaved::Nothing;
+                return Ok(());
+            }
+            Unsaved::Refresh(consumed) => consumed,
+        };
+        for _ in 0..ATTEMPTS {
+            if let Some(version) = self.inner.store.replace(&cache.version, &tokens).await? {
+                cache.version = version;
+                cache.unsaved = Unsaved::Nothing;
+                return Ok(());
+            }
+            let stored = self.inner.store.load_versioned().await?;
+            let marks_our_refresh_dead = stored.tokens.as_ref().is_some_and(|t| {
+                t.reconnect_required.is_some() && consumed.is_some() && t.refresh_token == consumed
+            });
+            if marks_our_refresh_dead {
+                tracing::info!(
+                    "a worker gave up on the refresh token this refresh consumed; storing the refreshed pair over its mark"
+                );
+                cache.version = stored.version;
+                continue;
+            }
+            // Newer tokens than ours (a new connect): keep them. The pair in hand is still
+            // good for the call that refreshed it.
+            tracing::info!("newer CleverReach tokens were stored meanwhile; they are kept");
+            cache.unsaved = Unsaved::Nothing;
+            cache.current = stored.tokens;
+            cache.version = stored.version;
+            return Ok(());
+        }
+        Err(CleverReachError::TokenStore(
+            super::error::TokenStoreError::Unavailable(format!(
+                "the stored tokens changed {ATTEMPTS} times while a refreshed pair was being saved"
+            )),
+        ))
     }
 
     /// A valid access token, refreshed first when it is about to expire.
@@ -355,8 +428,9 @@ impl<S: TokenStore> CleverReachClient<S> {
             .as_ref()
             .is_some_and(|t| t.reconnect_required.is_some())
         {
-            // An administrator may have connected again since: look before refusing.
-            cache.current = self.inner.store.load().await?;
+            // An administrator may have connected again, or the refresh winner stored its
+            // pair after all: look before refusing.
+            self.reload(&mut cache).await?;
         }
         let Some(current) = cache.current.clone() else {
             return Err(CleverReachError::ReconnectRequired {
@@ -395,8 +469,8 @@ impl<S: TokenStore> CleverReachClient<S> {
     /// Refreshes with `tried`'s refresh token while holding the token lock, so that
     /// concurrent callers in this process refresh once. Other processes (workers in other
     /// Lambda instances) may refresh at the same moment: CleverReach then accepts one of them
-    /// and refuses the others' (rotated) refresh token, so a refused refresh waits a little
-    /// for the winner's tokens to appear in the store before it gives up.
+    /// and refuses the others' (rotated) refresh token, so a refused refresh waits for the
+    /// winner's tokens to appear in the store before it gives up.
     async fn refresh_locked(
         &self,
         cache: &mut TokenCache,
@@ -412,20 +486,31 @@ impl<S: TokenStore> CleverReachClient<S> {
             match self.refresh_with(&refresh).await {
                 Ok(fresh) => {
                     cache.current = Some(fresh.clone());
-                    cache.unsaved = true;
+                    cache.unsaved = Unsaved::Refresh(Some(refresh));
                     // Stored before use: the old refresh token is already dead.
-                    self.inner.store.save(&fresh).await?;
-                    cache.unsaved = false;
+                    self.store_unsaved(cache).await?;
                     return Ok(fresh.access_token);
                 }
                 Err(TokenFailure::Refused(why)) => {
-                    let Some(newer) = self.newer_in_store(&tried).await? else {
-                        return Err(self.mark_dead(cache, tried, &why).await);
+                    let newer = match self.newer_in_store(&tried, cache).await? {
+                        Some(newer) => newer,
+                        None => match self.mark_dead(cache, tried, &why).await {
+                            // Marked: the connection is lost.
+                            Ok(error) => return Err(error),
+                            // Someone stored newer tokens just now: use them.
+                            Err(newer) => newer,
+                        },
                     };
                     tracing::info!(
                         "the refresh was refused; using the newer tokens from the store"
                     );
-                    cache.current = Some(newer.clone());
+                    cache.current = newer.tokens.clone();
+                    cache.version = newer.version;
+                    let Some(newer) = newer.tokens else {
+                        return Err(CleverReachError::ReconnectRequired {
+                            reason: "the CleverReach tokens were removed from the store; connect CleverReach again".into(),
+                        });
+                    };
                     if let Some(reason) = newer.reconnect_required {
                         return Err(CleverReachError::ReconnectRequired { reason });
                     }
@@ -442,37 +527,45 @@ impl<S: TokenStore> CleverReachClient<S> {
         })
     }
 
-    /// Tokens in the store other than `tried`, waiting briefly: the worker whose refresh won
-    /// may still be saving them.
-    async fn newer_in_store(&self, tried: &TokenSet) -> Result<Option<TokenSet>, CleverReachError> {
+    /// Tokens in the store other than `tried`, waiting a while: the worker whose refresh won
+    /// may still be saving them. Another pair or a "connection lost" mark counts; the same
+    /// pair written again (another expiry) does not, but a mark must then replace that copy.
+    async fn newer_in_store(
+        &self,
+        tried: &TokenSet,
+        cache: &mut TokenCache,
+    ) -> Result<Option<StoredTokens>, CleverReachError> {
         for wait_ms in STORE_REREAD_WAITS_MS {
             if wait_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(wait_ms)).await;
             }
-            match self.inner.store.load().await? {
-                // Another pair (not just another expiry of the same dead one), or the news
-                // that the connection is dead.
-                Some(stored)
-                    if stored.refresh_token != tried.refresh_token
-                        || stored.access_token != tried.access_token
-                        || stored.reconnect_required.is_some() =>
-                {
-                    return Ok(Some(stored));
+            let stored = self.inner.store.load_versioned().await?;
+            let newer = match &stored.tokens {
+                Some(t) => {
+                    t.refresh_token != tried.refresh_token
+                        || t.access_token != tried.access_token
+                        || t.reconnect_required.is_some()
                 }
-                _ => {}
+                None => stored.version != cache.version,
+            };
+            if newer {
+                return Ok(Some(stored));
             }
+            cache.version = stored.version;
         }
         Ok(None)
     }
 
-    /// Nobody holds a working refresh token: record that in the store, so that other workers
-    /// stop at once (and the connect page says so), and name what to do.
+    /// Nobody stored a working refresh token: record that in the store, so that other workers
+    /// stop at once (and the connect page says so), and name what to do. The mark replaces
+    /// only the copy whose refresh failed; when the store moved on meanwhile, the newer tokens
+    /// come back as `Err` instead.
     async fn mark_dead(
         &self,
         cache: &mut TokenCache,
         tried: TokenSet,
         why: &str,
-    ) -> CleverReachError {
+    ) -> Result<CleverReachError, StoredTokens> {
         let reason = format!(
             "the refresh token was refused ({why}); an administrator must connect CleverReach again"
         );
@@ -480,12 +573,22 @@ impl<S: TokenStore> CleverReachClient<S> {
             reconnect_required: Some(reason.clone()),
             ..tried
         };
-        if let Err(e) = self.inner.store.save(&dead).await {
-            tracing::warn!(error = %e, "could not record the dead connection in the token store");
+        match self.inner.store.replace(&cache.version, &dead).await {
+            Ok(Some(version)) => cache.version = version,
+            Ok(None) => match self.inner.store.load_versioned().await {
+                Ok(newer) => return Err(newer),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the token store after a refused refresh");
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record the dead connection in the token store");
+            }
         }
         cache.current = Some(dead);
+        cache.unsaved = Unsaved::Nothing;
         tracing::error!(%reason, "CleverReach connection lost");
-        CleverReachError::ReconnectRequired { reason }
+        Ok(CleverReachError::ReconnectRequired { reason })
     }
 
     /// `grant_type=refresh_token`, with retries for transient failures.
@@ -598,6 +701,8 @@ fn classify(
         .filter(|c| (400..600).contains(c))
         .map(|c| c as u16)
         .unwrap_or(status);
+    // CleverReach's messages quote the address they refuse.
+    let message = crate::redact::emails(&message).into_owned();
     match effective {
         401 => CleverReachError::Unauthorized,
         404 => CleverReachError::NotFound { message },
@@ -658,8 +763,9 @@ fn check(answer: Answer) -> Result<Value, CleverReachError> {
 }
 
 pub(super) fn decode<T: DeserializeOwned>(value: Value) -> Result<T, CleverReachError> {
+    // serde quotes the offending value, which may be an address.
     serde_json::from_value(value).map_err(|e| CleverReachError::Decode {
-        message: e.to_string(),
+        message: crate::redact::emails(&e.to_string()).into_owned(),
     })
 }
 

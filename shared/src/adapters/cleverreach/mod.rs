@@ -36,4 +36,4 @@ pub use receivers::{
     Account, Bounce, EmailChange, FilterRequest, FilterRule, ListState, Page, ReceiverFilter,
     ReceiverPages, ReceiverRecord, ReceiverWrite, RejectedReceiver, RemoveReport, UpsertReport,
 };
-pub use tokens::{InMemoryTokenStore, TokenSet, TokenStore};
+pub use tokens::{InMemoryTokenStore, StoredTokens, TokenSet, TokenStore, TokenVersion};

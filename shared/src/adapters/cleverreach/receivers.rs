@@ -47,6 +47,15 @@ impl ReceiverWrite for crate::domain::planner::ReceiverUpsert {
     }
 }
 
+/// A refused row, its reason with any address in it replaced by a tag (`invalid address
+/// '[e-mail 1a2b3c4d]'`): reasons are logged and written to the source's last error.
+fn rejected(email: &Email, reason: &str) -> RejectedReceiver {
+    RejectedReceiver {
+        email: email.clone(),
+        reason: crate::redact::emails(reason).into_owned(),
+    }
+}
+
 /// The connected CleverReach account (`debug/whoami`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
@@ -258,10 +267,7 @@ impl<S: TokenStore> CleverReachClient<S> {
                     Value::String(reason) if means_not_there(&reason) => {
                         report.already_gone.push(email.clone())
                     }
-                    Value::String(reason) => report.failed.push(RejectedReceiver {
-                        email: email.clone(),
-                        reason,
-                    }),
+                    Value::String(reason) => report.failed.push(rejected(email, &reason)),
                     _ => report.removed.push(email.clone()),
                 }
             }
@@ -475,10 +481,7 @@ fn tally<R: ReceiverWrite>(
         }
     };
     for (write, row) in batch.iter().zip(rows) {
-        let reject = |reason: String| RejectedReceiver {
-            email: write.data().email.clone(),
-            reason,
-        };
+        let reject = |reason: String| rejected(&write.data().email, &reason);
         match &row {
             Value::String(reason) => report.rejected.push(reject(reason.clone())),
             Value::Object(obj) => match obj.get("status").and_then(Value::as_str) {

@@ -77,7 +77,7 @@ pub fn parse_change_event(body: &[u8], size_exceeded: bool) -> Result<ChangeEven
 
     let message = CrmMessage::from_name(&required_string(context, "MessageName")?);
     let mut entity = required_string(context, "PrimaryEntityName")?;
-    let operation_id = required_guid(context, "OperationId")?;
+    let operation_id = operation_id(context)?;
     let correlation_id = required_guid(context, "CorrelationId")?;
     let primary_id = value::optional_guid(context, "PrimaryEntityId")?;
 
@@ -121,8 +121,8 @@ pub fn parse_change_event(body: &[u8], size_exceeded: bool) -> Result<ChangeEven
     };
     let tag = find_tag(context, &entity, &record_id)?;
 
-    Ok(ChangeEvent {
-        operation_id,
+    let mut event = ChangeEvent {
+        operation_id: operation_id.clone().unwrap_or_default(),
         correlation_id,
         message,
         entity,
@@ -140,7 +140,40 @@ pub fn parse_change_event(body: &[u8], size_exceeded: bool) -> Result<ChangeEven
         related,
         size_exceeded,
         tag,
-    })
+    };
+    if operation_id.is_none() {
+        event.operation_id = content_id(&event);
+    }
+    Ok(event)
+}
+
+/// `OperationId`, or `None` when Dataverse sent none: synchronous steps send an empty GUID
+/// (all zeros), and a missing, null or blank value is treated the same. Anything else must be
+/// a GUID.
+fn operation_id(context: &Map<String, Value>) -> Result<Option<String>, WebhookError> {
+    const KEY: &str = "OperationId";
+    match context.get(KEY) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) if text.trim().is_empty() => Ok(None),
+        Some(raw) => {
+            let id = value::guid(raw, KEY)?;
+            Ok((id != EMPTY_GUID).then_some(id))
+        }
+    }
+}
+
+/// An operation id made from the change itself, for bodies without one: the record, the
+/// message, the attributes and images, the time and the correlation, hashed. The queue
+/// de-duplicates by operation, so a shared placeholder would make SQS drop every further
+/// change of the record for five minutes; a content hash keeps distinct changes apart and
+/// still lets a redelivered body (the same bytes) count once.
+fn content_id(event: &ChangeEvent) -> String {
+    use sha2::{Digest, Sha256};
+    // The event's own JSON is canonical: attributes are kept sorted by name.
+    let canonical = serde_json::to_vec(event).unwrap_or_default();
+    let digest = Sha256::digest(&canonical);
+    let hex: String = digest.iter().take(24).map(|b| format!("{b:02x}")).collect();
+    format!("content-{hex}")
 }
 
 /// The body as text: UTF-8, with a leading byte-order mark tolerated.

@@ -165,7 +165,17 @@ pub async fn run_job(
         }
     }
     summary.complete = complete;
-    info!(job = job.name(), summary = ?summary, "back-flow run finished");
+    // Counts only: the problems' texts are in the returned summary, not in the log.
+    info!(
+        job = job.name(),
+        groups = summary.groups,
+        events = summary.events,
+        applied = summary.applied,
+        skipped = summary.skipped,
+        failed_groups = summary.failed_groups.len(),
+        complete = summary.complete,
+        "back-flow run finished"
+    );
     Ok(summary)
 }
 

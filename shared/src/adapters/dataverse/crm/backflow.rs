@@ -82,7 +82,7 @@ impl ReceiverStateLog for DataverseCrm {
 
     async fn create_receiver_state(&self, row: &ReceiverStateRow) -> Result<bool, CrmError> {
         let mut body = json!({
-            schema::RECEIVER_STATE_NAME: schema::fit(&row.name, 200),
+            schema::RECEIVER_STATE_NAME: schema::fit(&row.name, schema::RECEIVER_STATE_NAME_MAX),
             schema::RECEIVER_STATE_KEY: row.event_key,
             schema::RECEIVER_STATE_EMAIL: row.email.as_str(),
             schema::RECEIVER_STATE_GROUP: row.group_id,
@@ -95,8 +95,8 @@ impl ReceiverStateLog for DataverseCrm {
         });
         if let (Some(person), Value::Object(map)) = (&row.recipient, &mut body) {
             let (navigation, set) = match person.entity {
-                PersonEntity::Contact => (schema::RECEIVER_STATE_CONTACT, "contacts"),
-                PersonEntity::Lead => (schema::RECEIVER_STATE_LEAD, "leads"),
+                PersonEntity::Contact => (schema::RECEIVER_STATE_CONTACT_NAV, "contacts"),
+                PersonEntity::Lead => (schema::RECEIVER_STATE_LEAD_NAV, "leads"),
             };
             map.insert(
                 format!("{navigation}@odata.bind"),
@@ -167,8 +167,8 @@ impl SignupStore for DataverseCrm {
         let mut body = Map::new();
         for (kind, source_id) in links {
             let lookup = match kind {
-                SourceKind::Campaign => schema::LEAD_CAMPAIGN,
-                SourceKind::CampaignActivity => schema::LEAD_CAMPAIGN_ACTIVITY,
+                SourceKind::Campaign => schema::LEAD_CAMPAIGN_NAV,
+                SourceKind::CampaignActivity => schema::LEAD_CAMPAIGN_ACTIVITY_NAV,
                 SourceKind::MarketingList => {
                     return Err(CrmError::Invalid {
                         what: format!("the link of lead {lead_id} to marketing list {source_id}"),

@@ -101,10 +101,27 @@ pub fn describe(value: &Value) -> String {
         Ok(text) => text,
         Err(err) => std::str::from_utf8(&out.bytes[..err.valid_up_to()]).unwrap_or_default(),
     };
+    // Error texts reach the CRM's system jobs and the logs: no addresses in them.
+    let text = crate::redact::emails(text);
     match text.char_indices().nth(CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None if !complete => format!("{text}…"),
-        None => text.to_string(),
+        Some((cut, _)) => format!("{}…", without_cut_address(&text[..cut])),
+        None if !complete => format!("{}…", without_cut_address(&text)),
+        None => text.into_owned(),
+    }
+}
+
+/// Drops a trailing fragment that may be the start of an address cut off by the shortening
+/// (too short to be recognised, long enough to identify someone).
+fn without_cut_address(text: &str) -> &str {
+    let start = text
+        .rfind(|c: char| !(c.is_alphanumeric() || "@._%+-".contains(c)))
+        .map_or(0, |i| {
+            i + text[i..].chars().next().map_or(1, char::len_utf8)
+        });
+    if text[start..].contains('@') {
+        &text[..start]
+    } else {
+        text
     }
 }
 
@@ -540,6 +557,20 @@ mod tests {
         let wide = Value::Array((0..10_000).map(Value::from).collect());
         assert!(describe(&wide).starts_with("[0,1,2,3,"));
         assert!(describe(&wide).ends_with('…'));
+    }
+
+    #[test]
+    fn addresses_in_a_wrong_value_are_not_shown_in_error_texts() {
+        let whole = describe(&serde_json::json!({"Value": "anna.schmidt@example.org"}));
+        assert!(!whole.contains("anna"), "{whole}");
+        assert!(whole.contains("[e-mail "), "{whole}");
+        // Cut off by the shortening: the fragment goes too.
+        let cut = describe(&Value::String(format!(
+            "{} anna.schmidt@example.org",
+            "x".repeat(45)
+        )));
+        assert!(!cut.contains("anna"), "{cut}");
+        assert!(cut.ends_with('…'), "{cut}");
     }
 
     #[test]
