@@ -221,9 +221,9 @@ async fn execute(
                     .receivers
                     .upsert_receivers(group.as_str(), &rows)
                     .await?;
-                if !done.rejected.is_empty() {
-                    // The reasons quote addresses: only the count goes to the log.
-                    tracing::warn!(group_id = %group.as_str(), refused = done.rejected.len(), "receivers refused by CleverReach");
+                for refused in &done.rejected {
+                    // The adapter has replaced any address in the reason by a tag.
+                    tracing::warn!(group_id = %group.as_str(), reason = %refused.reason, "receiver refused by CleverReach");
                 }
                 report.rejected += done.rejected.len();
             }

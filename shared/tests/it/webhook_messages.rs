@@ -8,7 +8,7 @@ mod webhook {
     use shared::adapters::dataverse::webhook::{MAX_NESTING, parse_change_event};
     use shared::domain::change::{AttrValue, ChangeEvent, CrmMessage, RecordRef};
 
-    const SAMPLE: &str = include_str!("../../events/webhook-intake/contact-update.json");
+    const SAMPLE: &str = include_str!("../../../events/webhook-intake/contact-update.json");
     const LIST: &str = "c1d2e3f4-5a6b-ef11-8409-000d3a4b7c21";
     const CONTACT: &str = "d2e3f4a5-6b7c-ef11-8409-000d3a4b7c21";
     const EMPTY: &str = "00000000-0000-0000-0000-000000000000";
