@@ -6,6 +6,7 @@
 use crate::adapters::dataverse::client::{DataverseClient, DataverseError, Query, filter};
 use crate::adapters::dataverse::schema;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 /// The service endpoint's name; re-running the installer finds it by this name.
 pub const ENDPOINT_NAME: &str = "CleverReach Connector";
@@ -85,6 +86,10 @@ const CAMPAIGN_ACTIVITY_UPDATE: &[&str] = &[
     schema::RESYNC,
 ];
 
+/// A deleted source's group and the types it sent: the group is deleted or kept, and its
+/// opt-outs written back with those types first.
+const SOURCE_DELETE_IMAGE: &[&str] = &[schema::GROUP_ID, schema::CHECKLIST];
+
 fn pre(attributes: &'static [&'static str]) -> ImageSpec {
     ImageSpec {
         alias: "PreImage",
@@ -131,13 +136,13 @@ pub fn steps() -> Vec<StepSpec> {
         step("Delete", "account", &[], vec![pre(&["primarycontactid"])]),
         step("Create", "list", &[], vec![]),
         step("Update", "list", LIST_UPDATE, vec![]),
-        step("Delete", "list", &[], vec![pre(&[schema::GROUP_ID])]),
+        step("Delete", "list", &[], vec![pre(SOURCE_DELETE_IMAGE)]),
         step("AddMember", "list", &[], vec![]),
         step("AddListMembers", "list", &[], vec![]),
         step("RemoveMember", "list", &[], vec![]),
         step("Create", "campaign", &[], vec![]),
         step("Update", "campaign", CAMPAIGN_UPDATE, vec![]),
-        step("Delete", "campaign", &[], vec![pre(&[schema::GROUP_ID])]),
+        step("Delete", "campaign", &[], vec![pre(SOURCE_DELETE_IMAGE)]),
         // A list added to or removed from a campaign (AddItemCampaign, RemoveItemCampaign).
         step("AddItem", "campaign", &[], vec![]),
         step("RemoveItem", "campaign", &[], vec![]),
@@ -152,7 +157,7 @@ pub fn steps() -> Vec<StepSpec> {
             "Delete",
             "campaignactivity",
             &[],
-            vec![pre(&[schema::GROUP_ID])],
+            vec![pre(SOURCE_DELETE_IMAGE)],
         ),
         step("AddItem", "campaignactivity", &[], vec![]),
         step("RemoveItem", "campaignactivity", &[], vec![]),
@@ -306,6 +311,8 @@ pub const LIST_SYNC_PROFILE_DESCRIPTION: &str =
 pub struct InstallReport {
     pub created: Vec<String>,
     pub existing: Vec<String>,
+    /// Steps that existed with other filtering attributes or images, brought up to date.
+    pub updated: Vec<String>,
 }
 
 fn first_id(rows: &[Value], key: &str) -> Option<String> {
@@ -370,22 +377,168 @@ pub async fn install_webhooks(
     };
     for step in steps() {
         let name = step.name();
-        let found = rows(
-            client,
-            "sdkmessageprocessingsteps",
-            Query::new()
-                .select(["sdkmessageprocessingstepid"])
-                .filter(format!("name eq {}", filter::string_literal(&name))),
-        )
-        .await?;
-        if found.is_empty() {
-            register_step(client, &endpoint, &step).await?;
-            report.created.push(name);
-        } else {
-            report.existing.push(name);
+        match existing_step(client, &step).await? {
+            None => {
+                register_step(client, &endpoint, &step).await?;
+                report.created.push(name);
+            }
+            Some(found) if found.differences(&step).is_empty() => report.existing.push(name),
+            Some(found) => {
+                update_step(client, &step, &found).await?;
+                report.updated.push(name);
+            }
         }
     }
     Ok(report)
+}
+
+/// A registered step as the CRM has it: its filtering attributes and images.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExistingStep {
+    pub id: String,
+    pub filtering_attributes: Vec<String>,
+    /// (alias, image type) → (image id, attributes).
+    pub images: BTreeMap<(String, i64), (String, Vec<String>)>,
+}
+
+fn attribute_list(text: &str) -> Vec<String> {
+    let mut list: Vec<String> = text
+        .split(',')
+        .map(|a| a.trim().to_ascii_lowercase())
+        .filter(|a| !a.is_empty())
+        .collect();
+    list.sort();
+    list
+}
+
+impl ExistingStep {
+    /// What differs from the step the connector needs (empty: nothing).
+    pub fn differences(&self, step: &StepSpec) -> Vec<String> {
+        let mut differences = Vec::new();
+        if self.filtering_attributes != attribute_list(&step.filtering_attributes.join(",")) {
+            differences.push("filtering attributes".to_string());
+        }
+        for image in &step.images {
+            let key = (image.alias.to_string(), image.image_type);
+            match self.images.get(&key) {
+                None => differences.push(format!("image {} missing", image.alias)),
+                Some((_, attributes)) if *attributes != attribute_list(&image.attributes.join(",")) => {
+                    differences.push(format!("image {} attributes", image.alias));
+                }
+                Some(_) => {}
+            }
+        }
+        differences
+    }
+}
+
+/// The step of this name as registered, or `None`.
+pub async fn existing_step(
+    client: &DataverseClient,
+    step: &StepSpec,
+) -> Result<Option<ExistingStep>, DataverseError> {
+    let found = rows(
+        client,
+        "sdkmessageprocessingsteps",
+        Query::new()
+            .select(["sdkmessageprocessingstepid", "filteringattributes"])
+            .filter(format!("name eq {}", filter::string_literal(&step.name()))),
+    )
+    .await?;
+    let Some(row) = found.first() else {
+        return Ok(None);
+    };
+    let Some(id) = first_id(&found, "sdkmessageprocessingstepid") else {
+        return Ok(None);
+    };
+    let mut existing = ExistingStep {
+        filtering_attributes: attribute_list(
+            row.get("filteringattributes")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        ),
+        id,
+        images: BTreeMap::new(),
+    };
+    let images = rows(
+        client,
+        "sdkmessageprocessingstepimages",
+        Query::new()
+            .select([
+                "sdkmessageprocessingstepimageid",
+                "entityalias",
+                "imagetype",
+                "attributes",
+            ])
+            .filter(format!(
+                "_sdkmessageprocessingstepid_value eq {}",
+                filter::guid_literal(&existing.id)?
+            )),
+    )
+    .await?;
+    for image in images {
+        let text = |key: &str| image.get(key).and_then(Value::as_str).unwrap_or("").to_string();
+        let image_type = image.get("imagetype").and_then(Value::as_i64).unwrap_or(-1);
+        existing.images.insert(
+            (text("entityalias"), image_type),
+            (
+                text("sdkmessageprocessingstepimageid"),
+                attribute_list(&text("attributes")),
+            ),
+        );
+    }
+    Ok(Some(existing))
+}
+
+/// Brings an existing step's filtering attributes and images to what the connector needs (a
+/// new release reads more columns, or needs a column in a pre-image).
+async fn update_step(
+    client: &DataverseClient,
+    step: &StepSpec,
+    found: &ExistingStep,
+) -> Result<(), DataverseError> {
+    let wanted = attribute_list(&step.filtering_attributes.join(","));
+    if found.filtering_attributes != wanted {
+        client
+            .update(
+                "sdkmessageprocessingsteps",
+                &found.id,
+                &json!({ "filteringattributes": step.filtering_attributes.join(",") }),
+            )
+            .await?;
+    }
+    for image in &step.images {
+        let key = (image.alias.to_string(), image.image_type);
+        let attributes = image.attributes.join(",");
+        match found.images.get(&key) {
+            None => {
+                client
+                    .create(
+                        "sdkmessageprocessingstepimages",
+                        &json!({
+                            "name": image.alias,
+                            "entityalias": image.alias,
+                            "imagetype": image.image_type,
+                            "messagepropertyname": "Target",
+                            "attributes": attributes,
+                            "sdkmessageprocessingstepid@odata.bind": format!("/sdkmessageprocessingsteps({})", found.id),
+                        }),
+                    )
+                    .await?;
+            }
+            Some((id, have)) if *have != attribute_list(&attributes) => {
+                client
+                    .update(
+                        "sdkmessageprocessingstepimages",
+                        id,
+                        &json!({ "attributes": attributes }),
+                    )
+                    .await?;
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 async fn register_step(

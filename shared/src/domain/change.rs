@@ -287,6 +287,12 @@ impl ChangeEvent {
             .map(str::to_string)
     }
 
+    /// The checklist a deleted source had (from the delete's pre-image), as stored.
+    pub fn checklist_before(&self) -> Option<&str> {
+        self.value_before(column::CHECKLIST)
+            .and_then(AttrValue::as_text)
+    }
+
     /// The person's e-mail address before and after the change, as stored.
     pub fn emails_before_and_after(&self) -> Vec<&str> {
         [

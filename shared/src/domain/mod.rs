@@ -5,6 +5,7 @@
 //! docs/architecture.md §2 says so. Everything here is pure and deterministic so that it can be tested alone.
 
 pub mod change;
+pub mod blocklist;
 pub mod checklist;
 pub mod deletion;
 pub mod email;

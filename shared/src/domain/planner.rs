@@ -74,10 +74,10 @@ mod index;
 mod tests;
 
 use self::index::{Fingerprint, FingerprintMap, Fingerprinter, HashIndex, NO_RECEIVER};
+use super::blocklist::BlockSet;
 use super::email::Email;
 use super::receiver::{Candidate, CurrentReceiver, ReceiverData, ReceiverState};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 
 /// Receivers per CleverReach call unless configured otherwise (what the official clients use).
 pub const DEFAULT_BATCH_SIZE: usize = 250;
@@ -269,7 +269,7 @@ pub struct ReconcilePlanner {
     receivers: Vec<Receiver>,
     by_email: HashIndex,
     by_crm: HashIndex,
-    blocked: HashSet<Email>,
+    blocked: std::sync::Arc<BlockSet>,
     /// Addresses decided by this plan that were not (or no longer) in the group, by fingerprint.
     fresh: FingerprintMap<Fresh>,
     fingerprints: Fingerprinter,
@@ -384,7 +384,7 @@ impl GroupIndexer {
             receivers,
             by_email,
             by_crm,
-            blocked: HashSet::new(),
+            blocked: std::sync::Arc::new(BlockSet::new()),
             fresh: FingerprintMap::default(),
             fingerprints,
             pending: Vec::with_capacity(options.batch_size),
@@ -408,7 +408,14 @@ impl ReconcilePlanner {
 
     /// Addresses never to add: the account blacklist and the bounce list.
     pub fn with_blocked(mut self, emails: impl IntoIterator<Item = Email>) -> Self {
-        self.blocked.extend(emails);
+        std::sync::Arc::make_mut(&mut self.blocked).add_emails(emails);
+        self
+    }
+
+    /// The account's opt-outs (blacklisted addresses and domains, bounced addresses): never
+    /// added as active.
+    pub fn with_block_set(mut self, blocked: std::sync::Arc<BlockSet>) -> Self {
+        self.blocked = blocked;
         self
     }
 
@@ -512,7 +519,7 @@ impl ReconcilePlanner {
         }
         let blocked = match at_start {
             Some(position) => self.receivers[position].state.is_opted_out(),
-            None => self.blocked.contains(&data.email),
+            None => self.blocked.blocks(&data.email),
         };
         let record = self.record_in_group(self.fingerprints.of(&data.crm));
         let source = if record.opted_out {

@@ -63,6 +63,15 @@ impl QueueFamily {
         }
     }
 
+    /// The queue of a person kind's changes.
+    pub fn for_people(kind: RecipientKind) -> QueueFamily {
+        match kind {
+            RecipientKind::Contact => QueueFamily::Contact,
+            RecipientKind::Lead => QueueFamily::Lead,
+            RecipientKind::Account => QueueFamily::Account,
+        }
+    }
+
     /// What this family's messages ask for: the one mapping from queue to work.
     pub fn work(self) -> Work {
         match self {

@@ -26,11 +26,9 @@ pub const SETTINGS_TTL: Duration = Duration::from_secs(60);
 /// What a worker needs.
 pub struct WorkerDeps {
     pub family: QueueFamily,
+    /// The ports; its `follow_up` queue takes work for other queues (the marketing-list worker
+    /// queues a resync of the campaigns and activities after a list is deleted).
     pub conn: Connector,
-    /// Where follow-up work for other queues goes (the marketing-list worker queues a resync of
-    /// the campaigns and activities after a list is deleted); without it, that work is done
-    /// in the same invocation.
-    pub follow_up: Option<Arc<dyn ChangeQueue>>,
 }
 
 impl WorkerDeps {
@@ -38,13 +36,12 @@ impl WorkerDeps {
         WorkerDeps {
             family,
             conn: conn.with_settings_ttl(SETTINGS_TTL),
-            follow_up: None,
         }
     }
 
     /// The queue for follow-up work on other queues.
     pub fn with_follow_up(mut self, queue: Arc<dyn ChangeQueue>) -> Self {
-        self.follow_up = Some(queue);
+        self.conn = self.conn.with_follow_up(queue);
         self
     }
 }
@@ -99,7 +96,7 @@ async fn source_message(
         span.record("record_id", event.record_id.as_str());
         let result = async {
             let settings = deps.conn.settings().await?;
-            let follow_up = deps.follow_up.as_deref();
+            let follow_up = deps.conn.follow_up.as_deref();
             source::on_source_change(&deps.conn, &settings, kind, &event, follow_up).await
         }
         .await;

@@ -3,7 +3,9 @@
 //! CleverReach adapter translates them to REST v3 calls (`adapters::cleverreach`) and the
 //! in-memory fake (`adapters::memory::InMemoryNewsletter`) keeps them in maps for unit tests.
 
+use crate::domain::blocklist::BlockSet;
 use crate::domain::email::Email;
+use std::sync::Arc;
 use crate::domain::planner::ReceiverUpsert;
 use crate::domain::receiver::CurrentReceiver;
 use crate::error::Retryable;
@@ -111,6 +113,8 @@ pub struct ReceiverRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FilterRule {
     EmailIs(Email),
+    /// The receiver carries this CRM record (lower-case GUID) as its `crmid`.
+    CrmIdIs(String),
     ActivatedAfter(DateTime<Utc>),
     /// Unsubscribed/deactivated after this time: the back-flow's cursor.
     DeactivatedAfter(DateTime<Utc>),
@@ -275,11 +279,11 @@ pub trait ReceiverStore: Send + Sync {
     ) -> Result<Page<ReceiverRecord>, NewsletterError>;
 }
 
-/// The account-wide opt-outs: the blacklist and the bounce list.
+/// The account-wide opt-outs: the blacklist (addresses and domains) and the bounce list.
 #[async_trait]
 pub trait BlockList: Send + Sync {
-    /// Every blacklisted address (exact entries; patterns are the adapter's to expand).
-    async fn blacklist(&self) -> Result<Vec<Email>, NewsletterError>;
+    /// What may never be added as active; adapters read it at most every few minutes.
+    async fn blocked(&self) -> Result<Arc<BlockSet>, NewsletterError>;
 }
 
 /// Which newsletter API a connection talks to (compared with the CRM's `apiurl` setting).

@@ -8,7 +8,7 @@ use crate::ports::crm::{
     RetroactiveStore, SettingsSource, SignupStore, SourceStore,
 };
 use crate::ports::newsletter::{BlockList, GroupStore, NewsletterError, ReceiverStore};
-use crate::ports::queue::QueueError;
+use crate::ports::queue::{ChangeQueue, QueueError};
 use crate::ports::{Crm, Newsletter};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,6 +70,10 @@ pub struct Connector {
     pub blocklist: Arc<dyn BlockList>,
     /// Seconds since the epoch (injected so that tests control time).
     pub now: fn() -> i64,
+    /// Where work for other queues goes (a resync of the campaigns a deleted list fed, a person
+    /// to reconcile after the back-flow set their checklist to "no"); without it that work is
+    /// done in the same invocation.
+    pub follow_up: Option<Arc<dyn ChangeQueue>>,
     settings: SettingsGate,
 }
 
@@ -102,8 +106,15 @@ impl Connector {
             receivers: newsletter.clone(),
             blocklist: newsletter.clone(),
             now: || chrono::Utc::now().timestamp(),
+            follow_up: None,
             settings: SettingsGate::new(newsletter.api_url(), Duration::ZERO),
         }
+    }
+
+    /// The queue for follow-up work on other queues.
+    pub fn with_follow_up(mut self, queue: Arc<dyn ChangeQueue>) -> Self {
+        self.follow_up = Some(queue);
+        self
     }
 
     /// Reuse settings read from the CRM for this long (a worker's batches share them).

@@ -136,7 +136,8 @@ pub async fn reconcile_people(
         Some((list, _)) => memberships_in_one_list(conn, list, &recipients).await?,
         None => memberships_everywhere(conn, &recipients).await?,
     };
-    let mut held = receivers_holding(conn, &scope.emails).await?;
+    let persons: BTreeSet<String> = recipients.values().map(|r| r.person.id.clone()).collect();
+    let mut held = receivers_holding(conn, &scope.emails, &persons).await?;
 
     // The groups to work on: where the people belong, and where their addresses are now.
     let mut sources: BTreeSet<(SourceKind, String)> =
@@ -187,7 +188,7 @@ pub async fn reconcile_people(
         let moved = report.summary.email_changed > 0;
         result.groups.insert(group, report);
         if moved {
-            held = receivers_holding(conn, &scope.emails).await?;
+            held = receivers_holding(conn, &scope.emails, &persons).await?;
         }
     }
     Ok(result)
@@ -315,25 +316,37 @@ async fn memberships_everywhere(
     Ok(memberships)
 }
 
-/// The receivers that hold these addresses now, by group (one filter call across all groups).
+/// The receivers that hold these addresses or carry these people's CRM records now, by group
+/// (one search across all groups). Searching by the CRM record too finds a person's receiver
+/// under an address the CRM no longer has, so that an address change is made as one (the
+/// receiver and its history kept) even when the change that names the old address has not
+/// been worked yet.
 async fn receivers_holding(
     conn: &Connector,
     emails: &BTreeSet<Email>,
+    persons: &BTreeSet<String>,
 ) -> Result<BTreeMap<GroupId, Vec<CurrentReceiver>>, SyncError> {
     let mut held: BTreeMap<GroupId, Vec<CurrentReceiver>> = BTreeMap::new();
-    if emails.is_empty() {
+    if emails.is_empty() && persons.is_empty() {
         return Ok(held);
     }
-    let mut request = FilterRequest::new(
-        Vec::new(),
-        emails.iter().cloned().map(FilterRule::EmailIs).collect(),
-    );
+    let rules = emails
+        .iter()
+        .cloned()
+        .map(FilterRule::EmailIs)
+        .chain(persons.iter().cloned().map(FilterRule::CrmIdIs))
+        .collect();
+    let mut request = FilterRequest::new(Vec::new(), rules);
     request.match_any = true;
     loop {
         let page = conn.receivers.filter_receivers(&request).await?;
         for record in page.items {
             if let Ok(group) = GroupId::new(&record.group_id) {
-                held.entry(group).or_default().push(record.receiver);
+                let receivers = held.entry(group).or_default();
+                // A receiver matching an address and a CRM record comes once.
+                if !receivers.iter().any(|r| r.email == record.receiver.email) {
+                    receivers.push(record.receiver);
+                }
             }
         }
         if page.is_last {

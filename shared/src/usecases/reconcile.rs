@@ -118,7 +118,7 @@ pub async fn reconcile_group(
     group: &GroupId,
 ) -> Result<ReconcileReport, SyncError> {
     let mut planner = index_group(conn, group, planner_options(conn)).await?;
-    planner = planner.with_blocked(conn.blocklist.blacklist().await?);
+    planner = planner.with_block_set(conn.blocklist.blocked().await?);
     let mut report = ReconcileReport {
         full: true,
         ..ReconcileReport::default()
@@ -158,7 +158,10 @@ pub async fn reconcile_members<'a>(
     current: Vec<CurrentReceiver>,
     members: impl Iterator<Item = &'a Recipient>,
 ) -> Result<ReconcileReport, SyncError> {
-    let mut planner = ReconcilePlanner::new(current, planner_options(conn)).map_err(invalid)?;
+    let blocked = conn.blocklist.blocked().await?;
+    let mut planner = ReconcilePlanner::new(current, planner_options(conn))
+        .map_err(invalid)?
+        .with_block_set(blocked);
     let mut report = ReconcileReport::default();
     let mut ops = Vec::new();
     let mut wanted: BTreeMap<Email, ReceiverData> = BTreeMap::new();

@@ -4,9 +4,11 @@
 //! See `docs/architecture.md` ("A source changed").
 
 use super::connector::{Connector, SyncError};
+use super::backflow;
 use super::people::{self, LINKED_SCOPED_LIMIT, PeopleScope};
 use super::reconcile::{ReconcileReport, reconcile_group};
 use crate::domain::change::{ChangeEvent, CrmMessage};
+use crate::domain::checklist::{Checklist, NewsletterTypeId};
 use crate::domain::deletion::{DeletionReason, GroupFate, group_fate, lock_new_groups};
 use crate::domain::naming::{group_name, receiver_info};
 use crate::domain::routing::QueueFamily;
@@ -322,8 +324,10 @@ async fn sync_disabled(
     let Some(group_id) = source.group_id.clone() else {
         return Ok(SourceSync::unchanged(None));
     };
+    let types = source.checklist.yes_types();
     let outcome =
-        apply_deletion_policy(conn, settings, DeletionReason::SyncDisabled, &group_id).await?;
+        apply_deletion_policy(conn, settings, DeletionReason::SyncDisabled, &group_id, types)
+            .await?;
     if outcome == GroupOutcome::Deleted {
         conn.sources
             .record_group(source.kind, &source.id, None)
@@ -353,8 +357,16 @@ async fn on_source_deleted(
         }
         return Ok(SourceSync::unchanged(None));
     };
+    // The types the group sent come from the delete's pre-image; without them the opt-outs are
+    // still recorded, but no checklist can be set to "no".
+    let types = event
+        .checklist_before()
+        .and_then(|text| Checklist::parse(text).ok())
+        .map(|c| c.yes_types())
+        .unwrap_or_default();
     let outcome =
-        apply_deletion_policy(conn, settings, DeletionReason::RecordDeleted, &group).await?;
+        apply_deletion_policy(conn, settings, DeletionReason::RecordDeleted, &group, types)
+            .await?;
     Ok(SourceSync {
         outcome,
         group: (outcome != GroupOutcome::Deleted).then_some(group),
@@ -367,12 +379,15 @@ async fn apply_deletion_policy(
     settings: &Settings,
     reason: DeletionReason,
     group_id: &GroupId,
+    types: Vec<NewsletterTypeId>,
 ) -> Result<GroupOutcome, SyncError> {
     let Some(group) = conn.groups.get_group(group_id.as_str()).await? else {
         return Ok(GroupOutcome::Unchanged);
     };
     match group_fate(reason, &settings.deletion, group.locked) {
         GroupFate::Delete => {
+            // Its unsubscribes and bounces go to the CRM first: they die with the group.
+            backflow::flush_group(conn, settings, group_id.as_str(), types).await?;
             conn.groups.delete_group(group_id.as_str()).await?;
             info!(group_id = %group_id.as_str(), ?reason, "group deleted");
             Ok(GroupOutcome::Deleted)

@@ -923,6 +923,12 @@ async fn receivers_list(
     ok(Value::Array(out))
 }
 
+/// The attribute id of a filter field written `a<id>.value` (CleverReach's attribute
+/// reference).
+fn attribute_ref(field: &str) -> Option<u64> {
+    field.strip_prefix('a')?.strip_suffix(".value")?.parse().ok()
+}
+
 /// One rule of the runtime filter.
 struct Rule {
     field: String,
@@ -979,6 +985,16 @@ impl Rule {
                     )));
                 }
             }
+            other if attribute_ref(other).is_some() => {
+                if !["eq", "neq", "contains", "notcontains", "isnull", "notisnull"]
+                    .contains(&rule.logic.as_str())
+                {
+                    return Err(ApiError::bad_request(format!(
+                        "unknown logic '{}' for field {other}",
+                        rule.logic
+                    )));
+                }
+            }
             other => {
                 return Err(ApiError::bad_request(format!(
                     "unknown filter field '{other}'"
@@ -1014,6 +1030,32 @@ impl Rule {
                     !has
                 } else {
                     has
+                }
+            }
+            field if attribute_ref(field).is_some() => {
+                // `a<id>.value`: a global attribute's value on the receiver, or a group
+                // attribute's value in this group; an unknown attribute matches nothing.
+                let Some(attribute) = attribute_ref(field).and_then(|id| st.attributes.get(&id))
+                else {
+                    return false;
+                };
+                let value = if attribute.group_id == 0 {
+                    st.pool
+                        .get(&pid)
+                        .and_then(|p| p.global_attributes.get(&attribute.name))
+                } else if attribute.group_id == gid {
+                    m.attributes.get(&attribute.name)
+                } else {
+                    None
+                };
+                let value = value.map(|v| v.to_lowercase()).unwrap_or_default();
+                match self.logic.as_str() {
+                    "eq" => value == condition,
+                    "neq" => value != condition,
+                    "contains" => value.contains(&condition),
+                    "notcontains" => !value.contains(&condition),
+                    "isnull" => value.is_empty(),
+                    _ => !value.is_empty(),
                 }
             }
             field => {

@@ -207,6 +207,16 @@ pub(crate) fn email_key(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
+/// The domain a blacklist entry blocks as a whole (`*@domain` or `@domain`), lower case.
+fn blacklisted_domain(entry: &str) -> Option<String> {
+    let domain = entry
+        .trim()
+        .strip_prefix("*@")
+        .or_else(|| entry.trim().strip_prefix('@'))?
+        .to_lowercase();
+    valid_email(&format!("x@{domain}")).then_some(domain)
+}
+
 /// The simulator's own address check: one `@`, something before it, a dotted domain after
 /// it, no blanks. Looser than the connector's rule on purpose: CleverReach accepts addresses
 /// the CRM side may not.
@@ -554,9 +564,14 @@ impl SimState {
         self.by_email.get(&email_key(email)).copied()
     }
 
+    /// An entry is an address or a whole domain (`*@domain` or `@domain`).
     fn is_blacklisted(&self, email: &str) -> bool {
         let key = email_key(email);
-        self.blacklist.iter().any(|e| email_key(&e.email) == key)
+        let domain = key.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+        self.blacklist.iter().any(|e| match blacklisted_domain(&e.email) {
+            Some(blocked) => blocked == domain,
+            None => email_key(&e.email) == key,
+        })
     }
 
     fn bounce_time(&self, email: &str) -> i64 {
@@ -1034,8 +1049,10 @@ impl SimState {
     }
 
     pub fn add_to_blacklist(&mut self, email: &str, comment: &str) -> Result<usize, ApiError> {
-        if !valid_email(email) {
-            return Err(ApiError::bad_request(format!("invalid address '{email}'")));
+        if !valid_email(email) && blacklisted_domain(email).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "invalid address '{email}' (an address, or a whole domain as '*@domain')"
+            )));
         }
         let key = email_key(email);
         let now = self.now();

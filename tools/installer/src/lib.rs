@@ -483,19 +483,16 @@ pub async fn plan(client: &DataverseClient, options: &Options) -> Result<Plan, I
     });
     for step in steps() {
         let name = step.name();
-        let found = all_rows(
-            client,
-            "sdkmessageprocessingsteps",
-            Query::new()
-                .select(["sdkmessageprocessingstepid"])
-                .filter(format!("name eq {}", filter::string_literal(&name))),
-        )
-        .await?;
+        let found = shared::install::existing_step(client, &step).await?;
+        let note = found.as_ref().and_then(|existing| {
+            let differences = existing.differences(&step);
+            (!differences.is_empty()).then(|| format!("will be updated: {}", differences.join(", ")))
+        });
         plan.items.push(PlanItem {
             kind: "step",
             name,
-            exists: !found.is_empty(),
-            note: None,
+            exists: found.is_some() && note.is_none(),
+            note,
         });
     }
     // A new org has no settings table until the schema phase created it.

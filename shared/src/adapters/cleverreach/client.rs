@@ -56,8 +56,13 @@ pub(super) struct Inner<S> {
     pub(super) config: CleverReachConfig,
     pub(super) store: S,
     tokens: tokio::sync::Mutex<TokenCache>,
-    /// Set once the receiver attributes are known to exist (once per process).
-    pub(super) attributes_ready: tokio::sync::OnceCell<()>,
+    /// The receiver attributes' ids (name → id), once they are known to exist (once per
+    /// process).
+    pub(super) attributes_ready: tokio::sync::OnceCell<std::collections::BTreeMap<String, String>>,
+    /// The account's opt-outs as last read, and when (see `receivers::BLOCKED_TTL`).
+    pub(super) blocked: tokio::sync::Mutex<
+        Option<(std::time::Instant, Arc<crate::domain::blocklist::BlockSet>)>,
+    >,
 }
 
 #[derive(Default)]
@@ -146,6 +151,7 @@ impl<S: TokenStore> CleverReachClient<S> {
                 store,
                 tokens: tokio::sync::Mutex::new(TokenCache::default()),
                 attributes_ready: tokio::sync::OnceCell::new(),
+                blocked: tokio::sync::Mutex::new(None),
             }),
         })
     }

@@ -254,15 +254,13 @@ impl<S: TokenStore> CleverReachClient<S> {
     }
 
     /// Ensures the receiver attributes of [`attribute::ALL`], once per client.
-    pub(super) async fn ensure_receiver_attributes(&self) -> Result<(), CleverReachError> {
+    /// The receiver attributes, created where missing; name → id.
+    pub(super) async fn ensure_receiver_attributes(
+        &self,
+    ) -> Result<&BTreeMap<String, String>, CleverReachError> {
         self.inner
             .attributes_ready
-            .get_or_try_init(|| async {
-                self.ensure_global_attributes(&attribute::ALL)
-                    .await
-                    .map(|_| ())
-            })
+            .get_or_try_init(|| async { self.ensure_global_attributes(&attribute::ALL).await })
             .await
-            .map(|_| ())
     }
 }

@@ -5,7 +5,9 @@ use super::client::CleverReachClient;
 use super::error::CleverReachError;
 use super::receivers::ReceiverPages as GroupReceiverPages;
 use super::tokens::TokenStore;
+use crate::domain::blocklist::BlockSet;
 use crate::domain::email::Email;
+use std::sync::Arc;
 use crate::domain::planner::ReceiverUpsert;
 use crate::domain::receiver::CurrentReceiver;
 use crate::error::Retryable;
@@ -153,8 +155,8 @@ impl<S: TokenStore> ReceiverStore for CleverReachClient<S> {
 
 #[async_trait]
 impl<S: TokenStore> BlockList for CleverReachClient<S> {
-    async fn blacklist(&self) -> Result<Vec<Email>, NewsletterError> {
-        Ok(CleverReachClient::blacklist(self).await?)
+    async fn blocked(&self) -> Result<Arc<BlockSet>, NewsletterError> {
+        Ok(CleverReachClient::blocked(self).await?)
     }
 }
 

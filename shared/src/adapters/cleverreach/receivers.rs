@@ -9,7 +9,9 @@ use super::config::{
 use super::error::CleverReachError;
 use super::tokens::TokenStore;
 use super::wire::{UpsertRow, WireBlacklistEntry, WireBounce, WireReceiver, WireWhoami};
+use crate::domain::blocklist::BlockSet;
 use crate::domain::email::Email;
+use std::sync::Arc;
 use crate::domain::receiver::{CurrentReceiver, PersonData, ReceiverData, ReceiverState};
 use crate::domain::recipient::{CrmRef, PersonEntity};
 pub use crate::ports::newsletter::{
@@ -75,10 +77,20 @@ fn list_state_wire(state: ListState) -> &'static str {
     }
 }
 
-/// One rule of the runtime filter (`POST /receivers/filter.json`).
-fn filter_rule_wire(rule: &FilterRule) -> Value {
+/// One rule of the runtime filter (`POST /receivers/filter.json`); an attribute is referenced
+/// by its id (`a<id>.value`).
+fn filter_rule_wire(rule: &FilterRule, attributes: &BTreeMap<String, String>) -> Value {
+    let crm_id_field;
     let (field, logic, condition) = match rule {
         FilterRule::EmailIs(email) => ("email", "eq", email.to_string()),
+        FilterRule::CrmIdIs(id) => {
+            let attribute = attributes
+                .get(attribute::CRM_ID)
+                .map(String::as_str)
+                .unwrap_or("0");
+            crm_id_field = format!("a{attribute}.value");
+            (crm_id_field.as_str(), "eq", id.to_ascii_lowercase())
+        }
         FilterRule::ActivatedAfter(t) => ("activated", "bg", t.timestamp().to_string()),
         FilterRule::DeactivatedAfter(t) => ("deactivated", "bg", t.timestamp().to_string()),
         FilterRule::RegisteredAfter(t) => ("registered", "bg", t.timestamp().to_string()),
@@ -86,6 +98,11 @@ fn filter_rule_wire(rule: &FilterRule) -> Value {
     };
     json!({ "field": field, "logic": logic, "condition": condition })
 }
+
+/// How long the account's opt-outs are reused: an address blacklisted in CleverReach is kept
+/// out of every group within two minutes, while a busy worker reads the lists once per two
+/// minutes rather than once per batch.
+pub const BLOCKED_TTL: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn time(unix: i64) -> Option<DateTime<Utc>> {
     if unix > 0 {
@@ -377,10 +394,23 @@ impl<S: TokenStore> CleverReachClient<S> {
         request: &FilterRequest,
     ) -> Result<Page<ReceiverRecord>, CleverReachError> {
         let page_size = request.page_size.clamp(1, MAX_PAGE_SIZE);
+        let attributes = if request
+            .rules
+            .iter()
+            .any(|r| matches!(r, FilterRule::CrmIdIs(_)))
+        {
+            self.ensure_receiver_attributes().await?.clone()
+        } else {
+            BTreeMap::new()
+        };
         let body = json!({
             "groups": request.groups,
             "operator": if request.match_any { "OR" } else { "AND" },
-            "rules": request.rules.iter().map(filter_rule_wire).collect::<Vec<_>>(),
+            "rules": request
+                .rules
+                .iter()
+                .map(|r| filter_rule_wire(r, &attributes))
+                .collect::<Vec<_>>(),
             "detail": 0,
             "page": request.page,
             "pagesize": page_size,
@@ -439,14 +469,52 @@ impl<S: TokenStore> CleverReachClient<S> {
     }
 
     /// The account blacklist's addresses (entries that are not plain addresses, such as
-    /// domain patterns, are left out).
+    /// domain patterns, are left out; [`Self::blocked`] reads them too).
     pub async fn blacklist(&self) -> Result<Vec<Email>, CleverReachError> {
+        Ok(self
+            .blacklist_entries()
+            .await?
+            .iter()
+            .filter_map(|entry| Email::parse(entry).ok())
+            .collect())
+    }
+
+    /// The account blacklist's entries as stored: addresses and domain patterns (`*@domain`).
+    pub async fn blacklist_entries(&self) -> Result<Vec<String>, CleverReachError> {
         let url = self.api(&["blacklist.json"])?;
         let rows: Vec<WireBlacklistEntry> = self.call_as(Method::GET, url, &[], None).await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|row| Email::parse(&row.email).ok())
-            .collect())
+        Ok(rows.into_iter().map(|row| row.email).collect())
+    }
+
+    /// The account's opt-outs: blacklisted addresses and domains and every bounced address,
+    /// read at most every [`BLOCKED_TTL`] (one blacklist call and the bounce list, 500 a page).
+    pub async fn blocked(&self) -> Result<Arc<BlockSet>, CleverReachError> {
+        let mut cached = self.inner.blocked.lock().await;
+        if let Some((read_at, set)) = cached.as_ref()
+            && read_at.elapsed() < BLOCKED_TTL
+        {
+            return Ok(Arc::clone(set));
+        }
+        let mut set = BlockSet::new();
+        let unreadable = set.add_entries(self.blacklist_entries().await?.iter().map(String::as_str));
+        if !unreadable.is_empty() {
+            tracing::warn!(
+                entries = unreadable.len(),
+                "blacklist entries that are neither an address nor a domain were passed by"
+            );
+        }
+        let mut page = 0;
+        loop {
+            let bounces = self.bounces(page, MAX_BOUNCE_PAGE_SIZE).await?;
+            set.add_emails(bounces.items.into_iter().map(|b| b.email));
+            if bounces.is_last {
+                break;
+            }
+            page += 1;
+        }
+        let set = Arc::new(set);
+        *cached = Some((std::time::Instant::now(), Arc::clone(&set)));
+        Ok(set)
     }
 
     /// The connected account; also a cheap check that the tokens work.

@@ -5,7 +5,9 @@
 //! receiver re-activates it, and the re-activation is counted, so a test of the opt-out rule
 //! can fail.
 
+use crate::domain::blocklist::BlockSet;
 use crate::domain::email::Email;
+use std::sync::Arc;
 use crate::domain::planner::ReceiverUpsert;
 use crate::domain::receiver::{CurrentReceiver, ReceiverState};
 use crate::ports::newsletter::{
@@ -40,7 +42,10 @@ pub struct StoredReceiver {
 pub struct NewsletterState {
     pub groups: BTreeMap<String, Group>,
     pub receivers: BTreeMap<String, BTreeMap<Email, StoredReceiver>>,
-    pub blacklist: Vec<Email>,
+    /// Blacklist entries: addresses, or whole domains written `*@domain`.
+    pub blacklist: Vec<String>,
+    /// The account's bounce list.
+    pub bounced: Vec<Email>,
     /// Opted-out receivers an upsert made active again (must stay empty).
     pub reactivated: Vec<(String, Email)>,
     /// Calls, in order, in words (`"upsert 7 3"`).
@@ -159,6 +164,7 @@ fn record(group: &str, stored: &StoredReceiver) -> ReceiverRecord {
 fn matches(rule: &FilterRule, stored: &StoredReceiver) -> bool {
     match rule {
         FilterRule::EmailIs(email) => &stored.receiver.email == email,
+        FilterRule::CrmIdIs(id) => stored.receiver.crm.as_ref().is_some_and(|c| &c.id == id),
         FilterRule::ActivatedAfter(t) => stored.activated.is_some_and(|a| a > *t),
         FilterRule::DeactivatedAfter(t) => stored.deactivated.is_some_and(|a| a > *t),
         FilterRule::RegisteredAfter(t) => stored.activated.is_some_and(|a| a > *t),
@@ -281,7 +287,9 @@ impl ReceiverStore for InMemoryNewsletter {
             batch_size: 250,
             ..UpsertReport::default()
         };
-        let blacklisted: Vec<Email> = st.blacklist.clone();
+        let mut blacklisted = BlockSet::new();
+        blacklisted.add_entries(st.blacklist.iter().map(String::as_str));
+        blacklisted.add_emails(st.bounced.iter().cloned());
         let mut reactivated = Vec::new();
         let group = st.receivers.entry(group_id.to_string()).or_default();
         for row in rows {
@@ -297,7 +305,7 @@ impl ReceiverStore for InMemoryNewsletter {
                     report.updated += 1;
                 }
                 None => {
-                    let state = if blacklisted.contains(&data.email) && row.activate {
+                    let state = if blacklisted.blocks(&data.email) && row.activate {
                         reactivated.push(data.email.clone());
                         ReceiverState::Active
                     } else if row.activate {
@@ -432,9 +440,12 @@ impl ReceiverStore for InMemoryNewsletter {
 
 #[async_trait]
 impl BlockList for InMemoryNewsletter {
-    async fn blacklist(&self) -> Result<Vec<Email>, NewsletterError> {
-        let st = self.call(NewsletterPort::BlockList, "blacklist".to_string())?;
-        Ok(st.blacklist.clone())
+    async fn blocked(&self) -> Result<Arc<BlockSet>, NewsletterError> {
+        let st = self.call(NewsletterPort::BlockList, "blocked".to_string())?;
+        let mut set = BlockSet::new();
+        set.add_entries(st.blacklist.iter().map(String::as_str));
+        set.add_emails(st.bounced.iter().cloned());
+        Ok(Arc::new(set))
     }
 }
 

@@ -19,6 +19,7 @@ use super::model::{
     RunSummary, cursor_key, managed_groups,
 };
 use super::{lead_sync, receiver_state};
+use crate::domain::checklist::NewsletterTypeId;
 use crate::domain::settings::Settings;
 use crate::error::Retryable;
 use crate::ports::crm::ManagedSource;
@@ -79,6 +80,54 @@ impl Run<'_> {
                 .max_events
                 .is_some_and(|max| self.applied >= max)
     }
+}
+
+/// Writes back the unsubscribes and bounces of one group that no run has applied yet: done
+/// right before the connector deletes the group, because the opt-outs would go with it and
+/// the person could later be added again as active (docs/architecture.md §2 "Opt-outs").
+/// `types` are the newsletter types the group sent. Any failure stops here, and the group is
+/// then not deleted.
+pub async fn flush_group(
+    conn: &Connector,
+    settings: &Settings,
+    group_id: &str,
+    types: Vec<NewsletterTypeId>,
+) -> Result<RunSummary, SyncError> {
+    let context = JobContext {
+        settings: settings.clone(),
+    };
+    let group = ManagedGroup {
+        id: group_id.to_string(),
+        types,
+    };
+    let work = GroupWork {
+        group: &group,
+        sources: Vec::new(),
+    };
+    let limits = RunLimits::default();
+    let mut summary = RunSummary::default();
+    let mut run = Run {
+        limits,
+        // No budget of its own: the caller's invocation limits it.
+        deadline: Instant::now() + std::time::Duration::from_secs(24 * 3600),
+        applied: 0,
+        summary: &mut summary,
+    };
+    for &kind in Job::ReceiverState.kinds() {
+        match group_pass(conn, Job::ReceiverState, &context, &work, kind, &mut run).await {
+            Ok(()) => {}
+            Err(Stop::Failed(e)) => return Err(e),
+            Err(Stop::Limit) => {
+                return Err(SyncError::Config(format!(
+                    "the opt-outs of group {group_id} could not all be written back in time"
+                )));
+            }
+        }
+    }
+    summary.groups = 1;
+    summary.complete = true;
+    info!(group = group_id, applied = summary.applied, "group's opt-outs written back before its deletion");
+    Ok(summary)
 }
 
 /// The row that remembers when a job last started on its schedule.

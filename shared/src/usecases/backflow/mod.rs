@@ -8,5 +8,5 @@ pub mod lead_sync;
 pub mod model;
 pub mod receiver_state;
 
-pub use engine::{due, run_job};
+pub use engine::{due, flush_group, run_job};
 pub use model::{Job, RunLimits, RunSummary};

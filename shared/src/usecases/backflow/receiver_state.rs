@@ -19,7 +19,9 @@ use crate::domain::ids::derived_id;
 use crate::domain::recipient::{CrmRef, PersonEntity, RecipientKind};
 use crate::ports::crm::{PersonRecord, ReceiverEvent, ReceiverStateRow};
 use crate::ports::newsletter::ReceiverRecord;
+use crate::domain::change::ChangeEvent;
 use crate::usecases::connector::{Connector, SyncError};
+use crate::usecases::people;
 use chrono::{DateTime, Utc};
 
 /// The id of the receiver-state row of one event.
@@ -125,6 +127,7 @@ pub async fn apply(
     }
     let people = recipients_of(conn, record).await?;
     let mut details = Vec::new();
+    let mut said_no = Vec::new();
     for person in &people {
         let who = format!("{} {}", person.person.entity, person.person.id);
         match kind {
@@ -151,8 +154,10 @@ pub async fn apply(
                             .await?;
                         summary.checklists_written += 1;
                         details.push(format!("{who}: checklist set to no"));
+                        said_no.push(person.person.clone());
                     } else {
                         details.push(format!("{who}: checklist already said no"));
+                        said_no.push(person.person.clone());
                     }
                 }
             },
@@ -178,6 +183,10 @@ pub async fn apply(
     if people.is_empty() {
         details.push("no contact or lead found for this receiver".to_string());
     }
+    // The "no" travels before the row marks the event applied: every other group sending these
+    // types drops the person now, not at its next full reconcile; an event applied again
+    // (a failure in between) sends it again.
+    reconcile_people(conn, context, &row_id, &said_no).await?;
     let row = ReceiverStateRow {
         id: row_id,
         name: format!("{} in group {}", kind.name(), group.id),
@@ -196,6 +205,39 @@ pub async fn apply(
         summary.receiver_states_created += 1;
     }
     Ok(Outcome::Applied)
+}
+
+/// Reconciles these people everywhere: queued on their family's queue (the row id keys the
+/// requests, so an event read twice queues once), or here when there is no queue.
+async fn reconcile_people(
+    conn: &Connector,
+    context: &JobContext,
+    row_id: &str,
+    people: &[CrmRef],
+) -> Result<(), SyncError> {
+    for person in people {
+        let kind = match person.entity {
+            PersonEntity::Contact => RecipientKind::Contact,
+            PersonEntity::Lead => RecipientKind::Lead,
+        };
+        let request = ChangeEvent::resync_request(
+            kind.logical_name(),
+            &person.id,
+            row_id,
+            (conn.now)() * 1000,
+        );
+        match &conn.follow_up {
+            Some(queue) => {
+                queue
+                    .enqueue(crate::domain::routing::QueueFamily::for_people(kind), &request)
+                    .await?;
+            }
+            None => {
+                people::on_people_change(conn, &context.settings, kind, &[request]).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -213,7 +213,7 @@ async fn a_blacklisted_member_is_not_added_by_a_full_reconcile() {
     w.newsletter
         .state()
         .blacklist
-        .push(address("anna@example.com"));
+        .push("anna@example.com".into());
     w.source(list("l1", "Customers"))
         .contact(person("c1", "anna@example.com"), &["l1"])
         .contact(person("c2", "bert@example.com"), &["l1"]);
