@@ -260,6 +260,10 @@ pub trait ReceiverStore: Send + Sync {
         group_id: &str,
         emails: &[Email],
     ) -> Result<RemoveReport, NewsletterError>;
+    /// Leaves only address and state on these receivers: names, company and CRM record are
+    /// emptied, the state is not touched (data minimisation for a record deleted in the CRM).
+    async fn strip_receivers(&self, group_id: &str, emails: &[Email])
+    -> Result<(), NewsletterError>;
     /// `Ok(false)`: it was not in the group.
     async fn remove_receiver(&self, group_id: &str, email: &Email)
     -> Result<bool, NewsletterError>;

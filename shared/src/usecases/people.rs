@@ -8,10 +8,10 @@
 
 use super::connector::{Connector, SyncError};
 use super::reconcile::{ReconcileReport, reconcile_members};
-use crate::domain::change::ChangeEvent;
+use crate::domain::change::{ChangeEvent, CrmMessage};
 use crate::domain::email::Email;
 use crate::domain::receiver::CurrentReceiver;
-use crate::domain::recipient::{Recipient, RecipientKind};
+use crate::domain::recipient::{CrmRef, PersonEntity, Recipient, RecipientKind};
 use crate::domain::settings::Settings;
 use crate::domain::source::{GroupId, SourceKind, SourceRecord};
 use crate::ports::crm::MemberKey;
@@ -23,6 +23,9 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct PeopleScope {
     pub records: BTreeSet<MemberKey>,
     pub emails: BTreeSet<Email>,
+    /// Contacts and leads deleted in the CRM: their opted-out receivers keep only the address
+    /// and the opt-out.
+    pub deleted: BTreeSet<CrmRef>,
 }
 
 impl PeopleScope {
@@ -50,6 +53,16 @@ impl PeopleScope {
             .insert((kind, event.record_id.to_ascii_lowercase()));
         for email in event.emails_before_and_after() {
             scope.add_email(email);
+        }
+        let person = match kind {
+            RecipientKind::Contact => Some(PersonEntity::Contact),
+            RecipientKind::Lead => Some(PersonEntity::Lead),
+            RecipientKind::Account => None,
+        };
+        if let Some(entity) = person
+            && event.message == CrmMessage::Delete
+        {
+            scope.deleted.insert(CrmRef::new(entity, &event.record_id));
         }
         if kind == RecipientKind::Account {
             for contact in event.primary_contacts_before_and_after() {
@@ -92,6 +105,7 @@ pub async fn on_people_change(
         let one = PeopleScope::from_event(kind, event);
         scope.records.extend(one.records);
         scope.emails.extend(one.emails);
+        scope.deleted.extend(one.deleted);
         if kind == RecipientKind::Account && event.account_name_may_have_changed() {
             // A renamed account is the company of its contacts.
             for contact in conn.people.contacts_of_account(&event.record_id).await? {
@@ -136,7 +150,11 @@ pub async fn reconcile_people(
         Some((list, _)) => memberships_in_one_list(conn, list, &recipients).await?,
         None => memberships_everywhere(conn, &recipients).await?,
     };
-    let persons: BTreeSet<String> = recipients.values().map(|r| r.person.id.clone()).collect();
+    let persons: BTreeSet<String> = recipients
+        .values()
+        .map(|r| r.person.id.clone())
+        .chain(scope.deleted.iter().map(|d| d.id.clone()))
+        .collect();
     let mut held = receivers_holding(conn, &scope.emails, &persons).await?;
 
     // The groups to work on: where the people belong, and where their addresses are now.
@@ -191,7 +209,36 @@ pub async fn reconcile_people(
             held = receivers_holding(conn, &scope.emails, &persons).await?;
         }
     }
+    strip_deleted(conn, &scope.deleted, &held).await?;
     Ok(result)
+}
+
+/// Data minimisation: the opted-out receivers of records deleted in the CRM keep only their
+/// address and the opt-out (which CleverReach needs so the address is not mailed again); names,
+/// company and the CRM record go. Active ones were removed by the reconcile.
+async fn strip_deleted(
+    conn: &Connector,
+    deleted: &BTreeSet<CrmRef>,
+    held: &BTreeMap<GroupId, Vec<CurrentReceiver>>,
+) -> Result<(), SyncError> {
+    if deleted.is_empty() {
+        return Ok(());
+    }
+    for (group, receivers) in held {
+        let emails: Vec<Email> = receivers
+            .iter()
+            .filter(|r| r.state.is_opted_out())
+            .filter(|r| r.crm.as_ref().is_some_and(|c| deleted.contains(c)))
+            .map(|r| r.email.clone())
+            .collect();
+        if !emails.is_empty() {
+            conn.receivers
+                .strip_receivers(group.as_str(), &emails)
+                .await?;
+            tracing::info!(group_id = %group.as_str(), receivers = emails.len(), "opted-out receivers of deleted records stripped to address and opt-out");
+        }
+    }
+    Ok(())
 }
 
 /// Adds every record that shares an address with the scope, and the accounts whose primary

@@ -91,3 +91,60 @@ async fn blacklisted_and_bounced_addresses_are_never_added_as_active_when_people
         h.cleverreach.reactivations()
     );
 }
+
+#[tokio::test]
+async fn an_address_change_worked_after_a_members_change_of_the_same_list_keeps_the_receiver() {
+    let h = Harness::start().await.unwrap();
+    h.install(&[]).await.unwrap();
+    let anna = h.contact("anna@old.example", &[(0, 1)]).await.unwrap();
+    let (list, group) = h
+        .synced_static_list("News", "contact", std::slice::from_ref(&anna))
+        .await
+        .unwrap();
+    let before = h.cleverreach.receiver(&group, "anna@old.example").unwrap();
+
+    // Her address changes, and before that change is worked, a change of the list's members
+    // naming her is (the list queue is worked first).
+    h.update("contacts", &anna, json!({ "emailaddress1": "anna@new.example" }))
+        .await
+        .unwrap();
+    h.add_members(&list, "contact", std::slice::from_ref(&anna))
+        .await
+        .unwrap();
+    h.settle().await.unwrap();
+
+    assert_eq!(h.active_emails(&group), ["anna@new.example"]);
+    let after = h.cleverreach.receiver(&group, "anna@new.example").unwrap();
+    assert_eq!(after.id, before.id, "the same receiver, moved: its history stays");
+    assert!(h.cleverreach.receiver(&group, "anna@old.example").is_none());
+}
+
+#[tokio::test]
+async fn a_deleted_contacts_opted_out_receivers_keep_only_the_address_and_the_opt_out() {
+    let h = Harness::start().await.unwrap();
+    h.install(&[]).await.unwrap();
+    let anna = h.contact("anna@example.com", &[(0, 1)]).await.unwrap();
+    let bert = h.contact("bert@example.com", &[(0, 1)]).await.unwrap();
+    let (_, group) = h
+        .synced_static_list("News", "contact", &[anna.clone(), bert.clone()])
+        .await
+        .unwrap();
+    h.cleverreach.unsubscribe(&group, "anna@example.com").unwrap();
+    let before = h.cleverreach.receiver(&group, "anna@example.com").unwrap();
+    assert_eq!(before.global_attributes.get("firstname").map(String::as_str), Some("anna"));
+
+    h.delete("contacts", &anna).await.unwrap();
+    h.delete("contacts", &bert).await.unwrap();
+    h.settle().await.unwrap();
+
+    let kept = h.cleverreach.receiver(&group, "anna@example.com").unwrap();
+    assert!(!kept.active && kept.deactivated > 0, "the opt-out stays");
+    for attribute in ["firstname", "lastname", "company", "crmid", "crmentity"] {
+        let value = kept.global_attributes.get(attribute).cloned().unwrap_or_default();
+        assert!(value.is_empty(), "{attribute} = {value:?}");
+    }
+    assert!(
+        h.cleverreach.receiver(&group, "bert@example.com").is_none(),
+        "an active receiver of a deleted contact leaves the group"
+    );
+}

@@ -125,6 +125,14 @@ impl<S: TokenStore> ReceiverStore for CleverReachClient<S> {
         Ok(CleverReachClient::remove_receivers(self, group_id, emails).await?)
     }
 
+    async fn strip_receivers(
+        &self,
+        group_id: &str,
+        emails: &[Email],
+    ) -> Result<(), NewsletterError> {
+        Ok(CleverReachClient::strip_receivers(self, group_id, emails).await?)
+    }
+
     async fn remove_receiver(
         &self,
         group_id: &str,

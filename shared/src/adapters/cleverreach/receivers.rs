@@ -253,6 +253,39 @@ impl<S: TokenStore> CleverReachClient<S> {
         Ok(report)
     }
 
+    /// Leaves only the address and the state on these receivers of a group: names, company
+    /// and the CRM record are emptied (an upsert that sends no state, so an opt-out stays).
+    /// For the opted-out receivers of a record deleted in the CRM.
+    pub async fn strip_receivers(
+        &self,
+        group_id: &str,
+        emails: &[Email],
+    ) -> Result<(), CleverReachError> {
+        if emails.is_empty() {
+            return Ok(());
+        }
+        self.ensure_receiver_attributes().await?;
+        let url = self.api(&["groups.json", group_id, "receivers", "upsert"])?;
+        let source = self.inner.config.source.as_str();
+        for batch in emails.chunks(DELETE_BATCH) {
+            let rows: Vec<UpsertRow<'_>> = batch
+                .iter()
+                .map(|email| UpsertRow {
+                    email: email.as_str(),
+                    registered: None,
+                    activated: None,
+                    source,
+                    global_attributes: attribute::ALL.iter().map(|name| (*name, "")).collect(),
+                })
+                .collect();
+            let body = serde_json::to_value(&rows).map_err(|e| CleverReachError::InvalidInput {
+                message: e.to_string(),
+            })?;
+            self.call(Method::POST, url.clone(), &[], Some(&body)).await?;
+        }
+        Ok(())
+    }
+
     /// Removes receivers from a group (batch delete, 250 per call). Addresses not in the
     /// group are reported as already gone.
     pub async fn remove_receivers(

@@ -357,6 +357,26 @@ impl ReceiverStore for InMemoryNewsletter {
         Ok(report)
     }
 
+    async fn strip_receivers(
+        &self,
+        group_id: &str,
+        emails: &[Email],
+    ) -> Result<(), NewsletterError> {
+        let mut st = self.call(
+            NewsletterPort::Receivers,
+            format!("strip {group_id} {}", emails.len()),
+        )?;
+        if let Some(group) = st.receivers.get_mut(group_id) {
+            for email in emails {
+                if let Some(r) = group.get_mut(email) {
+                    r.receiver.person = Default::default();
+                    r.receiver.crm = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn remove_receiver(
         &self,
         group_id: &str,
