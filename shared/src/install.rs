@@ -422,7 +422,9 @@ impl ExistingStep {
             let key = (image.alias.to_string(), image.image_type);
             match self.images.get(&key) {
                 None => differences.push(format!("image {} missing", image.alias)),
-                Some((_, attributes)) if *attributes != attribute_list(&image.attributes.join(",")) => {
+                Some((_, attributes))
+                    if *attributes != attribute_list(&image.attributes.join(",")) =>
+                {
                     differences.push(format!("image {} attributes", image.alias));
                 }
                 Some(_) => {}
@@ -477,7 +479,13 @@ pub async fn existing_step(
     )
     .await?;
     for image in images {
-        let text = |key: &str| image.get(key).and_then(Value::as_str).unwrap_or("").to_string();
+        let text = |key: &str| {
+            image
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
         let image_type = image.get("imagetype").and_then(Value::as_i64).unwrap_or(-1);
         existing.images.insert(
             (text("entityalias"), image_type),

@@ -627,7 +627,13 @@ fn carries(receiver: &SimReceiver, record: &ExpectedReceiver) -> bool {
         && attribute(receiver, "firstname") == record.first_name
         && attribute(receiver, "lastname") == record.last_name
         && attribute(receiver, "salutation") == record.salutation
-        && attribute(receiver, "company") == record.company
+        && receiver
+            .attributes
+            .get("crm_company")
+            .map(String::as_str)
+            .unwrap_or_default()
+            .trim()
+            == record.company
 }
 
 /// Compares a group in CleverReach with what the rule says it must be: the active receivers

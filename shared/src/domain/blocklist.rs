@@ -78,13 +78,21 @@ mod tests {
     #[test]
     fn an_address_or_a_whole_domain_on_the_blacklist_is_blocked() {
         let mut set = BlockSet::new();
-        let unreadable = set.add_entries(["anna@example.com", "*@Spam.Example", "@junk.example", "no address"]);
+        let unreadable = set.add_entries([
+            "anna@example.com",
+            "*@Spam.Example",
+            "@junk.example",
+            "no address",
+        ]);
         assert_eq!(unreadable, ["no address"]);
         assert!(set.blocks(&email("ANNA@example.com")));
         assert!(set.blocks(&email("whoever@spam.example")));
         assert!(set.blocks(&email("x@junk.example")));
         assert!(!set.blocks(&email("bert@example.com")));
-        assert!(!set.blocks(&email("x@sub.spam.example")), "a domain entry is that domain only");
+        assert!(
+            !set.blocks(&email("x@sub.spam.example")),
+            "a domain entry is that domain only"
+        );
     }
 
     #[test]

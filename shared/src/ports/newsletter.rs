@@ -5,12 +5,12 @@
 
 use crate::domain::blocklist::BlockSet;
 use crate::domain::email::Email;
-use std::sync::Arc;
 use crate::domain::planner::ReceiverUpsert;
 use crate::domain::receiver::CurrentReceiver;
 use crate::error::Retryable;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Receivers asked for per page when reading a group or the runtime filter (CleverReach's
@@ -107,6 +107,9 @@ pub struct ReceiverRecord {
     /// When the receiver unsubscribed (or was deactivated).
     pub deactivated: Option<DateTime<Utc>>,
     pub bounced: Option<DateTime<Utc>>,
+    /// The company as an account-wide attribute (what a sign-up form may have set; the
+    /// connector itself writes the company per group).
+    pub global_company: String,
 }
 
 /// One rule of a receiver search across groups (CleverReach's runtime filter).
@@ -262,8 +265,11 @@ pub trait ReceiverStore: Send + Sync {
     ) -> Result<RemoveReport, NewsletterError>;
     /// Leaves only address and state on these receivers: names, company and CRM record are
     /// emptied, the state is not touched (data minimisation for a record deleted in the CRM).
-    async fn strip_receivers(&self, group_id: &str, emails: &[Email])
-    -> Result<(), NewsletterError>;
+    async fn strip_receivers(
+        &self,
+        group_id: &str,
+        emails: &[Email],
+    ) -> Result<(), NewsletterError>;
     /// `Ok(false)`: it was not in the group.
     async fn remove_receiver(&self, group_id: &str, email: &Email)
     -> Result<bool, NewsletterError>;

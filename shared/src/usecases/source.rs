@@ -3,8 +3,8 @@
 //! change also reaches the campaigns and activities it is linked to.
 //! See `docs/architecture.md` ("A source changed").
 
-use super::connector::{Connector, SyncError};
 use super::backflow;
+use super::connector::{Connector, SyncError};
 use super::people::{self, LINKED_SCOPED_LIMIT, PeopleScope};
 use super::reconcile::{ReconcileReport, reconcile_group};
 use crate::domain::change::{ChangeEvent, CrmMessage};
@@ -325,9 +325,14 @@ async fn sync_disabled(
         return Ok(SourceSync::unchanged(None));
     };
     let types = source.checklist.yes_types();
-    let outcome =
-        apply_deletion_policy(conn, settings, DeletionReason::SyncDisabled, &group_id, types)
-            .await?;
+    let outcome = apply_deletion_policy(
+        conn,
+        settings,
+        DeletionReason::SyncDisabled,
+        &group_id,
+        types,
+    )
+    .await?;
     if outcome == GroupOutcome::Deleted {
         conn.sources
             .record_group(source.kind, &source.id, None)
@@ -365,8 +370,7 @@ async fn on_source_deleted(
         .map(|c| c.yes_types())
         .unwrap_or_default();
     let outcome =
-        apply_deletion_policy(conn, settings, DeletionReason::RecordDeleted, &group, types)
-            .await?;
+        apply_deletion_policy(conn, settings, DeletionReason::RecordDeleted, &group, types).await?;
     Ok(SourceSync {
         outcome,
         group: (outcome != GroupOutcome::Deleted).then_some(group),

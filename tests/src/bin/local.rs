@@ -462,7 +462,10 @@ async fn demo() -> Run<bool> {
                 a.get("salutation").map(String::as_str).unwrap_or(""),
                 a.get("firstname").map(String::as_str).unwrap_or(""),
                 a.get("lastname").map(String::as_str).unwrap_or(""),
-                a.get("company").map(String::as_str).unwrap_or(""),
+                r.attributes
+                    .get("crm_company")
+                    .map(String::as_str)
+                    .unwrap_or(""),
             );
         }
     }

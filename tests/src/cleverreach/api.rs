@@ -926,7 +926,11 @@ async fn receivers_list(
 /// The attribute id of a filter field written `a<id>.value` (CleverReach's attribute
 /// reference).
 fn attribute_ref(field: &str) -> Option<u64> {
-    field.strip_prefix('a')?.strip_suffix(".value")?.parse().ok()
+    field
+        .strip_prefix('a')?
+        .strip_suffix(".value")?
+        .parse()
+        .ok()
 }
 
 /// One rule of the runtime filter.
@@ -986,8 +990,15 @@ impl Rule {
                 }
             }
             other if attribute_ref(other).is_some() => {
-                if !["eq", "neq", "contains", "notcontains", "isnull", "notisnull"]
-                    .contains(&rule.logic.as_str())
+                if ![
+                    "eq",
+                    "neq",
+                    "contains",
+                    "notcontains",
+                    "isnull",
+                    "notisnull",
+                ]
+                .contains(&rule.logic.as_str())
                 {
                     return Err(ApiError::bad_request(format!(
                         "unknown logic '{}' for field {other}",

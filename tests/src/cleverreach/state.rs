@@ -568,10 +568,12 @@ impl SimState {
     fn is_blacklisted(&self, email: &str) -> bool {
         let key = email_key(email);
         let domain = key.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
-        self.blacklist.iter().any(|e| match blacklisted_domain(&e.email) {
-            Some(blocked) => blocked == domain,
-            None => email_key(&e.email) == key,
-        })
+        self.blacklist
+            .iter()
+            .any(|e| match blacklisted_domain(&e.email) {
+                Some(blocked) => blocked == domain,
+                None => email_key(&e.email) == key,
+            })
     }
 
     fn bounce_time(&self, email: &str) -> i64 {

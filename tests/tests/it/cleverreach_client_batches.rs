@@ -199,6 +199,15 @@ mod cleverreach {
                 .collect();
             return axum::Json(Value::Array(list)).into_response();
         }
+        // The group-local attributes exist in every scripted group.
+        if uri.path().ends_with("/attributes") && method == Method::GET {
+            let list: Vec<Value> = attribute::GROUP
+                .iter()
+                .enumerate()
+                .map(|(i, n)| json!({"id": 100 + i, "name": n, "type": "text"}))
+                .collect();
+            return axum::Json(Value::Array(list)).into_response();
+        }
         let next = script.answers.lock().unwrap().pop_front();
         let (status, retry_after, body) = next.unwrap_or((200, None, "true".to_string()));
         let mut resp = (

@@ -46,6 +46,11 @@ async fn a_signup_becomes_exactly_one_lead_with_its_data_and_types_and_a_rerun_a
         .synced_static_list("News", "contact", std::slice::from_ref(&anna))
         .await
         .unwrap();
+    // The account has a global "company", as most do; the sign-up form sets it.
+    h.newsletter()
+        .ensure_global_attributes(&["company"])
+        .await
+        .unwrap();
 
     h.cleverreach
         .signup(

@@ -18,13 +18,18 @@ async fn an_unsubscribe_not_yet_read_back_survives_turning_sync_off_and_on_again
         .await
         .unwrap();
     // Anna unsubscribes; no back-flow run reads it before sync is turned off.
-    h.cleverreach.unsubscribe(&group, "anna@example.com").unwrap();
+    h.cleverreach
+        .unsubscribe(&group, "anna@example.com")
+        .unwrap();
 
     h.update("lists", &list, json!({ "crc_syncwithcleverreach": false }))
         .await
         .unwrap();
     h.settle().await.unwrap();
-    assert!(h.cleverreach.group(&group).is_none(), "the group is deleted (default settings)");
+    assert!(
+        h.cleverreach.group(&group).is_none(),
+        "the group is deleted (default settings)"
+    );
     assert_eq!(
         h.checklist_states("contacts", &anna),
         [(0, 2)],
@@ -51,7 +56,9 @@ async fn a_deleted_list_writes_its_groups_unsubscribes_back_before_the_group_goe
         .synced_static_list("News", "contact", std::slice::from_ref(&anna))
         .await
         .unwrap();
-    h.cleverreach.unsubscribe(&group, "anna@example.com").unwrap();
+    h.cleverreach
+        .unsubscribe(&group, "anna@example.com")
+        .unwrap();
 
     h.delete("lists", &list).await.unwrap();
     h.settle().await.unwrap();
@@ -105,9 +112,13 @@ async fn an_address_change_worked_after_a_members_change_of_the_same_list_keeps_
 
     // Her address changes, and before that change is worked, a change of the list's members
     // naming her is (the list queue is worked first).
-    h.update("contacts", &anna, json!({ "emailaddress1": "anna@new.example" }))
-        .await
-        .unwrap();
+    h.update(
+        "contacts",
+        &anna,
+        json!({ "emailaddress1": "anna@new.example" }),
+    )
+    .await
+    .unwrap();
     h.add_members(&list, "contact", std::slice::from_ref(&anna))
         .await
         .unwrap();
@@ -115,7 +126,10 @@ async fn an_address_change_worked_after_a_members_change_of_the_same_list_keeps_
 
     assert_eq!(h.active_emails(&group), ["anna@new.example"]);
     let after = h.cleverreach.receiver(&group, "anna@new.example").unwrap();
-    assert_eq!(after.id, before.id, "the same receiver, moved: its history stays");
+    assert_eq!(
+        after.id, before.id,
+        "the same receiver, moved: its history stays"
+    );
     assert!(h.cleverreach.receiver(&group, "anna@old.example").is_none());
 }
 
@@ -129,9 +143,17 @@ async fn a_deleted_contacts_opted_out_receivers_keep_only_the_address_and_the_op
         .synced_static_list("News", "contact", &[anna.clone(), bert.clone()])
         .await
         .unwrap();
-    h.cleverreach.unsubscribe(&group, "anna@example.com").unwrap();
+    h.cleverreach
+        .unsubscribe(&group, "anna@example.com")
+        .unwrap();
     let before = h.cleverreach.receiver(&group, "anna@example.com").unwrap();
-    assert_eq!(before.global_attributes.get("firstname").map(String::as_str), Some("anna"));
+    assert_eq!(
+        before
+            .global_attributes
+            .get("firstname")
+            .map(String::as_str),
+        Some("anna")
+    );
 
     h.delete("contacts", &anna).await.unwrap();
     h.delete("contacts", &bert).await.unwrap();
@@ -139,10 +161,20 @@ async fn a_deleted_contacts_opted_out_receivers_keep_only_the_address_and_the_op
 
     let kept = h.cleverreach.receiver(&group, "anna@example.com").unwrap();
     assert!(!kept.active && kept.deactivated > 0, "the opt-out stays");
-    for attribute in ["firstname", "lastname", "company", "crmid", "crmentity"] {
-        let value = kept.global_attributes.get(attribute).cloned().unwrap_or_default();
+    for attribute in ["firstname", "lastname", "crmid", "crmentity"] {
+        let value = kept
+            .global_attributes
+            .get(attribute)
+            .cloned()
+            .unwrap_or_default();
         assert!(value.is_empty(), "{attribute} = {value:?}");
     }
+    let company = kept
+        .attributes
+        .get("crm_company")
+        .cloned()
+        .unwrap_or_default();
+    assert!(company.is_empty(), "crm_company = {company:?}");
     assert!(
         h.cleverreach.receiver(&group, "bert@example.com").is_none(),
         "an active receiver of a deleted contact leaves the group"

@@ -129,7 +129,7 @@ async fn the_company_follows_the_parent_account_and_its_name() {
         h.cleverreach
             .receiver(&group, "anna@example.com")
             .unwrap()
-            .global_attributes["company"]
+            .attributes["crm_company"]
             .clone()
     };
     assert_eq!(company(&h), "Acme");
@@ -192,7 +192,7 @@ async fn leads_in_a_lead_list_are_synced_and_follow_their_changes() {
         .await
         .unwrap();
     let r = h.cleverreach.receiver(&group, "lea@example.com").unwrap();
-    assert_eq!(r.global_attributes["company"], "Leadworks");
+    assert_eq!(r.attributes["crm_company"], "Leadworks");
     assert_eq!(r.global_attributes["crmentity"], "lead");
 
     h.update("leads", &lead, json!({ "donotbulkemail": true }))
@@ -227,7 +227,7 @@ async fn an_account_list_sends_the_primary_contact_and_follows_a_new_primary_con
         .cleverreach
         .receiver(&group, "old.boss@example.com")
         .unwrap();
-    assert_eq!(r.global_attributes["company"], "Acme");
+    assert_eq!(r.attributes["crm_company"], "Acme");
 
     h.update(
         "accounts",

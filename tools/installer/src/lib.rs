@@ -486,7 +486,8 @@ pub async fn plan(client: &DataverseClient, options: &Options) -> Result<Plan, I
         let found = shared::install::existing_step(client, &step).await?;
         let note = found.as_ref().and_then(|existing| {
             let differences = existing.differences(&step);
-            (!differences.is_empty()).then(|| format!("will be updated: {}", differences.join(", ")))
+            (!differences.is_empty())
+                .then(|| format!("will be updated: {}", differences.join(", ")))
         });
         plan.items.push(PlanItem {
             kind: "step",

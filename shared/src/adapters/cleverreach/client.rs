@@ -59,10 +59,11 @@ pub(super) struct Inner<S> {
     /// The receiver attributes' ids (name → id), once they are known to exist (once per
     /// process).
     pub(super) attributes_ready: tokio::sync::OnceCell<std::collections::BTreeMap<String, String>>,
+    /// Groups known to have the group-local receiver attributes.
+    pub(super) group_attributes_ready: tokio::sync::Mutex<std::collections::HashSet<String>>,
     /// The account's opt-outs as last read, and when (see `receivers::BLOCKED_TTL`).
-    pub(super) blocked: tokio::sync::Mutex<
-        Option<(std::time::Instant, Arc<crate::domain::blocklist::BlockSet>)>,
-    >,
+    pub(super) blocked:
+        tokio::sync::Mutex<Option<(std::time::Instant, Arc<crate::domain::blocklist::BlockSet>)>>,
 }
 
 #[derive(Default)]
@@ -152,6 +153,7 @@ impl<S: TokenStore> CleverReachClient<S> {
                 tokens: tokio::sync::Mutex::new(TokenCache::default()),
                 attributes_ready: tokio::sync::OnceCell::new(),
                 blocked: tokio::sync::Mutex::new(None),
+                group_attributes_ready: tokio::sync::Mutex::new(std::collections::HashSet::new()),
             }),
         })
     }

@@ -18,22 +18,30 @@ pub const MAX_BOUNCE_PAGE_SIZE: usize = 500;
 /// Batch deletes use the official cores' size.
 pub const DELETE_BATCH: usize = 250;
 
-/// The CleverReach global attributes the connector writes on every receiver (docs/architecture.md §2
+/// The CleverReach attributes the connector writes on every receiver (docs/architecture.md §2
 /// "Receiver data"). The one place these names live.
 pub mod attribute {
     pub const SALUTATION: &str = "salutation";
     pub const FIRST_NAME: &str = "firstname";
     pub const LAST_NAME: &str = "lastname";
+    /// The company, group-local: it depends on the source (a contact's parent account in a
+    /// contact list, the account itself in an account list), and global attributes are one
+    /// value per address for the whole account. Its own name, so that it clashes with no
+    /// global attribute an account already has (CleverReach may refuse such a clash).
+    pub const GROUP_COMPANY: &str = "crm_company";
+    /// A global `company`, as many accounts and their sign-up forms have it: read for a
+    /// sign-up whose group-local company is empty, never written.
     pub const COMPANY: &str = "company";
     /// The CRM table of the person (`contact` or `lead`).
     pub const CRM_ENTITY: &str = "crmentity";
     /// The CRM record id (a GUID).
     pub const CRM_ID: &str = "crmid";
 
-    /// All of them, in the order they are created.
-    pub const ALL: [&str; 6] = [
-        SALUTATION, FIRST_NAME, LAST_NAME, COMPANY, CRM_ENTITY, CRM_ID,
-    ];
+    /// The global ones the connector writes, in the order they are created.
+    pub const ALL: [&str; 5] = [SALUTATION, FIRST_NAME, LAST_NAME, CRM_ENTITY, CRM_ID];
+
+    /// The group-local ones, created in every group the connector writes to.
+    pub const GROUP: [&str; 1] = [GROUP_COMPANY];
 }
 
 /// How to reach CleverReach.

@@ -253,6 +253,56 @@ impl<S: TokenStore> CleverReachClient<S> {
         Ok(result)
     }
 
+    /// Makes sure the group has the group-local receiver attributes ([`attribute::GROUP`]),
+    /// once per group and client: one read, and a create for each one missing (409: someone
+    /// created it meanwhile).
+    pub(super) async fn ensure_group_attributes(
+        &self,
+        group_id: &str,
+    ) -> Result<(), CleverReachError> {
+        if self
+            .inner
+            .group_attributes_ready
+            .lock()
+            .await
+            .contains(group_id)
+        {
+            return Ok(());
+        }
+        let url = self.api(&["groups.json", group_id, "attributes"])?;
+        let list: Vec<WireAttribute> = self.call_as(Method::GET, url.clone(), &[], None).await?;
+        let known: Vec<String> = list
+            .into_iter()
+            .map(|a| a.name.trim().to_lowercase())
+            .collect();
+        for name in attribute::GROUP {
+            if known.iter().any(|k| k == name) {
+                continue;
+            }
+            let body = serde_json::to_value(NewAttribute {
+                name,
+                kind: "text",
+                description: name,
+            })
+            .map_err(|e| CleverReachError::InvalidInput {
+                message: e.to_string(),
+            })?;
+            match self
+                .call_as::<WireAttribute>(Method::POST, url.clone(), &[], Some(&body))
+                .await
+            {
+                Ok(_) | Err(CleverReachError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.inner
+            .group_attributes_ready
+            .lock()
+            .await
+            .insert(group_id.to_string());
+        Ok(())
+    }
+
     /// Ensures the receiver attributes of [`attribute::ALL`], once per client.
     /// The receiver attributes, created where missing; name → id.
     pub(super) async fn ensure_receiver_attributes(

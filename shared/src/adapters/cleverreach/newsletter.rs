@@ -7,7 +7,6 @@ use super::receivers::ReceiverPages as GroupReceiverPages;
 use super::tokens::TokenStore;
 use crate::domain::blocklist::BlockSet;
 use crate::domain::email::Email;
-use std::sync::Arc;
 use crate::domain::planner::ReceiverUpsert;
 use crate::domain::receiver::CurrentReceiver;
 use crate::error::Retryable;
@@ -16,6 +15,7 @@ use crate::ports::newsletter::{
     ReceiverFilter, ReceiverPages, ReceiverRecord, ReceiverStore, RemoveReport, UpsertReport,
 };
 use async_trait::async_trait;
+use std::sync::Arc;
 
 /// CleverReach's failures, classified: a dead connection only a person can fix, "not there",
 /// "conflicts", an answer that cannot be read, a refusal, or something worth retrying. The

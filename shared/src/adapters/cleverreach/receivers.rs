@@ -11,7 +11,6 @@ use super::tokens::TokenStore;
 use super::wire::{UpsertRow, WireBlacklistEntry, WireBounce, WireReceiver, WireWhoami};
 use crate::domain::blocklist::BlockSet;
 use crate::domain::email::Email;
-use std::sync::Arc;
 use crate::domain::receiver::{CurrentReceiver, PersonData, ReceiverData, ReceiverState};
 use crate::domain::recipient::{CrmRef, PersonEntity};
 pub use crate::ports::newsletter::{
@@ -22,6 +21,7 @@ use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// One receiver to write: its data, and whether it is new and should start active.
 /// Implemented for `(ReceiverData, bool)`; the planner's upsert rows can implement it too.
@@ -143,7 +143,11 @@ fn current_receiver(w: &WireReceiver) -> Option<CurrentReceiver> {
             salutation: attr(attribute::SALUTATION),
             first_name: attr(attribute::FIRST_NAME),
             last_name: attr(attribute::LAST_NAME),
-            company: attr(attribute::COMPANY),
+            company: w
+                .attributes
+                .get(attribute::GROUP_COMPANY)
+                .cloned()
+                .unwrap_or_default(),
         },
         crm,
     })
@@ -164,6 +168,11 @@ fn record(w: &WireReceiver, group_id: &str) -> Option<ReceiverRecord> {
         activated: time(w.activated),
         deactivated: time(w.deactivated),
         bounced: time(w.bounced),
+        global_company: w
+            .global_attributes
+            .get(attribute::COMPANY)
+            .cloned()
+            .unwrap_or_default(),
     })
 }
 
@@ -179,7 +188,6 @@ fn upsert_row<'a>(
     global.insert(attribute::SALUTATION, data.person.salutation.as_str());
     global.insert(attribute::FIRST_NAME, data.person.first_name.as_str());
     global.insert(attribute::LAST_NAME, data.person.last_name.as_str());
-    global.insert(attribute::COMPANY, data.person.company.as_str());
     global.insert(attribute::CRM_ENTITY, data.crm.entity.logical_name());
     global.insert(attribute::CRM_ID, data.crm.id.as_str());
     UpsertRow {
@@ -188,6 +196,7 @@ fn upsert_row<'a>(
         activated: activate.then_some(now),
         source,
         global_attributes: global,
+        attributes: BTreeMap::from([(attribute::GROUP_COMPANY, data.person.company.as_str())]),
     }
 }
 
@@ -220,6 +229,7 @@ impl<S: TokenStore> CleverReachClient<S> {
             return Ok(report);
         }
         self.ensure_receiver_attributes().await?;
+        self.ensure_group_attributes(group_id).await?;
         let url = self.api(&["groups.json", group_id, "receivers", "upsert"])?;
         let source = self.inner.config.source.as_str();
         let mut start = 0;
@@ -265,6 +275,7 @@ impl<S: TokenStore> CleverReachClient<S> {
             return Ok(());
         }
         self.ensure_receiver_attributes().await?;
+        self.ensure_group_attributes(group_id).await?;
         let url = self.api(&["groups.json", group_id, "receivers", "upsert"])?;
         let source = self.inner.config.source.as_str();
         for batch in emails.chunks(DELETE_BATCH) {
@@ -276,12 +287,14 @@ impl<S: TokenStore> CleverReachClient<S> {
                     activated: None,
                     source,
                     global_attributes: attribute::ALL.iter().map(|name| (*name, "")).collect(),
+                    attributes: attribute::GROUP.iter().map(|name| (*name, "")).collect(),
                 })
                 .collect();
             let body = serde_json::to_value(&rows).map_err(|e| CleverReachError::InvalidInput {
                 message: e.to_string(),
             })?;
-            self.call(Method::POST, url.clone(), &[], Some(&body)).await?;
+            self.call(Method::POST, url.clone(), &[], Some(&body))
+                .await?;
         }
         Ok(())
     }
@@ -529,7 +542,8 @@ impl<S: TokenStore> CleverReachClient<S> {
             return Ok(Arc::clone(set));
         }
         let mut set = BlockSet::new();
-        let unreadable = set.add_entries(self.blacklist_entries().await?.iter().map(String::as_str));
+        let unreadable =
+            set.add_entries(self.blacklist_entries().await?.iter().map(String::as_str));
         if !unreadable.is_empty() {
             tracing::warn!(
                 entries = unreadable.len(),

@@ -111,6 +111,9 @@ pub(super) struct UpsertRow<'a> {
     pub activated: Option<i64>,
     pub source: &'a str,
     pub global_attributes: BTreeMap<&'static str, &'a str>,
+    /// Group-local attribute values.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<&'static str, &'a str>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +138,9 @@ pub(super) struct WireReceiver {
     pub source: String,
     #[serde(default, deserialize_with = "text_map")]
     pub global_attributes: BTreeMap<String, String>,
+    /// The group-local attribute values (of the group the receiver was read in).
+    #[serde(default, deserialize_with = "text_map")]
+    pub attributes: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,7 +7,6 @@
 
 use crate::domain::blocklist::BlockSet;
 use crate::domain::email::Email;
-use std::sync::Arc;
 use crate::domain::planner::ReceiverUpsert;
 use crate::domain::receiver::{CurrentReceiver, ReceiverState};
 use crate::ports::newsletter::{
@@ -18,6 +17,7 @@ use crate::ports::newsletter::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
 
 /// The ports of the newsletter tool, by name, for [`InMemoryNewsletter::fail`].
@@ -158,6 +158,7 @@ fn record(group: &str, stored: &StoredReceiver) -> ReceiverRecord {
         activated: stored.activated,
         deactivated: stored.deactivated,
         bounced: stored.bounced,
+        global_company: String::new(),
     }
 }
 

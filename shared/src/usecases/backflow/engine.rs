@@ -126,7 +126,11 @@ pub async fn flush_group(
     }
     summary.groups = 1;
     summary.complete = true;
-    info!(group = group_id, applied = summary.applied, "group's opt-outs written back before its deletion");
+    info!(
+        group = group_id,
+        applied = summary.applied,
+        "group's opt-outs written back before its deletion"
+    );
     Ok(summary)
 }
 

@@ -204,7 +204,12 @@ pub async fn apply(
             checklist,
             first_name: person.first_name.clone(),
             last_name: person.last_name.clone(),
-            company: person.company.clone(),
+            // A form may have set the company account-wide rather than in the group.
+            company: if person.company.trim().is_empty() {
+                record.global_company.clone()
+            } else {
+                person.company.clone()
+            },
             salutation: person.salutation.clone(),
         };
         created = conn.signups.create_lead(&lead).await?;

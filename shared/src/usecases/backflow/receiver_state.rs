@@ -14,12 +14,12 @@
 use super::model::{
     EventKind, JobContext, MODIFIED_BY, ManagedGroup, Outcome, RunSummary, crm_time,
 };
+use crate::domain::change::ChangeEvent;
 use crate::domain::checklist::{Checklist, ChecklistEntry, ChoiceState};
 use crate::domain::ids::derived_id;
 use crate::domain::recipient::{CrmRef, PersonEntity, RecipientKind};
 use crate::ports::crm::{PersonRecord, ReceiverEvent, ReceiverStateRow};
 use crate::ports::newsletter::ReceiverRecord;
-use crate::domain::change::ChangeEvent;
 use crate::usecases::connector::{Connector, SyncError};
 use crate::usecases::people;
 use chrono::{DateTime, Utc};
@@ -229,7 +229,10 @@ async fn reconcile_people(
         match &conn.follow_up {
             Some(queue) => {
                 queue
-                    .enqueue(crate::domain::routing::QueueFamily::for_people(kind), &request)
+                    .enqueue(
+                        crate::domain::routing::QueueFamily::for_people(kind),
+                        &request,
+                    )
                     .await?;
             }
             None => {

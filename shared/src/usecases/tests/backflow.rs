@@ -182,20 +182,51 @@ async fn an_unsubscribe_takes_the_person_out_of_every_other_group_sending_that_t
     w.source(list("l1", "Customers").group("7"))
         .source(list("l2", "Partners").group("8"))
         .source(list("l3", "Offers").group("9").checklist(&[(1, 1)]))
-        .group("7", "Customers", vec![receiver("anna@example.com", ReceiverState::Active, anna)])
-        .group("8", "Partners", vec![receiver("anna@example.com", ReceiverState::Active, anna)])
-        .group("9", "Offers", vec![receiver("anna@example.com", ReceiverState::Active, anna)])
-        .contact(person("c1", "anna@example.com").checklist(&[(0, 1), (1, 1)]), &["l1", "l2", "l3"]);
+        .group(
+            "7",
+            "Customers",
+            vec![receiver("anna@example.com", ReceiverState::Active, anna)],
+        )
+        .group(
+            "8",
+            "Partners",
+            vec![receiver("anna@example.com", ReceiverState::Active, anna)],
+        )
+        .group(
+            "9",
+            "Offers",
+            vec![receiver("anna@example.com", ReceiverState::Active, anna)],
+        )
+        .contact(
+            person("c1", "anna@example.com").checklist(&[(0, 1), (1, 1)]),
+            &["l1", "l2", "l3"],
+        );
     w.newsletter
         .unsubscribe("7", &address("anna@example.com"), at(1_700_000_000));
 
-    run_job(&w.conn, Job::ReceiverState, &Settings::default(), RunLimits::default())
-        .await
-        .unwrap();
+    run_job(
+        &w.conn,
+        Job::ReceiverState,
+        &Settings::default(),
+        RunLimits::default(),
+    )
+    .await
+    .unwrap();
 
-    assert!(w.active("8").is_empty(), "another group sending type 0 dropped her");
-    assert_eq!(w.active("9"), ["anna@example.com"], "a group sending only type 1 keeps her");
+    assert!(
+        w.active("8").is_empty(),
+        "another group sending type 0 dropped her"
+    );
+    assert_eq!(
+        w.active("9"),
+        ["anna@example.com"],
+        "a group sending only type 1 keeps her"
+    );
     let st = w.newsletter.state();
     let kept = &st.receivers["7"][&address("anna@example.com")];
-    assert_eq!(kept.receiver.state, ReceiverState::Deactivated, "the opt-out itself stays");
+    assert_eq!(
+        kept.receiver.state,
+        ReceiverState::Deactivated,
+        "the opt-out itself stays"
+    );
 }

@@ -143,15 +143,27 @@ async fn a_members_change_worked_before_the_persons_own_email_change_moves_the_r
     let w = World::new();
     let anna = Some(("c1", PersonEntity::Contact));
     w.source(list("l1", "Customers").group("7"))
-        .group("7", "Customers", vec![receiver("anna@old.example", ReceiverState::Active, anna)])
+        .group(
+            "7",
+            "Customers",
+            vec![receiver("anna@old.example", ReceiverState::Active, anna)],
+        )
         .contact(person("c1", "anna@new.example"), &["l1"]);
     let settings = Settings::default();
-    let list = w.stored(crate::domain::source::SourceKind::MarketingList, "l1").unwrap();
+    let list = w
+        .stored(crate::domain::source::SourceKind::MarketingList, "l1")
+        .unwrap();
     let group = list.source.group_id.clone().unwrap();
 
-    crate::usecases::people::on_list_members_change(&w.conn, &settings, &list, &group, &["c1".into()])
-        .await
-        .unwrap();
+    crate::usecases::people::on_list_members_change(
+        &w.conn,
+        &settings,
+        &list,
+        &group,
+        &["c1".into()],
+    )
+    .await
+    .unwrap();
 
     assert_eq!(w.active("7"), ["anna@new.example"]);
     let calls = w.newsletter.state().calls.clone();
