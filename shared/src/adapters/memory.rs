@@ -249,3 +249,46 @@ impl crate::ports::queue::MessageQueue for InMemoryMessageQueue {
         Ok(())
     }
 }
+
+/// The hooks' tokens in memory (tests and the local run).
+#[derive(Default)]
+pub struct InMemoryHookStore {
+    tokens: Mutex<crate::ports::secrets::HookTokens>,
+}
+
+impl InMemoryHookStore {
+    pub fn new() -> Self {
+        InMemoryHookStore::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, crate::ports::secrets::HookTokens> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl crate::ports::secrets::HookTokenStore for InMemoryHookStore {
+    async fn hook_tokens(&self) -> Result<crate::ports::secrets::HookTokens, SecretError> {
+        Ok(self.lock().clone())
+    }
+
+    async fn verify_token(&self) -> Result<Secret, SecretError> {
+        let mut tokens = self.lock();
+        let verify = tokens
+            .verify
+            .get_or_insert_with(|| Secret::new(uuid::Uuid::new_v4().simple().to_string()));
+        Ok(verify.clone())
+    }
+
+    async fn save_call_token(&self, group_id: &str, token: &Secret) -> Result<(), SecretError> {
+        self.lock()
+            .call_tokens
+            .insert(group_id.to_string(), token.clone());
+        Ok(())
+    }
+
+    async fn forget_call_token(&self, group_id: &str) -> Result<(), SecretError> {
+        self.lock().call_tokens.remove(group_id);
+        Ok(())
+    }
+}

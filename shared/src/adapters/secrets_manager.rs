@@ -452,3 +452,129 @@ impl crate::handlers::connect::SessionStore for SecretsManagerSessionStore {
         )))
     }
 }
+
+/// The event hooks' tokens in one secret (JSON `{"verify": "…", "call_tokens": {"<group>":
+/// "…"}}`), read fresh and written by compare-and-swap ([`VersionedSecret`]): several workers
+/// register hooks at once, and a lost write would leave a group's deliveries refused.
+pub struct SecretsManagerHookStore {
+    secret: VersionedSecret,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct StoredHookTokens {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    verify: Option<String>,
+    #[serde(default)]
+    call_tokens: std::collections::BTreeMap<String, String>,
+}
+
+/// Attempts at a compare-and-swap before giving up (each loser re-reads and tries again).
+const HOOK_WRITE_ATTEMPTS: usize = 20;
+
+impl SecretsManagerHookStore {
+    pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: impl Into<String>) -> Self {
+        SecretsManagerHookStore {
+            secret: VersionedSecret::new(client, secret_id),
+        }
+    }
+
+    async fn read(&self) -> Result<(Option<String>, StoredHookTokens), SecretError> {
+        let Some(current) = self.secret.read().await? else {
+            return Ok((None, StoredHookTokens::default()));
+        };
+        let stored = match current.text.as_ref().map(|t| t.expose().trim()) {
+            None | Some("") | Some("{}") => StoredHookTokens::default(),
+            Some(text) => serde_json::from_str(text).map_err(|e| SecretError::Unavailable {
+                name: self.secret.secret_id().to_string(),
+                // Position only: the text holds tokens.
+                reason: format!(
+                    "not hook token JSON (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            })?,
+        };
+        Ok((Some(current.version_id), stored))
+    }
+
+    /// Applies `change` by compare-and-swap; `change` returns false when there is nothing to do.
+    async fn update(
+        &self,
+        change: impl Fn(&mut StoredHookTokens) -> bool,
+    ) -> Result<(), SecretError> {
+        for _ in 0..HOOK_WRITE_ATTEMPTS {
+            let (version, mut stored) = self.read().await?;
+            if !change(&mut stored) {
+                return Ok(());
+            }
+            let text = Secret::new(serde_json::to_string(&stored).map_err(|e| {
+                SecretError::WriteFailed {
+                    name: self.secret.secret_id().to_string(),
+                    reason: e.to_string(),
+                }
+            })?);
+            if self
+                .secret
+                .write_if(version.as_deref(), &text)
+                .await?
+                .is_some()
+            {
+                return Ok(());
+            }
+        }
+        Err(SecretError::WriteFailed {
+            name: self.secret.secret_id().to_string(),
+            reason: "other writers kept changing it".into(),
+        })
+    }
+}
+
+#[async_trait]
+impl crate::ports::secrets::HookTokenStore for SecretsManagerHookStore {
+    async fn hook_tokens(&self) -> Result<crate::ports::secrets::HookTokens, SecretError> {
+        let (_, stored) = self.read().await?;
+        Ok(crate::ports::secrets::HookTokens {
+            verify: stored.verify.map(Secret::new),
+            call_tokens: stored
+                .call_tokens
+                .into_iter()
+                .map(|(group, token)| (group, Secret::new(token)))
+                .collect(),
+        })
+    }
+
+    async fn verify_token(&self) -> Result<Secret, SecretError> {
+        let made = uuid::Uuid::new_v4().simple().to_string();
+        self.update(|stored| {
+            if stored.verify.is_some() {
+                return false;
+            }
+            stored.verify = Some(made.clone());
+            true
+        })
+        .await?;
+        let (_, stored) = self.read().await?;
+        stored.verify.map(Secret::new).ok_or_else(|| SecretError::MissingField {
+            name: self.secret.secret_id().to_string(),
+            field: "verify".into(),
+        })
+    }
+
+    async fn save_call_token(&self, group_id: &str, token: &Secret) -> Result<(), SecretError> {
+        self.update(|stored| {
+            if stored.call_tokens.get(group_id).map(String::as_str) == Some(token.expose()) {
+                return false;
+            }
+            stored
+                .call_tokens
+                .insert(group_id.to_string(), token.expose().to_string());
+            true
+        })
+        .await
+    }
+
+    async fn forget_call_token(&self, group_id: &str) -> Result<(), SecretError> {
+        self.update(|stored| stored.call_tokens.remove(group_id).is_some())
+            .await
+    }
+}

@@ -9,6 +9,7 @@ pub mod change;
 pub mod checklist;
 pub mod deletion;
 pub mod email;
+pub mod hooks;
 pub mod ids;
 pub mod naming;
 pub mod planner;

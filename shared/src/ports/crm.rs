@@ -77,6 +77,8 @@ pub struct ManagedSource {
     /// Marketing lists: static or dynamic, and the member type (`query` is not read here);
     /// `None` for campaigns and activities, and for a list whose member type cannot be read.
     pub list: Option<ListShape>,
+    /// Sync is on and the source active: its group gets live events (a kept group does not).
+    pub synced: bool,
 }
 
 /// What a sync leaves on its source for administrators to see.

@@ -300,3 +300,41 @@ pub trait BlockList: Send + Sync {
 pub trait NewsletterEndpoint: Send + Sync {
     fn api_url(&self) -> String;
 }
+
+/// A registration of the connector's endpoint for a group's receiver events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredHook {
+    pub event: String,
+    /// The group id the registration watches.
+    pub condition: String,
+    pub url: String,
+}
+
+/// What a successful registration hands out: the token every delivery carries.
+#[derive(Debug, Clone)]
+pub struct HookRegistration {
+    pub call_token: crate::secret::Secret,
+}
+
+/// The newsletter tool's event hooks (CleverReach `hooks/eventhook`).
+///
+/// Contract: `register_hook` returns only once the tool has checked the endpoint (it calls
+/// the endpoint, which must answer with the verify token); `delete_hook` of a group without a
+/// registration is not an error.
+#[async_trait]
+pub trait HookRegistry: Send + Sync {
+    async fn register_hook(
+        &self,
+        url: &str,
+        group_id: &str,
+        verify: &crate::secret::Secret,
+    ) -> Result<HookRegistration, NewsletterError>;
+    async fn list_hooks(&self) -> Result<Vec<RegisteredHook>, NewsletterError>;
+    async fn delete_hook(&self, group_id: &str) -> Result<(), NewsletterError>;
+    /// One receiver of a group by its id (a delivery names only the id).
+    async fn receiver_by_id(
+        &self,
+        group_id: &str,
+        receiver_id: &str,
+    ) -> Result<Option<ReceiverRecord>, NewsletterError>;
+}

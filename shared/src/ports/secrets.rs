@@ -60,3 +60,24 @@ pub fn secret_field(
         .map(Secret::new)
         .ok_or_else(missing)
 }
+
+/// The hooks' shared secrets: the verify token the endpoint answers registrations with, and
+/// the call token of each group's registration that deliveries must carry.
+#[derive(Debug, Clone, Default)]
+pub struct HookTokens {
+    pub verify: Option<Secret>,
+    /// group id → call token.
+    pub call_tokens: std::collections::BTreeMap<String, Secret>,
+}
+
+/// Where the hooks' tokens live (a Secrets Manager secret in Lambda). Writers are several
+/// workers at once: each change is a compare-and-swap, retried, so none is lost.
+#[async_trait]
+pub trait HookTokenStore: Send + Sync {
+    /// The tokens as stored now.
+    async fn hook_tokens(&self) -> Result<HookTokens, SecretError>;
+    /// The verify token, made (once, whoever is first) when there is none.
+    async fn verify_token(&self) -> Result<Secret, SecretError>;
+    async fn save_call_token(&self, group_id: &str, token: &Secret) -> Result<(), SecretError>;
+    async fn forget_call_token(&self, group_id: &str) -> Result<(), SecretError>;
+}

@@ -20,6 +20,7 @@ mod client;
 mod config;
 mod error;
 mod groups;
+mod hooks;
 mod newsletter;
 mod receivers;
 mod tokens;

@@ -153,7 +153,7 @@ fn current_receiver(w: &WireReceiver) -> Option<CurrentReceiver> {
     })
 }
 
-fn record(w: &WireReceiver, group_id: &str) -> Option<ReceiverRecord> {
+pub(super) fn record_of(w: &WireReceiver, group_id: &str) -> Option<ReceiverRecord> {
     let receiver = current_receiver(w)?;
     Some(ReceiverRecord {
         id: w.id.clone(),
@@ -427,7 +427,7 @@ impl<S: TokenStore> CleverReachClient<S> {
         match self.call(Method::GET, url, &[], None).await {
             Ok(value) => {
                 let wire: WireReceiver = decode(value)?;
-                Ok(record(&wire, group_id))
+                Ok(record_of(&wire, group_id))
             }
             Err(CleverReachError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -467,7 +467,7 @@ impl<S: TokenStore> CleverReachClient<S> {
         let mut items = Vec::with_capacity(rows.len());
         let mut unreadable = 0;
         for row in &rows {
-            match record(row, "") {
+            match record_of(row, "") {
                 Some(r) => items.push(r),
                 None => unreadable += 1,
             }

@@ -266,6 +266,7 @@ impl SourceStore for InMemoryCrm {
                         None => Ok(r.source.checklist.clone()),
                     },
                     list: r.list.clone(),
+                    synced: r.source.sync_enabled && r.source.active,
                 })
             })
             .collect())

@@ -263,6 +263,7 @@ mod tests {
             group_id: group.into(),
             checklist: Checklist::parse(json).map_err(|e| e.to_string()),
             list: None,
+            synced: true,
         };
         let mut summary = RunSummary::default();
         let groups = managed_groups(

@@ -186,7 +186,13 @@ impl SourceStore for DataverseCrm {
     async fn managed_sources(&self) -> Result<Vec<ManagedSource>, CrmError> {
         let mut found = Vec::new();
         for kind in SourceKind::ALL {
-            let mut select = vec![kind.primary_key(), schema::GROUP_ID, schema::CHECKLIST];
+            let mut select = vec![
+                kind.primary_key(),
+                schema::GROUP_ID,
+                schema::CHECKLIST,
+                schema::SYNC_FLAG,
+                schema::STATECODE,
+            ];
             if kind == SourceKind::MarketingList {
                 select.extend(["type", "createdfromcode"]);
             }
@@ -215,6 +221,7 @@ impl SourceStore for DataverseCrm {
                     group_id,
                     checklist,
                     list,
+                    synced: flag(&row, schema::SYNC_FLAG) && state_active(&row),
                 });
             }
         }
