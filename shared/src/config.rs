@@ -222,7 +222,11 @@ impl QueueUrls {
     /// Every family whose `<FAMILY>_QUEUE_URL` is set.
     pub fn from_env(env: &Env) -> Self {
         let mut urls = QueueUrls::new();
-        for family in QueueFamily::ALL.into_iter().chain(QueueFamily::RETROACTIVE) {
+        for family in QueueFamily::ALL
+            .into_iter()
+            .chain(QueueFamily::RETROACTIVE)
+            .chain([QueueFamily::CleverReachEvents])
+        {
             if let Some(url) = env.get(&family.queue_url_variable()) {
                 urls = urls.with(family, url);
             }

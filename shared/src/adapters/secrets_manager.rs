@@ -554,10 +554,13 @@ impl crate::ports::secrets::HookTokenStore for SecretsManagerHookStore {
         })
         .await?;
         let (_, stored) = self.read().await?;
-        stored.verify.map(Secret::new).ok_or_else(|| SecretError::MissingField {
-            name: self.secret.secret_id().to_string(),
-            field: "verify".into(),
-        })
+        stored
+            .verify
+            .map(Secret::new)
+            .ok_or_else(|| SecretError::MissingField {
+                name: self.secret.secret_id().to_string(),
+                field: "verify".into(),
+            })
     }
 
     async fn save_call_token(&self, group_id: &str, token: &Secret) -> Result<(), SecretError> {

@@ -57,14 +57,21 @@ impl HookEvent {
         format!("receiver:{}:{}", self.group_id, self.receiver_id)
     }
 
-    /// The de-duplication id: the same event of the same receiver within SQS's five minutes is
-    /// one (the worker reads the receiver's state anyway).
+    /// The de-duplication id: the same event of the same receiver delivered twice within a
+    /// second is queued once; a later one (unsubscribed again after a re-subscribe) is queued
+    /// again. Either way the worker reads the receiver's state, so a duplicate costs a look-up.
     pub fn deduplication_id(&self) -> String {
-        format!("{}:{}:{}", self.kind.name(), self.group_id, self.receiver_id)
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || c.is_ascii_punctuation())
-            .take(128)
-            .collect()
+        format!(
+            "{}:{}:{}:{}",
+            self.kind.name(),
+            self.group_id,
+            self.receiver_id,
+            self.received_at_ms / 1000
+        )
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || c.is_ascii_punctuation())
+        .take(128)
+        .collect()
     }
 }
 

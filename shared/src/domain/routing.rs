@@ -26,6 +26,9 @@ pub enum QueueFamily {
     RetroactiveSync,
     /// One message per sublist of a retroactive sync; worked by `sublist-update`.
     Sublist,
+    /// CleverReach's event-hook deliveries (docs/architecture.md §3 "Event hooks"); worked by
+    /// `sync-cleverreach-events`. Not in [`QueueFamily::ALL`]: not change events either.
+    CleverReachEvents,
 }
 
 impl QueueFamily {
@@ -83,6 +86,7 @@ impl QueueFamily {
             QueueFamily::Account => Work::People(RecipientKind::Account),
             QueueFamily::RetroactiveSync => Work::RetroactiveFanout,
             QueueFamily::Sublist => Work::Sublist,
+            QueueFamily::CleverReachEvents => Work::CleverReachEvents,
         }
     }
 
@@ -97,6 +101,7 @@ impl QueueFamily {
             QueueFamily::CampaignActivity => "campaign-activity",
             QueueFamily::RetroactiveSync => "retroactive-sync",
             QueueFamily::Sublist => "sublist",
+            QueueFamily::CleverReachEvents => "cleverreach-events",
         }
     }
 
@@ -117,6 +122,8 @@ pub enum Work {
     RetroactiveFanout,
     /// Retroactive sync sublists (`sublist-update`).
     Sublist,
+    /// CleverReach event-hook deliveries (`sync-cleverreach-events`).
+    CleverReachEvents,
 }
 
 impl fmt::Display for QueueFamily {

@@ -2,6 +2,7 @@
 //! them through the ports, and turns the result into the trigger's answer.
 
 pub mod batch;
+pub mod cleverreach_events;
 #[cfg(feature = "aws")]
 pub mod connect;
 pub mod lead_sync;

@@ -6,8 +6,9 @@
 
 use crate::config::BackflowLimits;
 use crate::domain::settings::Settings;
+use crate::error::Retryable;
 use crate::usecases::backflow::{Job, RunLimits, RunSummary, due, run_job};
-use crate::usecases::{Connector, SyncError};
+use crate::usecases::{Connector, SyncError, hooks};
 use serde_json::Value;
 use std::time::Duration;
 use tracing::{error, info, warn};
@@ -36,6 +37,7 @@ pub fn limits(configured: BackflowLimits) -> RunLimits {
 /// Runs one back-flow job once: settings read fresh, then every managed group.
 pub async fn run_once(deps: &JobDeps, job: Job, trigger: &Value) -> Result<RunSummary, SyncError> {
     let settings = deps.conn.settings().await?;
+    check_hooks(deps, job).await;
     run_with(deps, job, &settings, trigger).await
 }
 
@@ -64,6 +66,8 @@ pub async fn run_scheduled(
     trigger: &Value,
 ) -> Result<RunSummary, SyncError> {
     let settings = deps.conn.settings().await?;
+    // Every start, due or not: a lost registration costs live events until it is back.
+    check_hooks(deps, job).await;
     if !due(&deps.conn, job, &settings).await? {
         return Ok(RunSummary {
             not_due: true,
@@ -71,6 +75,23 @@ pub async fn run_scheduled(
         });
     }
     run_with(deps, job, &settings, trigger).await
+}
+
+/// The event hooks' health check, done by `receiver-state-sync` (one job is enough). A failure
+/// is logged and does not stop the job: the poll is the safety net of the hooks.
+async fn check_hooks(deps: &JobDeps, job: Job) {
+    if job != Job::ReceiverState || deps.conn.hooks.is_none() {
+        return;
+    }
+    match hooks::check(&deps.conn).await {
+        Ok(report) if !report.failed.is_empty() => {
+            error!(failed = ?report.failed, "event hooks could not all be registered; the next run tries again");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            error!(error = %e, retryable = e.is_retryable(), "event hooks could not be checked; the next run tries again");
+        }
+    }
 }
 
 /// The handler of `receiver-state-sync`.

@@ -53,7 +53,7 @@ pub async fn handle_messages(deps: &WorkerDeps, messages: Vec<InboundMessage>) -
             process_fifo(messages, |message| source_message(deps, kind, message)).await
         }
         Work::People(kind) => people_batch(deps, kind, messages).await,
-        Work::RetroactiveFanout | Work::Sublist => {
+        Work::RetroactiveFanout | Work::Sublist | Work::CleverReachEvents => {
             error!(
                 queue = deps.family.name(),
                 "this queue is worked by its own function, not by a sync worker"

@@ -9,7 +9,9 @@ use crate::ports::crm::{
 };
 use crate::ports::newsletter::{BlockList, GroupStore, NewsletterError, ReceiverStore};
 use crate::ports::queue::{ChangeQueue, QueueError};
+use crate::ports::secrets::SecretError;
 use crate::ports::{Crm, Newsletter};
+use crate::usecases::hooks::Hooks;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,9 @@ pub enum SyncError {
     /// A follow-up message could not be queued.
     #[error("queue: {0}")]
     Queue(#[from] QueueError),
+    /// A token of the event hooks could not be read or written.
+    #[error("secret store: {0}")]
+    Secret(#[from] SecretError),
     /// Bad input that retrying cannot fix (recorded where an administrator sees it).
     #[error("{0}")]
     Invalid(String),
@@ -38,6 +43,7 @@ impl Retryable for SyncError {
             SyncError::Crm(e) => e.is_retryable(),
             SyncError::CleverReach(e) => e.is_retryable(),
             SyncError::Queue(e) => e.is_retryable(),
+            SyncError::Secret(e) => e.is_retryable(),
             SyncError::Invalid(_) | SyncError::Config(_) => false,
         }
     }
@@ -45,7 +51,10 @@ impl Retryable for SyncError {
         match self {
             SyncError::Crm(e) => e.retry_after(),
             SyncError::CleverReach(e) => e.retry_after(),
-            SyncError::Queue(_) | SyncError::Invalid(_) | SyncError::Config(_) => None,
+            SyncError::Queue(_)
+            | SyncError::Secret(_)
+            | SyncError::Invalid(_)
+            | SyncError::Config(_) => None,
         }
     }
 }
@@ -74,6 +83,8 @@ pub struct Connector {
     /// to reconcile after the back-flow set their checklist to "no"); without it that work is
     /// done in the same invocation.
     pub follow_up: Option<Arc<dyn ChangeQueue>>,
+    /// CleverReach's event hooks, where this function registers or receives them.
+    pub hooks: Option<Hooks>,
     settings: SettingsGate,
 }
 
@@ -107,6 +118,7 @@ impl Connector {
             blocklist: newsletter.clone(),
             now: || chrono::Utc::now().timestamp(),
             follow_up: None,
+            hooks: None,
             settings: SettingsGate::new(newsletter.api_url(), Duration::ZERO),
         }
     }
@@ -114,6 +126,12 @@ impl Connector {
     /// The queue for follow-up work on other queues.
     pub fn with_follow_up(mut self, queue: Arc<dyn ChangeQueue>) -> Self {
         self.follow_up = Some(queue);
+        self
+    }
+
+    /// Registers and checks CleverReach's event hooks with these.
+    pub fn with_hooks(mut self, hooks: Hooks) -> Self {
+        self.hooks = Some(hooks);
         self
     }
 

@@ -6,10 +6,12 @@
 //! - [`people`]: people changed (only their receivers, in every group);
 //! - [`reconcile`]: the one reconcile both use (index, plan, execute, re-check, report);
 //! - [`backflow`]: CleverReach back to the CRM (unsubscribes, bounces, sign-ups);
+//! - [`hooks`]: CleverReach's event hooks (registrations, health check, one delivery);
 //! - [`retroactive`]: the retroactive checklist sync of a marketing list.
 
 pub mod backflow;
 pub mod connector;
+pub mod hooks;
 pub mod people;
 pub mod reconcile;
 pub mod retroactive;

@@ -5,6 +5,7 @@
 
 use super::backflow;
 use super::connector::{Connector, SyncError};
+use super::hooks;
 use super::people::{self, LINKED_SCOPED_LIMIT, PeopleScope};
 use super::reconcile::{ReconcileReport, reconcile_group};
 use crate::domain::change::{ChangeEvent, CrmMessage};
@@ -234,6 +235,11 @@ async fn sync_existing_source(
         )));
     }
     let (group, created) = ensure_group(conn, settings, record).await?;
+    if created || event.sync_flag_or_state_may_have_changed() || event.is_resync() {
+        // A group created or reused gets its event hooks (a failure waits for the health
+        // check of the next scheduled run).
+        hooks::register_best_effort(conn, group.as_str()).await;
+    }
     // "Resync": the flag on the source, or a queued request of "resync every source".
     let full_resync = record.resync_requested || event.is_resync();
     if !(created || full_resync || event.may_change_members()) {
@@ -394,10 +400,13 @@ async fn apply_deletion_policy(
             backflow::flush_group(conn, settings, group_id.as_str(), types).await?;
             conn.groups.delete_group(group_id.as_str()).await?;
             info!(group_id = %group_id.as_str(), ?reason, "group deleted");
+            hooks::unregister_best_effort(conn, group_id.as_str()).await;
             Ok(GroupOutcome::Deleted)
         }
         GroupFate::Keep => {
             info!(group_id = %group_id.as_str(), ?reason, "group kept");
+            // A kept group has no live events; the scheduled back-flow still reads it.
+            hooks::unregister_best_effort(conn, group_id.as_str()).await;
             Ok(GroupOutcome::Kept)
         }
     }

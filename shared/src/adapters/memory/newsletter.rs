@@ -26,6 +26,7 @@ pub enum NewsletterPort {
     Groups,
     Receivers,
     BlockList,
+    Hooks,
 }
 
 /// One receiver as the fake keeps it.
@@ -48,6 +49,8 @@ pub struct NewsletterState {
     pub bounced: Vec<Email>,
     /// Opted-out receivers an upsert made active again (must stay empty).
     pub reactivated: Vec<(String, Email)>,
+    /// Event-hook registrations: (group, url, call token).
+    pub hooks: Vec<(String, String, String)>,
     /// Calls, in order, in words (`"upsert 7 3"`).
     pub calls: Vec<String>,
     pub failing: BTreeMap<NewsletterPort, usize>,
@@ -473,5 +476,68 @@ impl BlockList for InMemoryNewsletter {
 impl NewsletterEndpoint for InMemoryNewsletter {
     fn api_url(&self) -> String {
         crate::domain::settings::DEFAULT_API_URL.to_string()
+    }
+}
+
+#[async_trait]
+impl crate::ports::newsletter::HookRegistry for InMemoryNewsletter {
+    async fn register_hook(
+        &self,
+        url: &str,
+        group_id: &str,
+        verify: &crate::secret::Secret,
+    ) -> Result<crate::ports::newsletter::HookRegistration, NewsletterError> {
+        let mut st = self.call(NewsletterPort::Hooks, format!("register_hook {group_id}"))?;
+        if verify.expose().len() < 10 {
+            return Err(NewsletterError::Refused(
+                "the verify token must have 10 to 50 characters".into(),
+            ));
+        }
+        let token = format!("call-token-{group_id}-{}", st.hooks.len() + 1);
+        st.hooks
+            .push((group_id.to_string(), url.to_string(), token.clone()));
+        Ok(crate::ports::newsletter::HookRegistration {
+            call_token: crate::secret::Secret::new(token),
+        })
+    }
+
+    async fn list_hooks(
+        &self,
+    ) -> Result<Vec<crate::ports::newsletter::RegisteredHook>, NewsletterError> {
+        let st = self.call(NewsletterPort::Hooks, "list_hooks".to_string())?;
+        Ok(st
+            .hooks
+            .iter()
+            .map(|(group, url, _)| crate::ports::newsletter::RegisteredHook {
+                event: "receiver".into(),
+                condition: group.clone(),
+                url: url.clone(),
+            })
+            .collect())
+    }
+
+    async fn delete_hook(&self, group_id: &str) -> Result<(), NewsletterError> {
+        let mut st = self.call(NewsletterPort::Hooks, format!("delete_hook {group_id}"))?;
+        st.hooks.retain(|(group, _, _)| group != group_id);
+        Ok(())
+    }
+
+    async fn receiver_by_id(
+        &self,
+        group_id: &str,
+        receiver_id: &str,
+    ) -> Result<Option<ReceiverRecord>, NewsletterError> {
+        let st = self.call(
+            NewsletterPort::Receivers,
+            format!("receiver_by_id {group_id} {receiver_id}"),
+        )?;
+        Ok(st
+            .receivers
+            .get(group_id)
+            .and_then(|g| {
+                g.values()
+                    .find(|r| r.receiver.email.as_str() == receiver_id)
+            })
+            .map(|r| record(group_id, r)))
     }
 }
