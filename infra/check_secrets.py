@@ -17,7 +17,7 @@ import json
 import sys
 
 DATAVERSE_SECRET = "DataverseClientSecret"
-EXPECTED_INTERNET_FACING = {"WebhookIntakeFunction", "ConnectFunction"}
+EXPECTED_INTERNET_FACING = {"WebhookIntakeFunction", "ConnectFunction", "CleverReachEventsFunction"}
 READ_ACTION = "secretsmanager:getsecretvalue"
 
 

@@ -6,14 +6,16 @@ use crate::adapters::cleverreach::{CleverReachClient, CleverReachConfig};
 use crate::adapters::dataverse::client::{DataverseClient, DataverseConfig};
 use crate::adapters::dataverse::crm::DataverseCrm;
 use crate::adapters::secrets_manager::{
-    SecretsManagerSessionStore, SecretsManagerSource, SecretsManagerTokenStore,
+    SecretsManagerHookStore, SecretsManagerSessionStore, SecretsManagerSource,
+    SecretsManagerTokenStore,
 };
 use crate::adapters::sqs::{SqsChangeQueue, SqsMessageQueue};
 use crate::config::{
-    BackflowLimits, CleverReachSettings, ConnectConfig, DataverseSettings, Env, IntakeConfig,
-    QueueUrls,
+    BackflowLimits, CleverReachSettings, ConnectConfig, DataverseSettings, Env, HooksConfig,
+    IntakeConfig, QueueUrls,
 };
 use crate::domain::routing::QueueFamily;
+use crate::handlers::cleverreach_events::{EndpointDeps, WorkerDeps as EventsWorkerDeps};
 use crate::handlers::connect::session::PageAccess;
 use crate::handlers::connect::{ConnectDeps, ConnectSettings};
 use crate::handlers::receiver_state_sync::{JobDeps, limits};
@@ -21,8 +23,11 @@ use crate::handlers::resync::ResyncDeps;
 use crate::handlers::retroactive::RetroactiveDeps;
 use crate::handlers::sync_worker::WorkerDeps;
 use crate::handlers::webhook_intake::{IntakeDeps, IntakeSettings};
+use crate::ports::newsletter::HookRegistry;
+use crate::ports::queue::ChangeQueue;
 use crate::ports::secrets::SecretSource;
 use crate::usecases::Connector;
+use crate::usecases::hooks::Hooks;
 use aws_config::BehaviorVersion;
 use std::sync::Arc;
 
@@ -120,9 +125,49 @@ impl Start {
         .map_err(|e| StartError::Adapter(e.to_string()))
     }
 
-    /// Both systems, as the use cases see them.
+    /// Both systems, as the use cases see them; with the event hooks when the deployment has
+    /// them (`CLEVERREACH_HOOKS_SECRET_ID`, `CLEVERREACH_EVENTS_URL`).
     pub async fn connector(&self) -> Result<Connector, StartError> {
-        Ok(Connector::new(self.crm().await?, self.cleverreach().await?))
+        let newsletter = self.cleverreach().await?;
+        let hooks = self.hooks(Arc::new(newsletter.clone()))?;
+        let conn = Connector::new(self.crm().await?, newsletter);
+        Ok(match hooks {
+            Some(hooks) => conn.with_hooks(hooks),
+            None => conn,
+        })
+    }
+
+    fn hook_store(&self, secret_id: &str) -> Arc<SecretsManagerHookStore> {
+        Arc::new(SecretsManagerHookStore::new(
+            aws_sdk_secretsmanager::Client::new(&self.aws),
+            secret_id,
+        ))
+    }
+
+    /// The hooks, when configured; a secret without the URL to register is a setup error.
+    fn hooks(&self, registry: Arc<dyn HookRegistry>) -> Result<Option<Hooks>, StartError> {
+        let Some(config) = HooksConfig::from_env(&self.env)? else {
+            return Ok(None);
+        };
+        let url = config
+            .events_url
+            .ok_or(crate::config::ConfigError::Missing(
+                "CLEVERREACH_EVENTS_URL",
+            ))?;
+        Ok(Some(Hooks {
+            registry,
+            tokens: self.hook_store(&config.secret_id),
+            url,
+        }))
+    }
+
+    /// The person queues, for the reconcile a "no" written back by the back-flow asks for.
+    fn people_queues(&self) -> Option<Arc<dyn ChangeQueue>> {
+        let urls = self
+            .queues()
+            .only(&[QueueFamily::Contact, QueueFamily::Lead]);
+        (!urls.is_empty())
+            .then(|| Arc::new(SqsChangeQueue::new(self.sqs(), urls)) as Arc<dyn ChangeQueue>)
     }
 
     fn queues(&self) -> QueueUrls {
@@ -194,6 +239,13 @@ pub async fn connect_deps()
         settings: ConnectSettings {
             public_url: config.public_url,
         },
+        // With hooks deployed, a connect asks the events worker to register them at once.
+        after_connect: start.queues().get(QueueFamily::CleverReachEvents).map(|_| {
+            Arc::new(SqsMessageQueue::new(
+                start.sqs(),
+                start.queues().only(&[QueueFamily::CleverReachEvents]),
+            )) as Arc<dyn crate::ports::queue::MessageQueue>
+        }),
     })
 }
 
@@ -218,11 +270,48 @@ pub async fn retroactive_deps() -> Result<RetroactiveDeps<SqsMessageQueue>, Star
     ))
 }
 
-/// Everything a back-flow job needs: the connector and its limits (`BACKFLOW_*`).
+/// Everything a back-flow job needs: the connector (with the person queues, when given, so
+/// that a "no" reaches every other group through the contact and lead workers) and its limits
+/// (`BACKFLOW_*`).
 pub async fn job_deps() -> Result<JobDeps, StartError> {
     let start = Start::new().await;
+    let conn = start.connector().await?;
     Ok(JobDeps {
         limits: limits(BackflowLimits::from_env(&start.env)?),
-        conn: start.connector().await?,
+        conn: match start.people_queues() {
+            Some(queue) => conn.with_follow_up(queue),
+            None => conn,
+        },
+    })
+}
+
+/// Everything `cleverreach-events` needs: the events queue and the hooks' tokens; nothing of
+/// the CRM or of CleverReach's own credentials.
+pub async fn events_endpoint_deps() -> Result<EndpointDeps<SqsMessageQueue>, StartError> {
+    let start = Start::new().await;
+    let config = HooksConfig::from_env(&start.env)?.ok_or(crate::config::ConfigError::Missing(
+        "CLEVERREACH_HOOKS_SECRET_ID",
+    ))?;
+    let urls = start.queues().require(&[QueueFamily::CleverReachEvents])?;
+    Ok(EndpointDeps::new(
+        SqsMessageQueue::new(start.sqs(), urls),
+        start.hook_store(&config.secret_id),
+    ))
+}
+
+/// Everything `sync-cleverreach-events` needs: the connector with the hooks and the person
+/// queues.
+pub async fn events_worker_deps() -> Result<EventsWorkerDeps, StartError> {
+    let start = Start::new().await;
+    let conn = start.connector().await?;
+    if conn.hooks.is_none() {
+        return Err(crate::config::ConfigError::Missing("CLEVERREACH_HOOKS_SECRET_ID").into());
+    }
+    let conn = conn.with_settings_ttl(crate::handlers::sync_worker::SETTINGS_TTL);
+    Ok(EventsWorkerDeps {
+        conn: match start.people_queues() {
+            Some(queue) => conn.with_follow_up(queue),
+            None => conn,
+        },
     })
 }

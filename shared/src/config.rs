@@ -197,6 +197,42 @@ impl ConnectConfig {
     }
 }
 
+/// CleverReach's event hooks (optional: without them the scheduled back-flow alone brings
+/// CleverReach's changes back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HooksConfig {
+    /// `CLEVERREACH_HOOKS_SECRET_ID`: the secret holding the verify token and the call token of
+    /// every registration.
+    pub secret_id: String,
+    /// `CLEVERREACH_EVENTS_URL`: the public HTTPS URL of the `cleverreach-events` function, as
+    /// registered with CleverReach. Not needed by that function itself.
+    pub events_url: Option<String>,
+}
+
+impl HooksConfig {
+    /// `None` when `CLEVERREACH_HOOKS_SECRET_ID` is not set.
+    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        let Some(secret_id) = env.get("CLEVERREACH_HOOKS_SECRET_ID") else {
+            return Ok(None);
+        };
+        let events_url = env.url("CLEVERREACH_EVENTS_URL")?;
+        if let Some(url) = &events_url
+            && !url.starts_with("https://")
+            && !url.starts_with("http://127.0.0.1")
+            && !url.starts_with("http://localhost")
+        {
+            return Err(ConfigError::Invalid {
+                name: "CLEVERREACH_EVENTS_URL",
+                problem: format!("{url:?} must be an https URL (CleverReach calls only those)"),
+            });
+        }
+        Ok(Some(HooksConfig {
+            secret_id,
+            events_url,
+        }))
+    }
+}
+
 /// The queue URL of each family this function sends to (`<FAMILY>_QUEUE_URL`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueUrls(BTreeMap<QueueFamily, String>);
@@ -321,6 +357,26 @@ impl BackflowLimits {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hooks_are_optional_and_their_url_must_be_https() {
+        assert_eq!(HooksConfig::from_env(&Env::default()).unwrap(), None);
+        let with = |url: &str| {
+            HooksConfig::from_env(&Env::from_pairs([
+                ("CLEVERREACH_HOOKS_SECRET_ID", "crc/hooks"),
+                ("CLEVERREACH_EVENTS_URL", url),
+            ]))
+        };
+        let ok = with("https://abc.lambda-url.eu-central-1.on.aws/")
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok.secret_id, "crc/hooks");
+        let err = with("http://events.example.com/").unwrap_err().to_string();
+        assert!(
+            err.contains("CLEVERREACH_EVENTS_URL") && err.contains("https"),
+            "{err}"
+        );
+    }
 
     const DATAVERSE: &[(&str, &str)] = &[
         ("DATAVERSE_URL", "https://contoso.crm4.dynamics.com/"),

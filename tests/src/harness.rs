@@ -12,23 +12,28 @@ use axum::body::Bytes;
 use axum::extract::{Query as QueryParams, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::post;
+use axum::routing::{get, post};
 use shared::adapters::cleverreach::{CleverReachClient, CleverReachConfig, InMemoryTokenStore};
 use shared::adapters::dataverse::client::{DataverseClient, DataverseConfig};
 use shared::adapters::dataverse::crm::DataverseCrm;
 use shared::adapters::http::RetryPolicy;
 use shared::adapters::memory::{
-    InMemoryChangeQueue, InMemoryMessageQueue, QueuedChange, QueuedMessage, StaticSecrets,
+    InMemoryChangeQueue, InMemoryHookStore, InMemoryMessageQueue, QueuedChange, QueuedMessage,
+    StaticSecrets,
 };
 use shared::adapters::sqs::{QueueUrls, SqsChangeQueue};
 use shared::domain::change::ChangeEvent;
 use shared::domain::routing::QueueFamily;
+use shared::handlers::cleverreach_events::{
+    self, EndpointDeps, EventRequest, WorkerDeps as EventsWorkerDeps,
+};
 use shared::handlers::retroactive::{RetroactiveDeps, handle_fanout, handle_sublists};
 use shared::handlers::sync_worker::{InboundMessage, WorkerDeps, handle_messages};
 use shared::handlers::webhook_intake::{IntakeDeps, IntakeSettings, WebhookRequest, handle};
 use shared::ports::ChangeQueue;
 use shared::secret::Secret;
 use shared::usecases::Connector;
+use shared::usecases::hooks::Hooks;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -79,12 +84,63 @@ pub struct Harness {
     receive_counts: Mutex<HashMap<String, u32>>,
     dead_letters: Mutex<Vec<DeadLetter>>,
     intake: tokio::task::JoinHandle<()>,
+    /// CleverReach's event hooks, when the options ask for them.
+    pub events: Option<EventsSide>,
+    /// Batches worked at once per queue (each by its own "instance" of the worker).
+    workers_per_queue: usize,
+}
+
+/// The event hooks' side: the `cleverreach-events` endpoint on a local port, its queue, the
+/// tokens' store and the `sync-cleverreach-events` worker.
+pub struct EventsSide {
+    /// The endpoint's URL, as registered with CleverReach.
+    pub url: String,
+    pub tokens: Arc<InMemoryHookStore>,
+    pub queue: Arc<InMemoryMessageQueue>,
+    pub worker: EventsWorkerDeps,
+    /// Deliveries that failed `MAX_RECEIVE_COUNT` times.
+    pub dead_letters: Mutex<Vec<QueuedMessage>>,
+    server: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
         self.intake.abort();
+        if let Some(events) = &self.events {
+            events.server.abort();
+        }
     }
+}
+
+type Endpoint = Arc<EndpointDeps<Arc<InMemoryMessageQueue>>>;
+
+async fn events_route(
+    State(deps): State<Endpoint>,
+    method: axum::http::Method,
+    QueryParams(query): QueryParams<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let request = EventRequest {
+        method: method.as_str().to_string(),
+        query,
+        headers: headers
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    k.as_str().to_ascii_lowercase(),
+                    v.to_str().ok()?.to_string(),
+                ))
+            })
+            .collect(),
+        body: body.to_vec(),
+    };
+    let answer = cleverreach_events::receive(&request, &deps).await;
+    (
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [(axum::http::header::CONTENT_TYPE, answer.content_type)],
+        answer.body,
+    )
 }
 
 type Intake = Arc<IntakeDeps<Arc<dyn ChangeQueue>, StaticSecrets>>;
@@ -104,6 +160,13 @@ pub struct HarnessOptions {
     pub intake_bind: Option<std::net::SocketAddr>,
     /// Go through these SQS queues instead of the local queue.
     pub sqs: Option<SqsQueues>,
+    /// CleverReach's event hooks: the endpoint served locally, registrations made by the
+    /// workers, deliveries worked by `settle` (off by default: most tests count calls).
+    pub hooks: bool,
+    /// Batches worked at once per queue, as several instances of a worker would (0 or 1: one
+    /// at a time). Messages of one message group never run in two batches at once, as SQS FIFO
+    /// guarantees.
+    pub workers_per_queue: usize,
 }
 
 async fn intake_route(
@@ -143,6 +206,19 @@ impl Harness {
             DataverseSimConfig::default(),
             CleverReachSimConfig::default(),
             HarnessOptions::default(),
+        )
+        .await
+    }
+
+    /// Starts everything with CleverReach's event hooks on.
+    pub async fn start_with_hooks() -> Result<Harness, HarnessError> {
+        Harness::start_with(
+            DataverseSimConfig::default(),
+            CleverReachSimConfig::default(),
+            HarnessOptions {
+                hooks: true,
+                ..HarnessOptions::default()
+            },
         )
         .await
     }
@@ -195,6 +271,40 @@ impl Harness {
             let _ = axum::serve(listener, app).await;
         });
 
+        let hook_side = if options.hooks {
+            let store = Arc::new(InMemoryHookStore::new());
+            let queue = Arc::new(InMemoryMessageQueue::new());
+            let listener =
+                tokio::net::TcpListener::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+                    .await
+                    .map_err(start)?;
+            let url = format!(
+                "http://{}/cleverreach/events",
+                listener.local_addr().map_err(start)?
+            );
+            let endpoint: Endpoint = Arc::new(EndpointDeps::new(queue.clone(), store.clone()));
+            let app = Router::new()
+                .route("/cleverreach/events", get(events_route).post(events_route))
+                .with_state(endpoint);
+            let server = tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+            Some((store, queue, url, server))
+        } else {
+            None
+        };
+        let hook_config = hook_side
+            .as_ref()
+            .map(|(store, _, url, _)| (store.clone(), url.clone()));
+        let with_hooks =
+            |conn: Connector, newsletter: &CleverReachClient<TokenStore>| match &hook_config {
+                Some((store, url)) => conn.with_hooks(Hooks {
+                    registry: Arc::new(newsletter.clone()),
+                    tokens: store.clone(),
+                    url: url.clone(),
+                }),
+                None => conn,
+            };
         let tokens: TokenStore = Arc::new(InMemoryTokenStore::new());
         let mut workers = Vec::new();
         let mut first_client = None;
@@ -234,13 +344,11 @@ impl Harness {
             if first_client.is_none() {
                 first_client = Some((dataverse_client.clone(), newsletter.clone()));
             }
-            workers.push(
-                WorkerDeps::new(
-                    family,
-                    Connector::new(DataverseCrm::new(dataverse_client), newsletter),
-                )
-                .with_follow_up(intake_queue.clone()),
+            let conn = with_hooks(
+                Connector::new(DataverseCrm::new(dataverse_client), newsletter.clone()),
+                &newsletter,
             );
+            workers.push(WorkerDeps::new(family, conn).with_follow_up(intake_queue.clone()));
         }
         let retroactive_queue = Arc::new(InMemoryMessageQueue::new());
         let retroactive = RetroactiveDeps::new(
@@ -277,6 +385,21 @@ impl Harness {
         );
         let (crm_client, newsletter) =
             first_client.ok_or(HarnessError::Start("no worker".into()))?;
+        let events = hook_side.map(|(store, queue, url, server)| EventsSide {
+            worker: EventsWorkerDeps {
+                conn: with_hooks(
+                    Connector::new(DataverseCrm::new(crm_client.clone()), newsletter.clone()),
+                    &newsletter,
+                )
+                .with_settings_ttl(shared::handlers::sync_worker::SETTINGS_TTL)
+                .with_follow_up(intake_queue.clone()),
+            },
+            url,
+            tokens: store,
+            queue,
+            dead_letters: Mutex::new(Vec::new()),
+            server,
+        });
         Ok(Harness {
             crm_client,
             newsletter,
@@ -293,6 +416,8 @@ impl Harness {
             receive_counts: Mutex::new(HashMap::new()),
             dead_letters: Mutex::new(Vec::new()),
             intake,
+            events,
+            workers_per_queue: options.workers_per_queue.max(1),
         })
     }
 
@@ -350,24 +475,34 @@ impl Harness {
         for _ in 0..MAX_ROUNDS {
             self.dataverse.webhooks_idle().await;
             let mut moved = false;
+            let mut jobs = Vec::new();
             for worker in &self.workers {
-                let batch = self.take(worker.family).await?;
-                if batch.is_empty() {
-                    continue;
+                for batch in self.take_batches(worker.family).await? {
+                    jobs.push((worker, batch));
                 }
-                moved = true;
-                processed += batch.len();
-                let messages = batch
-                    .iter()
-                    .map(|(c, _)| InboundMessage {
-                        message_id: c.message_id.clone(),
-                        body: serde_json::to_string(&c.event).unwrap_or_default(),
-                        group: Some(shared::domain::routing::message_group(&c.event)),
-                    })
-                    .collect();
-                let failed = handle_messages(worker, messages).await;
-                self.finish(worker.family, batch, &failed).await?;
             }
+            moved |= !jobs.is_empty();
+            let results =
+                futures::future::join_all(jobs.into_iter().map(|(worker, batch)| async move {
+                    let messages = batch
+                        .iter()
+                        .map(|(c, _)| InboundMessage {
+                            message_id: c.message_id.clone(),
+                            body: serde_json::to_string(&c.event).unwrap_or_default(),
+                            group: Some(shared::domain::routing::message_group(&c.event)),
+                        })
+                        .collect();
+                    let failed = handle_messages(worker, messages).await;
+                    (worker.family, batch, failed)
+                }))
+                .await;
+            for (family, batch, failed) in results {
+                processed += batch.len();
+                self.finish(family, batch, &failed).await?;
+            }
+            let (moved_events, count) = self.events_round().await;
+            moved |= moved_events;
+            processed += count;
             if self.sqs.is_none() {
                 let (moved_retroactive, count) = self.retroactive_round().await;
                 moved |= moved_retroactive;
@@ -375,12 +510,108 @@ impl Harness {
             }
             if !moved {
                 self.dataverse.webhooks_idle().await;
+                // Hook deliveries on their way are work too.
+                if let Some(events) = &self.events {
+                    self.cleverreach
+                        .wait_for_hook_deliveries(std::time::Duration::from_secs(10))
+                        .await;
+                    if !events.queue.is_empty() {
+                        continue;
+                    }
+                }
                 if self.is_drained().await? {
                     return Ok(processed);
                 }
             }
         }
         Err(HarnessError::NotSettled(MAX_ROUNDS))
+    }
+
+    /// The batches of one family for this round: one per worker instance, a message group
+    /// in one batch only (SQS FIFO hands a group to one consumer at a time).
+    async fn take_batches(
+        &self,
+        family: QueueFamily,
+    ) -> Result<Vec<Vec<(QueuedChange, Option<String>)>>, HarnessError> {
+        let n = self.workers_per_queue;
+        if self.sqs.is_some() {
+            let mut batches = Vec::new();
+            for _ in 0..n {
+                let batch = self.take(family).await?;
+                if batch.is_empty() {
+                    break;
+                }
+                batches.push(batch);
+            }
+            return Ok(batches);
+        }
+        let all = self.queue.take(family, 10 * n);
+        let mut batches: Vec<Vec<(QueuedChange, Option<String>)>> = vec![Vec::new(); n];
+        let mut assigned: HashMap<String, usize> = HashMap::new();
+        for change in all {
+            let group = shared::domain::routing::message_group(&change.event);
+            let next = assigned.len() % n;
+            let index = *assigned.entry(group).or_insert(next);
+            batches[index].push((change, None));
+        }
+        Ok(batches.into_iter().filter(|b| !b.is_empty()).collect())
+    }
+
+    /// One round of `sync-cleverreach-events`: up to ten deliveries (and registration checks)
+    /// per worker instance, a receiver's deliveries in one batch.
+    async fn events_round(&self) -> (bool, usize) {
+        let Some(events) = &self.events else {
+            return (false, 0);
+        };
+        let n = self.workers_per_queue;
+        let all = events.queue.take(QueueFamily::CleverReachEvents, 10 * n);
+        if all.is_empty() {
+            return (false, 0);
+        }
+        let count = all.len();
+        let mut batches: Vec<Vec<QueuedMessage>> = vec![Vec::new(); n];
+        let mut assigned: HashMap<String, usize> = HashMap::new();
+        for message in all {
+            let next = assigned.len() % n;
+            let index = *assigned
+                .entry(message.message.group.clone())
+                .or_insert(next);
+            batches[index].push(message);
+        }
+        let results = futures::future::join_all(batches.into_iter().filter(|b| !b.is_empty()).map(
+            |batch| async move {
+                let messages = batch
+                    .iter()
+                    .map(|m| InboundMessage {
+                        message_id: m.message_id.clone(),
+                        body: m.message.body.clone(),
+                        group: Some(m.message.group.clone()),
+                    })
+                    .collect();
+                let failed = cleverreach_events::work(&events.worker, messages).await;
+                (batch, failed)
+            },
+        ))
+        .await;
+        for (batch, failed) in results {
+            let mut back = Vec::new();
+            for message in batch {
+                if !failed.contains(&message.message_id) {
+                    continue;
+                }
+                if self.count_receive(&message.message_id) < MAX_RECEIVE_COUNT {
+                    back.push(message);
+                } else {
+                    events
+                        .dead_letters
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(message);
+                }
+            }
+            events.queue.put_back(QueueFamily::CleverReachEvents, back);
+        }
+        (true, count)
     }
 
     /// Up to ten messages of one family (with the SQS receipt handle when on SQS).

@@ -466,6 +466,7 @@ async fn at_trace_level_no_log_line_holds_a_secret_or_a_persons_address() {
         settings: ConnectSettings {
             public_url: Some(PAGE.into()),
         },
+        after_connect: None,
     });
     let api = RuntimeApi::start("crc-connect", || {
         let deps = page.clone();

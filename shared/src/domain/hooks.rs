@@ -75,6 +75,34 @@ impl HookEvent {
     }
 }
 
+/// What the events queue carries: a delivery, or the request to check the registrations (sent
+/// by the connect page after a connect, so that a new account gets its hooks at once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "work", rename_all = "kebab-case")]
+pub enum EventsMessage {
+    Delivery(HookEvent),
+    CheckRegistrations { requested_at_ms: i64 },
+}
+
+impl EventsMessage {
+    pub fn message_group(&self) -> String {
+        match self {
+            EventsMessage::Delivery(event) => event.message_group(),
+            EventsMessage::CheckRegistrations { .. } => "check-registrations".to_string(),
+        }
+    }
+
+    pub fn deduplication_id(&self) -> String {
+        match self {
+            EventsMessage::Delivery(event) => event.deduplication_id(),
+            // One check per minute is plenty.
+            EventsMessage::CheckRegistrations { requested_at_ms } => {
+                format!("check-registrations:{}", requested_at_ms / 60_000)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +127,27 @@ mod tests {
         ] {
             assert_eq!(HookEventKind::from_event_name(kind.name()), Some(kind));
         }
+    }
+
+    #[test]
+    fn a_queued_delivery_reads_back_as_it_was_sent() {
+        let message = EventsMessage::Delivery(HookEvent {
+            kind: HookEventKind::Unsubscribed,
+            group_id: "7".into(),
+            receiver_id: "42".into(),
+            received_at_ms: 1_000,
+        });
+        let text = serde_json::to_string(&message).unwrap_or_default();
+        assert!(text.contains("\"work\":\"delivery\""), "{text}");
+        assert_eq!(
+            serde_json::from_str::<EventsMessage>(&text).ok(),
+            Some(message)
+        );
+        let check: Result<EventsMessage, _> =
+            serde_json::from_str(r#"{"work":"check-registrations","requested_at_ms":5}"#);
+        assert!(matches!(
+            check,
+            Ok(EventsMessage::CheckRegistrations { requested_at_ms: 5 })
+        ));
     }
 }

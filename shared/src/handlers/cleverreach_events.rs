@@ -9,7 +9,7 @@
 
 use super::batch::{InboundMessage, MessageOutcome, process_fifo};
 use super::keys_match;
-use crate::domain::hooks::{HookEvent, HookEventKind};
+use crate::domain::hooks::{EventsMessage, HookEvent, HookEventKind};
 use crate::domain::routing::QueueFamily;
 use crate::error::Retryable;
 use crate::ports::queue::{MessageQueue, OutboundMessage};
@@ -24,9 +24,12 @@ use tracing::{Instrument, info, warn};
 
 /// How long the stored tokens are reused by a warm endpoint.
 const TOKENS_TTL: Duration = Duration::from_secs(300);
-/// A token not found is looked up again at most this often (a new registration's token is
-/// saved after the registration answers; a flood of bad tokens must not flood the store).
+/// A group's token not found is looked up again at most this often per group (a new
+/// registration's token is saved after the registration answers; a flood of bad tokens must
+/// not flood the store) ...
 const REREAD_AFTER: Duration = Duration::from_secs(5);
+/// ... and at most this many times per 10 seconds over all groups.
+const REREADS_PER_10_SECS: usize = 20;
 /// The largest delivery body accepted (a delivery names ids only).
 const MAX_BODY: usize = 16 * 1024;
 
@@ -63,7 +66,11 @@ pub struct EndpointDeps<Q: MessageQueue> {
     pub queue: Q,
     tokens: Arc<dyn HookTokenStore>,
     cache: Mutex<Option<(Instant, HookTokens)>>,
-    last_reread: Mutex<Option<Instant>>,
+    /// When the store was last read again because of a miss: over all groups, and per group.
+    last_reread: Mutex<(
+        std::collections::VecDeque<Instant>,
+        BTreeMap<String, Instant>,
+    )>,
     /// Milliseconds since the epoch (injected for tests).
     pub now_ms: fn() -> i64,
 }
@@ -74,7 +81,7 @@ impl<Q: MessageQueue> EndpointDeps<Q> {
             queue,
             tokens,
             cache: Mutex::new(None),
-            last_reread: Mutex::new(None),
+            last_reread: Mutex::new((std::collections::VecDeque::new(), BTreeMap::new())),
             now_ms: || chrono::Utc::now().timestamp_millis(),
         }
     }
@@ -141,8 +148,9 @@ async fn handshake<Q: MessageQueue>(
             "the query parameter secret must be 1 to 128 letters, digits, '-' or '_'",
         );
     }
-    // Fresh: the verify token is made right before the registration that calls here.
-    let verify = match deps.tokens(Duration::ZERO).await {
+    // Read fresh and not cached: the verify token is made right before the registration that
+    // calls here, and the registration's call token is saved only after this answer.
+    let verify = match deps.tokens.hook_tokens().await {
         Ok(tokens) => tokens.verify,
         Err(e) => {
             warn!(error = %e, "hook tokens unreadable for the handshake");
@@ -246,29 +254,49 @@ async fn delivery<Q: MessageQueue>(
             ),
         );
     }
-    let message = OutboundMessage {
-        family: QueueFamily::CleverReachEvents,
-        group: event.message_group(),
-        deduplication_id: event.deduplication_id(),
-        body: match serde_json::to_string(&event) {
-            Ok(body) => body,
-            Err(e) => {
-                return EventResponse::json(
-                    500,
-                    "failed",
-                    format!("the event cannot be queued: {e}"),
-                );
-            }
-        },
+    let kind = event.kind;
+    let group_id = event.group_id.clone();
+    let message = match outbound(EventsMessage::Delivery(event)) {
+        Ok(message) => message,
+        Err(e) => {
+            return EventResponse::json(500, "failed", format!("the event cannot be queued: {e}"));
+        }
     };
     match deps.queue.send(vec![message]).await {
         Ok(()) => {
-            info!(event = event.kind.name(), group_id = %event.group_id, "hook delivery queued");
-            EventResponse::json(200, "queued", event.kind.name())
+            info!(event = kind.name(), group_id = %group_id, "hook delivery queued");
+            EventResponse::json(200, "queued", kind.name())
         }
         Err(e) => {
             warn!(error = %e, "hook delivery could not be queued; the scheduled back-flow will find the event");
             EventResponse::json(503, "unavailable", "the event could not be queued")
+        }
+    }
+}
+
+/// A message for the events queue.
+pub fn outbound(message: EventsMessage) -> Result<OutboundMessage, serde_json::Error> {
+    Ok(OutboundMessage {
+        family: QueueFamily::CleverReachEvents,
+        group: message.message_group(),
+        deduplication_id: message.deduplication_id(),
+        body: serde_json::to_string(&message)?,
+    })
+}
+
+/// Asks the events worker to check the registrations now (after a connect). Best effort: the
+/// next scheduled run checks them anyway.
+pub async fn request_check<Q: MessageQueue + ?Sized>(queue: &Q, now_ms: i64) {
+    let sent = match outbound(EventsMessage::CheckRegistrations {
+        requested_at_ms: now_ms,
+    }) {
+        Ok(message) => queue.send(vec![message]).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match sent {
+        Ok(()) => info!("hook registrations check queued"),
+        Err(e) => {
+            warn!(error = %e, "hook registrations check not queued; the next scheduled run checks them")
         }
     }
 }
@@ -297,10 +325,24 @@ async fn token_matches<Q: MessageQueue>(
     // Not found: read again, unless that was done moments ago.
     {
         let mut last = deps.last_reread.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_some_and(|at| at.elapsed() < REREAD_AFTER) {
+        let (recent, per_group) = &mut *last;
+        while recent
+            .front()
+            .is_some_and(|at| at.elapsed() >= Duration::from_secs(10))
+        {
+            recent.pop_front();
+        }
+        if recent.len() >= REREADS_PER_10_SECS
+            || per_group
+                .get(group_id)
+                .is_some_and(|at| at.elapsed() < REREAD_AFTER)
+        {
             return false;
         }
-        *last = Some(Instant::now());
+        let now = Instant::now();
+        recent.push_back(now);
+        per_group.retain(|_, at| at.elapsed() < REREAD_AFTER);
+        per_group.insert(group_id.to_string(), now);
     }
     match deps.tokens(Duration::ZERO).await {
         Ok(tokens) => matches(&tokens),
@@ -334,14 +376,24 @@ async fn one_event(deps: &WorkerDeps, message: InboundMessage) -> MessageOutcome
         receiver_id = tracing::field::Empty,
     );
     async {
-        let event: HookEvent = match serde_json::from_str(&message.body) {
-            Ok(event) => event,
+        let work: EventsMessage = match serde_json::from_str(&message.body) {
+            Ok(work) => work,
             Err(e) => {
                 let e = crate::redact::json_error(&e);
                 warn!(error = %e, "message body is not a CleverReach event");
                 return MessageOutcome::Failed(format!(
                     "message body is not a CleverReach event: {e}"
                 ));
+            }
+        };
+        let event = match work {
+            EventsMessage::Delivery(event) => event,
+            EventsMessage::CheckRegistrations { .. } => {
+                return match hooks::check(&deps.conn).await {
+                    Ok(report) if report.failed.is_empty() => MessageOutcome::Done,
+                    Ok(report) => MessageOutcome::Failed(report.failed.join("; ")),
+                    Err(e) => MessageOutcome::Failed(e.to_string()),
+                };
             }
         };
         let span = tracing::Span::current();
@@ -519,7 +571,10 @@ mod tests {
         let queued = queue.take(QueueFamily::CleverReachEvents, 10);
         assert_eq!(queued.len(), 1);
         assert_eq!(queued[0].message.group, "receiver:7:42");
-        let event: HookEvent = serde_json::from_str(&queued[0].message.body).unwrap();
+        let EventsMessage::Delivery(event) = serde_json::from_str(&queued[0].message.body).unwrap()
+        else {
+            panic!("not a delivery");
+        };
         assert_eq!(event.kind, HookEventKind::Unsubscribed);
         assert_eq!(event.receiver_id, "42");
     }

@@ -54,6 +54,9 @@ pub struct ConnectDeps<S: TokenStore, A: AdminAccess = Secret> {
     pub newsletter: CleverReachClient<S>,
     pub admin_key: A,
     pub settings: ConnectSettings,
+    /// The events queue: after a connect, the registrations of the event hooks are checked
+    /// there at once (none when the deployment has no hooks).
+    pub after_connect: Option<std::sync::Arc<dyn crate::ports::queue::MessageQueue>>,
 }
 
 /// A request, independent of the HTTP framework that carried it.
@@ -485,6 +488,7 @@ async fn finish_connect<S: TokenStore, A: AdminAccess>(
     match deps.newsletter.exchange_code(&code, &callback).await {
         Ok(()) => {
             info!("connect page: CleverReach connected");
+            after_connect(deps).await;
             PageResponse::redirect("/")
         }
         Err(e) => {
@@ -501,12 +505,26 @@ async fn finish_connect<S: TokenStore, A: AdminAccess>(
     }
 }
 
+/// A new connection may be a new account: its groups need their event hooks now.
+async fn after_connect<S: TokenStore, A: AdminAccess>(deps: &ConnectDeps<S, A>) {
+    if let Some(queue) = &deps.after_connect {
+        crate::handlers::cleverreach_events::request_check(
+            queue.as_ref(),
+            chrono::Utc::now().timestamp_millis(),
+        )
+        .await;
+    }
+}
+
 /// `client_credentials`: connects the account that owns the OAuth app, no browser needed.
 async fn connect_app<S: TokenStore, A: AdminAccess>(
     deps: &ConnectDeps<S, A>,
     caller: &Caller,
 ) -> PageResponse {
     let result = deps.newsletter.connect_client_credentials().await;
+    if result.is_ok() {
+        after_connect(deps).await;
+    }
     let wants_json = matches!(caller, Caller::Script);
     match (result, wants_json) {
         (Ok(()), true) => status_json(deps).await,
@@ -810,6 +828,7 @@ mod tests {
                 sessions: InMemorySessionStore::new(),
             },
             settings: ConnectSettings::default(),
+            after_connect: None,
         }
     }
 

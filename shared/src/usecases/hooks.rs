@@ -64,9 +64,44 @@ pub async fn register(conn: &Connector, group_id: &str) -> Result<(), SyncError>
     Ok(())
 }
 
-/// [`register`] where a failure must not fail the sync: the next health check repairs it.
-pub async fn register_best_effort(conn: &Connector, group_id: &str) {
-    if let Err(e) = register(conn, group_id).await {
+/// Whether the group has exactly one registration of ours and its token is stored.
+async fn in_place(hooks: &Hooks, group_id: &str) -> Result<bool, SyncError> {
+    let ours = hooks
+        .registry
+        .list_hooks()
+        .await?
+        .into_iter()
+        .filter(|h| h.url == hooks.url && h.event == RECEIVER_CATEGORY && h.condition == group_id)
+        .count();
+    Ok(ours == 1
+        && hooks
+            .tokens
+            .hook_tokens()
+            .await?
+            .call_tokens
+            .contains_key(group_id))
+}
+
+/// Registers a group that is new, or reused when its registration is not in place (a
+/// source's sync turned on again, a resync): one list call when it is.
+pub async fn ensure_registered(
+    conn: &Connector,
+    group_id: &str,
+    created: bool,
+) -> Result<(), SyncError> {
+    let Some(hooks) = &conn.hooks else {
+        return Ok(());
+    };
+    if !created && in_place(hooks, group_id).await? {
+        return Ok(());
+    }
+    register(conn, group_id).await
+}
+
+/// [`ensure_registered`] where a failure must not fail the sync: the next health check
+/// repairs it.
+pub async fn register_best_effort(conn: &Connector, group_id: &str, created: bool) {
+    if let Err(e) = ensure_registered(conn, group_id, created).await {
         warn!(group_id, error = %e, "event hook not registered; the next scheduled run retries");
     }
 }

@@ -238,7 +238,7 @@ async fn sync_existing_source(
     if created || event.sync_flag_or_state_may_have_changed() || event.is_resync() {
         // A group created or reused gets its event hooks (a failure waits for the health
         // check of the next scheduled run).
-        hooks::register_best_effort(conn, group.as_str()).await;
+        hooks::register_best_effort(conn, group.as_str(), created).await;
     }
     // "Resync": the flag on the source, or a queued request of "resync every source".
     let full_resync = record.resync_requested || event.is_resync();

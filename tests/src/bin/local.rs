@@ -502,6 +502,7 @@ async fn connect_page(h: &Harness) -> Run<sandbox::connect_page::ConnectPage> {
         settings: shared::handlers::connect::ConnectSettings {
             public_url: Some(format!("http://127.0.0.1:{port}")),
         },
+        after_connect: None,
     };
     sandbox::connect_page::serve(listener, std::sync::Arc::new(deps)).map_err(|e| e.to_string())
 }

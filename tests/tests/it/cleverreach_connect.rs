@@ -65,6 +65,7 @@ mod cleverreach {
             settings: ConnectSettings {
                 public_url: Some(public_url),
             },
+            after_connect: None,
         });
         let page = serve(listener, deps).unwrap();
         Setup { sim, store, page }

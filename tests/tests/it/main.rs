@@ -29,6 +29,7 @@ mod dataverse_sim_metadata;
 mod dataverse_sim_webhooks;
 mod e2e_campaigns;
 mod e2e_deletion;
+mod e2e_hooks;
 mod e2e_lead_sync;
 mod e2e_marketing_list;
 mod e2e_opt_outs;
