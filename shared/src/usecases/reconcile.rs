@@ -215,7 +215,7 @@ async fn execute(
     group: &GroupId,
     ops: Vec<GroupOp>,
     report: &mut ReconcileReport,
-    wanted: &dyn Fn(&Email) -> Option<ReceiverData>,
+    wanted: &(dyn Fn(&Email) -> Option<ReceiverData> + Sync),
 ) -> Result<(), SyncError> {
     for op in ops {
         match op {
@@ -303,7 +303,7 @@ async fn change_email(
     group: &GroupId,
     from: &Email,
     to: &Email,
-    wanted: &dyn Fn(&Email) -> Option<ReceiverData>,
+    wanted: &(dyn Fn(&Email) -> Option<ReceiverData> + Sync),
     report: &mut ReconcileReport,
 ) -> Result<(), SyncError> {
     let data = wanted(to);

@@ -69,7 +69,7 @@ pub async fn on_source_change(
     match record {
         // Campaigns and activities linked to the list follow its members, synced list or not.
         Some(record) => {
-            on_linked_list_change(conn, settings, &record, event).await?;
+            on_linked_list_change(conn, settings, &record, event, follow_up).await?;
         }
         None if event.message == CrmMessage::Delete => {
             after_list_deleted(conn, settings, event, follow_up).await?;
@@ -97,11 +97,17 @@ pub async fn resync_source(
 /// query or state changed. The campaigns and campaign activities it is linked to follow (rule 6
 /// of the membership rule), whether or not the list itself is synced. Returns how many linked
 /// sources there are.
+///
+/// A full reconcile of a linked source goes to that source's own queue when there is one
+/// (`follow_up`): only the source's queue, one message of it at a time, may create or delete
+/// its group; done here beside a running campaign worker, both could create a group for the
+/// same campaign.
 pub async fn on_linked_list_change(
     conn: &Connector,
     settings: &Settings,
     list: &SourceRecord,
     event: &ChangeEvent,
+    follow_up: Option<&dyn ChangeQueue>,
 ) -> Result<usize, SyncError> {
     let membership = event.is_membership_change();
     let selection = event.list_selection_may_have_changed();
@@ -121,6 +127,15 @@ pub async fn on_linked_list_change(
         // campaign through another list or as a linked lead stays.
         let scope = PeopleScope::of_records(shape.member_kind, named.iter().map(|r| &r.id));
         people::reconcile_people(conn, settings, scope, None).await?;
+    } else if let Some(queue) = follow_up {
+        let run_id = format!("list-changed-{}", event.operation_id);
+        let now_ms = (conn.now)() * 1000;
+        for (kind, id) in &linked {
+            let request = ChangeEvent::resync_request(kind.logical_name(), id, &run_id, now_ms);
+            queue
+                .enqueue(QueueFamily::for_source(*kind), &request)
+                .await?;
+        }
     } else {
         for (kind, id) in &linked {
             resync_source(conn, settings, *kind, id).await?;

@@ -282,6 +282,45 @@ async fn a_member_added_to_a_list_reaches_the_campaign_the_list_is_linked_to() {
 }
 
 #[tokio::test]
+async fn a_list_query_change_leaves_the_linked_campaigns_group_to_the_campaign_queue() {
+    // The campaign has no group yet: creating it here, beside the campaign's own worker, could
+    // make two groups for one campaign. Its own queue gets a resync request instead.
+    let w = World::new();
+    w.source(
+        list("l1", "Customers")
+            .sync(false)
+            .shape(crate::domain::recipient::RecipientKind::Contact, true),
+    )
+    .source(campaign("k1", "Spring"))
+    .contact(person("c1", "anna@example.com"), &["l1"]);
+    w.crm
+        .state()
+        .linked_lists
+        .entry((SourceKind::Campaign, "k1".into()))
+        .or_default()
+        .insert("l1".into());
+    let queue = InMemoryChangeQueue::new();
+    let settings = Settings::default();
+
+    let event = event("list", CrmMessage::Update, "l1")
+        .touch(column::QUERY, AttrValue::Text("<fetch/>".into()))
+        .build();
+    on_source_change(&w.conn, &settings, LIST, &event, Some(&queue))
+        .await
+        .unwrap();
+
+    assert!(w.newsletter.state().groups.is_empty(), "no group made here");
+    let queued = queue.pending();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(
+        queued[0].family,
+        crate::domain::routing::QueueFamily::Campaign
+    );
+    assert_eq!(queued[0].event.record_id, "k1");
+    assert!(queued[0].event.is_resync());
+}
+
+#[tokio::test]
 async fn the_api_url_setting_must_name_the_cleverreach_this_deployment_talks_to() {
     let w = World::new().setting(
         "cleverreach:connectiondata:apiurl",
