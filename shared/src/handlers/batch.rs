@@ -86,6 +86,53 @@ where
     batch.into_failed()
 }
 
+/// Works a batch with the message groups side by side (at most `limit` at once) and each
+/// group's messages one after another; a failed message holds back its group's later
+/// messages, as in [`process_fifo`]. For work whose messages share nothing across groups (one
+/// CleverReach receiver's events): a batch costs the slowest group's time, not the sum.
+pub async fn process_groups_concurrently<F, Fut>(
+    messages: Vec<InboundMessage>,
+    limit: usize,
+    work: F,
+) -> Vec<String>
+where
+    F: Fn(InboundMessage) -> Fut,
+    Fut: Future<Output = MessageOutcome>,
+{
+    use futures::StreamExt;
+    let mut groups: Vec<(String, Vec<InboundMessage>)> = Vec::new();
+    for message in messages {
+        let key = message
+            .group
+            .clone()
+            .unwrap_or_else(|| format!("message:{}", message.message_id));
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, list)) => list.push(message),
+            None => groups.push((key, vec![message])),
+        }
+    }
+    let work = &work;
+    let failed: Vec<Vec<String>> = futures::stream::iter(groups)
+        .map(|(_, list)| async move {
+            let mut failed = Vec::new();
+            for message in list {
+                let id = message.message_id.clone();
+                if !failed.is_empty() {
+                    failed.push(id);
+                    continue;
+                }
+                if let MessageOutcome::Failed(_) = work(message).await {
+                    failed.push(id);
+                }
+            }
+            failed
+        })
+        .buffer_unordered(limit.max(1))
+        .collect()
+        .await;
+    failed.into_iter().flatten().collect()
+}
+
 /// Lambda adapter: SQS events in, partial batch responses out.
 #[cfg(feature = "aws")]
 pub mod lambda {
@@ -120,6 +167,51 @@ pub mod lambda {
             response.add_failure(id);
         }
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod concurrent_tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn message(id: &str, group: &str) -> InboundMessage {
+        InboundMessage {
+            message_id: id.into(),
+            body: id.into(),
+            group: Some(group.into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn groups_run_side_by_side_and_a_failure_holds_back_only_its_own_group() {
+        let order = Mutex::new(Vec::new());
+        let failed = process_groups_concurrently(
+            vec![
+                message("a1", "a"),
+                message("b1", "b"),
+                message("a2", "a"),
+                message("b2", "b"),
+            ],
+            4,
+            |m| {
+                order.lock().unwrap_or_else(|p| p.into_inner()).push(m.body.clone());
+                async move {
+                    if m.body == "a1" {
+                        MessageOutcome::Failed("no".into())
+                    } else {
+                        MessageOutcome::Done
+                    }
+                }
+            },
+        )
+        .await;
+        assert_eq!(failed, ["a1", "a2"], "a2 waits behind a1");
+        let order = order.into_inner().unwrap_or_default();
+        assert!(order.contains(&"b2".to_string()) && !order.contains(&"a2".to_string()));
+        let b1 = order.iter().position(|x| x == "b1");
+        let b2 = order.iter().position(|x| x == "b2");
+        assert!(b1 < b2, "one group's messages in order: {order:?}");
     }
 }
 

@@ -7,7 +7,7 @@
 //! - `sync-cleverreach-events` (SQS): works the queued deliveries through
 //!   `usecases::hooks::on_event`, one message after another, with a partial batch response.
 
-use super::batch::{InboundMessage, MessageOutcome, process_fifo};
+use super::batch::{InboundMessage, MessageOutcome, process_groups_concurrently};
 use super::keys_match;
 use crate::domain::hooks::{EventsMessage, HookEvent, HookEventKind};
 use crate::domain::routing::QueueFamily;
@@ -361,9 +361,17 @@ pub struct WorkerDeps {
     pub conn: Connector,
 }
 
-/// Works a batch; returns the ids to leave on the queue.
+/// Receivers worked at once within a batch (each receiver's events in order).
+const RECEIVERS_AT_ONCE: usize = 10;
+
+/// Works a batch, different receivers side by side (their events share nothing but a person
+/// whose checklist they may both write, which is written conditionally); returns the ids to
+/// leave on the queue.
 pub async fn work(deps: &WorkerDeps, messages: Vec<InboundMessage>) -> Vec<String> {
-    process_fifo(messages, |message| one_event(deps, message)).await
+    process_groups_concurrently(messages, RECEIVERS_AT_ONCE, |message| {
+        one_event(deps, message)
+    })
+    .await
 }
 
 async fn one_event(deps: &WorkerDeps, message: InboundMessage) -> MessageOutcome {

@@ -187,6 +187,9 @@ pub struct PersonRecord {
     pub active: Option<bool>,
     /// The checklist text as stored (parsed by the caller, which reports what is wrong).
     pub checklist: String,
+    /// The row version it was read at, for a write that must not overwrite a change made
+    /// since (`None`: the store keeps no versions).
+    pub version: Option<RowVersion>,
 }
 
 /// People as the back-flow changes them: their checklist and their state.
@@ -196,6 +199,18 @@ pub trait PersonStore: Send + Sync {
     async fn person(&self, person: &CrmRef) -> Result<Option<PersonRecord>, CrmError>;
     async fn write_checklist(&self, person: &CrmRef, checklist: &Checklist)
     -> Result<(), CrmError>;
+    /// Writes the checklist only if the row is still at `version` (`If-Match`); false when
+    /// someone wrote in between (read again, apply again). Without a version, as
+    /// [`PersonStore::write_checklist`].
+    async fn write_checklist_if(
+        &self,
+        person: &CrmRef,
+        checklist: &Checklist,
+        version: Option<&RowVersion>,
+    ) -> Result<bool, CrmError> {
+        let _ = version;
+        self.write_checklist(person, checklist).await.map(|()| true)
+    }
     /// A contact becomes inactive, a lead disqualified ("cannot contact").
     async fn deactivate_person(&self, person: &CrmRef) -> Result<(), CrmError>;
 }

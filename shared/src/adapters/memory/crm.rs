@@ -60,6 +60,11 @@ pub struct CrmState {
     pub failing: BTreeMap<CrmPort, usize>,
     /// Read requests made, per port.
     pub reads: BTreeMap<CrmPort, usize>,
+    /// Row versions of people (bumped by every checklist write).
+    pub versions: BTreeMap<MemberKey, u64>,
+    /// Someone else saves these checklists right before the connector's next conditional
+    /// write of that person (a marketer's form save, another event): tests of lost updates.
+    pub saved_in_between: Vec<(MemberKey, Checklist)>,
 }
 
 /// The fake CRM.
@@ -465,6 +470,13 @@ impl PersonStore for InMemoryCrm {
                 email: r.email.clone(),
                 active: Some(r.active),
                 checklist: r.checklist.to_json(),
+                version: Some(crate::ports::crm::RowVersion(
+                    st.versions
+                        .get(&CrmState::person_key(person))
+                        .copied()
+                        .unwrap_or_default()
+                        .to_string(),
+                )),
             }))
     }
 
@@ -474,11 +486,40 @@ impl PersonStore for InMemoryCrm {
         checklist: &Checklist,
     ) -> Result<(), CrmError> {
         let mut st = self.call(CrmPort::Persons)?;
-        if let Some(r) = st.recipients.get_mut(&CrmState::person_key(person)) {
+        let key = CrmState::person_key(person);
+        if let Some(r) = st.recipients.get_mut(&key) {
             r.checklist = checklist.clone();
+            *st.versions.entry(key).or_default() += 1;
         }
         st.record_write(format!("write_checklist {} {}", person.entity, person.id));
         Ok(())
+    }
+
+    async fn write_checklist_if(
+        &self,
+        person: &CrmRef,
+        checklist: &Checklist,
+        version: Option<&crate::ports::crm::RowVersion>,
+    ) -> Result<bool, CrmError> {
+        {
+            let mut st = self.call(CrmPort::Persons)?;
+            // A writer scheduled to come in between (a test's concurrent change).
+            let key = CrmState::person_key(person);
+            if let Some(at) = st.saved_in_between.iter().position(|(k, _)| *k == key) {
+                let (_, saved) = st.saved_in_between.remove(at);
+                if let Some(r) = st.recipients.get_mut(&key) {
+                    r.checklist = saved;
+                    *st.versions.entry(key.clone()).or_default() += 1;
+                }
+            }
+            let current = st.versions.get(&key).copied().unwrap_or_default().to_string();
+            if let Some(version) = version
+                && version.0 != current
+            {
+                return Ok(false);
+            }
+        }
+        self.write_checklist(person, checklist).await.map(|()| true)
     }
 
     async fn deactivate_person(&self, person: &CrmRef) -> Result<(), CrmError> {

@@ -165,6 +165,9 @@ async fn keep_in_sources(
     Ok(joined)
 }
 
+/// Conditional writes of one checklist before giving up for now (the event is retried).
+const WRITE_ATTEMPTS: usize = 5;
+
 pub async fn apply(
     conn: &Connector,
     context: &JobContext,
@@ -227,24 +230,45 @@ pub async fn apply(
     let mut changed = created;
     if !created {
         let lead = CrmRef::new(PersonEntity::Lead, &ours);
-        let Some(current) = conn.persons.person(&lead).await? else {
-            return Ok(Outcome::Ignored);
-        };
-        match Checklist::parse(&current.checklist) {
-            Ok(checklist) => {
-                if let Some(updated) = with_group_types(&checklist, group, &when) {
-                    conn.persons.write_checklist(&lead, &updated).await?;
-                    summary.leads_updated += 1;
-                    changed = true;
+        // A conditional write, read again when the lead changed in between (a person editing
+        // it, another group's sign-up of the same address): neither change is lost.
+        let mut written = false;
+        for _ in 0..WRITE_ATTEMPTS {
+            let Some(current) = conn.persons.person(&lead).await? else {
+                return Ok(Outcome::Ignored);
+            };
+            let checklist = match Checklist::parse(&current.checklist) {
+                Ok(checklist) => checklist,
+                Err(e) => {
+                    summary.problem(format!(
+                        "group {}: the checklist of lead {ours} cannot be read ({e}); the group's types were not added",
+                        group.id
+                    ));
+                    return Ok(Outcome::Skipped);
                 }
+            };
+            let Some(updated) = with_group_types(&checklist, group, &when) else {
+                written = true;
+                break;
+            };
+            if conn
+                .persons
+                .write_checklist_if(&lead, &updated, current.version.as_ref())
+                .await?
+            {
+                summary.leads_updated += 1;
+                changed = true;
+                written = true;
+                break;
             }
-            Err(e) => {
-                summary.problem(format!(
-                    "group {}: the checklist of lead {ours} cannot be read ({e}); the group's types were not added",
-                    group.id
-                ));
-                return Ok(Outcome::Skipped);
-            }
+        }
+        if !written {
+            return Err(SyncError::Crm(crate::ports::crm::CrmError::Unavailable {
+                message: format!(
+                    "the checklist of lead {ours} kept changing while the group's types were added; tried {WRITE_ATTEMPTS} times"
+                ),
+                retry_after: None,
+            }));
         }
     }
     let joined = keep_in_sources(conn, context, group, sources, &ours, created, summary).await?;

@@ -131,8 +131,8 @@ pub async fn apply(
     for person in &people {
         let who = format!("{} {}", person.person.entity, person.person.id);
         match kind {
-            EventKind::Unsubscribed => match Checklist::parse(&person.checklist) {
-                Err(e) => {
+            EventKind::Unsubscribed => match say_no(conn, context, group, at, person).await? {
+                SaidNo::Unreadable(e) => {
                     summary.problem(format!(
                         "group {}: the checklist of {who} cannot be read ({e}); it was not changed",
                         group.id
@@ -141,25 +141,19 @@ pub async fn apply(
                         "{who}: checklist not changed, it cannot be read: {e}"
                     ));
                 }
-                Ok(current) => {
-                    if group.types.is_empty() {
-                        details.push(format!(
-                            "{who}: checklist not changed, the group's sources say yes to no newsletter type"
-                        ));
-                    } else if let Some(updated) =
-                        unsubscribed_checklist(&current, context, group, at)
-                    {
-                        conn.persons
-                            .write_checklist(&person.person, &updated)
-                            .await?;
-                        summary.checklists_written += 1;
-                        details.push(format!("{who}: checklist set to no"));
-                        said_no.push(person.person.clone());
-                    } else {
-                        details.push(format!("{who}: checklist already said no"));
-                        said_no.push(person.person.clone());
-                    }
+                SaidNo::NoTypes => details.push(format!(
+                    "{who}: checklist not changed, the group's sources say yes to no newsletter type"
+                )),
+                SaidNo::Written => {
+                    summary.checklists_written += 1;
+                    details.push(format!("{who}: checklist set to no"));
+                    said_no.push(person.person.clone());
                 }
+                SaidNo::Already => {
+                    details.push(format!("{who}: checklist already said no"));
+                    said_no.push(person.person.clone());
+                }
+                SaidNo::Gone => details.push(format!("{who}: deleted meanwhile")),
             },
             EventKind::Bounced => {
                 let wanted = match person.person.entity {
@@ -205,6 +199,63 @@ pub async fn apply(
         summary.receiver_states_created += 1;
     }
     Ok(Outcome::Applied)
+}
+
+/// How writing a "no" ended.
+enum SaidNo {
+    Written,
+    Already,
+    NoTypes,
+    Unreadable(String),
+    /// The record was deleted while the "no" was being written.
+    Gone,
+}
+
+/// Conditional writes of one checklist before giving up for now (the message is retried).
+const WRITE_ATTEMPTS: usize = 5;
+
+/// Sets the group's types to "no" on the person's checklist, by a write that fails when the row
+/// changed since it was read (a marketer saving the form, another unsubscribe of the same
+/// person worked at the same time); then it is read and applied again, so neither change is
+/// lost.
+async fn say_no(
+    conn: &Connector,
+    context: &JobContext,
+    group: &ManagedGroup,
+    at: DateTime<Utc>,
+    person: &PersonRecord,
+) -> Result<SaidNo, SyncError> {
+    if group.types.is_empty() {
+        return Ok(SaidNo::NoTypes);
+    }
+    let mut current = person.clone();
+    for _ in 0..WRITE_ATTEMPTS {
+        let checklist = match Checklist::parse(&current.checklist) {
+            Ok(checklist) => checklist,
+            Err(e) => return Ok(SaidNo::Unreadable(e.to_string())),
+        };
+        let Some(updated) = unsubscribed_checklist(&checklist, context, group, at) else {
+            return Ok(SaidNo::Already);
+        };
+        if conn
+            .persons
+            .write_checklist_if(&current.person, &updated, current.version.as_ref())
+            .await?
+        {
+            return Ok(SaidNo::Written);
+        }
+        match conn.persons.person(&current.person).await? {
+            Some(again) => current = again,
+            None => return Ok(SaidNo::Gone),
+        }
+    }
+    Err(SyncError::Crm(crate::ports::crm::CrmError::Unavailable {
+        message: format!(
+            "the checklist of {} {} kept changing while a 'no' was written; tried {WRITE_ATTEMPTS} times",
+            person.person.entity, person.person.id
+        ),
+        retry_after: None,
+    }))
 }
 
 /// Reconciles these people everywhere: queued on their family's queue (the row id keys the

@@ -230,3 +230,28 @@ async fn an_unsubscribe_takes_the_person_out_of_every_other_group_sending_that_t
         "the opt-out itself stays"
     );
 }
+
+#[tokio::test]
+async fn a_checklist_saved_between_the_read_and_the_no_keeps_both_changes() {
+    // Anna says no to type 0 in CleverReach while a marketer saves her form with type 1 set to
+    // "no": the connector's write must not undo the marketer's, nor the marketer's the "no".
+    let w = anna_unsubscribed_from_group_7();
+    w.crm.state().saved_in_between.push((
+        (RecipientKind::Contact, "c1".to_string()),
+        checklist(&[(0, 1), (1, 2)]),
+    ));
+
+    let summary = run_job(
+        &w.conn,
+        Job::ReceiverState,
+        &Settings::default(),
+        RunLimits::default(),
+    )
+    .await
+    .unwrap();
+
+    assert!(summary.complete, "{summary:?}");
+    let checklist = checklist_of(&w, "c1");
+    assert_eq!(checklist.state_of(NewsletterTypeId(0)), ChoiceState::No, "the unsubscribe");
+    assert_eq!(checklist.state_of(NewsletterTypeId(1)), ChoiceState::No, "the marketer's save");
+}

@@ -3,7 +3,8 @@
 
 use super::rows::{checklist_text, person_table, text};
 use super::{DataverseCrm, schema};
-use crate::adapters::dataverse::client::{DataverseError, filter};
+use crate::adapters::dataverse::client::{BatchRequest, DataverseError, filter};
+use crate::ports::crm::RowVersion;
 use crate::domain::checklist::Checklist;
 use crate::domain::ids::derived_id;
 use crate::domain::recipient::{CrmRef, PersonEntity};
@@ -39,6 +40,7 @@ impl PersonStore for DataverseCrm {
                 .and_then(Value::as_i64)
                 .map(|code| code == 0),
             checklist: checklist_text(&row).to_string(),
+            version: text(&row, "@odata.etag").map(RowVersion),
         }))
     }
 
@@ -56,6 +58,35 @@ impl PersonStore for DataverseCrm {
             )
             .await?;
         Ok(())
+    }
+
+    /// With a version: a one-request `$batch` whose part carries `If-Match` (412 = someone
+    /// wrote in between: a marketer saving the form, another event of the same person).
+    async fn write_checklist_if(
+        &self,
+        person: &CrmRef,
+        checklist: &Checklist,
+        version: Option<&RowVersion>,
+    ) -> Result<bool, CrmError> {
+        let Some(version) = version else {
+            self.write_checklist(person, checklist).await?;
+            return Ok(true);
+        };
+        let (_, set, _) = person_table(person.entity);
+        let id = filter::guid(&person.id)?;
+        let request = BatchRequest::new(reqwest::Method::PATCH, format!("{set}({id})"))
+            .with_body(json!({ schema::CHECKLIST: checklist.to_json() }))
+            .with_header("If-Match", version.0.clone());
+        let results = self.client.batch(vec![request]).await?;
+        match results.into_iter().next() {
+            Some(part) if part.is_success() => Ok(true),
+            Some(part) if part.status == 412 => Ok(false),
+            Some(part) => Err(part.to_error(&format!("PATCH {set}")).into()),
+            None => Err(CrmError::Invalid {
+                what: "the $batch answer".into(),
+                problem: "it has no part".into(),
+            }),
+        }
     }
 
     /// A contact becomes inactive; a lead disqualified with "cannot contact".
