@@ -8,7 +8,7 @@ VENV ?= .venv
 # Pinned Python tools for the deployable (toolchain.md): SAM template lint and cargo-lambda.
 PY_TOOLS := 'cfn-lint==1.58.0' 'aws-sam-translator==1.115.0' 'cargo-lambda==1.9.2'
 
-.PHONY: help demo up resync test lint fmt check-domain bench bench-first-sync bench-resync bench-retroactive sandbox clean build lint-infra tools receiver-state-sync lead-sync
+.PHONY: help demo up resync test lint fmt check-domain bench bench-first-sync bench-resync bench-consent bench-retroactive sandbox clean build lint-infra tools receiver-state-sync lead-sync
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -52,6 +52,9 @@ bench-first-sync: ## benchmark (release build): first sync of static lists of 10
 
 bench-resync: ## benchmark (release build): full resync of a campaign of 100k recipients across two overlapping lists, from an empty group and from one in step with drift
 	CARGO="$(CARGO)" CARGO_FLAGS="$(CARGO_FLAGS)" tests/bench/resync.sh
+
+bench-consent: ## benchmark (release build): 100 unsubscribes through the event hooks to the CRM, simulators answering after 300 ms (p50/p99, calls per event)
+	$(CARGO) run --release -p sandbox --bin bench-consent $(CARGO_FLAGS) -- --events 100 --latency-ms 300 --every-ms 500 --workers 5
 
 bench-retroactive: ## benchmark (release build): retroactive sync of 100,000 contacts, sandbox answering after 50 ms ($$batch count, longest invocation, peak RSS, wall time)
 	$(CARGO) run --release -p sandbox --bin bench-retroactive $(CARGO_FLAGS) -- --contacts 100000 --latency-ms 50

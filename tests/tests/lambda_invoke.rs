@@ -24,6 +24,7 @@ use shared::adapters::cleverreach::{CleverReachClient, CleverReachConfig};
 use shared::adapters::dataverse::webhook::parse_change_event;
 use shared::adapters::secrets_manager::SecretsManagerTokenStore;
 use shared::domain::change::ChangeEvent;
+use shared::domain::hooks::{EventsMessage, HookEventKind};
 use shared::domain::routing::{QueueFamily, deduplication_id, message_group};
 use shared::secret::Secret;
 use std::collections::BTreeMap;
@@ -246,6 +247,33 @@ fn sample_sqs_batches_carry_what_the_intake_queues_for_their_webhook_body() {
 }
 
 #[test]
+fn the_sample_events_delivery_is_queued_as_the_endpoint_queues_it() {
+    let read = |path: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(events().join(path)).unwrap()).unwrap()
+    };
+    let batch = read("sync-cleverreach-events/receiver-unsubscribed.json");
+    let record = &batch["Records"][0];
+    let message: EventsMessage =
+        serde_json::from_str(record["body"].as_str().unwrap()).expect("an events message");
+    assert_eq!(
+        record["attributes"]["MessageGroupId"],
+        message.message_group()
+    );
+    assert_eq!(
+        record["attributes"]["MessageDeduplicationId"],
+        message.deduplication_id()
+    );
+    // The function-URL sample carries the same receiver in the same group.
+    let delivery = read("cleverreach-events/receiver-unsubscribed.json");
+    let body: Value = serde_json::from_str(delivery["body"].as_str().unwrap()).unwrap();
+    let EventsMessage::Delivery(event) = message else {
+        panic!("the sample is a delivery");
+    };
+    assert_eq!(body["condition"], event.group_id);
+    assert_eq!(body["payload"]["pool_id"], event.receiver_id);
+}
+
+#[test]
 fn sample_function_url_events_wrap_every_webhook_body() {
     let mut stale = Vec::new();
     let dir = events().join("webhook-intake");
@@ -361,7 +389,11 @@ struct Secrets {
     admin_key: String,
     sessions: String,
     tokens: String,
+    hooks: String,
 }
+
+/// The verify token in the sample hooks secret (what the handshake answers with).
+const SAMPLE_VERIFY_TOKEN: &str = "sample-verify-token-4c2e8d1f0a";
 
 /// The environment of every function, as the SAM template sets it (pointing at the sandbox).
 fn function_env(
@@ -369,6 +401,7 @@ fn function_env(
     cleverreach: &CleverReachSim,
     secrets: &Secrets,
     queues: &sandbox::harness::SqsQueues,
+    watch_port: u16,
 ) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = [
         ("DATAVERSE_URL", dataverse.resource()),
@@ -398,6 +431,12 @@ fn function_env(
             CleverReachSimConfig::default().client_id,
         ),
         ("CLEVERREACH_API_URL", cleverreach.base_url()),
+        ("CLEVERREACH_HOOKS_SECRET_ID", secrets.hooks.clone()),
+        // The events function's URL as `cargo lambda watch` serves function URLs.
+        (
+            "CLEVERREACH_EVENTS_URL",
+            format!("http://127.0.0.1:{watch_port}/lambda-url/cleverreach-events/"),
+        ),
         ("RUST_LOG", "info".to_string()),
     ]
     .into_iter()
@@ -406,6 +445,7 @@ fn function_env(
     for family in QueueFamily::ALL
         .iter()
         .chain(QueueFamily::RETROACTIVE.iter())
+        .chain([QueueFamily::CleverReachEvents].iter())
     {
         if let Some(url) = queues.urls.get(*family) {
             env.insert(family.queue_url_variable(), url.to_string());
@@ -502,8 +542,12 @@ async fn the_function_binaries_answer_their_events_under_cargo_lambda_watch() {
     let prefix = unique_name("crc-invoke");
     let sqs = aws_sdk_sqs::Client::new(&aws.config);
     let mut queues = create_fifo_queues(&sqs, &prefix, 5).await.unwrap();
-    // The retroactive-sync queues (not change-event families, so not in `create_fifo_queues`).
-    for family in QueueFamily::RETROACTIVE {
+    // The retroactive-sync and events queues (not change-event families, so not in
+    // `create_fifo_queues`).
+    for family in QueueFamily::RETROACTIVE
+        .into_iter()
+        .chain([QueueFamily::CleverReachEvents])
+    {
         let created = sqs
             .create_queue()
             .queue_name(format!("{prefix}-{}.fifo", family.name()))
@@ -524,6 +568,7 @@ async fn the_function_binaries_answer_their_events_under_cargo_lambda_watch() {
         admin_key: format!("{prefix}/connect-admin-key"),
         sessions: format!("{prefix}/connect-sessions"),
         tokens: format!("{prefix}/cleverreach-tokens"),
+        hooks: format!("{prefix}/cleverreach-hooks"),
     };
     let token_secret = names.tokens.clone();
     for (name, value) in [
@@ -534,6 +579,10 @@ async fn the_function_binaries_answer_their_events_under_cargo_lambda_watch() {
         ),
         (&names.webhook_key, WEBHOOK_KEY.to_string()),
         (&names.admin_key, CONNECT_ADMIN_KEY.to_string()),
+        (
+            &names.hooks,
+            json!({ "verify": SAMPLE_VERIFY_TOKEN }).to_string(),
+        ),
     ] {
         create_secret(&secrets, name, &value).await;
     }
@@ -601,8 +650,8 @@ async fn the_function_binaries_answer_their_events_under_cargo_lambda_watch() {
     assert!(reply.status < 300, "members added: {}", reply.text);
 
     // cargo lambda watch on a free local port, the functions' environment inherited.
-    let env = function_env(&dataverse, &cleverreach, &names, &queues);
     let port = free_port();
+    let env = function_env(&dataverse, &cleverreach, &names, &queues, port);
     let mut command = Command::new(&cargo_lambda);
     command
         .current_dir(workspace())
@@ -627,6 +676,47 @@ async fn the_function_binaries_answer_their_events_under_cargo_lambda_watch() {
 
     let mut ran = Vec::new();
     let intake_events = events().join("webhook-intake/function-url");
+    let events_queue = queues
+        .urls
+        .get(QueueFamily::CleverReachEvents)
+        .unwrap()
+        .to_string();
+    if present("cleverreach-events") {
+        // CleverReach's handshake: "<verify token> <secret>" as plain text.
+        let response = invoke(
+            &cargo_lambda,
+            port,
+            "cleverreach-events",
+            &events().join("cleverreach-events/handshake.json"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response["statusCode"], 200, "{response}");
+        assert_eq!(
+            response["body"],
+            format!("{SAMPLE_VERIFY_TOKEN} b1946ac92492d2347c6235b4d2611184"),
+            "{response}"
+        );
+        // A delivery with a token that is not the group's is refused and nothing is queued.
+        let response = invoke(
+            &cargo_lambda,
+            port,
+            "cleverreach-events",
+            &events().join("cleverreach-events/wrong-token.json"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response["statusCode"], 401, "{response}");
+        let received = sqs
+            .receive_message()
+            .queue_url(&events_queue)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        assert!(received.messages().is_empty(), "nothing queued on 401");
+        ran.push("cleverreach-events");
+    }
     if present("webhook-intake") {
         // A contact update is acknowledged with 202 and lands on the contact queue.
         let response = invoke(
@@ -726,6 +816,21 @@ async fn the_function_binaries_answer_their_events_under_cargo_lambda_watch() {
             emails,
             ["james.glynn@example.com", "maria.campbell@example.com"]
         );
+        if present("cleverreach-events") {
+            // The new group was registered for receiver events at the events function's URL
+            // (CleverReach's handshake went through the binary under watch).
+            let registered: Vec<String> = cleverreach
+                .hook_registrations()
+                .into_iter()
+                .filter(|r| r.condition == group)
+                .map(|r| r.url)
+                .collect();
+            assert_eq!(
+                registered,
+                [env["CLEVERREACH_EVENTS_URL"].clone()],
+                "one registration for the group"
+            );
+        }
         ran.push("sync-marketing-list");
     }
 
@@ -832,6 +937,83 @@ async fn the_function_binaries_answer_their_events_under_cargo_lambda_watch() {
             no_batch_failures(function, &response);
             ran.push(function);
         }
+    }
+
+    if present("cleverreach-events") && present("sync-cleverreach-events") {
+        // James unsubscribes in CleverReach: its delivery reaches the events function (under
+        // watch), which queues it; the events worker writes his "no" into the CRM.
+        let group = dataverse
+            .row("lists", SAMPLE_LIST)
+            .and_then(|row| row.get("crc_groupid")?.as_str().map(str::to_string))
+            .expect("the list has its group id");
+        cleverreach
+            .unsubscribe(&group, "james.glynn@example.com")
+            .unwrap();
+        assert!(
+            cleverreach
+                .wait_for_hook_deliveries(Duration::from_secs(30))
+                .await,
+            "the delivery was answered"
+        );
+        let delivered = cleverreach.hook_deliveries();
+        assert!(
+            delivered.iter().any(|d| d.status.is_some_and(|s| s < 300)),
+            "the events function acknowledged the delivery: {delivered:?}"
+        );
+        let received = sqs
+            .receive_message()
+            .queue_url(&events_queue)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        // Sign-ups made by the syncs were delivered too; the unsubscribe is the one to work.
+        let queued: Vec<(String, EventsMessage)> = received
+            .messages()
+            .iter()
+            .filter_map(|m| {
+                let body = m.body()?.to_string();
+                let message = serde_json::from_str(&body).ok()?;
+                Some((body, message))
+            })
+            .filter(|(_, m)| {
+                matches!(m, EventsMessage::Delivery(e) if e.kind == HookEventKind::Unsubscribed)
+            })
+            .collect();
+        assert_eq!(queued.len(), 1, "one unsubscribe queued: {queued:?}");
+        let (body, message) = queued.into_iter().next().unwrap();
+        let EventsMessage::Delivery(event) = &message else {
+            unreachable!()
+        };
+        assert_eq!(event.group_id, group);
+        // The sample SQS event, carrying what the endpoint queued.
+        let mut batch: Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                events().join("sync-cleverreach-events/receiver-unsubscribed.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let record = &mut batch["Records"][0];
+        record["body"] = json!(body);
+        record["attributes"]["MessageGroupId"] = json!(message.message_group());
+        record["attributes"]["MessageDeduplicationId"] = json!(message.deduplication_id());
+        let live = std::env::temp_dir().join(format!("{prefix}-events-batch.json"));
+        std::fs::write(&live, batch.to_string()).unwrap();
+        let response = invoke(&cargo_lambda, port, "sync-cleverreach-events", &live)
+            .await
+            .unwrap();
+        let _ = std::fs::remove_file(&live);
+        no_batch_failures("sync-cleverreach-events", &response);
+        let checklist: Value = dataverse
+            .row("contacts", SAMPLE_CONTACT)
+            .and_then(|row| serde_json::from_str(row.get("crc_checklist")?.as_str()?).ok())
+            .expect("James has a checklist");
+        assert_eq!(
+            checklist[0]["state"], 2,
+            "James's newsletter says no: {checklist}"
+        );
+        ran.push("sync-cleverreach-events");
     }
 
     if present("sync-marketing-list") {

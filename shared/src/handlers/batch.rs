@@ -195,7 +195,10 @@ mod concurrent_tests {
             ],
             4,
             |m| {
-                order.lock().unwrap_or_else(|p| p.into_inner()).push(m.body.clone());
+                order
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(m.body.clone());
                 async move {
                     if m.body == "a1" {
                         MessageOutcome::Failed("no".into())

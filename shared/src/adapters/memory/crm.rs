@@ -512,7 +512,12 @@ impl PersonStore for InMemoryCrm {
                     *st.versions.entry(key.clone()).or_default() += 1;
                 }
             }
-            let current = st.versions.get(&key).copied().unwrap_or_default().to_string();
+            let current = st
+                .versions
+                .get(&key)
+                .copied()
+                .unwrap_or_default()
+                .to_string();
             if let Some(version) = version
                 && version.0 != current
             {

@@ -252,6 +252,14 @@ async fn a_checklist_saved_between_the_read_and_the_no_keeps_both_changes() {
 
     assert!(summary.complete, "{summary:?}");
     let checklist = checklist_of(&w, "c1");
-    assert_eq!(checklist.state_of(NewsletterTypeId(0)), ChoiceState::No, "the unsubscribe");
-    assert_eq!(checklist.state_of(NewsletterTypeId(1)), ChoiceState::No, "the marketer's save");
+    assert_eq!(
+        checklist.state_of(NewsletterTypeId(0)),
+        ChoiceState::No,
+        "the unsubscribe"
+    );
+    assert_eq!(
+        checklist.state_of(NewsletterTypeId(1)),
+        ChoiceState::No,
+        "the marketer's save"
+    );
 }

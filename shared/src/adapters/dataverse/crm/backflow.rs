@@ -4,11 +4,11 @@
 use super::rows::{checklist_text, person_table, text};
 use super::{DataverseCrm, schema};
 use crate::adapters::dataverse::client::{BatchRequest, DataverseError, filter};
-use crate::ports::crm::RowVersion;
 use crate::domain::checklist::Checklist;
 use crate::domain::ids::derived_id;
 use crate::domain::recipient::{CrmRef, PersonEntity};
 use crate::domain::source::SourceKind;
+use crate::ports::crm::RowVersion;
 use crate::ports::crm::{
     CrmError, CursorStore, NewLead, PersonRecord, PersonStore, ReceiverEvent, ReceiverStateLog,
     ReceiverStateRow, SignupStore,
