@@ -174,8 +174,12 @@ pub fn systemform_rules(
             "The objecttypecode '{entity}' of the form is not a table of this organization."
         )));
     }
-    validate_formxml(store, &entity, &text(row, "formxml"))
-        .map_err(|e| invalid(format!("The form XML of '{}' is not valid: {e}", text(row, "name"))))?;
+    validate_formxml(store, &entity, &text(row, "formxml")).map_err(|e| {
+        invalid(format!(
+            "The form XML of '{}' is not valid: {e}",
+            text(row, "name")
+        ))
+    })?;
     if creating {
         row.insert("componentstate", Val::Int(1));
         row.insert("ismanaged", Val::Bool(false));
@@ -186,7 +190,10 @@ pub fn systemform_rules(
 
 /// `{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}` (FormGuidType).
 fn is_form_guid(text: &str) -> bool {
-    text.len() == 38 && text.starts_with('{') && text.ends_with('}') && store::parse_guid(text).is_some()
+    text.len() == 38
+        && text.starts_with('{')
+        && text.ends_with('}')
+        && store::parse_guid(text).is_some()
 }
 
 fn only_children(e: &Element, allowed: &[&str], place: &str) -> Result<(), String> {
@@ -203,7 +210,10 @@ fn at_most_once(e: &Element, place: &str) -> Result<(), String> {
     let mut seen = BTreeSet::new();
     for child in &e.children {
         if !seen.insert(child.name.as_str()) {
-            return Err(format!("<{}> appears more than once in {place}", child.name));
+            return Err(format!(
+                "<{}> appears more than once in {place}",
+                child.name
+            ));
         }
     }
     Ok(())
@@ -215,9 +225,9 @@ fn child<'a>(e: &'a Element, name: &str) -> Option<&'a Element> {
 
 fn guid_attr(e: &Element, name: &str, place: &str) -> Result<(), String> {
     match e.attr(name) {
-        Some(v) if !is_form_guid(v) => Err(format!(
-            "{place}: {name}=\"{v}\" is not a GUID in braces"
-        )),
+        Some(v) if !is_form_guid(v) => {
+            Err(format!("{place}: {name}=\"{v}\" is not a GUID in braces"))
+        }
         _ => Ok(()),
     }
 }
@@ -802,9 +812,6 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{}: {e}\n{}", form.name, form.xml));
         }
         seed(&mut store);
-        assert_eq!(
-            store.table_rows("systemform").count(),
-            seed_forms().len()
-        );
+        assert_eq!(store.table_rows("systemform").count(), seed_forms().len());
     }
 }

@@ -194,26 +194,37 @@ fn hidden_field(table: &str, field: &ColumnSpec, languages: &[i64]) -> String {
     )
 }
 
-const CONTROL_ROWS: usize = 12;
+/// Form rows the control spans (its height; forms do not size web resources to their
+/// content): a person's checklist is short, a source also shows its sync state, a marketing
+/// list its retroactive sync.
+fn control_rows(table: &str) -> usize {
+    match table {
+        "contact" | "lead" => 8,
+        "list" => 22,
+        _ => 16,
+    }
+}
 
-/// The section with the control and the hidden fields.
+/// The section with the control and the hidden fields. The section shows no label of its
+/// own: the control has its headings.
 fn section(table: &str, fields: &[&ColumnSpec], languages: &[i64]) -> String {
+    let rows_spanned = control_rows(table);
     let title = schema::Text {
         en: "Newsletters (CleverReach)",
         de: "Newsletter (CleverReach)",
     };
     let mut rows = format!(
-        "<row><cell id=\"{}\" showlabel=\"false\" rowspan=\"{CONTROL_ROWS}\" colspan=\"1\" auto=\"false\">{}<control id=\"{CONTROL_ID}\" classid=\"{WEB_RESOURCE_CONTROL}\"><parameters><Url>{PAGE}</Url><PassParameters>false</PassParameters><Security>false</Security><Scrolling>auto</Scrolling><Border>false</Border><ShowOnMobileClient>true</ShowOnMobileClient></parameters></control></cell></row>",
+        "<row><cell id=\"{}\" showlabel=\"false\" rowspan=\"{rows_spanned}\" colspan=\"1\" auto=\"false\">{}<control id=\"{CONTROL_ID}\" classid=\"{WEB_RESOURCE_CONTROL}\"><parameters><Url>{PAGE}</Url><PassParameters>false</PassParameters><Security>false</Security><Scrolling>auto</Scrolling><Border>false</Border><ShowOnMobileClient>true</ShowOnMobileClient></parameters></control></cell></row>",
         element_id(&format!("{table}:cell:{CONTROL_ID}")),
         labels(&title, languages),
     );
     // The control spans the rows below it.
-    rows.push_str(&"<row />".repeat(CONTROL_ROWS - 1));
+    rows.push_str(&"<row />".repeat(rows_spanned - 1));
     for f in fields {
         rows.push_str(&hidden_field(table, f, languages));
     }
     format!(
-        "<section name=\"{SECTION}\" id=\"{}\" showlabel=\"true\" showbar=\"false\" columns=\"1\" IsUserDefined=\"1\">{}<rows>{rows}</rows></section>",
+        "<section name=\"{SECTION}\" id=\"{}\" showlabel=\"false\" showbar=\"false\" columns=\"1\" IsUserDefined=\"1\">{}<rows>{rows}</rows></section>",
         element_id(&format!("{table}:section")),
         labels(&title, languages),
     )
@@ -247,7 +258,8 @@ fn is(node: &Node, name: &str) -> bool {
 }
 
 fn attr_is(node: &Node, attr: &str, value: &str) -> bool {
-    node.attr(attr).is_some_and(|v| v.eq_ignore_ascii_case(value))
+    node.attr(attr)
+        .is_some_and(|v| v.eq_ignore_ascii_case(value))
 }
 
 /// Adds what the control needs to a form of `table`; `Err` when the XML cannot be used.
@@ -255,7 +267,10 @@ pub fn place(table: &str, xml: &str, languages: &[i64]) -> Result<Placement, Str
     let languages = label_languages(languages);
     let form = formxml::parse(xml).map_err(|e| format!("its form XML is not readable: {e}"))?;
     if form.name != "form" {
-        return Err(format!("its form XML has the root <{}>, not <form>", form.name));
+        return Err(format!(
+            "its form XML has the root <{}>, not <form>",
+            form.name
+        ));
     }
     let mut edits = Edits::default();
     let mut missing = Vec::new();
@@ -287,7 +302,11 @@ pub fn place(table: &str, xml: &str, languages: &[i64]) -> Result<Placement, Str
                 None => edits.append(xml, column, &format!("<sections>{content}</sections>")),
             }
             missing.push(format!("section {SECTION} with the control {CONTROL_ID}"));
-            missing.extend(fields.iter().map(|f| format!("hidden field {}", f.logical_name)));
+            missing.extend(
+                fields
+                    .iter()
+                    .map(|f| format!("hidden field {}", f.logical_name)),
+            );
         }
         Some(path) if !fields.is_empty() => {
             // The control is there (maybe moved by an administrator): the missing fields go
@@ -305,14 +324,20 @@ pub fn place(table: &str, xml: &str, languages: &[i64]) -> Result<Placement, Str
                 Some(r) => edits.append(xml, r, &rows),
                 None => edits.append(xml, section, &format!("<rows>{rows}</rows>")),
             }
-            missing.extend(fields.iter().map(|f| format!("hidden field {}", f.logical_name)));
+            missing.extend(
+                fields
+                    .iter()
+                    .map(|f| format!("hidden field {}", f.logical_name)),
+            );
         }
         Some(_) => {}
     }
 
     let libraries = form.child("formLibraries");
-    let has_library = libraries
-        .is_some_and(|l| l.children_named("Library").any(|lib| attr_is(lib, "name", LIBRARY)));
+    let has_library = libraries.is_some_and(|l| {
+        l.children_named("Library")
+            .any(|lib| attr_is(lib, "name", LIBRARY))
+    });
     let mut tail = String::new();
     if !has_library {
         match libraries {
@@ -326,13 +351,10 @@ pub fn place(table: &str, xml: &str, languages: &[i64]) -> Result<Placement, Str
         e.children_named("event")
             .find(|ev| attr_is(ev, "name", "onload"))
     });
-    let has_handler = onload
-        .and_then(|ev| ev.child("Handlers"))
-        .is_some_and(|h| {
-            h.children_named("Handler").any(|x| {
-                attr_is(x, "functionName", HANDLER) && attr_is(x, "libraryName", LIBRARY)
-            })
-        });
+    let has_handler = onload.and_then(|ev| ev.child("Handlers")).is_some_and(|h| {
+        h.children_named("Handler")
+            .any(|x| attr_is(x, "functionName", HANDLER) && attr_is(x, "libraryName", LIBRARY))
+    });
     if !has_handler {
         let event = format!(
             "<event name=\"onload\" application=\"false\" active=\"false\"><Handlers>{}</Handlers></event>",
@@ -395,7 +417,9 @@ impl FormsPlan {
     /// The new XML of a table's main form, when the plan changes it.
     pub fn new_formxml(&self, table: &str) -> Option<&str> {
         self.actions.iter().find_map(|a| match a {
-            Action::UpdateForm { table: t, formxml, .. } if *t == table => Some(formxml.as_str()),
+            Action::UpdateForm {
+                table: t, formxml, ..
+            } if *t == table => Some(formxml.as_str()),
             _ => None,
         })
     }
@@ -444,14 +468,24 @@ async fn main_form(
         client,
         "systemforms",
         Query::new()
-            .select(["formid", "name", "formxml", "isdefault", "formactivationstate"])
+            .select([
+                "formid",
+                "name",
+                "formxml",
+                "isdefault",
+                "formactivationstate",
+            ])
             .filter(format!(
                 "objecttypecode eq {} and type eq 2",
                 filter::string_literal(table)
             )),
     )
     .await?;
-    forms.retain(|f| f.get("formactivationstate").and_then(serde_json::Value::as_i64) != Some(0));
+    forms.retain(|f| {
+        f.get("formactivationstate")
+            .and_then(serde_json::Value::as_i64)
+            != Some(0)
+    });
     forms.sort_by(|a, b| {
         let default = |f: &serde_json::Value| {
             f.get("isdefault").and_then(serde_json::Value::as_bool) != Some(true)
@@ -489,20 +523,22 @@ pub async fn plan_forms(
     let mut changed_resources = Vec::new();
     for spec in &WEB_RESOURCES {
         let name = format!(
-            "{} ({}, {} bytes)",
+            "{} (web resource, {}, {} bytes)",
             spec.name,
             spec.kind_words(),
             spec.content.len()
         );
         match find_web_resource(client, spec.name).await? {
             None => {
-                plan.items.push(item("webresource", name, false));
+                plan.items.push(item("resource", name, false));
                 plan.actions.push(Action::CreateWebResource(spec));
                 changed_resources.push(spec.name);
             }
             Some(row) => {
                 let id = text(&row, "webresourceid").unwrap_or_default().to_string();
-                let kind = row.get("webresourcetype").and_then(serde_json::Value::as_i64);
+                let kind = row
+                    .get("webresourcetype")
+                    .and_then(serde_json::Value::as_i64);
                 if kind != Some(spec.kind) {
                     plan.conflicts.push(Conflict {
                         component: format!("web resource {}", spec.name),
@@ -513,9 +549,9 @@ pub async fn plan_forms(
                 }
                 plan.existing.push((spec.name, id.clone()));
                 if text(&row, "content") == Some(spec.base64().as_str()) {
-                    plan.items.push(item("webresource", name, true));
+                    plan.items.push(item("resource", name, true));
                 } else {
-                    let mut it = item("webresource", name, false);
+                    let mut it = item("resource", name, false);
                     it.update = true;
                     it.note = Some("its content differs: replaced by this version".into());
                     plan.items.push(it);
@@ -550,7 +586,11 @@ pub async fn plan_forms(
                 ));
             }
             Ok(p) => {
-                let mut it = item("form", format!("{what}: add {}", p.missing.join(", ")), false);
+                let mut it = item(
+                    "form",
+                    format!("{what}: add {}", p.missing.join(", ")),
+                    false,
+                );
                 it.update = true;
                 plan.items.push(it);
                 plan.actions.push(Action::UpdateForm {
@@ -571,8 +611,11 @@ pub async fn plan_forms(
         if !changed_resources.is_empty() {
             parts.push(format!("web resources {}", changed_resources.join(", ")));
         }
-        plan.items
-            .push(item("publish", format!("PublishXml: {}", parts.join("; ")), false));
+        plan.items.push(item(
+            "publish",
+            format!("PublishXml: {}", parts.join("; ")),
+            false,
+        ));
         plan.actions
             .push(Action::Publish(changed_tables, changed_resources));
     }
@@ -619,15 +662,14 @@ pub async fn apply_forms(
     for action in &plan.actions {
         match action {
             Action::CreateWebResource(spec) => {
-                let request = with_solution(CustomRequest::post("webresourceset")).body(
-                    serde_json::json!({
+                let request =
+                    with_solution(CustomRequest::post("webresourceset")).body(serde_json::json!({
                         "name": spec.name,
                         "displayname": spec.display_name,
                         "description": "Part of the CleverReach connector's newsletter checklist.",
                         "webresourcetype": spec.kind,
                         "content": spec.base64(),
-                    }),
-                );
+                    }));
                 let what = format!("creating the web resource {}", spec.name);
                 let created = client
                     .send_custom(&request)
@@ -685,15 +727,22 @@ pub async fn apply_forms(
             Action::Publish(tables, resources) => {
                 let web_resources: Vec<String> = resources
                     .iter()
-                    .filter_map(|n| ids.iter().find(|(name, _)| name == n).map(|(_, id)| id.clone()))
+                    .filter_map(|n| {
+                        ids.iter()
+                            .find(|(name, _)| name == n)
+                            .map(|(_, id)| id.clone())
+                    })
                     .collect();
                 let request = CustomRequest::post("PublishXml").body(serde_json::json!({
                     "ParameterXml": publish_xml(tables, &web_resources),
                 }));
-                client
-                    .send_custom(&request)
-                    .await
-                    .map_err(|e| failed("publishing the forms and web resources".into(), "prvPublishCustomizations", e))?;
+                client.send_custom(&request).await.map_err(|e| {
+                    failed(
+                        "publishing the forms and web resources".into(),
+                        "prvPublishCustomizations",
+                        e,
+                    )
+                })?;
             }
         }
     }
@@ -729,7 +778,10 @@ mod tests {
         );
         let xml = &placed.formxml;
         assert!(xml.starts_with(r#"<form><tabs><tab name="general" id="{11111111-1111-4111-8111-111111111111}"><columns><column width="50%"><sections><section name="one">"#));
-        assert!(xml.contains(r#"<column width="50%" /></columns>"#), "the second column is left alone");
+        assert!(
+            xml.contains(r#"<column width="50%" /></columns>"#),
+            "the second column is left alone"
+        );
         let form = formxml::parse(xml).unwrap();
         let controls: Vec<&str> = form
             .descendants()
@@ -742,7 +794,9 @@ mod tests {
             assert!(controls.contains(&f.logical_name), "{}", f.logical_name);
         }
         assert!(xml.contains(&format!(r#"<Library name="{LIBRARY}""#)));
-        assert!(xml.contains(&format!(r#"functionName="{HANDLER}" libraryName="{LIBRARY}""#)));
+        assert!(xml.contains(&format!(
+            r#"functionName="{HANDLER}" libraryName="{LIBRARY}""#
+        )));
         assert!(xml.contains(r#"languagecode="1031""#));
     }
 
@@ -784,13 +838,26 @@ mod tests {
             .find_path(&|n| n.name == "section" && n.attr("name") == Some(SECTION))
             .unwrap();
         let section = section.last().unwrap();
-        assert!(section.descendants().iter().any(|n| n.attr("datafieldname") == Some("crc_groupid")));
+        assert!(
+            section
+                .descendants()
+                .iter()
+                .any(|n| n.attr("datafieldname") == Some("crc_groupid"))
+        );
     }
 
     #[test]
     fn unreadable_form_xml_is_refused_with_the_reason() {
-        assert!(place("lead", "<form><tabs>", &LANGUAGES).unwrap_err().contains("not readable"));
-        assert!(place("lead", "<form><tabs /></form>", &LANGUAGES).unwrap_err().contains("no tab"));
+        assert!(
+            place("lead", "<form><tabs>", &LANGUAGES)
+                .unwrap_err()
+                .contains("not readable")
+        );
+        assert!(
+            place("lead", "<form><tabs /></form>", &LANGUAGES)
+                .unwrap_err()
+                .contains("no tab")
+        );
     }
 
     #[test]

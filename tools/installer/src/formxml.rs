@@ -80,10 +80,7 @@ fn node(start: &BytesStart<'_>, at: usize, open_end: usize) -> Result<Node, Stri
         let value = attr
             .normalized_value(XmlVersion::Implicit1_0)
             .map_err(|e| format!("invalid attribute value: {e}"))?;
-        attrs.push((
-            attr.key.as_ref().to_string(),
-            value.into_owned(),
-        ));
+        attrs.push((attr.key.as_ref().to_string(), value.into_owned()));
     }
     Ok(Node {
         name: start.name().as_ref().to_string(),
@@ -251,7 +248,11 @@ mod tests {
         let xml = "<form>\n  <tabs><tab name='a' /></tabs>\n</form>";
         let form = parse(xml).unwrap();
         let mut edits = Edits::default();
-        edits.append(xml, form.child("tabs").unwrap().child("tab").unwrap(), "<x/>");
+        edits.append(
+            xml,
+            form.child("tabs").unwrap().child("tab").unwrap(),
+            "<x/>",
+        );
         edits.append(xml, &form, "<libs/>");
         edits.append(xml, &form, "<events/>");
         assert_eq!(

@@ -25,8 +25,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use url::Url;
 
-pub mod formxml;
 pub mod forms_phase;
+pub mod formxml;
 pub mod schema_phase;
 pub use forms_phase::{FormsPlan, apply_forms, plan_forms};
 pub use schema_phase::{Conflict, SchemaPlan, apply_schema, plan_schema};
@@ -350,7 +350,7 @@ pub fn default_settings(cleverreach_api_url: &str) -> Vec<(String, String)> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanItem {
     /// `publisher`, `solution`, `table`, `column`, `lookup`, `key`, `security`, `publish`,
-    /// `role`, `privilege`, `profile`, `permission`, `assign`, `webresource`, `form`,
+    /// `role`, `privilege`, `profile`, `permission`, `assign`, `resource` (web resource), `form`,
     /// `endpoint`, `step` or `setting`.
     pub kind: &'static str,
     pub name: String,
@@ -507,7 +507,7 @@ pub async fn plan(client: &DataverseClient, options: &Options) -> Result<Plan, I
             )
         });
     plan.items.push(PlanItem {
-            update: false,
+        update: false,
         kind: "endpoint",
         name: format!("{ENDPOINT_NAME} -> {}", options.intake_url),
         exists: !endpoints.is_empty(),
