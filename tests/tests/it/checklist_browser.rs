@@ -15,7 +15,8 @@ use sandbox::form_page::{self, FormApp};
 use serde_json::{Value, json};
 
 /// The control's frame document, as a JS expression.
-const FRAME: &str = "document.getElementById('frame-WebResource_crc_checklist').contentDocument";
+pub const FRAME: &str =
+    "document.getElementById('frame-WebResource_crc_checklist').contentDocument";
 
 pub struct Page {
     pub sim: DataverseSim,
@@ -528,4 +529,195 @@ async fn the_control_reflows_at_200_percent_zoom_without_scrolling_sideways() {
         (json!(2), json!(1))
     );
     p.screenshot("contact-zoom-200").await;
+}
+
+#[tokio::test]
+async fn a_source_form_shows_its_sync_state_with_the_last_error_highlighted() {
+    let Some(mut p) = page().await else { return };
+    let error = "2026-11-27 10:00:00 UTC: the sync failed: the marketing list checklist cannot be read, so the group was left as it is";
+    let campaign = p
+        .admin
+        .create(
+            "campaigns",
+            &json!({
+                "name": "Spring fair",
+                "crc_checklist": sandbox::harness::checklist(&[(0, 1)]),
+                "crc_syncwithcleverreach": true,
+                "crc_groupid": "4711",
+                "crc_syncstatus": "all members compared: 3 added, 0 updated, 0 e-mail changed, 1 removed, 40 unchanged",
+                "crc_lastsync": "2026-11-27T09:00:00Z",
+                "crc_lasterror": error,
+            }),
+        )
+        .await
+        .unwrap();
+    p.open("campaign", &campaign, "").await;
+    let root = format!("{FRAME}.getElementById('crc-root')");
+    let shown = p.text(&root).await;
+    for part in ["4711", "3 added", "Last error", error] {
+        assert!(shown.contains(part), "{part} in {shown}");
+    }
+    assert!(!shown.contains("Last sync\n—"), "{shown}");
+    // The error stands out: a red bar and a tinted background.
+    let style = p
+        .browser
+        .eval(&format!(
+            "(() => {{ const s = getComputedStyle({FRAME}.getElementById('crc-last-error')); return [s.backgroundColor, s.borderLeftColor, s.borderLeftWidth]; }})()"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        style,
+        json!(["rgb(253, 231, 233)", "rgb(164, 38, 44)", "4px"])
+    );
+    assert_eq!(
+        p.browser
+            .eval(&format!(
+                "{FRAME}.getElementById('crc-sync-flag').getAttribute('aria-checked')"
+            ))
+            .await
+            .unwrap(),
+        "true"
+    );
+    assert_eq!(
+        p.browser
+            .eval(&format!("{FRAME}.getElementById('crc-resync').disabled"))
+            .await
+            .unwrap(),
+        false
+    );
+    // The campaign's own checklist is edited in the same control.
+    assert_eq!(
+        p.browser
+            .eval(&format!("{}.checked", Page::radio(0, 1)))
+            .await
+            .unwrap(),
+        true
+    );
+    p.screenshot("campaign").await;
+
+    // A campaign activity with sync off: nothing to resync until sync is turned on.
+    let activity = p
+        .admin
+        .create(
+            "campaignactivities",
+            &json!({
+                "subject": "Invitation mail",
+                "regardingobjectid_campaign_campaignactivity@odata.bind": format!("/campaigns({campaign})"),
+                "crc_checklist": sandbox::harness::checklist(&[(1, 1)]),
+            }),
+        )
+        .await
+        .unwrap();
+    p.open("campaignactivity", &activity, "").await;
+    assert_eq!(
+        p.browser
+            .eval(&format!("{FRAME}.getElementById('crc-resync').disabled"))
+            .await
+            .unwrap(),
+        true
+    );
+    assert!(p.text(&root).await.contains("Turn sync on first"));
+    assert_eq!(
+        p.browser
+            .eval(&format!("!!{FRAME}.getElementById('crc-last-error')"))
+            .await
+            .unwrap(),
+        false,
+        "no error, no error box"
+    );
+    p.screenshot("campaignactivity").await;
+    p.browser
+        .click(&format!("{FRAME}.getElementById('crc-sync-flag')"))
+        .await
+        .unwrap();
+    assert_eq!(p.value("crc_syncwithcleverreach").await, json!(true));
+    assert!(p.dirty().await);
+    p.browser
+        .wait_for(&format!("!{FRAME}.getElementById('crc-resync').disabled"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn holders_of_the_list_sync_role_start_a_retroactive_sync_from_the_list_form() {
+    let Some(mut p) = page().await else { return };
+    let list = p
+        .admin
+        .create(
+            "lists",
+            &json!({
+                "listname": "Customers 2026", "createdfromcode": 2, "type": false,
+                "crc_checklist": sandbox::harness::checklist(&[(0, 1)]),
+                "crc_syncwithcleverreach": true, "crc_groupid": "815",
+                "crc_syncstatus": "all members compared: 12 added",
+                "crc_retroactiveprogress": "last run: 3 of 3 sublists done, 1 member kept an explicit no",
+            }),
+        )
+        .await
+        .unwrap();
+    p.open("list", &list, "").await;
+    assert_eq!(
+        p.browser
+            .eval(&format!("!!{FRAME}.getElementById('crc-retro-start')"))
+            .await
+            .unwrap(),
+        false,
+        "not for people without the role"
+    );
+    p.screenshot("list").await;
+
+    // The administrator gets the role "CleverReach List Sync".
+    let role = p
+        .sim
+        .rows("roles")
+        .into_iter()
+        .find(|r| r["name"] == shared::install::LIST_SYNC_ROLE.name)
+        .unwrap();
+    let r = p
+        .admin
+        .post(
+            &format!("roles({})/systemuserroles_association/$ref", role["roleid"].as_str().unwrap()),
+            &json!({ "@odata.id": format!("{}systemusers({})", p.sim.api_url(), sandbox::dataverse::ADMIN_USER_ID) }),
+        )
+        .await
+        .unwrap();
+    assert!(r.status < 300, "{}", r.text);
+    p.open("list", &list, "").await;
+    let root = format!("{FRAME}.getElementById('crc-root')");
+    assert!(
+        p.text(&root).await.contains("1 member kept an explicit no"),
+        "the progress text"
+    );
+    // Choose: the list's own checklist is not what is wanted; type 1 yes.
+    p.browser
+        .click(&format!("{FRAME}.getElementById('crc-retro-uselist')"))
+        .await
+        .unwrap();
+    p.browser
+        .wait_for(&format!("{FRAME}.getElementById('crc-r-1-1')"))
+        .await
+        .unwrap();
+    p.browser
+        .click(&format!(
+            "{FRAME}.querySelector('label[for=\"crc-r-1-1\"]')"
+        ))
+        .await
+        .unwrap();
+    let wanted = entries(&p.value("crc_retroactivesyncjson").await);
+    assert_eq!(wanted.len(), 1, "{wanted:?}");
+    assert_eq!(
+        (wanted[0]["id"].clone(), wanted[0]["state"].clone()),
+        (json!(1), json!(1))
+    );
+    p.screenshot("list-retroactive").await;
+    p.browser
+        .click(&format!("{FRAME}.getElementById('crc-retro-start')"))
+        .await
+        .unwrap();
+    assert_eq!(p.value("crc_retroactivesync").await, json!(true));
+    p.save().await;
+    let row = p.sim.row("lists", &list).unwrap();
+    assert_eq!(row["crc_retroactivesync"], true);
+    assert_eq!(entries(&row["crc_retroactivesyncjson"]), wanted);
 }
