@@ -10,6 +10,8 @@ mod aws_sqs;
 mod aws_token_race;
 mod checklist_browser;
 mod checklist_e2e;
+mod checklist_installer;
+mod checklist_sim;
 mod cleverreach_client_batches;
 mod cleverreach_client_faults;
 mod cleverreach_client_ops;
