@@ -338,7 +338,7 @@ impl FormCheck<'_> {
         for column in &columns.children {
             let width = column.attr("width").unwrap_or_default();
             let percent = width.strip_suffix('%').and_then(|n| n.parse::<u32>().ok());
-            if !percent.is_some_and(|p| p <= 100) {
+            if percent.is_none_or(|p| p > 100) {
                 return Err(format!(
                     "{place}: a <column> needs a width like \"100%\", not \"{width}\""
                 ));

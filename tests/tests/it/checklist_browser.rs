@@ -191,9 +191,9 @@ async fn clicking_a_state_changes_only_that_entry_with_the_users_name_and_the_ti
     // A type without an entry gets one, after the others, with its description and position.
     p.browser.click(&Page::choice(1, 2)).await.unwrap();
     p.browser
-        .wait_for(&format!(
-            "JSON.parse(crcForm.formContext.getAttribute('crc_checklist').getValue()).length === 3"
-        ))
+        .wait_for(
+            "JSON.parse(crcForm.formContext.getAttribute('crc_checklist').getValue()).length === 3",
+        )
         .await
         .unwrap();
     let now = entries(&p.value("crc_checklist").await);
