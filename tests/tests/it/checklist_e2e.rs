@@ -136,6 +136,13 @@ async fn resync_now_on_a_list_form_leads_through_the_webhook_steps_to_a_full_rec
             .contains("when the record is saved")
     );
     save(&mut browser).await;
+    // Saved: the form reloads its data and the control says the connector has it now.
+    browser
+        .wait_for(&format!(
+            "{FRAME}.getElementById('crc-resync-note').innerText.includes('the connector is working on it')"
+        ))
+        .await
+        .unwrap();
     h.settle().await.unwrap();
 
     assert_eq!(

@@ -13,9 +13,9 @@
 // of the role "CleverReach List Sync", the retroactive sync with its progress.
 //
 // Client API used (Unified Interface): formContext.getAttribute / getControl, attribute
-// getValue / setValue / setSubmitMode / getSubmitMode / addOnChange / fireOnChange, control
-// getDisabled, formContext.ui.getFormType, Xrm.Utility.getGlobalContext().userSettings,
-// Xrm.WebApi.retrieveMultipleRecords.
+// getValue / setValue / getIsDirty / setSubmitMode / getSubmitMode / addOnChange /
+// fireOnChange, control getDisabled, formContext.ui.getFormType, formContext.data.addOnLoad,
+// Xrm.Utility.getGlobalContext().userSettings, Xrm.WebApi.retrieveMultipleRecords.
 (function () {
   "use strict";
 
@@ -788,6 +788,10 @@
       if (a) {
         a.addOnChange(() => render());
       }
+    }
+    // After a save the form reloads its data: show what was saved.
+    if (form.data && typeof form.data.addOnLoad === "function") {
+      form.data.addOnLoad(() => render());
     }
     types = await loadTypes();
     built = "";
