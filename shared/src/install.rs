@@ -299,7 +299,21 @@ pub const LIST_SYNC_ROLE: RoleSpec = RoleSpec {
     }],
 };
 
-pub const ROLES: [RoleSpec; 2] = [CONNECTOR_ROLE, LIST_SYNC_ROLE];
+/// People who edit newsletter choices with the checklist on forms: the control reads the
+/// newsletter types (`typjson`) from the settings table as the signed-in user. Given next to
+/// their usual roles (the settings table is organisation-owned: without it nobody reads it).
+pub const CHECKLIST_ROLE: RoleSpec = RoleSpec {
+    name: "CleverReach Checklist User",
+    description: "May read the connector's settings, so that the newsletter checklist on forms can show the newsletter types.",
+    rights: &[TableRights {
+        table: "crc_setting",
+        privilege_entity: "crc_Setting",
+        rights: &[Right::Read],
+        why: "the checklist control reads the newsletter types",
+    }],
+};
+
+pub const ROLES: [RoleSpec; 3] = [CONNECTOR_ROLE, LIST_SYNC_ROLE, CHECKLIST_ROLE];
 
 /// The field security profile on `schema::SECURED_COLUMNS`.
 pub const LIST_SYNC_PROFILE: &str = "CleverReach List Sync";

@@ -7,11 +7,13 @@
 
 pub mod aws;
 pub mod bench;
+pub mod browser;
 pub mod chaos;
 pub mod cleverreach;
 pub mod connect_page;
 pub mod dataverse;
 pub mod faults;
+pub mod form_page;
 pub mod harness;
 pub mod oracle;
 pub mod provision;

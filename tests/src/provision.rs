@@ -23,16 +23,30 @@ pub async fn install_schema(sim: &DataverseSim) -> Result<SchemaPlan, String> {
     .await
 }
 
-/// The same against a simulator in another process (its endpoints and administrator).
-pub async fn install_schema_at(
+/// Installs the newsletter checklist (web resources, the main forms) into a simulator whose
+/// schema is installed, as `crc-install` does (its forms phase, as an administrator).
+pub async fn install_forms(sim: &DataverseSim) -> Result<crc_install::FormsPlan, String> {
+    let client = admin_client(
+        &sim.api_url(),
+        &sim.token_url(),
+        &format!("{}/.default", sim.resource()),
+        ADMIN_CLIENT_ID,
+        ADMIN_CLIENT_SECRET,
+    )?;
+    crc_install::install_forms(&client)
+        .await
+        .map_err(|e| format!("installing the newsletter checklist: {e}"))
+}
+
+fn admin_client(
     api_url: &str,
     token_url: &str,
     scope: &str,
     client_id: &str,
     client_secret: &str,
-) -> Result<SchemaPlan, String> {
+) -> Result<DataverseClient, String> {
     let url = |text: &str| url::Url::parse(text).map_err(|e| format!("{text}: {e}"));
-    let client = DataverseClient::new(DataverseConfig {
+    DataverseClient::new(DataverseConfig {
         retry: RetryPolicy::fast(),
         ..DataverseConfig::new(
             url(api_url)?,
@@ -42,7 +56,18 @@ pub async fn install_schema_at(
             scope,
         )
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())
+}
+
+/// The same against a simulator in another process (its endpoints and administrator).
+pub async fn install_schema_at(
+    api_url: &str,
+    token_url: &str,
+    scope: &str,
+    client_id: &str,
+    client_secret: &str,
+) -> Result<SchemaPlan, String> {
+    let client = admin_client(api_url, token_url, scope, client_id, client_secret)?;
     crc_install::install_schema(&client, Some(CONNECTOR_USER_ID))
         .await
         .map_err(|e| format!("installing the connector's schema: {e}"))

@@ -706,6 +706,8 @@ pub fn render_row(
     expand: &[Expand],
     prefer: &Prefer,
 ) -> Map<String, Value> {
+    // Web resources and forms are read as published (docs: RetrieveUnpublished for the rest).
+    let row: &Row = &super::forms::published_view(table, row);
     let mut out = Map::new();
     out.insert("@odata.etag".into(), Value::String(etag(row)));
     let columns: Vec<&'static Column> = match select {
@@ -1047,6 +1049,7 @@ fn read_property(
     let row = store
         .get(table.logical, &id)
         .ok_or_else(|| ApiError::row_not_found(table.logical, &id))?;
+    let row = super::forms::published_view(table, row);
     match row.get(column.name) {
         None => Ok(ApiResponse::empty(StatusCode::NO_CONTENT)),
         Some(v) => Ok(ApiResponse::json(

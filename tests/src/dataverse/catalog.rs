@@ -129,6 +129,8 @@ pub struct Catalog {
     change_tracked: BTreeSet<String>,
     /// Each `PublishXml`'s tables, in order.
     pub publishes: Vec<Vec<String>>,
+    /// The web resources each `PublishXml` named, in order.
+    pub published_web_resources: Vec<Uuid>,
 }
 
 /// How standard tables are named in SchemaNames and privileges.
@@ -161,6 +163,8 @@ fn standard_names(logical: &str) -> (String, String) {
         "fieldsecurityprofile" => "FieldSecurityProfile",
         "fieldpermission" => "FieldPermission",
         "systemuserprofiles" => "SystemUserProfiles",
+        "webresource" => "WebResource",
+        "systemform" => "SystemForm",
         other => other,
     };
     // Activities share the "Activity" privileges; a user's are "User".
@@ -257,6 +261,7 @@ impl Catalog {
             next_otc: 10_000,
             change_tracked: change_tracked.iter().cloned().collect(),
             publishes: Vec::new(),
+            published_web_resources: Vec::new(),
         }
     }
 

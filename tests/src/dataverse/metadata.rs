@@ -1861,6 +1861,7 @@ fn publish(store: &mut Store, ctx: &Ctx, req: &ApiRequest) -> Result<Done, ApiEr
     ];
     let mut last = 0;
     let mut tables = Vec::new();
+    let mut web_resources = Vec::new();
     for child in &root.children {
         let position = ORDER.iter().position(|n| *n == child.name).ok_or_else(|| {
             bad(format!(
@@ -1889,7 +1890,40 @@ fn publish(store: &mut Store, ctx: &Ctx, req: &ApiRequest) -> Result<Done, ApiEr
                 tables.push(name.to_string());
             }
         }
+        if child.name == "webresources" {
+            for w in &child.children {
+                if w.name != "webresource" {
+                    return Err(bad(format!(
+                        "<{}> is not allowed in <webresources>.",
+                        w.name
+                    )));
+                }
+                let id = store::parse_guid(&w.text).ok_or_else(|| {
+                    bad(format!(
+                        "'{}' in <webresources> is not a web resource id.",
+                        w.text
+                    ))
+                })?;
+                if !store.contains("webresource", &id) {
+                    return Err(bad(format!(
+                        "The web resource {id} in ParameterXml does not exist."
+                    )));
+                }
+                web_resources.push(id);
+            }
+        }
     }
+    // Checked first, applied after: a bad ParameterXml publishes nothing.
+    for table in &tables {
+        super::forms::publish_forms(store, table);
+    }
+    for id in &web_resources {
+        super::forms::publish_webresource(store, *id).map_err(bad)?;
+    }
+    store
+        .catalog_mut()
+        .published_web_resources
+        .extend(web_resources);
     store.catalog_mut().publishes.push(tables);
     Ok(applied(ApiResponse::empty(StatusCode::NO_CONTENT)))
 }

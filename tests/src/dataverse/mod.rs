@@ -22,6 +22,7 @@ pub mod catalog;
 pub mod client;
 pub mod error;
 mod fetchxml;
+pub mod forms;
 mod metadata;
 mod query;
 pub mod schema;
@@ -254,7 +255,13 @@ impl Shared {
         let customizing = match target {
             api::Target::Set(t) | api::Target::Row(t, _) => matches!(
                 t.logical,
-                "publisher" | "solution" | "role" | "fieldsecurityprofile" | "fieldpermission"
+                "publisher"
+                    | "solution"
+                    | "role"
+                    | "fieldsecurityprofile"
+                    | "fieldpermission"
+                    | "webresource"
+                    | "systemform"
             ),
             api::Target::NavRef(..) => true,
             _ => false,
@@ -370,6 +377,7 @@ impl Shared {
             store.put("sdkmessagefilter", id, row);
         }
         security::seed(store, self.org.business_unit_id, &self.config.org_name);
+        forms::seed(store);
         for c in &self.config.clients {
             if let Some(id) = store::parse_guid(&c.user_id) {
                 security::assign_roles(store, id, &c.roles);
@@ -606,6 +614,28 @@ impl DataverseSim {
     /// The tables of each `PublishXml`, oldest first.
     pub fn publishes(&self) -> Vec<Vec<String>> {
         self.shared.lock_store().catalog().publishes.clone()
+    }
+
+    /// The web resources (ids) each `PublishXml` named, oldest first.
+    pub fn published_web_resources(&self) -> Vec<String> {
+        self.shared
+            .lock_store()
+            .catalog()
+            .published_web_resources
+            .iter()
+            .map(Uuid::to_string)
+            .collect()
+    }
+
+    /// One row as the app sees it (inspection form): web resources and forms as published;
+    /// [`DataverseSim::row`] shows the saved version.
+    pub fn published(&self, entity_set: &str, id: &str) -> Option<Map<String, Value>> {
+        let id = store::parse_guid(id)?;
+        let store = self.shared.lock_store();
+        let table = store.catalog().by_set(entity_set)?;
+        store
+            .get(table.logical, &id)
+            .map(|r| store::inspection_form(table, &forms::published_view(table, r)))
     }
 
     /// The `sdkmessagefilters` id of a message on any table of this org (also one the

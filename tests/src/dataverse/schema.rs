@@ -720,8 +720,77 @@ static ASYNC_STATES: [StateDef; 4] = [
     },
 ];
 
+// --- web resources and forms ----------------------------------------------------------------
+
+/// `webresource.webresourcetype` (PA-WRENT).
+static WEBRESOURCE_TYPE: [Opt; 12] = [
+    Opt(1, "Webpage (HTML)"),
+    Opt(2, "Style Sheet (CSS)"),
+    Opt(3, "Script (JScript)"),
+    Opt(4, "Data (XML)"),
+    Opt(5, "PNG format"),
+    Opt(6, "JPG format"),
+    Opt(7, "GIF format"),
+    Opt(8, "Silverlight (XAP)"),
+    Opt(9, "Style Sheet (XSL)"),
+    Opt(10, "ICO format"),
+    Opt(11, "Vector format (SVG)"),
+    Opt(12, "String (RESX)"),
+];
+/// `componentstate` of solution-aware components.
+static COMPONENT_STATE: [Opt; 4] = [
+    Opt(0, "Published"),
+    Opt(1, "Unpublished"),
+    Opt(2, "Deleted"),
+    Opt(3, "Deleted Unpublished"),
+];
+/// The largest web resource: Dataverse's default upload limit (5 MB) as base64.
+pub const WEBRESOURCE_CONTENT_MAX: usize = 5 * 1024 * 1024 / 3 * 4 + 4;
+static WEBRESOURCE_COLUMNS: [Column; 9] = [
+    pk("webresourceid"),
+    create_only("name", Kind::Str(100)),
+    rw("displayname", Kind::Str(200)),
+    rw("description", Kind::Str(2000)),
+    create_only("webresourcetype", Kind::Choice(&WEBRESOURCE_TYPE)),
+    rw("content", Kind::Str(WEBRESOURCE_CONTENT_MAX)),
+    rw("languagecode", Kind::Int),
+    sys("ismanaged", Kind::Bool),
+    sys("componentstate", Kind::Choice(&COMPONENT_STATE)),
+];
+/// `systemform.type` (PA-SFENT).
+static FORM_TYPE: [Opt; 14] = [
+    Opt(0, "Dashboard"),
+    Opt(1, "AppointmentBook"),
+    Opt(2, "Main"),
+    Opt(3, "MiniCampaignBO"),
+    Opt(4, "Preview"),
+    Opt(5, "Mobile - Express"),
+    Opt(6, "Quick View Form"),
+    Opt(7, "Quick Create"),
+    Opt(8, "Dialog"),
+    Opt(9, "Task Flow Form"),
+    Opt(10, "InteractionCentricDashboard"),
+    Opt(11, "Card"),
+    Opt(12, "Main - Interactive experience"),
+    Opt(103, "Power BI Dashboard"),
+];
+static FORM_ACTIVATION: [Opt; 2] = [Opt(0, "Inactive"), Opt(1, "Active")];
+static SYSTEMFORM_COLUMNS: [Column; 11] = [
+    pk("formid"),
+    rw("name", Kind::Str(100)),
+    rw("description", Kind::Str(2000)),
+    create_only("objecttypecode", Kind::EntityName),
+    create_only("type", Kind::Choice(&FORM_TYPE)),
+    rw("formxml", Kind::Str(QUERY_MAX)),
+    rw("isdefault", Kind::Bool),
+    rw("formactivationstate", Kind::Choice(&FORM_ACTIVATION)),
+    sys("ismanaged", Kind::Bool),
+    sys("componentstate", Kind::Choice(&COMPONENT_STATE)),
+    sys("publishedon", Kind::DateTime),
+];
+
 /// The tables of a plain org.
-pub static TABLES: [Table; 27] = [
+pub static TABLES: [Table; 29] = [
     Table {
         logical: "account",
         set: "accounts",
@@ -988,6 +1057,24 @@ pub static TABLES: [Table; 27] = [
         "fieldpermissionid",
         1201,
         &FIELDPERMISSION_COLUMNS,
+        Writes::Yes,
+    ),
+    platform(
+        "webresource",
+        "webresourceset",
+        "webresourceid",
+        "name",
+        9333,
+        &WEBRESOURCE_COLUMNS,
+        Writes::Yes,
+    ),
+    platform(
+        "systemform",
+        "systemforms",
+        "formid",
+        "name",
+        1030,
+        &SYSTEMFORM_COLUMNS,
         Writes::Yes,
     ),
     platform(

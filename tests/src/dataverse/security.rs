@@ -46,7 +46,7 @@ const MISC_PRIVILEGES: [&str; 17] = [
 ];
 
 /// Standard tables with privileges of their own (intersects have none).
-const PRIVILEGED_TABLES: [&str; 12] = [
+const PRIVILEGED_TABLES: [&str; 14] = [
     "account",
     "contact",
     "lead",
@@ -59,6 +59,8 @@ const PRIVILEGED_TABLES: [&str; 12] = [
     "publisher",
     "solution",
     "fieldsecurityprofile",
+    "webresource",
+    "systemform",
 ];
 
 /// The privilege a create of a platform table needs.
@@ -69,6 +71,17 @@ pub fn create_privilege(table: &str) -> Option<&'static str> {
         "role" => Some("prvCreateRole"),
         "fieldsecurityprofile" => Some("prvCreateFieldSecurityProfile"),
         "fieldpermission" => Some("prvWriteFieldSecurityProfile"),
+        "webresource" => Some("prvCreateWebResource"),
+        "systemform" => Some("prvCreateSystemForm"),
+        _ => None,
+    }
+}
+
+/// The privilege an update of a platform table needs (customizations: web resources, forms).
+pub fn write_privilege(table: &str) -> Option<&'static str> {
+    match table {
+        "webresource" => Some("prvWriteWebResource"),
+        "systemform" => Some("prvWriteSystemForm"),
         _ => None,
     }
 }
@@ -79,6 +92,8 @@ pub fn component_type(table: &str) -> Option<i64> {
         "role" => Some(20),
         "fieldsecurityprofile" => Some(70),
         "fieldpermission" => Some(71),
+        "systemform" => Some(60),
+        "webresource" => Some(61),
         _ => None,
     }
 }
@@ -186,12 +201,17 @@ pub fn seed(store: &mut Store, business_unit: Uuid, org_name: &str) {
         let customizing = MISC_PRIVILEGES.contains(&name.as_str()) && name != "prvAssignRole"
             || name.ends_with("Publisher")
             || name.ends_with("Solution")
+            || name.ends_with("WebResource")
+            || name.ends_with("SystemForm")
             || name.starts_with("prvRead");
         if customizing {
             grant(store, customizer, privilege_id(&name), global);
         }
+        // Every user reads forms and web resources: the app is made of them.
         let reading = name.starts_with("prvRead")
             && (name.ends_with("Entity")
+                || name.ends_with("WebResource")
+                || name.ends_with("SystemForm")
                 || name.ends_with("Attribute")
                 || name.ends_with("Relationship")
                 || name.ends_with("EntityKey")

@@ -630,6 +630,8 @@ fn rules(store: &Store, table: &Table, row: &mut Row, creating: bool) -> Result<
                 return Err(ApiError::duplicate());
             }
         }
+        "webresource" => super::forms::webresource_rules(store, table, row, creating)?,
+        "systemform" => super::forms::systemform_rules(store, table, row, creating)?,
         "sdkmessageprocessingstepimage" => {
             required(row, table, "sdkmessageprocessingstepid")?;
             required(row, table, "entityalias")?;
@@ -728,6 +730,25 @@ fn platform_create(
         security::require(store, ctx.user, privilege, table.logical)?;
     }
     if security::component_type(table.logical).is_some() {
+        return security::solution_target(store, req).map(Some);
+    }
+    Ok(None)
+}
+
+/// An update of a customization (web resource, form): the privilege it needs, and the
+/// solution a `MSCRM.SolutionUniqueName` header names (the component is recorded there, as an
+/// update with the header does in Dataverse, PA-OPT).
+fn platform_update(
+    store: &Store,
+    ctx: &Ctx,
+    req: &ApiRequest,
+    table: &Table,
+) -> Result<Option<security::Target>, ApiError> {
+    let Some(privilege) = security::write_privilege(table.logical) else {
+        return Ok(None);
+    };
+    security::require(store, ctx.user, privilege, table.logical)?;
+    if req.header("MSCRM.SolutionUniqueName").is_some() {
         return security::solution_target(store, req).map(Some);
     }
     Ok(None)
@@ -877,8 +898,13 @@ pub fn patch(
                     "The key in the body does not match the key {id} in the URL."
                 )));
             }
+            let solution = platform_update(store, ctx, req, table)?;
             security::check_secured(store, ctx.user, table, &ch.values, false)?;
             let (undo, events) = update_row(store, ctx, req, table, id, ch.values)?;
+            if let (Some(kind), Some(target)) = (security::component_type(table.logical), solution)
+            {
+                security::add_component(store, target.solution, kind, id);
+            }
             Ok(Applied {
                 response: write_response(store, ctx, req, table, id, false)?,
                 undo,
@@ -1058,6 +1084,7 @@ pub fn put_property(
         Val::from_json(table, column, v)?
     };
     let values = vec![(column, value)];
+    platform_update(store, ctx, req, table)?;
     security::check_secured(store, ctx.user, table, &values, false)?;
     let (undo, events) = update_row(store, ctx, req, table, id, values)?;
     Ok(Applied {

@@ -183,7 +183,15 @@ async fn a_dry_run_prints_the_plan_and_changes_nothing() {
         .lines()
         .filter(|l| l.starts_with("would create"))
         .count();
-    assert_eq!(planned, 1 + steps().len() + 13, "{out}");
+    // The endpoint, the steps, the settings rows, the checklist's web resources and their
+    // publishing; the five main forms are changed, not created.
+    let web_resources = crc_install::forms_phase::WEB_RESOURCES.len();
+    assert_eq!(planned, 1 + steps().len() + 13 + web_resources + 1, "{out}");
+    let forms = out
+        .lines()
+        .filter(|l| l.starts_with("would change  form"))
+        .count();
+    assert_eq!(forms, crc_install::forms_phase::FORM_TABLES.len(), "{out}");
     for step in steps() {
         assert!(
             out.contains(&step.name()),
@@ -197,7 +205,8 @@ async fn a_dry_run_prints_the_plan_and_changes_nothing() {
     run(&[], env(&h, true)).await.0.unwrap();
     let (_, out) = run(&["--dry-run"], env(&h, true)).await;
     assert!(!out.contains("would create"), "{out}");
-    assert!(out.contains("0 to create"), "{out}");
+    assert!(!out.contains("would change"), "{out}");
+    assert!(out.contains("0 to create, 0 to change"), "{out}");
 }
 
 #[tokio::test]
@@ -966,6 +975,21 @@ mod schema_phase {
                         ),
                         (json!(4), json!(4), json!(4))
                     );
+                }
+                ("POST", "webresourceset") => {
+                    let spec = crc_install::forms_phase::WEB_RESOURCES
+                        .iter()
+                        .find(|w| body["name"] == w.name)
+                        .expect("a known web resource");
+                    assert_eq!(body["webresourcetype"], spec.kind);
+                    assert_eq!(body["content"], spec.base64());
+                    assert!(body["displayname"].as_str().is_some_and(|d| !d.is_empty()));
+                }
+                ("PATCH", p) if p.starts_with("systemforms(") => {
+                    // Recorded in the solution, as an update with the header is (PA-OPT).
+                    assert_eq!(in_solution, Some(schema::SOLUTION_UNIQUE_NAME), "{path}");
+                    let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+                    assert_eq!(keys, ["formxml"], "only the form's XML changes");
                 }
                 ("POST", p) if p.ends_with("/$ref") => {
                     assert!(

@@ -8,6 +8,10 @@
 mod aws_secrets;
 mod aws_sqs;
 mod aws_token_race;
+mod checklist_browser;
+mod checklist_e2e;
+mod checklist_installer;
+mod checklist_sim;
 mod cleverreach_client_batches;
 mod cleverreach_client_faults;
 mod cleverreach_client_ops;

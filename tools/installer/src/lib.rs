@@ -1,8 +1,10 @@
-//! The CRM installer, in three phases:
+//! The CRM installer, in four phases:
 //! 1. the schema (`schema`): publisher, unmanaged solution `CleverReachConnector`, the
 //!    connector's tables, columns, lookups and keys, column security, security roles;
-//! 2. the webhook service endpoint and every step the connector needs (`shared::install`);
-//! 3. the `crc_setting` rows with their defaults (README "Settings").
+//! 2. the newsletter checklist (`forms_phase`): its web resources, its place on the main form
+//!    of contact, lead, marketing list, campaign and campaign activity, published;
+//! 3. the webhook service endpoint and every step the connector needs (`shared::install`);
+//! 4. the `crc_setting` rows with their defaults (README "Settings").
 //!
 //! It reads everything first and lists what exists and what it would create; an existing
 //! component the connector cannot use (a column of another type…) stops it before it changes
@@ -23,13 +25,18 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use url::Url;
 
+pub mod forms_phase;
+pub mod formxml;
 pub mod schema_phase;
+pub use forms_phase::{FormsPlan, apply_forms, plan_forms};
 pub use schema_phase::{Conflict, SchemaPlan, apply_schema, plan_schema};
 
 pub const USAGE: &str = "\
 crc-install: installs the CleverReach connector in a Dynamics 365 org: its schema (publisher
 cleverreach, unmanaged solution CleverReachConnector, tables, columns, lookups, keys, security
-roles CleverReach Connector and CleverReach List Sync), the webhook endpoint and steps, and
+roles CleverReach Connector, CleverReach List Sync and CleverReach Checklist User), the
+newsletter checklist (web resources crc_/checklist/*, placed on the main forms of contact,
+lead, marketing list, campaign and campaign activity), the webhook endpoint and steps, and
 the settings rows. Reads first; stops before changing anything when an existing component
 conflicts. Idempotent; what exists is left as it is.
 
@@ -343,11 +350,15 @@ pub fn default_settings(cleverreach_api_url: &str) -> Vec<(String, String)> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanItem {
     /// `publisher`, `solution`, `table`, `column`, `lookup`, `key`, `security`, `publish`,
-    /// `role`, `privilege`, `profile`, `permission`, `assign`, `endpoint`, `step` or `setting`.
+    /// `role`, `privilege`, `profile`, `permission`, `assign`, `resource` (web resource), `form`,
+    /// `endpoint`, `step` or `setting`.
     pub kind: &'static str,
     pub name: String,
     /// Already in the CRM (left as it is).
     pub exists: bool,
+    /// Not there as needed, but something of the name is: it is changed, not created (a web
+    /// resource of an older version, a form the control is added to).
+    pub update: bool,
     /// Something an administrator should know (e.g. the endpoint points elsewhere).
     pub note: Option<String>,
 }
@@ -358,34 +369,49 @@ pub struct Plan {
     pub items: Vec<PlanItem>,
     /// The schema phase (its items are in `items` too).
     pub schema: SchemaPlan,
+    /// The checklist's web resources and forms (its items are in `items` too).
+    pub forms: FormsPlan,
 }
 
 impl Plan {
+    /// What is missing: created or (`update`) changed when the plan is applied.
     pub fn to_create(&self) -> impl Iterator<Item = &PlanItem> {
         self.items.iter().filter(|i| !i.exists)
     }
 
+    /// Every conflict of every phase.
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        let mut all = self.schema.conflicts.clone();
+        all.extend(self.forms.conflicts.iter().cloned());
+        all
+    }
+
     /// One line per item, then a count.
     pub fn write(&self, out: &mut impl Write, dry_run: bool) -> std::io::Result<()> {
-        let (new, old) = if dry_run {
-            ("would create", "exists")
+        let (new, changed, old) = if dry_run {
+            ("would create", "would change", "exists")
         } else {
-            ("created", "exists")
+            ("created", "changed", "exists")
         };
         for item in &self.items {
-            let state = if item.exists { old } else { new };
+            let state = match (item.exists, item.update) {
+                (true, _) => old,
+                (false, true) => changed,
+                (false, false) => new,
+            };
             write!(out, "{state:<13} {:<10} {}", item.kind, item.name)?;
             if let Some(note) = &item.note {
                 write!(out, "  ({note})")?;
             }
             writeln!(out)?;
         }
-        if !self.schema.conflicts.is_empty() {
+        let conflicts = self.conflicts();
+        if !conflicts.is_empty() {
             writeln!(
                 out,
                 "conflicts (the installer changes nothing while there is one):"
             )?;
-            for c in &self.schema.conflicts {
+            for c in &conflicts {
                 writeln!(out, "  {c}")?;
             }
         }
@@ -401,20 +427,21 @@ impl Plan {
             };
             writeln!(out, "  {table:<22} {state}")?;
         }
-        let created = self.to_create().count();
-        let kept = self.items.len() - created;
-        if created == 0 {
+        let changes = self.to_create().filter(|i| i.update).count();
+        let created = self.to_create().count() - changes;
+        let kept = self.items.len() - created - changes;
+        if created + changes == 0 {
             writeln!(out, "nothing to do: every component is already there")?;
         }
         if dry_run {
             writeln!(
                 out,
-                "dry run: {created} to create, {kept} already there; nothing was changed"
+                "dry run: {created} to create, {changes} to change, {kept} already there; nothing was changed"
             )
         } else {
             writeln!(
                 out,
-                "done: {created} created, {kept} already there (left as they were)"
+                "done: {created} created, {changes} changed, {kept} already there (left as they were)"
             )
         }
     }
@@ -453,9 +480,13 @@ async fn existing_setting_keys(client: &DataverseClient) -> Result<Vec<String>, 
 /// Reads the CRM and says what exists and what an install would create. Changes nothing.
 pub async fn plan(client: &DataverseClient, options: &Options) -> Result<Plan, InstallError> {
     let schema = plan_schema(client, options.app_user.as_deref()).await?;
+    let forms = plan_forms(client, schema.languages()).await?;
+    let mut items = schema.items.clone();
+    items.extend(forms.items.iter().cloned());
     let mut plan = Plan {
-        items: schema.items.clone(),
+        items,
         schema,
+        forms,
     };
     let endpoints = all_rows(
         client,
@@ -476,6 +507,7 @@ pub async fn plan(client: &DataverseClient, options: &Options) -> Result<Plan, I
             )
         });
     plan.items.push(PlanItem {
+        update: false,
         kind: "endpoint",
         name: format!("{ENDPOINT_NAME} -> {}", options.intake_url),
         exists: !endpoints.is_empty(),
@@ -490,6 +522,7 @@ pub async fn plan(client: &DataverseClient, options: &Options) -> Result<Plan, I
                 .then(|| format!("will be updated: {}", differences.join(", ")))
         });
         plan.items.push(PlanItem {
+            update: false,
             kind: "step",
             name,
             exists: found.is_some() && note.is_none(),
@@ -505,6 +538,7 @@ pub async fn plan(client: &DataverseClient, options: &Options) -> Result<Plan, I
     for (key, value) in &options.settings {
         let exists = existing.contains(&canonical_key(key));
         plan.items.push(PlanItem {
+            update: false,
             kind: "setting",
             name: format!("{key} = {value:?}"),
             exists,
@@ -533,20 +567,38 @@ pub async fn install(client: &DataverseClient, options: &Options) -> Result<Plan
     Ok(before)
 }
 
-/// Applies a plan made by [`plan`]: the schema, the webhooks, the missing settings rows.
+/// The checklist phase alone (web resources and forms), as the sandbox provisions a simulated
+/// org for the browser tests: plans, stops on conflicts, applies. Returns the plan it applied.
+pub async fn install_forms(client: &DataverseClient) -> Result<FormsPlan, InstallError> {
+    let schema = plan_schema(client, None).await?;
+    let forms = plan_forms(client, schema.languages()).await?;
+    apply_forms(client, &forms, forms_solution(&schema)).await?;
+    Ok(forms)
+}
+
+/// The solution web resources and forms are recorded in: the connector's unmanaged one; none
+/// when it was imported managed (the changes then land in the org's own layer).
+fn forms_solution(schema: &SchemaPlan) -> Option<&'static str> {
+    (!schema.is_managed()).then_some(schema::SOLUTION_UNIQUE_NAME)
+}
+
+/// Applies a plan made by [`plan`]: the schema, the checklist, the webhooks, the missing
+/// settings rows.
 pub async fn apply(
     client: &DataverseClient,
     options: &Options,
     plan: &Plan,
 ) -> Result<(), InstallError> {
-    if !plan.schema.conflicts.is_empty() {
-        return Err(InstallError::Conflicts(plan.schema.conflicts.clone()));
+    let conflicts = plan.conflicts();
+    if !conflicts.is_empty() {
+        return Err(InstallError::Conflicts(conflicts));
     }
     let key = options
         .webhook_key
         .as_ref()
         .ok_or_else(|| usage("the webhook key is needed to register the endpoint"))?;
     apply_schema(client, &plan.schema).await?;
+    apply_forms(client, &plan.forms, forms_solution(&plan.schema)).await?;
     install_webhooks(client, &options.intake_url, key)
         .await
         .map_err(|error| InstallError::Step {
@@ -587,10 +639,11 @@ pub async fn run(
         writeln!(out, "installing into {}", options.api_url)?;
     }
     let plan = plan(&client, &options).await?;
-    if options.dry_run || !plan.schema.conflicts.is_empty() {
+    let conflicts = plan.conflicts();
+    if options.dry_run || !conflicts.is_empty() {
         plan.write(out, true)?;
-        if !plan.schema.conflicts.is_empty() {
-            return Err(InstallError::Conflicts(plan.schema.conflicts));
+        if !conflicts.is_empty() {
+            return Err(InstallError::Conflicts(conflicts));
         }
         return Ok(());
     }

@@ -69,6 +69,16 @@ impl SchemaPlan {
     pub fn table_exists(&self, logical: &str) -> bool {
         self.existing_tables.contains(logical)
     }
+
+    /// The org's provisioned languages that labels are written in.
+    pub fn languages(&self) -> &[i64] {
+        &self.languages
+    }
+
+    /// The connector's solution was imported as a managed one.
+    pub fn is_managed(&self) -> bool {
+        self.managed
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +104,7 @@ fn item(kind: &'static str, name: impl Into<String>, exists: bool) -> PlanItem {
         kind,
         name: name.into(),
         exists,
+        update: false,
         note: None,
     }
 }
@@ -924,7 +935,7 @@ pub fn missing_privilege(message: &str, needed: &str) -> String {
 }
 
 /// A failed step: a refusal for lack of privilege names the privilege.
-fn failed(what: String, needed: &str, err: DataverseError) -> InstallError {
+pub(crate) fn failed(what: String, needed: &str, err: DataverseError) -> InstallError {
     let denied = match &err {
         DataverseError::Client {
             status,

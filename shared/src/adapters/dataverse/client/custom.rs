@@ -42,6 +42,10 @@ impl CustomRequest {
         CustomRequest::new(Method::PUT, path)
     }
 
+    pub fn patch(path: impl Into<String>) -> CustomRequest {
+        CustomRequest::new(Method::PATCH, path)
+    }
+
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> CustomRequest {
         self.headers.push((name, value.into()));
         self
