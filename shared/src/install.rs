@@ -64,6 +64,7 @@ const LIST_UPDATE: &[&str] = &[
     schema::SYNC_FLAG,
     schema::CHECKLIST,
     schema::RESYNC,
+    schema::CONFIRM_REMOVALS,
     schema::RETROACTIVE_SYNC,
 ];
 /// A campaign's group follows its name, state, flags and checklist; its lists come through
@@ -74,6 +75,7 @@ const CAMPAIGN_UPDATE: &[&str] = &[
     schema::SYNC_FLAG,
     schema::CHECKLIST,
     schema::RESYNC,
+    schema::CONFIRM_REMOVALS,
 ];
 /// An activity's subject names its group and its description is the group's receiver_info.
 const CAMPAIGN_ACTIVITY_UPDATE: &[&str] = &[
@@ -83,6 +85,7 @@ const CAMPAIGN_ACTIVITY_UPDATE: &[&str] = &[
     schema::SYNC_FLAG,
     schema::CHECKLIST,
     schema::RESYNC,
+    schema::CONFIRM_REMOVALS,
 ];
 
 fn pre(attributes: &'static [&'static str]) -> ImageSpec {

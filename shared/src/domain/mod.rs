@@ -4,6 +4,7 @@
 //! recipients (contacts, leads, accounts' primary contacts) become receivers when the rule of
 //! docs/architecture.md §2 says so. Everything here is pure and deterministic so that it can be tested alone.
 
+pub mod brake;
 pub mod change;
 pub mod checklist;
 pub mod deletion;

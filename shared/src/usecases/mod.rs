@@ -5,10 +5,12 @@
 //! - [`source`]: a source changed (its group created, renamed, reconciled, kept or deleted);
 //! - [`people`]: people changed (only their receivers, in every group);
 //! - [`reconcile`]: the one reconcile both use (index, plan, execute, re-check, report);
+//! - [`brake`]: the brake on mass removal a full reconcile and a group deletion ask first;
 //! - [`backflow`]: CleverReach back to the CRM (unsubscribes, bounces, sign-ups);
 //! - [`retroactive`]: the retroactive checklist sync of a marketing list.
 
 pub mod backflow;
+pub mod brake;
 pub mod connector;
 pub mod people;
 pub mod reconcile;

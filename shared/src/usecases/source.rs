@@ -3,9 +3,11 @@
 //! change also reaches the campaigns and activities it is linked to.
 //! See `docs/architecture.md` ("A source changed").
 
+use super::brake;
 use super::connector::{Connector, SyncError};
 use super::people::{self, LINKED_SCOPED_LIMIT, PeopleScope};
 use super::reconcile::{ReconcileReport, reconcile_group};
+use crate::domain::brake::Held;
 use crate::domain::change::{ChangeEvent, CrmMessage};
 use crate::domain::deletion::{DeletionReason, GroupFate, group_fate, lock_new_groups};
 use crate::domain::naming::{group_name, receiver_info};
@@ -29,6 +31,9 @@ pub enum GroupOutcome {
     Kept,
     /// Nothing to do (sync off and nothing changed, no group known, …).
     Unchanged,
+    /// The group should have been deleted, but the brake held the deletion back: it stays
+    /// (docs/architecture.md §2).
+    Held,
 }
 
 /// The result of handling one source change.
@@ -37,6 +42,8 @@ pub struct SourceSync {
     pub outcome: GroupOutcome,
     pub group: Option<GroupId>,
     pub report: Option<ReconcileReport>,
+    /// What the brake held back: the group's deletion, or a reconcile's removals.
+    pub held: Option<Held>,
 }
 
 impl SourceSync {
@@ -45,6 +52,7 @@ impl SourceSync {
             outcome: GroupOutcome::Unchanged,
             group,
             report: None,
+            held: None,
         }
     }
 }
@@ -239,6 +247,7 @@ async fn sync_existing_source(
             outcome: GroupOutcome::GroupUpdated,
             group: Some(group),
             report: None,
+            held: None,
         });
     }
     let scoped_members = event.is_membership_change()
@@ -256,9 +265,16 @@ async fn sync_existing_source(
     if record.resync_requested {
         conn.sources.clear_resync(source.kind, &source.id).await?;
     }
+    if record.removals_confirmed && report.full {
+        // Used up by this full reconcile, whether or not the brake needed it.
+        conn.sources
+            .clear_removal_confirmation(source.kind, &source.id)
+            .await?;
+    }
     Ok(SourceSync {
         outcome: GroupOutcome::Reconciled,
         group: Some(group),
+        held: report.held,
         report: Some(report),
     })
 }
@@ -322,17 +338,30 @@ async fn sync_disabled(
     let Some(group_id) = source.group_id.clone() else {
         return Ok(SourceSync::unchanged(None));
     };
-    let outcome =
-        apply_deletion_policy(conn, settings, DeletionReason::SyncDisabled, &group_id).await?;
+    let confirmed = record.removals_confirmed;
+    let (outcome, held) = apply_deletion_policy(
+        conn,
+        settings,
+        DeletionReason::SyncDisabled,
+        &group_id,
+        confirmed,
+    )
+    .await?;
     if outcome == GroupOutcome::Deleted {
         conn.sources
             .record_group(source.kind, &source.id, None)
+            .await?;
+    }
+    if confirmed {
+        conn.sources
+            .clear_removal_confirmation(source.kind, &source.id)
             .await?;
     }
     Ok(SourceSync {
         outcome,
         group: (outcome != GroupOutcome::Deleted).then_some(group_id),
         report: None,
+        held,
     })
 }
 
@@ -353,33 +382,45 @@ async fn on_source_deleted(
         }
         return Ok(SourceSync::unchanged(None));
     };
-    let outcome =
-        apply_deletion_policy(conn, settings, DeletionReason::RecordDeleted, &group).await?;
+    // A deleted source carries no confirmation: a group the brake holds back stays, and the
+    // nightly orphan sweep reports it until it is deleted in CleverReach.
+    let (outcome, held) =
+        apply_deletion_policy(conn, settings, DeletionReason::RecordDeleted, &group, false).await?;
     Ok(SourceSync {
         outcome,
         group: (outcome != GroupOutcome::Deleted).then_some(group),
         report: None,
+        held,
     })
 }
 
-async fn apply_deletion_policy(
+/// Deletes or keeps a group whose source is gone or no longer synced, per the deletion
+/// settings; a deletion the brake holds back leaves the group as it is (`confirmed`: the
+/// source carries a confirmation).
+pub async fn apply_deletion_policy(
     conn: &Connector,
     settings: &Settings,
     reason: DeletionReason,
     group_id: &GroupId,
-) -> Result<GroupOutcome, SyncError> {
+    confirmed: bool,
+) -> Result<(GroupOutcome, Option<Held>), SyncError> {
     let Some(group) = conn.groups.get_group(group_id.as_str()).await? else {
-        return Ok(GroupOutcome::Unchanged);
+        return Ok((GroupOutcome::Unchanged, None));
     };
     match group_fate(reason, &settings.deletion, group.locked) {
         GroupFate::Delete => {
+            let verdict = brake::group_deletion(conn, settings, group_id, confirmed).await?;
+            if let Some(held) = verdict.held() {
+                tracing::warn!(group_id = %group_id.as_str(), ?reason, "group not deleted: {held}");
+                return Ok((GroupOutcome::Held, Some(held)));
+            }
             conn.groups.delete_group(group_id.as_str()).await?;
             info!(group_id = %group_id.as_str(), ?reason, "group deleted");
-            Ok(GroupOutcome::Deleted)
+            Ok((GroupOutcome::Deleted, None))
         }
         GroupFate::Keep => {
             info!(group_id = %group_id.as_str(), ?reason, "group kept");
-            Ok(GroupOutcome::Kept)
+            Ok((GroupOutcome::Kept, None))
         }
     }
 }
@@ -393,6 +434,13 @@ async fn write_status(
 ) {
     let now = chrono::DateTime::from_timestamp((conn.now)(), 0).unwrap_or_default();
     let status = match result {
+        // Held back by the brake: the last error says what and how to let it through; the
+        // status and last sync time stay those of the last good sync.
+        Ok(SourceSync {
+            held: Some(held), ..
+        }) => SourceStatus::Failed {
+            error: format!("{}: {held}", now.format("%Y-%m-%d %H:%M:%S UTC")),
+        },
         Ok(sync) => {
             let status = match (&sync.outcome, &sync.report) {
                 (GroupOutcome::Reconciled, Some(report)) => report.status_line(),

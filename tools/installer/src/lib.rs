@@ -333,6 +333,11 @@ pub fn default_settings(cleverreach_api_url: &str) -> Vec<(String, String)> {
             d.update_request_count.to_string(),
         ),
         (keys::SCHEDULE_MINUTES, d.schedule_minutes.to_string()),
+        (
+            keys::MAX_REMOVAL_PERCENT,
+            d.brake.max_removal_percent.to_string(),
+        ),
+        (keys::MAX_REMOVALS, d.brake.max_removals.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -6,6 +6,7 @@
 pub(crate) mod fixtures;
 
 mod backflow;
+mod brake;
 mod people_change;
 mod port_failures;
 mod source_change;
