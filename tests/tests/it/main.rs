@@ -27,6 +27,7 @@ mod dataverse_sim_faults;
 mod dataverse_sim_fetchxml;
 mod dataverse_sim_metadata;
 mod dataverse_sim_webhooks;
+mod e2e_brake;
 mod e2e_campaigns;
 mod e2e_deletion;
 mod e2e_lead_sync;
