@@ -3,6 +3,7 @@
 
 pub mod cleverreach;
 pub mod dataverse;
+pub mod dryrun;
 pub mod http;
 pub mod memory;
 

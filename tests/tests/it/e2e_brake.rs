@@ -109,7 +109,10 @@ async fn turning_sync_off_keeps_a_group_of_a_thousand_until_the_deletion_is_conf
         .unwrap();
     h.settle().await.unwrap();
 
-    assert!(h.cleverreach.group(&group).is_none(), "deleted once confirmed");
+    assert!(
+        h.cleverreach.group(&group).is_none(),
+        "deleted once confirmed"
+    );
     assert_eq!(h.group_of("lists", &list), None);
     assert_eq!(column(&h, &list, "crc_confirmremovals"), json!(false));
 }

@@ -3,6 +3,7 @@
 
 use super::client::CleverReachClient;
 use super::error::CleverReachError;
+use super::groups::CREATION_MARKER_PREFIX;
 use super::receivers::ReceiverPages as GroupReceiverPages;
 use super::tokens::TokenStore;
 use crate::domain::email::Email;
@@ -39,15 +40,33 @@ impl From<CleverReachError> for NewsletterError {
     }
 }
 
+/// The group as the use cases see it: its description without the creation marker line, and
+/// whether it had one.
 impl From<super::groups::Group> for Group {
     fn from(g: super::groups::Group) -> Self {
+        let (receiver_info, marker) = split_marker(&g.receiver_info);
         Group {
             id: g.id,
             name: g.name,
             locked: g.locked,
-            receiver_info: g.receiver_info,
+            receiver_info,
+            created_by_connector: marker.is_some(),
         }
     }
+}
+
+/// A description's text without the creation marker line, and the marker line.
+fn split_marker(receiver_info: &str) -> (String, Option<&str>) {
+    let mut marker = None;
+    let mut rest = Vec::new();
+    for line in receiver_info.lines() {
+        if marker.is_none() && line.trim_start().starts_with(CREATION_MARKER_PREFIX) {
+            marker = Some(line.trim());
+        } else {
+            rest.push(line);
+        }
+    }
+    (rest.join("\n"), marker)
 }
 
 #[async_trait]
@@ -56,6 +75,14 @@ impl<S: TokenStore> GroupStore for CleverReachClient<S> {
         Ok(CleverReachClient::get_group(self, group_id)
             .await?
             .map(Group::from))
+    }
+
+    async fn list_groups(&self) -> Result<Vec<Group>, NewsletterError> {
+        Ok(CleverReachClient::list_groups(self)
+            .await?
+            .into_iter()
+            .map(Group::from)
+            .collect())
     }
 
     async fn create_group(
@@ -81,7 +108,17 @@ impl<S: TokenStore> GroupStore for CleverReachClient<S> {
         group_id: &str,
         receiver_info: &str,
     ) -> Result<(), NewsletterError> {
-        CleverReachClient::set_receiver_info(self, group_id, receiver_info).await?;
+        // The marker stays, so the group is still known as the connector's (orphan sweep).
+        let current = CleverReachClient::get_group(self, group_id).await?;
+        let marker = current
+            .as_ref()
+            .and_then(|g| split_marker(&g.receiver_info).1.map(str::to_string));
+        let text = match marker {
+            Some(marker) if receiver_info.trim().is_empty() => marker,
+            Some(marker) => format!("{receiver_info}\n{marker}"),
+            None => receiver_info.to_string(),
+        };
+        CleverReachClient::set_receiver_info(self, group_id, &text).await?;
         Ok(())
     }
 

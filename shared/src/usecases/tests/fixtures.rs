@@ -79,6 +79,7 @@ impl World {
                     name: name.to_string(),
                     locked: false,
                     receiver_info: String::new(),
+                    created_by_connector: true,
                 },
             );
             st.receivers.entry(id.to_string()).or_default();
