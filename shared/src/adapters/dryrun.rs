@@ -9,7 +9,7 @@
 
 use crate::domain::email::Email;
 use crate::domain::planner::ReceiverUpsert;
-use crate::domain::receiver::CurrentReceiver;
+use crate::domain::receiver::{CurrentReceiver, ReceiverState};
 use crate::domain::recipient::Recipient;
 use crate::domain::source::{GroupId, SourceKind, SourceRecord};
 use crate::ports::crm::{
@@ -20,6 +20,7 @@ use crate::ports::newsletter::{
     ReceiverPages, ReceiverRecord, ReceiverStore, RemoveReport, UpsertReport,
 };
 use async_trait::async_trait;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The id prefix of groups the dry run pretends to create.
@@ -45,6 +46,8 @@ pub struct DryRunLog {
     pub source_writes: Vec<String>,
     /// Every member read, in the order read.
     pub members: Vec<Recipient>,
+    /// The state of every receiver read from a group: (group, address) → state.
+    pub group_receivers: BTreeMap<(String, Email), ReceiverState>,
 }
 
 /// One dry run: wrap the ports with it, run the use case, read [`DryRun::log`].
@@ -311,6 +314,27 @@ struct DryReceivers {
 
 struct NoPages;
 
+struct KeptReceivers<'a> {
+    inner: Box<dyn ReceiverPages + 'a>,
+    group: String,
+    run: DryRun,
+}
+
+#[async_trait]
+impl ReceiverPages for KeptReceivers<'_> {
+    async fn next_page(&mut self) -> Result<Option<Vec<CurrentReceiver>>, NewsletterError> {
+        let page = self.inner.next_page().await?;
+        if let Some(page) = &page {
+            let mut log = self.run.lock();
+            for r in page {
+                log.group_receivers
+                    .insert((self.group.clone(), r.email.clone()), r.state);
+            }
+        }
+        Ok(page)
+    }
+}
+
 #[async_trait]
 impl ReceiverPages for NoPages {
     async fn next_page(&mut self) -> Result<Option<Vec<CurrentReceiver>>, NewsletterError> {
@@ -327,7 +351,11 @@ impl ReceiverStore for DryReceivers {
         if self.run.is_new(group_id) {
             return Box::new(NoPages);
         }
-        self.inner.receivers(group_id, filter)
+        Box::new(KeptReceivers {
+            inner: self.inner.receivers(group_id, filter),
+            group: group_id.to_string(),
+            run: self.run.clone(),
+        })
     }
     async fn upsert_receivers(
         &self,
