@@ -8,6 +8,8 @@ pub mod http;
 pub mod memory;
 
 #[cfg(feature = "aws")]
+pub mod dynamodb;
+#[cfg(feature = "aws")]
 pub mod secrets_manager;
 #[cfg(feature = "aws")]
 pub mod sqs;

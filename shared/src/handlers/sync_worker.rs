@@ -6,13 +6,14 @@
 //! reconcile by re-reading the CRM (a source queue: one message after another; a people queue:
 //! every readable change of the batch in one scoped reconcile) → report the failed messages.
 
-use super::batch::{FifoBatch, process_fifo};
+use super::batch::{FailureRecorder, FifoBatch, process_fifo};
 pub use super::batch::{InboundMessage, MessageOutcome};
 use crate::domain::change::ChangeEvent;
 use crate::domain::recipient::RecipientKind;
 use crate::domain::routing::{QueueFamily, Work};
 use crate::domain::source::SourceKind;
 use crate::error::Retryable;
+use crate::ports::failures::FailureLog;
 use crate::ports::queue::ChangeQueue;
 use crate::usecases::{Connector, SyncError, people, source};
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct WorkerDeps {
     /// the campaigns and activities after a list is deleted); without it, that work is done
     /// in the same invocation.
     pub follow_up: Option<Arc<dyn ChangeQueue>>,
+    /// Where failed messages are written down with their error.
+    pub failures: FailureRecorder,
 }
 
 impl WorkerDeps {
@@ -39,7 +42,14 @@ impl WorkerDeps {
             family,
             conn: conn.with_settings_ttl(SETTINGS_TTL),
             follow_up: None,
+            failures: FailureRecorder::none(family.name()),
         }
+    }
+
+    /// Writes failed messages down in this log (for `crc-admin dlq show`).
+    pub fn with_failure_log(mut self, log: Arc<dyn FailureLog>) -> Self {
+        self.failures = FailureRecorder::new(self.family.name(), log);
+        self
     }
 
     /// The queue for follow-up work on other queues.
@@ -53,7 +63,10 @@ impl WorkerDeps {
 pub async fn handle_messages(deps: &WorkerDeps, messages: Vec<InboundMessage>) -> Vec<String> {
     match deps.family.work() {
         Work::Source(kind) => {
-            process_fifo(messages, |message| source_message(deps, kind, message)).await
+            process_fifo(messages, &deps.failures, |message| {
+                source_message(deps, kind, message)
+            })
+            .await
         }
         Work::People(kind) => people_batch(deps, kind, messages).await,
         Work::RetroactiveFanout | Work::Sublist => {
@@ -61,7 +74,14 @@ pub async fn handle_messages(deps: &WorkerDeps, messages: Vec<InboundMessage>) -
                 queue = deps.family.name(),
                 "this queue is worked by its own function, not by a sync worker"
             );
-            messages.into_iter().map(|m| m.message_id).collect()
+            let mut batch = FifoBatch::default();
+            for message in &messages {
+                batch.fail(
+                    message,
+                    "this queue is worked by its own function, not by a sync worker",
+                );
+            }
+            batch.finish(&deps.failures).await
         }
     }
 }
@@ -146,11 +166,11 @@ async fn people_batch(
         }
         match parse(&message) {
             Ok(event) => readable.push((message, event)),
-            Err(_) => batch.fail(&message),
+            Err(e) => batch.fail(&message, &e),
         }
     }
     if readable.is_empty() {
-        return batch.into_failed();
+        return batch.finish(&deps.failures).await;
     }
     let records: Vec<&str> = readable.iter().map(|(_, e)| e.record_id.as_str()).collect();
     let span = tracing::info_span!(
@@ -173,14 +193,14 @@ async fn people_batch(
             "people synced"
         ),
         Err(e) => {
-            if let MessageOutcome::Failed(_) = outcome_of(e) {
+            if let MessageOutcome::Failed(error) = outcome_of(e) {
                 for (message, _) in &readable {
-                    batch.fail(message);
+                    batch.fail(message, &error);
                 }
             }
         }
     }
-    batch.into_failed()
+    batch.finish(&deps.failures).await
 }
 
 /// Lambda adapter: SQS event → messages → partial batch response.

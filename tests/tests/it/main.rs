@@ -5,6 +5,7 @@
 //! `log_capture` (it owns the process's log subscriber), `lambda_invoke` (real binaries under
 //! cargo-lambda) and `e2e_convergence` (long random runs) are binaries of their own.
 
+mod admin_dlq;
 mod admin_preview;
 mod aws_secrets;
 mod aws_sqs;

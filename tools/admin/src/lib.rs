@@ -8,6 +8,7 @@
 //!
 //! The work is in the library so that tests drive the same code against the sandbox and moto.
 
+pub mod dlq;
 pub mod preview;
 
 use shared::domain::source::SourceKind;
@@ -56,8 +57,59 @@ pub enum AdminError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Help,
-    Preview { kind: SourceKind, id: String },
-    Drift { kind: Option<SourceKind> },
+    Preview {
+        kind: SourceKind,
+        id: String,
+    },
+    Drift {
+        kind: Option<SourceKind>,
+    },
+    DlqList {
+        queue: Option<String>,
+    },
+    DlqShow {
+        id: String,
+        queue: Option<String>,
+    },
+    DlqRedrive {
+        id: Option<String>,
+        queue: Option<String>,
+    },
+}
+
+impl Command {
+    fn is_dlq(&self) -> bool {
+        matches!(
+            self,
+            Command::DlqList { .. } | Command::DlqShow { .. } | Command::DlqRedrive { .. }
+        )
+    }
+}
+
+/// `--queue Q` taken out of `words`; what is left.
+fn queue_option<'a>(words: &[&'a str]) -> Result<(Option<String>, Vec<&'a str>), AdminError> {
+    let mut queue = None;
+    let mut rest = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        match words[i] {
+            "--queue" => {
+                let name = words
+                    .get(i + 1)
+                    .ok_or_else(|| AdminError::Usage("--queue needs a queue name".into()))?;
+                queue = Some((*name).to_string());
+                i += 2;
+            }
+            word if word.starts_with("--") => {
+                return Err(AdminError::Usage(format!("unknown option {word}")));
+            }
+            word => {
+                rest.push(word);
+                i += 1;
+            }
+        }
+    }
+    Ok((queue, rest))
 }
 
 /// A source kind as typed: `list` (`marketing-list`, `lists`), `campaign`,
@@ -96,6 +148,28 @@ pub fn parse(args: &[String]) -> Result<Command, AdminError> {
         ["drift", kind] => Ok(Command::Drift {
             kind: Some(source_kind(kind)?),
         }),
+        ["dlq", sub, rest @ ..] => {
+            let (queue, rest) = queue_option(rest)?;
+            match (*sub, rest.as_slice()) {
+                ("list", []) => Ok(Command::DlqList { queue }),
+                ("show", [id]) => Ok(Command::DlqShow {
+                    id: (*id).to_string(),
+                    queue,
+                }),
+                ("redrive", []) => Ok(Command::DlqRedrive { id: None, queue }),
+                ("redrive", [id]) => Ok(Command::DlqRedrive {
+                    id: Some((*id).to_string()),
+                    queue,
+                }),
+                ("show", _) => Err(AdminError::Usage("dlq show needs one message id".into())),
+                _ => Err(AdminError::Usage(format!(
+                    "unknown dlq command {sub:?}: use list, show or redrive"
+                ))),
+            }
+        }
+        ["dlq"] => Err(AdminError::Usage(
+            "dlq needs a command: list, show or redrive".into(),
+        )),
         [other, ..] => Err(AdminError::Usage(format!("unknown command {other:?}"))),
     }
 }
@@ -111,6 +185,11 @@ pub async fn run_on(
         Command::Preview { kind, id } => {
             let preview = preview::preview(conn, *kind, id).await?;
             preview::print_preview(&preview, out)?;
+        }
+        Command::DlqList { .. } | Command::DlqShow { .. } | Command::DlqRedrive { .. } => {
+            return Err(AdminError::Usage(
+                "the dlq commands work on the queues, not on a connector".into(),
+            ));
         }
         Command::Drift { kind } => {
             let all = preview::drift(conn).await?;
@@ -138,6 +217,16 @@ pub async fn main_with(args: &[String], out: &mut dyn Write) -> Result<(), Admin
         return run_on_nothing(out);
     }
     let start = shared::bootstrap::Start::new().await;
+    if command.is_dlq() {
+        let config = shared::config::OperationsConfig::from_env(&start.env)
+            .map_err(|e| AdminError::Start(e.to_string()))?;
+        let dlq = dlq::Dlq {
+            sqs: aws_sdk_sqs::Client::new(&start.aws),
+            stack: config.stack_name,
+            failures: start.failure_log(),
+        };
+        return run_dlq(&dlq, &command, out).await;
+    }
     let conn = start
         .connector()
         .await
@@ -147,5 +236,32 @@ pub async fn main_with(args: &[String], out: &mut dyn Write) -> Result<(), Admin
 
 fn run_on_nothing(out: &mut dyn Write) -> Result<(), AdminError> {
     writeln!(out, "{USAGE}")?;
+    Ok(())
+}
+
+/// Runs a dlq command and prints the result.
+pub async fn run_dlq(
+    dlq: &dlq::Dlq,
+    command: &Command,
+    out: &mut dyn Write,
+) -> Result<(), AdminError> {
+    match command {
+        Command::DlqList { queue } => {
+            let states = dlq.list(queue.as_deref()).await?;
+            dlq::print_list(&states, out)?;
+        }
+        Command::DlqShow { id, queue } => {
+            for line in dlq.show(id, queue.as_deref()).await? {
+                writeln!(out, "{line}")?;
+            }
+        }
+        Command::DlqRedrive { id, queue } => {
+            let moved = dlq.redrive(queue.as_deref(), id.as_deref()).await?;
+            writeln!(out, "{moved} messages moved back to their queues")?;
+        }
+        other => {
+            return Err(AdminError::Usage(format!("{other:?} is not a dlq command")));
+        }
+    }
     Ok(())
 }
