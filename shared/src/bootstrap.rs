@@ -212,13 +212,16 @@ pub async fn connect_deps()
     })
 }
 
-/// Everything the `resync` function needs: the CRM (to list sources) and the source queues.
+/// Everything the `resync` function needs: the CRM (to list sources), the source queues, and
+/// CleverReach for the orphan sweep.
 pub async fn resync_deps() -> Result<ResyncDeps<SqsChangeQueue>, StartError> {
     let start = Start::new().await;
-    let crm = start.crm().await?;
+    let crm = Arc::new(start.crm().await?);
+    let sweep = Connector::from_shared(crm.clone(), Arc::new(start.cleverreach().await?));
     Ok(ResyncDeps {
-        sources: Arc::new(crm),
+        sources: crm,
         queue: SqsChangeQueue::new(start.sqs(), start.queues().only(&QueueFamily::ALL)),
+        sweep: Some(sweep),
     })
 }
 

@@ -259,6 +259,7 @@ impl GroupStore for DryGroups {
                 locked: false,
                 receiver_info: String::new(),
                 created_by_connector: true,
+                created_at: None,
             }));
         }
         if self.run.is_new(group_id) {
@@ -284,6 +285,7 @@ impl GroupStore for DryGroups {
             locked,
             receiver_info: receiver_info.to_string(),
             created_by_connector: true,
+            created_at: None,
         })
     }
     async fn rename_group(&self, group_id: &str, name: &str) -> Result<(), NewsletterError> {

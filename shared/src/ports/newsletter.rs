@@ -67,6 +67,8 @@ pub struct Group {
     /// The connector created this group (it carries the connector's creation marker; the
     /// nightly orphan sweep looks only at such groups).
     pub created_by_connector: bool,
+    /// When the group was created (seconds since the epoch), when known.
+    pub created_at: Option<i64>,
 }
 
 /// Which receivers of a group to list.

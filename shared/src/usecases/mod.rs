@@ -7,7 +7,8 @@
 //! - [`reconcile`]: the one reconcile both use (index, plan, execute, re-check, report);
 //! - [`brake`]: the brake on mass removal a full reconcile and a group deletion ask first;
 //! - [`backflow`]: CleverReach back to the CRM (unsubscribes, bounces, sign-ups);
-//! - [`retroactive`]: the retroactive checklist sync of a marketing list.
+//! - [`retroactive`]: the retroactive checklist sync of a marketing list;
+//! - [`sweep`]: the nightly orphan sweep (groups whose source is gone or no longer synced).
 
 pub mod backflow;
 pub mod brake;
@@ -16,6 +17,7 @@ pub mod people;
 pub mod reconcile;
 pub mod retroactive;
 pub mod source;
+pub mod sweep;
 
 pub use connector::{Connector, SyncError};
 

@@ -8,7 +8,7 @@ use super::connector::{Connector, SyncError};
 use super::people::{self, LINKED_SCOPED_LIMIT, PeopleScope};
 use super::reconcile::{ReconcileReport, reconcile_group};
 use crate::domain::brake::Held;
-use crate::domain::change::{ChangeEvent, CrmMessage};
+use crate::domain::change::{AttrValue, ChangeEvent, CrmMessage, column};
 use crate::domain::deletion::{DeletionReason, GroupFate, group_fate, lock_new_groups};
 use crate::domain::naming::{group_name, receiver_info};
 use crate::domain::routing::QueueFamily;
@@ -95,6 +95,24 @@ pub async fn resync_source(
 ) -> Result<SourceSync, SyncError> {
     let run = format!("resync-{}", (conn.now)());
     let event = ChangeEvent::resync_request(kind.logical_name(), id, &run, (conn.now)() * 1000);
+    Ok(sync_source(conn, settings, kind, &event).await?.1)
+}
+
+/// Handles a source whose sync is off as its "sync off" event would have (the nightly orphan
+/// sweep's way into this path, `usecases::sweep`): the group deleted, kept or held back per the
+/// settings, the confirmation used, the status written.
+pub async fn apply_sync_off(
+    conn: &Connector,
+    settings: &Settings,
+    kind: SourceKind,
+    id: &str,
+) -> Result<SourceSync, SyncError> {
+    let now = (conn.now)();
+    let mut event =
+        ChangeEvent::resync_request(kind.logical_name(), id, &format!("sweep-{now}"), now * 1000);
+    event
+        .target
+        .insert(column::SYNC_FLAG.to_string(), AttrValue::Bool(false));
     Ok(sync_source(conn, settings, kind, &event).await?.1)
 }
 

@@ -3,7 +3,7 @@
 
 use super::client::CleverReachClient;
 use super::error::CleverReachError;
-use super::groups::CREATION_MARKER_PREFIX;
+use super::groups::{CREATION_MARKER_PREFIX, marker_owner};
 use super::receivers::ReceiverPages as GroupReceiverPages;
 use super::tokens::TokenStore;
 use crate::domain::email::Email;
@@ -40,17 +40,19 @@ impl From<CleverReachError> for NewsletterError {
     }
 }
 
-/// The group as the use cases see it: its description without the creation marker line, and
-/// whether it had one.
-impl From<super::groups::Group> for Group {
-    fn from(g: super::groups::Group) -> Self {
+impl<S: TokenStore> CleverReachClient<S> {
+    /// The group as the use cases see it: its description without the creation marker line,
+    /// and whether this connector (for this CRM organisation) created it.
+    fn port_group(&self, g: super::groups::Group) -> Group {
         let (receiver_info, marker) = split_marker(&g.receiver_info);
+        let owner = marker_owner(&self.config().source);
         Group {
             id: g.id,
             name: g.name,
             locked: g.locked,
             receiver_info,
-            created_by_connector: marker.is_some(),
+            created_by_connector: marker.is_some_and(|m| m.ends_with(&format!("{owner}]"))),
+            created_at: (g.stamp > 0).then_some(g.stamp),
         }
     }
 }
@@ -74,14 +76,14 @@ impl<S: TokenStore> GroupStore for CleverReachClient<S> {
     async fn get_group(&self, group_id: &str) -> Result<Option<Group>, NewsletterError> {
         Ok(CleverReachClient::get_group(self, group_id)
             .await?
-            .map(Group::from))
+            .map(|g| self.port_group(g)))
     }
 
     async fn list_groups(&self) -> Result<Vec<Group>, NewsletterError> {
         Ok(CleverReachClient::list_groups(self)
             .await?
             .into_iter()
-            .map(Group::from)
+            .map(|g| self.port_group(g))
             .collect())
     }
 
@@ -91,11 +93,8 @@ impl<S: TokenStore> GroupStore for CleverReachClient<S> {
         locked: bool,
         receiver_info: &str,
     ) -> Result<Group, NewsletterError> {
-        Ok(
-            CleverReachClient::create_group(self, name, locked, receiver_info)
-                .await?
-                .into(),
-        )
+        let created = CleverReachClient::create_group(self, name, locked, receiver_info).await?;
+        Ok(self.port_group(created))
     }
 
     async fn rename_group(&self, group_id: &str, name: &str) -> Result<(), NewsletterError> {

@@ -187,6 +187,7 @@ impl GroupStore for InMemoryNewsletter {
             locked,
             receiver_info: receiver_info.to_string(),
             created_by_connector: true,
+            created_at: None,
         };
         st.groups.insert(group.id.clone(), group.clone());
         Ok(group)

@@ -80,6 +80,7 @@ impl World {
                     locked: false,
                     receiver_info: String::new(),
                     created_by_connector: true,
+                    created_at: None,
                 },
             );
             st.receivers.entry(id.to_string()).or_default();

@@ -10,3 +10,4 @@ mod brake;
 mod people_change;
 mod port_failures;
 mod source_change;
+mod sweep;
