@@ -22,6 +22,7 @@ use crate::handlers::resync::ResyncDeps;
 use crate::handlers::retroactive::RetroactiveDeps;
 use crate::handlers::sync_worker::WorkerDeps;
 use crate::handlers::webhook_intake::{IntakeDeps, IntakeSettings};
+use crate::metrics::{CallMeters, StdoutEmf};
 use crate::ports::failures::FailureLog;
 use crate::ports::secrets::SecretSource;
 use crate::usecases::Connector;
@@ -145,7 +146,14 @@ impl Start {
 /// Everything the worker of one queue family needs.
 pub async fn worker_deps(family: QueueFamily) -> Result<WorkerDeps, StartError> {
     let start = Start::new().await;
-    let mut deps = WorkerDeps::new(family, start.connector().await?);
+    let crm = Arc::new(start.crm().await?);
+    let cleverreach = Arc::new(start.cleverreach().await?);
+    let meters = CallMeters {
+        dataverse: crm.clone(),
+        cleverreach: cleverreach.clone(),
+    };
+    let mut deps = WorkerDeps::new(family, Connector::from_shared(crm, cleverreach))
+        .with_metrics(Arc::new(StdoutEmf), Some(meters));
     if let Some(log) = start.failure_log() {
         deps = deps.with_failure_log(log);
     }

@@ -13,11 +13,12 @@ use crate::domain::recipient::RecipientKind;
 use crate::domain::routing::{QueueFamily, Work};
 use crate::domain::source::SourceKind;
 use crate::error::Retryable;
+use crate::metrics::{CallMeters, MetricsSink, NoMetrics, SyncMetrics, add_report};
 use crate::ports::failures::FailureLog;
 use crate::ports::queue::ChangeQueue;
 use crate::usecases::{Connector, SyncError, people, source};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{Instrument, error, info, warn};
 
 /// How long settings read from the CRM are reused ("cached briefly"): a worker's batches share
@@ -34,6 +35,10 @@ pub struct WorkerDeps {
     pub follow_up: Option<Arc<dyn ChangeQueue>>,
     /// Where failed messages are written down with their error.
     pub failures: FailureRecorder,
+    /// Where each sync's metrics go (EMF lines in Lambda).
+    pub metrics: Arc<dyn MetricsSink>,
+    /// The API clients' request counters, for the metrics.
+    pub meters: Option<CallMeters>,
 }
 
 impl WorkerDeps {
@@ -43,6 +48,34 @@ impl WorkerDeps {
             conn: conn.with_settings_ttl(SETTINGS_TTL),
             follow_up: None,
             failures: FailureRecorder::none(family.name()),
+            metrics: Arc::new(NoMetrics),
+            meters: None,
+        }
+    }
+
+    /// Sends each sync's metrics to `sink`, with the requests counted by `meters`.
+    pub fn with_metrics(mut self, sink: Arc<dyn MetricsSink>, meters: Option<CallMeters>) -> Self {
+        self.metrics = sink;
+        self.meters = meters;
+        self
+    }
+
+    /// A sync's metrics so far: the queue, what it was about, the requests since `before`.
+    fn measure(&self, record: String, started: Instant, before: Option<(u64, u64)>) -> SyncMetrics {
+        let (dataverse_calls, cleverreach_calls) = match (&self.meters, before) {
+            (Some(meters), Some((dv, cr))) => {
+                let (dv_now, cr_now) = meters.read();
+                (dv_now.saturating_sub(dv), cr_now.saturating_sub(cr))
+            }
+            _ => (0, 0),
+        };
+        SyncMetrics {
+            queue: self.family.name().to_string(),
+            record,
+            dataverse_calls,
+            cleverreach_calls,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ..SyncMetrics::default()
         }
     }
 
@@ -117,22 +150,45 @@ async fn source_message(
         let span = tracing::Span::current();
         span.record("correlation_id", event.correlation_id.as_str());
         span.record("record_id", event.record_id.as_str());
+        let started = Instant::now();
+        let before = deps.meters.as_ref().map(CallMeters::read);
         let result = async {
             let settings = deps.conn.settings().await?;
             let follow_up = deps.follow_up.as_deref();
             source::on_source_change(&deps.conn, &settings, kind, &event, follow_up).await
         }
         .await;
-        match result {
-            Ok(_) => {
+        let mut metrics = deps.measure(
+            format!("{} {}", kind.logical_name(), event.record_id),
+            started,
+            before,
+        );
+        let outcome = match result {
+            Ok(sync) => {
                 info!(message = event.message.name(), entity = %event.entity, "change synced");
+                metrics.group_id = sync.group.as_ref().map(|g| g.as_str().to_string());
+                if let Some(report) = &sync.report {
+                    add_report(&mut metrics, report);
+                }
+                metrics.held |= sync.held.is_some();
                 MessageOutcome::Done
             }
             Err(e) => outcome_of(e),
-        }
+        };
+        metrics.outcome = outcome_name(&outcome);
+        deps.metrics.sync(&metrics);
+        outcome
     }
     .instrument(span)
     .await
+}
+
+fn outcome_name(outcome: &MessageOutcome) -> &'static str {
+    match outcome {
+        MessageOutcome::Done => "synced",
+        MessageOutcome::Refused(_) => "refused",
+        MessageOutcome::Failed(_) => "failed",
+    }
 }
 
 /// A failure as the queue sees it: bad input is acknowledged (its reason is on the source), the
@@ -180,26 +236,47 @@ async fn people_batch(
         records = ?records,
     );
     let events: Vec<ChangeEvent> = readable.iter().map(|(_, e)| e.clone()).collect();
+    let started = Instant::now();
+    let before = deps.meters.as_ref().map(CallMeters::read);
+    let mut metrics = deps.measure(
+        format!("{} {}", kind.logical_name(), records.join(",")),
+        started,
+        before,
+    );
     let result = async {
         let settings = deps.conn.settings().await?;
         people::on_people_change(&deps.conn, &settings, kind, &events).await
     }
     .instrument(span)
     .await;
-    match result {
-        Ok(sync) => info!(
-            messages = readable.len(),
-            groups = sync.groups.len(),
-            "people synced"
-        ),
+    let outcome = match result {
+        Ok(sync) => {
+            info!(
+                messages = readable.len(),
+                groups = sync.groups.len(),
+                "people synced"
+            );
+            for report in sync.groups.values() {
+                add_report(&mut metrics, report);
+            }
+            MessageOutcome::Done
+        }
         Err(e) => {
-            if let MessageOutcome::Failed(error) = outcome_of(e) {
+            let outcome = outcome_of(e);
+            if let MessageOutcome::Failed(error) = &outcome {
                 for (message, _) in &readable {
-                    batch.fail(message, &error);
+                    batch.fail(message, error);
                 }
             }
+            outcome
         }
-    }
+    };
+    let measured = deps.measure(String::new(), started, before);
+    metrics.dataverse_calls = measured.dataverse_calls;
+    metrics.cleverreach_calls = measured.cleverreach_calls;
+    metrics.duration_ms = measured.duration_ms;
+    metrics.outcome = outcome_name(&outcome);
+    deps.metrics.sync(&metrics);
     batch.finish(&deps.failures).await
 }
 
@@ -360,5 +437,43 @@ mod tests {
             handle_messages(&deps, vec![message(id, "list:l1", create.clone())]).await;
         }
         assert_eq!(w.crm.state().reads.get(&CrmPort::Settings), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn every_sync_leaves_one_metrics_line_with_its_counts() {
+        let (w, deps) = worker(QueueFamily::MarketingList);
+        let kept = Arc::new(crate::metrics::KeptMetrics::new());
+        let deps = deps.with_metrics(kept.clone(), None);
+        w.source(list("l1", "Customers"))
+            .contact(person("c1", "anna@example.com"), &["l1"])
+            .contact(person("c2", "bert@example.com").inactive(), &["l1"]);
+        let create = body(event("list", CrmMessage::Create, "l1").build());
+
+        handle_messages(&deps, vec![message("m1", "list:l1", create)]).await;
+        w.newsletter
+            .fail(crate::adapters::memory::NewsletterPort::Groups, 1);
+        let again = body(
+            event("list", CrmMessage::Update, "l1")
+                .touch(column::RESYNC, AttrValue::Bool(true))
+                .build(),
+        );
+        handle_messages(&deps, vec![message("m2", "list:l1", again)]).await;
+
+        let all = kept.all();
+        assert_eq!(all.len(), 2, "{all:?}");
+        let first = &all[0];
+        assert_eq!(
+            (
+                first.queue.as_str(),
+                first.outcome,
+                first.full,
+                first.added,
+                first.skipped
+            ),
+            ("marketing-list", "synced", true, 1, 1)
+        );
+        assert_eq!(first.record, "list l1");
+        assert!(first.group_id.is_some());
+        assert_eq!(all[1].outcome, "failed");
     }
 }

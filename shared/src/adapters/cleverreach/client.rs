@@ -58,6 +58,8 @@ pub(super) struct Inner<S> {
     tokens: tokio::sync::Mutex<TokenCache>,
     /// Set once the receiver attributes are known to exist (once per process).
     pub(super) attributes_ready: tokio::sync::OnceCell<()>,
+    /// API requests sent (each attempt counts), for the sync metrics.
+    requests: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -146,6 +148,7 @@ impl<S: TokenStore> CleverReachClient<S> {
                 store,
                 tokens: tokio::sync::Mutex::new(TokenCache::default()),
                 attributes_ready: tokio::sync::OnceCell::new(),
+                requests: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -185,7 +188,13 @@ impl<S: TokenStore> CleverReachClient<S> {
 
     /// Sends one request and reads the whole answer: a broken body is a transport failure,
     /// never a success.
+    /// API requests this client sent so far (every attempt).
+    pub fn requests_sent(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
     async fn send_raw(&self, builder: reqwest::RequestBuilder) -> Result<Answer, CleverReachError> {
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
         let timeout = self.inner.config.request_timeout;
         let transport = |e: reqwest::Error| {
             if e.is_timeout() {

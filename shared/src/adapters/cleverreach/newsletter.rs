@@ -40,6 +40,12 @@ impl From<CleverReachError> for NewsletterError {
     }
 }
 
+impl<S: TokenStore> crate::metrics::CallCounter for CleverReachClient<S> {
+    fn calls(&self) -> u64 {
+        self.requests_sent()
+    }
+}
+
 impl<S: TokenStore> CleverReachClient<S> {
     /// The group as the use cases see it: its description without the creation marker line,
     /// and whether this connector (for this CRM organisation) created it.
