@@ -149,20 +149,6 @@ pub trait CallCounter: Send + Sync {
     fn calls(&self) -> u64;
 }
 
-/// Adds a reconcile's counts to `m` (several groups of one people batch add up).
-pub fn add_report(m: &mut SyncMetrics, report: &crate::usecases::reconcile::ReconcileReport) {
-    let s = &report.summary;
-    m.full |= report.full;
-    m.added += s.added;
-    m.updated += s.updated;
-    m.email_changed += s.email_changed;
-    m.removed += s.removed;
-    m.opted_out += s.kept_opted_out + s.skipped_blocked + s.opted_out;
-    m.skipped += report.skipped.values().sum::<usize>();
-    m.rejected += report.rejected;
-    m.held |= report.held.is_some();
-}
-
 /// The counters of both APIs, read before and after a sync.
 #[derive(Clone)]
 pub struct CallMeters {

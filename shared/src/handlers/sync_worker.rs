@@ -13,9 +13,10 @@ use crate::domain::recipient::RecipientKind;
 use crate::domain::routing::{QueueFamily, Work};
 use crate::domain::source::SourceKind;
 use crate::error::Retryable;
-use crate::metrics::{CallMeters, MetricsSink, NoMetrics, SyncMetrics, add_report};
+use crate::metrics::{CallMeters, MetricsSink, NoMetrics, SyncMetrics};
 use crate::ports::failures::FailureLog;
 use crate::ports::queue::ChangeQueue;
+use crate::usecases::reconcile::ReconcileReport;
 use crate::usecases::{Connector, SyncError, people, source};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -169,6 +170,9 @@ async fn source_message(
                 metrics.group_id = sync.group.as_ref().map(|g| g.as_str().to_string());
                 if let Some(report) = &sync.report {
                     add_report(&mut metrics, report);
+                    if report.full {
+                        log_drift(report);
+                    }
                 }
                 metrics.held |= sync.held.is_some();
                 MessageOutcome::Done
@@ -181,6 +185,40 @@ async fn source_message(
     }
     .instrument(span)
     .await
+}
+
+/// Adds a reconcile's counts to `m` (several groups of one people batch add up).
+fn add_report(m: &mut SyncMetrics, report: &ReconcileReport) {
+    let s = &report.summary;
+    m.full |= report.full;
+    m.added += s.added;
+    m.updated += s.updated;
+    m.email_changed += s.email_changed;
+    m.removed += s.removed;
+    m.opted_out += s.kept_opted_out + s.skipped_blocked + s.opted_out;
+    m.skipped += report.skipped.values().sum::<usize>();
+    m.rejected += report.rejected;
+    m.held |= report.held.is_some();
+}
+
+/// A full reconcile's comparison in numbers (no addresses): the nightly resync's summary per
+/// source, next to its status line and metrics line.
+fn log_drift(report: &ReconcileReport) {
+    let s = &report.summary;
+    let skipped: usize = report.skipped.values().sum();
+    info!(
+        members = s.candidates + skipped,
+        active_receivers = report.active_before,
+        missing = s.added,
+        attribute_differs = s.updated,
+        email_differs = s.email_changed,
+        not_eligible_or_stranger = s.removed,
+        opted_out = s.kept_opted_out + s.skipped_blocked + s.opted_out,
+        skipped,
+        differences = s.added + s.updated + s.email_changed + s.removed + s.opted_out_removed,
+        held_by_brake = report.held.is_some(),
+        "drift"
+    );
 }
 
 fn outcome_name(outcome: &MessageOutcome) -> &'static str {
