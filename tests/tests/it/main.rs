@@ -34,6 +34,7 @@ mod e2e_campaigns;
 mod e2e_deletion;
 mod e2e_lead_sync;
 mod e2e_marketing_list;
+mod e2e_metrics;
 mod e2e_receiver_state;
 mod e2e_recipients;
 mod e2e_reconnect;

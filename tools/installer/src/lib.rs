@@ -640,7 +640,7 @@ mod tests {
             Settings::from_rows(rows.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap();
         assert_eq!(loaded.settings, Settings::default());
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
-        assert_eq!(rows.len(), 13, "every DESIGN §6 key has a row");
+        assert_eq!(rows.len(), 15, "every settings key has a row");
     }
 
     #[test]
