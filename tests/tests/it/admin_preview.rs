@@ -295,3 +295,46 @@ async fn a_preview_of_a_removal_the_brake_would_hold_back_lists_who_confirming_w
         .to_string();
     assert!(error.ends_with(held), "{error}");
 }
+
+#[tokio::test]
+async fn a_preview_of_a_source_whose_group_is_gone_creates_no_group_and_lists_every_member_to_add()
+{
+    let h = Harness::start().await.unwrap();
+    h.install(&[]).await.unwrap();
+    let anna = h.contact("anna@example.com", &[(0, 1)]).await.unwrap();
+    let bert = h.contact("bert@example.com", &[(0, 1)]).await.unwrap();
+    let (list, group) = h
+        .synced_static_list("Quiet", "contact", &[anna, bert])
+        .await
+        .unwrap();
+    // Someone deletes the group in CleverReach: the next sync would create it again.
+    assert!(h.newsletter().delete_group(&group).await.unwrap());
+    let groups_before = h.cleverreach.groups().len();
+
+    let p = preview(&connector(&h), SourceKind::MarketingList, &list)
+        .await
+        .unwrap();
+    let mut printed = Vec::new();
+    print_preview(&p, &mut printed).unwrap();
+    let printed = String::from_utf8(printed).unwrap();
+
+    assert_eq!(
+        h.cleverreach.groups().len(),
+        groups_before,
+        "no group created"
+    );
+    assert_eq!(
+        h.group_of("lists", &list).as_deref(),
+        Some(group.as_str()),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("would create the group \"Quiet\""),
+        "{printed}"
+    );
+    assert_eq!(printed_counts(&printed)["add"], 2, "{printed}");
+    assert!(
+        printed.contains("anna@example.com, bert@example.com"),
+        "{printed}"
+    );
+}
