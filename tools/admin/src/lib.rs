@@ -265,3 +265,61 @@ pub async fn run_dlq(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn words(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn commands_are_read_with_their_kind_id_and_queue() {
+        assert_eq!(
+            parse(&words("preview campaign-activity ABC-1")).unwrap(),
+            Command::Preview {
+                kind: SourceKind::CampaignActivity,
+                id: "abc-1".into()
+            }
+        );
+        assert_eq!(
+            parse(&words("drift marketing-list")).unwrap(),
+            Command::Drift {
+                kind: Some(SourceKind::MarketingList)
+            }
+        );
+        assert_eq!(
+            parse(&words("dlq redrive --queue contact m-1")).unwrap(),
+            Command::DlqRedrive {
+                id: Some("m-1".into()),
+                queue: Some("contact".into())
+            }
+        );
+        assert_eq!(
+            parse(&words("dlq show m-2")).unwrap(),
+            Command::DlqShow {
+                id: "m-2".into(),
+                queue: None
+            }
+        );
+        assert_eq!(parse(&[]).unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn a_bad_command_line_is_refused_naming_what_is_wrong() {
+        for (line, named) in [
+            ("preview contact 1", "\"contact\""),
+            ("preview list", "preview needs a source kind and an id"),
+            ("dlq list --queue", "--queue needs a queue name"),
+            ("dlq list --force", "--force"),
+            ("dlq purge", "\"purge\""),
+            ("dlq show", "one message id"),
+            ("restart", "\"restart\""),
+        ] {
+            let err = parse(&words(line)).unwrap_err().to_string();
+            assert!(err.contains(named), "{line}: {err}");
+        }
+    }
+}
