@@ -17,6 +17,8 @@ if ! command -v cfn-lint >/dev/null || ! "$python" -c 'import samtranslator' 2>/
 fi
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
+echo "alarms and dashboard generated from the template's queues and functions"
+"$python" infra/monitoring.py --check infra/template.yaml
 echo "cfn-lint infra/template.yaml"
 cfn-lint infra/template.yaml
 echo "aws-sam-translator -> cfn-lint (translated)"
@@ -25,4 +27,7 @@ cfn-lint "$out/translated.json"
 echo "secrets per consumer (translated)"
 "$python" infra/check_secrets.py --self-test "$out/translated.json"
 "$python" infra/check_secrets.py "$out/translated.json"
+echo "an alarm for every dead-letter queue, work queue and function (translated)"
+"$python" infra/check_alarms.py --self-test "$out/translated.json"
+"$python" infra/check_alarms.py "$out/translated.json"
 echo "infra lint: clean"

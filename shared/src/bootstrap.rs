@@ -5,6 +5,7 @@
 use crate::adapters::cleverreach::{CleverReachClient, CleverReachConfig};
 use crate::adapters::dataverse::client::{DataverseClient, DataverseConfig};
 use crate::adapters::dataverse::crm::DataverseCrm;
+use crate::adapters::dynamodb::DynamoFailureLog;
 use crate::adapters::secrets_manager::{
     SecretsManagerHookStore, SecretsManagerSessionStore, SecretsManagerSource,
     SecretsManagerTokenStore,
@@ -25,6 +26,8 @@ use crate::handlers::sync_worker::WorkerDeps;
 use crate::handlers::webhook_intake::{IntakeDeps, IntakeSettings};
 use crate::ports::newsletter::HookRegistry;
 use crate::ports::queue::ChangeQueue;
+use crate::metrics::{CallMeters, StdoutEmf};
+use crate::ports::failures::FailureLog;
 use crate::ports::secrets::SecretSource;
 use crate::usecases::Connector;
 use crate::usecases::hooks::Hooks;
@@ -173,12 +176,32 @@ impl Start {
     fn queues(&self) -> QueueUrls {
         QueueUrls::from_env(&self.env)
     }
+
+    /// The failure log (`FAILURE_TABLE`), when the deployment has one.
+    pub fn failure_log(&self) -> Option<Arc<dyn FailureLog>> {
+        crate::config::failure_table(&self.env).map(|table| {
+            Arc::new(DynamoFailureLog::new(
+                aws_sdk_dynamodb::Client::new(&self.aws),
+                table,
+            )) as Arc<dyn FailureLog>
+        })
+    }
 }
 
 /// Everything the worker of one queue family needs.
 pub async fn worker_deps(family: QueueFamily) -> Result<WorkerDeps, StartError> {
     let start = Start::new().await;
-    let deps = WorkerDeps::new(family, start.connector().await?);
+    let crm = Arc::new(start.crm().await?);
+    let cleverreach = Arc::new(start.cleverreach().await?);
+    let meters = CallMeters {
+        dataverse: crm.clone(),
+        cleverreach: cleverreach.clone(),
+    };
+    let mut deps = WorkerDeps::new(family, Connector::from_shared(crm, cleverreach))
+        .with_metrics(Arc::new(StdoutEmf), Some(meters));
+    if let Some(log) = start.failure_log() {
+        deps = deps.with_failure_log(log);
+    }
     // The marketing-list worker queues the campaign and activity resyncs a deleted list needs,
     // when the deployment gives it those queues (the SAM template does).
     let follow_up = match family {
@@ -249,13 +272,16 @@ pub async fn connect_deps()
     })
 }
 
-/// Everything the `resync` function needs: the CRM (to list sources) and the source queues.
+/// Everything the `resync` function needs: the CRM (to list sources), the source queues, and
+/// CleverReach for the orphan sweep.
 pub async fn resync_deps() -> Result<ResyncDeps<SqsChangeQueue>, StartError> {
     let start = Start::new().await;
-    let crm = start.crm().await?;
+    let crm = Arc::new(start.crm().await?);
+    let sweep = Connector::from_shared(crm.clone(), Arc::new(start.cleverreach().await?));
     Ok(ResyncDeps {
-        sources: Arc::new(crm),
+        sources: crm,
         queue: SqsChangeQueue::new(start.sqs(), start.queues().only(&QueueFamily::ALL)),
+        sweep: Some(sweep),
     })
 }
 
@@ -264,10 +290,14 @@ pub async fn resync_deps() -> Result<ResyncDeps<SqsChangeQueue>, StartError> {
 pub async fn retroactive_deps() -> Result<RetroactiveDeps<SqsMessageQueue>, StartError> {
     let start = Start::new().await;
     let urls = start.queues().require(&QueueFamily::RETROACTIVE)?;
-    Ok(RetroactiveDeps::new(
+    let deps = RetroactiveDeps::new(
         start.connector().await?,
         SqsMessageQueue::new(start.sqs(), urls),
-    ))
+    );
+    Ok(match start.failure_log() {
+        Some(log) => deps.with_failure_log(log),
+        None => deps,
+    })
 }
 
 /// Everything a back-flow job needs: the connector (with the person queues, when given, so

@@ -299,6 +299,38 @@ impl QueueUrls {
     }
 }
 
+/// `FAILURE_TABLE`: the DynamoDB table failed queue messages are written down in (optional;
+/// without it nothing is recorded, as locally).
+pub fn failure_table(env: &Env) -> Option<String> {
+    env.get("FAILURE_TABLE")
+}
+
+/// What `crc-admin dlq` needs to find a deployment's queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationsConfig {
+    /// `CRC_STACK_NAME`: the stack; its queues are named `<stack>-<family>.fifo` and
+    /// `<stack>-<family>-dlq.fifo` (plus `<stack>-schedule-dlq`, `<stack>-failed-runs`).
+    pub stack_name: String,
+    /// `FAILURE_TABLE` (optional).
+    pub failure_table: Option<String>,
+}
+
+impl OperationsConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let stack_name = env.required("CRC_STACK_NAME")?;
+        if stack_name.contains(char::is_whitespace) || stack_name.contains('/') {
+            return Err(ConfigError::Invalid {
+                name: "CRC_STACK_NAME",
+                problem: format!("{stack_name:?} is not a stack name"),
+            });
+        }
+        Ok(OperationsConfig {
+            stack_name,
+            failure_table: failure_table(env),
+        })
+    }
+}
+
 /// Limits of the scheduled back-flow jobs (`receiver-state-sync`, `lead-sync`), each optional:
 /// `BACKFLOW_BUDGET_SECS` (time a run may take before it stops and saves its cursor; keep it
 /// well under the function timeout), `BACKFLOW_PAGE_SIZE` (receivers per CleverReach page),

@@ -65,6 +65,7 @@ const LIST_UPDATE: &[&str] = &[
     schema::SYNC_FLAG,
     schema::CHECKLIST,
     schema::RESYNC,
+    schema::CONFIRM_REMOVALS,
     schema::RETROACTIVE_SYNC,
 ];
 /// A campaign's group follows its name, state, flags and checklist; its lists come through
@@ -75,6 +76,7 @@ const CAMPAIGN_UPDATE: &[&str] = &[
     schema::SYNC_FLAG,
     schema::CHECKLIST,
     schema::RESYNC,
+    schema::CONFIRM_REMOVALS,
 ];
 /// An activity's subject names its group and its description is the group's receiver_info.
 const CAMPAIGN_ACTIVITY_UPDATE: &[&str] = &[
@@ -84,6 +86,7 @@ const CAMPAIGN_ACTIVITY_UPDATE: &[&str] = &[
     schema::SYNC_FLAG,
     schema::CHECKLIST,
     schema::RESYNC,
+    schema::CONFIRM_REMOVALS,
 ];
 
 /// A deleted source's group and the types it sent: the group is deleted or kept, and its

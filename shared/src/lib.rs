@@ -24,6 +24,9 @@ pub mod adapters;
 pub mod handlers;
 
 #[cfg(feature = "adapters")]
+pub mod metrics;
+
+#[cfg(feature = "adapters")]
 pub mod usecases;
 
 #[cfg(feature = "adapters")]

@@ -877,6 +877,10 @@ async fn the_function_binaries_answer_their_events_under_cargo_lambda_watch() {
         .await
         .unwrap();
         assert_eq!(response["queued"], 1, "{response}");
+        // The orphan sweep ran against CleverReach: the sample list's group is the
+        // connector's, and it is no orphan.
+        assert_eq!(response["orphans"]["connector_groups"], 1, "{response}");
+        assert_eq!(response["orphans"]["deleted"], 0, "{response}");
         ran.push("resync");
     }
     for job in ["receiver-state-sync", "lead-sync"] {

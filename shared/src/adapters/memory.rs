@@ -292,3 +292,57 @@ impl crate::ports::secrets::HookTokenStore for InMemoryHookStore {
         Ok(())
     }
 }
+
+/// The failure log in memory (tests and the local run).
+#[derive(Default)]
+pub struct InMemoryFailureLog {
+    records: Mutex<BTreeMap<String, crate::ports::failures::FailedMessage>>,
+}
+
+impl InMemoryFailureLog {
+    pub fn new() -> Self {
+        InMemoryFailureLog::default()
+    }
+
+    /// Every record, by message id.
+    pub fn records(&self) -> BTreeMap<String, crate::ports::failures::FailedMessage> {
+        self.records.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl crate::ports::failures::FailureLog for InMemoryFailureLog {
+    async fn record(
+        &self,
+        failure: &crate::ports::failures::FailedMessage,
+    ) -> Result<(), crate::ports::failures::FailureLogError> {
+        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let failures = records
+            .get(&failure.message_id)
+            .map_or(0, |r| r.failures)
+            .saturating_add(failure.failures.max(1));
+        records.insert(
+            failure.message_id.clone(),
+            crate::ports::failures::FailedMessage {
+                failures,
+                ..failure.clone()
+            },
+        );
+        Ok(())
+    }
+
+    async fn failure(
+        &self,
+        message_id: &str,
+    ) -> Result<
+        Option<crate::ports::failures::FailedMessage>,
+        crate::ports::failures::FailureLogError,
+    > {
+        Ok(self
+            .records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(message_id)
+            .cloned())
+    }
+}

@@ -3,9 +3,12 @@
 
 pub mod cleverreach;
 pub mod dataverse;
+pub mod dryrun;
 pub mod http;
 pub mod memory;
 
+#[cfg(feature = "aws")]
+pub mod dynamodb;
 #[cfg(feature = "aws")]
 pub mod secrets_manager;
 #[cfg(feature = "aws")]

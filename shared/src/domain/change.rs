@@ -246,11 +246,14 @@ impl ChangeEvent {
             || self.size_exceeded
             || self.touched(column::SYNC_FLAG)
             || self.touched(column::STATECODE)
+            // A confirmation of a deletion the brake held back: decide again.
+            || self.touched(column::CONFIRM_REMOVALS)
     }
 
     /// The change can change who belongs to a source's group: a membership message, a linked
     /// list or lead added or removed, or a column the rule reads (checklist, sync flag, state,
-    /// the resync request, a dynamic list's query).
+    /// the resync request, a dynamic list's query), or the confirmation of a removal the brake
+    /// held back.
     pub fn may_change_members(&self) -> bool {
         self.size_exceeded
             || matches!(
@@ -270,6 +273,7 @@ impl ChangeEvent {
                 column::STATECODE,
                 column::RESYNC,
                 column::QUERY,
+                column::CONFIRM_REMOVALS,
             ]
             .iter()
             .any(|c| self.touched(c))
@@ -338,6 +342,8 @@ pub mod column {
     pub const CHECKLIST: &str = "crc_checklist";
     pub const STATECODE: &str = "statecode";
     pub const RESYNC: &str = "crc_resync";
+    /// An administrator confirms a removal the brake held back (`domain::brake`).
+    pub const CONFIRM_REMOVALS: &str = "crc_confirmremovals";
     /// A dynamic list's FetchXML.
     pub const QUERY: &str = "query";
     pub const GROUP_ID: &str = "crc_groupid";

@@ -5,6 +5,7 @@
 //! docs/architecture.md §2 says so. Everything here is pure and deterministic so that it can be tested alone.
 
 pub mod blocklist;
+pub mod brake;
 pub mod change;
 pub mod checklist;
 pub mod deletion;

@@ -6,6 +6,7 @@
 //! the key and the value, never a silent default. Secrets found in the table are ignored and
 //! reported by key only, because they belong in AWS Secrets Manager.
 
+use super::brake::BrakeSettings;
 use super::checklist::{NewsletterType, NewsletterTypeId, shorten, show, whole_number};
 use super::deletion::{DeletionPriority, DeletionSettings};
 use super::recipient::RecipientKind;
@@ -29,6 +30,8 @@ pub mod keys {
     pub const SUBLIST_COUNT: &str = "cleverreach:synchronization:sublistcount";
     pub const UPDATE_REQUEST_COUNT: &str = "cleverreach:synchronization:updaterequestcount";
     pub const SCHEDULE_MINUTES: &str = "cleverreach:synchronization:scheduleminutes";
+    pub const MAX_REMOVAL_PERCENT: &str = "cleverreach:safety:maxremovalpercent";
+    pub const MAX_REMOVALS: &str = "cleverreach:safety:maxremovals";
 }
 
 pub const DEFAULT_API_URL: &str = "https://rest.cleverreach.com/";
@@ -59,6 +62,8 @@ pub struct Settings {
     pub update_request_count: u32,
     /// Minutes between runs of the two scheduled jobs (5..=1440).
     pub schedule_minutes: u32,
+    /// The brake on mass removal (`cleverreach:safety:*`).
+    pub brake: BrakeSettings,
 }
 
 impl Default for Settings {
@@ -84,6 +89,7 @@ impl Default for Settings {
             sublist_count: 500,
             update_request_count: 500,
             schedule_minutes: 60,
+            brake: BrakeSettings::default(),
         }
     }
 }
@@ -177,9 +183,11 @@ enum Key {
     SublistCount,
     UpdateRequestCount,
     ScheduleMinutes,
+    MaxRemovalPercent,
+    MaxRemovals,
 }
 
-const KEYS: [(Key, &str); 13] = [
+const KEYS: [(Key, &str); 15] = [
     (Key::ApiUrl, keys::API_URL),
     (Key::DisableContact, keys::DISABLE_CONTACT),
     (Key::DisableLead, keys::DISABLE_LEAD),
@@ -196,6 +204,8 @@ const KEYS: [(Key, &str); 13] = [
     (Key::SublistCount, keys::SUBLIST_COUNT),
     (Key::UpdateRequestCount, keys::UPDATE_REQUEST_COUNT),
     (Key::ScheduleMinutes, keys::SCHEDULE_MINUTES),
+    (Key::MaxRemovalPercent, keys::MAX_REMOVAL_PERCENT),
+    (Key::MaxRemovals, keys::MAX_REMOVALS),
 ];
 
 /// The seed's misspellings of key segments, and what they stand for.
@@ -356,11 +366,16 @@ impl Settings {
             (Key::SublistCount, Parsed::Count(n)) => self.sublist_count = n,
             (Key::UpdateRequestCount, Parsed::Count(n)) => self.update_request_count = n,
             (Key::ScheduleMinutes, Parsed::Count(n)) => self.schedule_minutes = n,
+            (Key::MaxRemovalPercent, Parsed::Count(n)) => self.brake.max_removal_percent = n,
+            (Key::MaxRemovals, Parsed::Count(n)) => self.brake.max_removals = n,
             // parse_value gives each key its own kind of value; nothing else reaches here.
             _ => {}
         }
     }
 }
+
+/// The largest `maxremovals` accepted (far above any group CleverReach holds).
+const MAX_REMOVALS_LIMIT: u32 = 1_000_000_000;
 
 /// `Ok(None)` = the row does not set the value (empty), so the default stays.
 fn parse_value(key: Key, raw: &str) -> Result<Option<Parsed>, String> {
@@ -386,6 +401,8 @@ fn parse_value(key: Key, raw: &str) -> Result<Option<Parsed>, String> {
         Key::SublistCount => Parsed::Count(parse_in_range(value, 1, 5000)?),
         Key::UpdateRequestCount => Parsed::Count(parse_in_range(value, 1, 1000)?),
         Key::ScheduleMinutes => Parsed::Count(parse_in_range(value, 5, 1440)?),
+        Key::MaxRemovalPercent => Parsed::Count(parse_in_range(value, 0, 100)?),
+        Key::MaxRemovals => Parsed::Count(parse_in_range(value, 0, MAX_REMOVALS_LIMIT)?),
         Key::TypJson => Parsed::Types(parse_newsletter_types(value)?),
         Key::Entity => Parsed::Entities(parse_entities(value)?),
         Key::GroupPrefix => Parsed::Text(raw.to_string()),
@@ -585,6 +602,10 @@ mod tests {
             (s.sublist_count, s.update_request_count, s.schedule_minutes),
             (500, 500, 60)
         );
+        assert_eq!(
+            (s.brake.max_removal_percent, s.brake.max_removals),
+            (20, 100)
+        );
     }
 
     #[test]
@@ -606,6 +627,8 @@ mod tests {
             (keys::SUBLIST_COUNT, "250"),
             (keys::UPDATE_REQUEST_COUNT, "1000"),
             (keys::SCHEDULE_MINUTES, "15"),
+            (keys::MAX_REMOVAL_PERCENT, "50"),
+            (keys::MAX_REMOVALS, "2500"),
         ]);
         assert_eq!(s.api_url, "https://eu.example.com/api/");
         assert!(s.bounce.disable_contact && s.bounce.disable_lead);
@@ -635,6 +658,10 @@ mod tests {
         assert_eq!(
             (s.sublist_count, s.update_request_count, s.schedule_minutes),
             (250, 1000, 15)
+        );
+        assert_eq!(
+            (s.brake.max_removal_percent, s.brake.max_removals),
+            (50, 2500)
         );
     }
 
@@ -707,6 +734,12 @@ mod tests {
             (keys::PRIORITY, "3"),
             (keys::PRIORITY, "-1"),
             (keys::PRIORITY, "high"),
+            (keys::MAX_REMOVAL_PERCENT, "101"),
+            (keys::MAX_REMOVAL_PERCENT, "-1"),
+            (keys::MAX_REMOVAL_PERCENT, "20%"),
+            (keys::MAX_REMOVALS, "-5"),
+            (keys::MAX_REMOVALS, "lots"),
+            (keys::MAX_REMOVALS, "1000000001"),
         ];
         for (key, value) in cases {
             let p = problems(&[(key, value)]);

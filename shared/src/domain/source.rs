@@ -178,6 +178,9 @@ pub struct SourceRecord {
     pub checklist_problem: Option<String>,
     /// An administrator asked for a full resync ("Resync now").
     pub resync_requested: bool,
+    /// An administrator confirmed a removal the brake held back (`domain::brake`): the next
+    /// full reconcile or deletion may go ahead once.
+    pub removals_confirmed: bool,
 }
 
 #[cfg(test)]

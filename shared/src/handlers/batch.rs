@@ -1,10 +1,14 @@
 //! The SQS FIFO batch processor every queue worker uses: messages parsed and worked one by
 //! one, each in its own span; a failed message holds back the later messages of its message
 //! group (a record's changes, a retroactive run's sublists) so that they are never applied out
-//! of order; only the failed ids go back to the queue (partial batch response).
+//! of order; only the failed ids go back to the queue (partial batch response). Every failed
+//! message is written down with its error (`ports::failures`), so that once it is parked in
+//! the dead-letter queue `crc-admin dlq show` can say why (docs/architecture.md §13).
 
+use crate::ports::failures::{FailedMessage, FailureLog};
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::Arc;
 
 /// One queued message, independent of SQS.
 #[derive(Debug, Clone)]
@@ -27,10 +31,58 @@ pub enum MessageOutcome {
     Failed(String),
 }
 
-/// The failed messages of a FIFO batch, and the message groups that must wait behind them.
+/// Where a worker writes down its failed messages: the queue's name and the failure log
+/// (none in tests that do not look, and locally).
+#[derive(Clone)]
+pub struct FailureRecorder {
+    queue: String,
+    log: Option<Arc<dyn FailureLog>>,
+    now: fn() -> i64,
+}
+
+impl FailureRecorder {
+    /// Records nothing.
+    pub fn none(queue: &str) -> Self {
+        FailureRecorder {
+            queue: queue.to_string(),
+            log: None,
+            now: || chrono::Utc::now().timestamp(),
+        }
+    }
+
+    /// Records into `log`, naming `queue`.
+    pub fn new(queue: &str, log: Arc<dyn FailureLog>) -> Self {
+        FailureRecorder {
+            log: Some(log),
+            ..FailureRecorder::none(queue)
+        }
+    }
+
+    /// Writes down one failure; a failure log that cannot be reached changes nothing about the
+    /// message (it goes back to the queue all the same), it is only logged.
+    pub async fn record(&self, message_id: &str, error: &str) {
+        let Some(log) = &self.log else {
+            return;
+        };
+        let failure = FailedMessage {
+            message_id: message_id.to_string(),
+            queue: self.queue.clone(),
+            // Errors name ids, never addresses; this is a net under that rule.
+            error: crate::redact::emails(error).into_owned(),
+            failed_at: (self.now)(),
+            failures: 1,
+        };
+        if let Err(e) = log.record(&failure).await {
+            tracing::warn!(message_id, error = %e, "failure not recorded");
+        }
+    }
+}
+
+/// The failed messages of a FIFO batch with their errors, and the message groups that must
+/// wait behind them.
 #[derive(Debug, Default)]
 pub struct FifoBatch {
-    failed: Vec<String>,
+    failed: Vec<(String, String)>,
     failed_groups: BTreeSet<String>,
 }
 
@@ -43,28 +95,43 @@ impl FifoBatch {
             .as_ref()
             .is_some_and(|g| self.failed_groups.contains(g));
         if blocked {
-            self.failed.push(message.message_id.clone());
+            self.failed.push((
+                message.message_id.clone(),
+                "not worked: an earlier message of the same record failed in this batch, and the record's changes are applied in order".to_string(),
+            ));
         }
         blocked
     }
 
-    /// The message failed: it goes back to the queue, and its group's later messages too.
-    pub fn fail(&mut self, message: &InboundMessage) {
+    /// The message failed with `error`: it goes back to the queue, and its group's later
+    /// messages too.
+    pub fn fail(&mut self, message: &InboundMessage, error: &str) {
         if let Some(group) = &message.group {
             self.failed_groups.insert(group.clone());
         }
-        self.failed.push(message.message_id.clone());
+        self.failed
+            .push((message.message_id.clone(), error.to_string()));
     }
 
-    /// The ids to leave on the queue, in the order they failed.
-    pub fn into_failed(self) -> Vec<String> {
-        self.failed
+    /// Writes down every failure, then returns the ids to leave on the queue, in the order
+    /// they failed.
+    pub async fn finish(self, recorder: &FailureRecorder) -> Vec<String> {
+        let mut ids = Vec::with_capacity(self.failed.len());
+        for (id, error) in self.failed {
+            recorder.record(&id, &error).await;
+            ids.push(id);
+        }
+        ids
     }
 }
 
-/// Works a batch one message after another with `work`; returns the ids of the messages to
-/// leave on the queue.
-pub async fn process_fifo<F, Fut>(messages: Vec<InboundMessage>, mut work: F) -> Vec<String>
+/// Works a batch one message after another with `work`; writes down the failures and returns
+/// the ids of the messages to leave on the queue.
+pub async fn process_fifo<F, Fut>(
+    messages: Vec<InboundMessage>,
+    recorder: &FailureRecorder,
+    mut work: F,
+) -> Vec<String>
 where
     F: FnMut(InboundMessage) -> Fut,
     Fut: Future<Output = MessageOutcome>,
@@ -79,11 +146,11 @@ where
             body: String::new(),
             group: message.group.clone(),
         };
-        if let MessageOutcome::Failed(_) = work(message).await {
-            batch.fail(&id);
+        if let MessageOutcome::Failed(error) = work(message).await {
+            batch.fail(&id, &error);
         }
     }
-    batch.into_failed()
+    batch.finish(recorder).await
 }
 
 /// Works a batch with the message groups side by side (at most `limit` at once) and each
@@ -240,6 +307,7 @@ mod tests {
                 message("a2", "a"),
                 message("b2", "b"),
             ],
+            &FailureRecorder::none("test"),
             |m| {
                 worked.push(m.body.clone());
                 async move {
@@ -264,6 +332,7 @@ mod tests {
     async fn a_refused_message_is_acknowledged_and_does_not_hold_back_its_group() {
         let failed = process_fifo(
             vec![message("a1", "a"), message("a2", "a")],
+            &FailureRecorder::none("test"),
             |m| async move {
                 if m.body == "a1" {
                     MessageOutcome::Refused("bad".into())
@@ -274,5 +343,57 @@ mod tests {
         )
         .await;
         assert!(failed.is_empty(), "{failed:?}");
+    }
+
+    #[tokio::test]
+    async fn every_failed_message_is_recorded_with_its_error_and_a_held_back_one_says_why() {
+        let log = Arc::new(crate::adapters::memory::InMemoryFailureLog::new());
+        let recorder = FailureRecorder::new("contact", log.clone());
+        let failed = process_fifo(
+            vec![message("a1", "a"), message("a2", "a"), message("b1", "b")],
+            &recorder,
+            |m| async move {
+                if m.body == "a1" {
+                    MessageOutcome::Failed("CRM: 503 Service Unavailable".into())
+                } else {
+                    MessageOutcome::Done
+                }
+            },
+        )
+        .await;
+        assert_eq!(failed, ["a1", "a2"]);
+        let records = log.records();
+        assert_eq!(records.len(), 2, "{records:?}");
+        assert_eq!(records["a1"].error, "CRM: 503 Service Unavailable");
+        assert_eq!(records["a1"].queue, "contact");
+        assert!(
+            records["a2"]
+                .error
+                .contains("an earlier message of the same record failed"),
+            "{:?}",
+            records["a2"]
+        );
+
+        // Failing again counts once more and keeps the last error.
+        process_fifo(vec![message("a1", "a")], &recorder, |_| async {
+            MessageOutcome::Failed("CleverReach: 401".into())
+        })
+        .await;
+        let again = &log.records()["a1"];
+        assert_eq!(
+            (again.failures, again.error.as_str()),
+            (2, "CleverReach: 401")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_address_in_an_error_is_tagged_before_it_is_recorded() {
+        let log = Arc::new(crate::adapters::memory::InMemoryFailureLog::new());
+        let recorder = FailureRecorder::new("contact", log.clone());
+        recorder
+            .record("m1", "refused: anna@example.com is not valid")
+            .await;
+        let error = &log.records()["m1"].error;
+        assert!(!error.contains("anna@example.com"), "{error}");
     }
 }

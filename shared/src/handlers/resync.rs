@@ -2,15 +2,18 @@
 //! campaign activity and marketing list whose sync flag is on and queues one resync request per
 //! source on its family's queue, so that each full reconcile runs in its own worker invocation
 //! (a big group never shares a Lambda's time limit with the others). The worker then reconciles
-//! the source as it would for `crc_resync` (docs/architecture.md §3 "resync").
+//! the source as it would for `crc_resync` (docs/architecture.md §3 "resync"). A run over every
+//! kind then sweeps the connector's orphaned groups (`usecases::sweep`) when it has a
+//! connection to CleverReach.
 
 use crate::domain::routing::QueueFamily;
 use crate::domain::source::SourceKind;
 use crate::error::Retryable;
 use crate::ports::crm::SourceStore;
 use crate::ports::queue::ChangeQueue;
-use crate::usecases::SyncError;
-use crate::usecases::source::queue_resyncs;
+use crate::usecases::source::{GroupOutcome, queue_resyncs};
+use crate::usecases::sweep::sweep_orphans;
+use crate::usecases::{Connector, SyncError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -89,12 +92,30 @@ pub struct ResyncQueued {
     pub by_kind: BTreeMap<String, usize>,
     /// The run's id: the operation id of every request it queued.
     pub run_id: String,
+    /// What the orphan sweep found (runs over every kind with CleverReach only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orphans: Option<OrphanSummary>,
+}
+
+/// The orphan sweep in numbers: the connector's groups, and of its orphans those deleted,
+/// kept per the settings, and held back by the brake.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OrphanSummary {
+    pub connector_groups: usize,
+    pub deleted: usize,
+    pub kept: usize,
+    pub held: usize,
+    /// The groups the brake held back (their source is gone: delete them in CleverReach, or
+    /// raise `cleverreach:safety:maxremovals` for one night).
+    pub held_groups: Vec<String>,
 }
 
 /// What the handler needs: the CRM to list sources, the queue to send the requests to.
 pub struct ResyncDeps<Q: ChangeQueue> {
     pub sources: Arc<dyn SourceStore>,
     pub queue: Q,
+    /// Both systems, for the orphan sweep; without it the run only queues resyncs.
+    pub sweep: Option<Connector>,
 }
 
 /// Queues one resync request per source with sync on. `run_id` is the requests' operation id:
@@ -133,6 +154,43 @@ pub async fn resync_all<Q: ChangeQueue>(
     Ok(done)
 }
 
+/// After a run over every kind: the orphan sweep, when the deployment gave the function
+/// CleverReach (`None` otherwise, or for a run over one kind).
+pub async fn sweep<Q: ChangeQueue>(
+    deps: &ResyncDeps<Q>,
+    request: &ResyncRequest,
+    queued: usize,
+) -> Result<Option<OrphanSummary>, ResyncError> {
+    let (Some(conn), None) = (&deps.sweep, &request.kind) else {
+        return Ok(None);
+    };
+    {
+        let failed = |error| ResyncError::Failed { queued, error };
+        let settings = conn.settings().await.map_err(failed)?;
+        let report = sweep_orphans(conn, &settings).await.map_err(failed)?;
+        let summary = OrphanSummary {
+            connector_groups: report.connector_groups,
+            deleted: report.count(GroupOutcome::Deleted),
+            kept: report.count(GroupOutcome::Kept),
+            held: report.count(GroupOutcome::Held),
+            held_groups: report
+                .orphans
+                .iter()
+                .filter(|o| o.held.is_some())
+                .map(|o| o.group_id.clone())
+                .collect(),
+        };
+        info!(
+            groups = summary.connector_groups,
+            deleted = summary.deleted,
+            kept = summary.kept,
+            held = summary.held,
+            "orphan sweep"
+        );
+        Ok(Some(summary))
+    }
+}
+
 /// Lambda adapter: any JSON event → the number queued.
 #[cfg(feature = "aws")]
 pub mod lambda {
@@ -147,7 +205,9 @@ pub mod lambda {
     ) -> Result<ResyncQueued, lambda_runtime::Error> {
         let request = ResyncRequest::from_event(&event.payload)?;
         let now_ms = chrono::Utc::now().timestamp_millis();
-        Ok(resync_all(deps, &request, &event.context.request_id, now_ms).await?)
+        let mut done = resync_all(deps, &request, &event.context.request_id, now_ms).await?;
+        done.orphans = sweep(deps, &request, done.queued).await?;
+        Ok(done)
     }
 }
 

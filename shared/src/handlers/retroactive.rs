@@ -4,16 +4,19 @@
 //! message group (one run) the messages after a failed one are failed too, so that a run's
 //! sublists, its "finish" and its reconciles keep their order.
 
-use super::batch::{InboundMessage, MessageOutcome, process_fifo};
+use super::batch::{FailureRecorder, InboundMessage, MessageOutcome, process_fifo};
 use crate::domain::change::ChangeEvent;
+use crate::domain::routing::QueueFamily;
 use crate::domain::settings::Settings;
 use crate::error::Retryable;
+use crate::ports::failures::FailureLog;
 use crate::ports::queue::MessageQueue;
 use crate::usecases::retroactive::{
     FanoutLimits, FanoutMessage, FanoutOutcome, SublistMessage, SublistOutcome, fan_out,
     on_sublist, start_run,
 };
 use crate::usecases::{Connector, SyncError};
+use std::sync::Arc;
 use tracing::{Instrument, error, info, warn};
 
 /// What both functions need.
@@ -22,6 +25,8 @@ pub struct RetroactiveDeps<Q: MessageQueue> {
     /// The `retroactive-sync` and `sublist` queues.
     pub queue: Q,
     pub limits: FanoutLimits,
+    /// Where failed messages are written down with their error.
+    pub failure_log: Option<Arc<dyn FailureLog>>,
 }
 
 impl<Q: MessageQueue> RetroactiveDeps<Q> {
@@ -30,6 +35,20 @@ impl<Q: MessageQueue> RetroactiveDeps<Q> {
             conn,
             queue,
             limits: FanoutLimits::default(),
+            failure_log: None,
+        }
+    }
+
+    /// Writes failed messages down in this log (for `crc-admin dlq show`).
+    pub fn with_failure_log(mut self, log: Arc<dyn FailureLog>) -> Self {
+        self.failure_log = Some(log);
+        self
+    }
+
+    fn recorder(&self, family: QueueFamily) -> FailureRecorder {
+        match &self.failure_log {
+            Some(log) => FailureRecorder::new(family.name(), log.clone()),
+            None => FailureRecorder::none(family.name()),
         }
     }
 }
@@ -59,7 +78,8 @@ pub async fn handle_fanout<Q: MessageQueue>(
     deps: &RetroactiveDeps<Q>,
     messages: Vec<InboundMessage>,
 ) -> Vec<String> {
-    process_fifo(messages, |message| async move {
+    let recorder = deps.recorder(QueueFamily::RetroactiveSync);
+    process_fifo(messages, &recorder, |message| async move {
         let span = tracing::info_span!("fanout", message_id = %message.message_id);
         outcome(fanout_one(deps, &message).instrument(span).await)
     })
@@ -131,7 +151,8 @@ pub async fn handle_sublists<Q: MessageQueue>(
     deps: &RetroactiveDeps<Q>,
     messages: Vec<InboundMessage>,
 ) -> Vec<String> {
-    process_fifo(messages, |message| async move {
+    let recorder = deps.recorder(QueueFamily::Sublist);
+    process_fifo(messages, &recorder, |message| async move {
         let span = tracing::info_span!("sublist", message_id = %message.message_id);
         outcome(sublist_one(deps, &message).instrument(span).await)
     })

@@ -6,17 +6,20 @@
 //! reconcile by re-reading the CRM (a source queue: one message after another; a people queue:
 //! every readable change of the batch in one scoped reconcile) → report the failed messages.
 
-use super::batch::{FifoBatch, process_fifo};
+use super::batch::{FailureRecorder, FifoBatch, process_fifo};
 pub use super::batch::{InboundMessage, MessageOutcome};
 use crate::domain::change::ChangeEvent;
 use crate::domain::recipient::RecipientKind;
 use crate::domain::routing::{QueueFamily, Work};
 use crate::domain::source::SourceKind;
 use crate::error::Retryable;
+use crate::metrics::{CallMeters, MetricsSink, NoMetrics, SyncMetrics};
+use crate::ports::failures::FailureLog;
 use crate::ports::queue::ChangeQueue;
+use crate::usecases::reconcile::ReconcileReport;
 use crate::usecases::{Connector, SyncError, people, source};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{Instrument, error, info, warn};
 
 /// How long settings read from the CRM are reused ("cached briefly"): a worker's batches share
@@ -29,6 +32,12 @@ pub struct WorkerDeps {
     /// The ports; its `follow_up` queue takes work for other queues (the marketing-list worker
     /// queues a resync of the campaigns and activities after a list is deleted).
     pub conn: Connector,
+    /// Where failed messages are written down with their error.
+    pub failures: FailureRecorder,
+    /// Where each sync's metrics go (EMF lines in Lambda).
+    pub metrics: Arc<dyn MetricsSink>,
+    /// The API clients' request counters, for the metrics.
+    pub meters: Option<CallMeters>,
 }
 
 impl WorkerDeps {
@@ -36,7 +45,42 @@ impl WorkerDeps {
         WorkerDeps {
             family,
             conn: conn.with_settings_ttl(SETTINGS_TTL),
+            failures: FailureRecorder::none(family.name()),
+            metrics: Arc::new(NoMetrics),
+            meters: None,
         }
+    }
+
+    /// Sends each sync's metrics to `sink`, with the requests counted by `meters`.
+    pub fn with_metrics(mut self, sink: Arc<dyn MetricsSink>, meters: Option<CallMeters>) -> Self {
+        self.metrics = sink;
+        self.meters = meters;
+        self
+    }
+
+    /// A sync's metrics so far: the queue, what it was about, the requests since `before`.
+    fn measure(&self, record: String, started: Instant, before: Option<(u64, u64)>) -> SyncMetrics {
+        let (dataverse_calls, cleverreach_calls) = match (&self.meters, before) {
+            (Some(meters), Some((dv, cr))) => {
+                let (dv_now, cr_now) = meters.read();
+                (dv_now.saturating_sub(dv), cr_now.saturating_sub(cr))
+            }
+            _ => (0, 0),
+        };
+        SyncMetrics {
+            queue: self.family.name().to_string(),
+            record,
+            dataverse_calls,
+            cleverreach_calls,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ..SyncMetrics::default()
+        }
+    }
+
+    /// Writes failed messages down in this log (for `crc-admin dlq show`).
+    pub fn with_failure_log(mut self, log: Arc<dyn FailureLog>) -> Self {
+        self.failures = FailureRecorder::new(self.family.name(), log);
+        self
     }
 
     /// The queue for follow-up work on other queues.
@@ -50,7 +94,10 @@ impl WorkerDeps {
 pub async fn handle_messages(deps: &WorkerDeps, messages: Vec<InboundMessage>) -> Vec<String> {
     match deps.family.work() {
         Work::Source(kind) => {
-            process_fifo(messages, |message| source_message(deps, kind, message)).await
+            process_fifo(messages, &deps.failures, |message| {
+                source_message(deps, kind, message)
+            })
+            .await
         }
         Work::People(kind) => people_batch(deps, kind, messages).await,
         Work::RetroactiveFanout | Work::Sublist | Work::CleverReachEvents => {
@@ -58,7 +105,14 @@ pub async fn handle_messages(deps: &WorkerDeps, messages: Vec<InboundMessage>) -
                 queue = deps.family.name(),
                 "this queue is worked by its own function, not by a sync worker"
             );
-            messages.into_iter().map(|m| m.message_id).collect()
+            let mut batch = FifoBatch::default();
+            for message in &messages {
+                batch.fail(
+                    message,
+                    "this queue is worked by its own function, not by a sync worker",
+                );
+            }
+            batch.finish(&deps.failures).await
         }
     }
 }
@@ -94,22 +148,82 @@ async fn source_message(
         let span = tracing::Span::current();
         span.record("correlation_id", event.correlation_id.as_str());
         span.record("record_id", event.record_id.as_str());
+        let started = Instant::now();
+        let before = deps.meters.as_ref().map(CallMeters::read);
         let result = async {
             let settings = deps.conn.settings().await?;
             let follow_up = deps.conn.follow_up.as_deref();
             source::on_source_change(&deps.conn, &settings, kind, &event, follow_up).await
         }
         .await;
-        match result {
-            Ok(_) => {
+        let mut metrics = deps.measure(
+            format!("{} {}", kind.logical_name(), event.record_id),
+            started,
+            before,
+        );
+        let outcome = match result {
+            Ok(sync) => {
                 info!(message = event.message.name(), entity = %event.entity, "change synced");
+                metrics.group_id = sync.group.as_ref().map(|g| g.as_str().to_string());
+                if let Some(report) = &sync.report {
+                    add_report(&mut metrics, report);
+                    if report.full {
+                        log_drift(report);
+                    }
+                }
+                metrics.held |= sync.held.is_some();
                 MessageOutcome::Done
             }
             Err(e) => outcome_of(e),
-        }
+        };
+        metrics.outcome = outcome_name(&outcome);
+        deps.metrics.sync(&metrics);
+        outcome
     }
     .instrument(span)
     .await
+}
+
+/// Adds a reconcile's counts to `m` (several groups of one people batch add up).
+fn add_report(m: &mut SyncMetrics, report: &ReconcileReport) {
+    let s = &report.summary;
+    m.full |= report.full;
+    m.added += s.added;
+    m.updated += s.updated;
+    m.email_changed += s.email_changed;
+    m.removed += s.removed;
+    m.opted_out += s.kept_opted_out + s.skipped_blocked + s.opted_out;
+    m.skipped += report.skipped.values().sum::<usize>();
+    m.rejected += report.rejected;
+    m.held |= report.held.is_some();
+}
+
+/// A full reconcile's comparison in numbers (no addresses): the nightly resync's summary per
+/// source, next to its status line and metrics line.
+fn log_drift(report: &ReconcileReport) {
+    let s = &report.summary;
+    let skipped: usize = report.skipped.values().sum();
+    info!(
+        members = s.candidates + skipped,
+        active_receivers = report.active_before,
+        missing = s.added,
+        attribute_differs = s.updated,
+        email_differs = s.email_changed,
+        not_eligible_or_stranger = s.removed,
+        opted_out = s.kept_opted_out + s.skipped_blocked + s.opted_out,
+        skipped,
+        differences = s.added + s.updated + s.email_changed + s.removed + s.opted_out_removed,
+        held_by_brake = report.held.is_some(),
+        "drift"
+    );
+}
+
+fn outcome_name(outcome: &MessageOutcome) -> &'static str {
+    match outcome {
+        MessageOutcome::Done => "synced",
+        MessageOutcome::Refused(_) => "refused",
+        MessageOutcome::Failed(_) => "failed",
+    }
 }
 
 /// A failure as the queue sees it: bad input is acknowledged (its reason is on the source), the
@@ -143,11 +257,11 @@ async fn people_batch(
         }
         match parse(&message) {
             Ok(event) => readable.push((message, event)),
-            Err(_) => batch.fail(&message),
+            Err(e) => batch.fail(&message, &e),
         }
     }
     if readable.is_empty() {
-        return batch.into_failed();
+        return batch.finish(&deps.failures).await;
     }
     let records: Vec<&str> = readable.iter().map(|(_, e)| e.record_id.as_str()).collect();
     let span = tracing::info_span!(
@@ -157,27 +271,48 @@ async fn people_batch(
         records = ?records,
     );
     let events: Vec<ChangeEvent> = readable.iter().map(|(_, e)| e.clone()).collect();
+    let started = Instant::now();
+    let before = deps.meters.as_ref().map(CallMeters::read);
+    let mut metrics = deps.measure(
+        format!("{} {}", kind.logical_name(), records.join(",")),
+        started,
+        before,
+    );
     let result = async {
         let settings = deps.conn.settings().await?;
         people::on_people_change(&deps.conn, &settings, kind, &events).await
     }
     .instrument(span)
     .await;
-    match result {
-        Ok(sync) => info!(
-            messages = readable.len(),
-            groups = sync.groups.len(),
-            "people synced"
-        ),
+    let outcome = match result {
+        Ok(sync) => {
+            info!(
+                messages = readable.len(),
+                groups = sync.groups.len(),
+                "people synced"
+            );
+            for report in sync.groups.values() {
+                add_report(&mut metrics, report);
+            }
+            MessageOutcome::Done
+        }
         Err(e) => {
-            if let MessageOutcome::Failed(_) = outcome_of(e) {
+            let outcome = outcome_of(e);
+            if let MessageOutcome::Failed(error) = &outcome {
                 for (message, _) in &readable {
-                    batch.fail(message);
+                    batch.fail(message, error);
                 }
             }
+            outcome
         }
-    }
-    batch.into_failed()
+    };
+    let measured = deps.measure(String::new(), started, before);
+    metrics.dataverse_calls = measured.dataverse_calls;
+    metrics.cleverreach_calls = measured.cleverreach_calls;
+    metrics.duration_ms = measured.duration_ms;
+    metrics.outcome = outcome_name(&outcome);
+    deps.metrics.sync(&metrics);
+    batch.finish(&deps.failures).await
 }
 
 /// Lambda adapter: SQS event → messages → partial batch response.
@@ -337,5 +472,43 @@ mod tests {
             handle_messages(&deps, vec![message(id, "list:l1", create.clone())]).await;
         }
         assert_eq!(w.crm.state().reads.get(&CrmPort::Settings), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn every_sync_leaves_one_metrics_line_with_its_counts() {
+        let (w, deps) = worker(QueueFamily::MarketingList);
+        let kept = Arc::new(crate::metrics::KeptMetrics::new());
+        let deps = deps.with_metrics(kept.clone(), None);
+        w.source(list("l1", "Customers"))
+            .contact(person("c1", "anna@example.com"), &["l1"])
+            .contact(person("c2", "bert@example.com").inactive(), &["l1"]);
+        let create = body(event("list", CrmMessage::Create, "l1").build());
+
+        handle_messages(&deps, vec![message("m1", "list:l1", create)]).await;
+        w.newsletter
+            .fail(crate::adapters::memory::NewsletterPort::Groups, 1);
+        let again = body(
+            event("list", CrmMessage::Update, "l1")
+                .touch(column::RESYNC, AttrValue::Bool(true))
+                .build(),
+        );
+        handle_messages(&deps, vec![message("m2", "list:l1", again)]).await;
+
+        let all = kept.all();
+        assert_eq!(all.len(), 2, "{all:?}");
+        let first = &all[0];
+        assert_eq!(
+            (
+                first.queue.as_str(),
+                first.outcome,
+                first.full,
+                first.added,
+                first.skipped
+            ),
+            ("marketing-list", "synced", true, 1, 1)
+        );
+        assert_eq!(first.record, "list l1");
+        assert!(first.group_id.is_some());
+        assert_eq!(all[1].outcome, "failed");
     }
 }

@@ -124,6 +124,8 @@ pub trait SourceStore: Send + Sync {
     async fn turn_sync_off(&self, kind: SourceKind, id: &str) -> Result<(), CrmError>;
     /// Resets the "resync" request after the resync.
     async fn clear_resync(&self, kind: SourceKind, id: &str) -> Result<(), CrmError>;
+    /// Resets the confirmation of a large removal once it was used.
+    async fn clear_removal_confirmation(&self, kind: SourceKind, id: &str) -> Result<(), CrmError>;
     /// Writes the sync status (texts are cut to the columns' sizes, never refused).
     async fn write_status(
         &self,

@@ -4,11 +4,13 @@
 //! See `docs/architecture.md` ("Ports and adapters").
 
 pub mod crm;
+pub mod failures;
 pub mod newsletter;
 pub mod queue;
 pub mod secrets;
 
 pub use crm::*;
+pub use failures::*;
 pub use newsletter::*;
 pub use queue::*;
 pub use secrets::*;

@@ -64,7 +64,13 @@ pub struct Group {
     pub name: String,
     /// Protected against deletion (CleverReach `locked`).
     pub locked: bool,
+    /// The group's description, without the connector's creation marker.
     pub receiver_info: String,
+    /// The connector created this group (it carries the connector's creation marker; the
+    /// nightly orphan sweep looks only at such groups).
+    pub created_by_connector: bool,
+    /// When the group was created (seconds since the epoch), when known.
+    pub created_at: Option<i64>,
 }
 
 /// Which receivers of a group to list.
@@ -219,6 +225,8 @@ pub struct Bounce {
 pub trait GroupStore: Send + Sync {
     /// The group, or `None` when the newsletter tool does not know the id (deleted there).
     async fn get_group(&self, group_id: &str) -> Result<Option<Group>, NewsletterError>;
+    /// Every group of the account.
+    async fn list_groups(&self) -> Result<Vec<Group>, NewsletterError>;
     async fn create_group(
         &self,
         name: &str,
@@ -226,6 +234,7 @@ pub trait GroupStore: Send + Sync {
         receiver_info: &str,
     ) -> Result<Group, NewsletterError>;
     async fn rename_group(&self, group_id: &str, name: &str) -> Result<(), NewsletterError>;
+    /// Sets the description; a group the connector created keeps its creation marker.
     async fn set_receiver_info(
         &self,
         group_id: &str,

@@ -4,7 +4,9 @@
 //! come → read planned removals again right before deleting them → report.
 //! See `docs/architecture.md` ("Reconcile").
 
+use super::brake;
 use super::connector::{Connector, SyncError};
+use crate::domain::brake::Held;
 use crate::domain::email::Email;
 use crate::domain::planner::{
     GroupIndexer, GroupOp, PlanSummary, PlannerError, PlannerOptions, ReceiverUpsert,
@@ -37,6 +39,10 @@ pub struct ReconcileReport {
     /// Planned removals left alone: the receiver opted out (or was gone) by the time of the
     /// delete, so its opt-out stays for the back-flow.
     pub kept_after_opt_out: usize,
+    /// Active receivers in the group when it was read (full reconciles).
+    pub active_before: usize,
+    /// The brake held the planned removals back (nothing was removed); why, in words.
+    pub held: Option<Held>,
 }
 
 impl ReconcileReport {
@@ -117,10 +123,11 @@ pub async fn reconcile_group(
     record: &SourceRecord,
     group: &GroupId,
 ) -> Result<ReconcileReport, SyncError> {
-    let mut planner = index_group(conn, group, planner_options(conn)).await?;
+    let (mut planner, active_before) = index_group(conn, group, planner_options(conn)).await?;
     planner = planner.with_block_set(conn.blocklist.blocked().await?);
     let mut report = ReconcileReport {
         full: true,
+        active_before,
         ..ReconcileReport::default()
     };
     let mut members = conn.members.members(record);
@@ -141,7 +148,13 @@ pub async fn reconcile_group(
         }
     }
     report.member_requests = members.requests();
-    let (ops, summary) = planner.finish();
+    let (mut ops, summary) = planner.finish();
+    // The removals come last: the brake may hold them back (docs/architecture.md §2).
+    let removal = brake::removals(settings, record, summary.removed_receivers, active_before);
+    if let Some(held) = removal.held() {
+        ops.retain(|op| !matches!(op, GroupOp::Remove(_)));
+        report.held = Some(held);
+    }
     execute(conn, group, ops, &mut report, &|_| None).await?;
     report.summary = summary;
     info!(group_id = %group.as_str(), status = %report.status_line(), "group reconciled");
@@ -188,12 +201,12 @@ pub async fn reconcile_members<'a>(
 }
 
 /// The group's receivers, read page by page (5000 a call) straight into the planner's compact
-/// index: a group of any size is never held in memory as read.
+/// index: a group of any size is never held in memory as read. Also counts the active ones.
 async fn index_group(
     conn: &Connector,
     group: &GroupId,
     options: PlannerOptions,
-) -> Result<ReconcilePlanner, SyncError> {
+) -> Result<(ReconcilePlanner, usize), SyncError> {
     let mut indexer = GroupIndexer::new(options).map_err(invalid)?;
     let mut pages = conn.receivers.receivers(
         group.as_str(),
@@ -202,10 +215,12 @@ async fn index_group(
             ..ReceiverFilter::default()
         },
     );
+    let mut active = 0;
     while let Some(page) = pages.next_page().await? {
+        active += page.iter().filter(|r| !r.state.is_opted_out()).count();
         indexer.add(page).map_err(invalid)?;
     }
-    Ok(indexer.finish())
+    Ok((indexer.finish(), active))
 }
 
 /// Executes planned operations in order. `wanted` gives the data of a wanted address (the

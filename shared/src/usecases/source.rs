@@ -4,11 +4,13 @@
 //! See `docs/architecture.md` ("A source changed").
 
 use super::backflow;
+use super::brake;
 use super::connector::{Connector, SyncError};
 use super::hooks;
 use super::people::{self, LINKED_SCOPED_LIMIT, PeopleScope};
 use super::reconcile::{ReconcileReport, reconcile_group};
-use crate::domain::change::{ChangeEvent, CrmMessage};
+use crate::domain::brake::Held;
+use crate::domain::change::{AttrValue, ChangeEvent, CrmMessage, column};
 use crate::domain::checklist::{Checklist, NewsletterTypeId};
 use crate::domain::deletion::{DeletionReason, GroupFate, group_fate, lock_new_groups};
 use crate::domain::naming::{group_name, receiver_info};
@@ -32,6 +34,9 @@ pub enum GroupOutcome {
     Kept,
     /// Nothing to do (sync off and nothing changed, no group known, …).
     Unchanged,
+    /// The group should have been deleted, but the brake held the deletion back: it stays
+    /// (docs/architecture.md §2).
+    Held,
 }
 
 /// The result of handling one source change.
@@ -40,6 +45,8 @@ pub struct SourceSync {
     pub outcome: GroupOutcome,
     pub group: Option<GroupId>,
     pub report: Option<ReconcileReport>,
+    /// What the brake held back: the group's deletion, or a reconcile's removals.
+    pub held: Option<Held>,
 }
 
 impl SourceSync {
@@ -48,6 +55,7 @@ impl SourceSync {
             outcome: GroupOutcome::Unchanged,
             group,
             report: None,
+            held: None,
         }
     }
 }
@@ -90,6 +98,24 @@ pub async fn resync_source(
 ) -> Result<SourceSync, SyncError> {
     let run = format!("resync-{}", (conn.now)());
     let event = ChangeEvent::resync_request(kind.logical_name(), id, &run, (conn.now)() * 1000);
+    Ok(sync_source(conn, settings, kind, &event).await?.1)
+}
+
+/// Handles a source whose sync is off as its "sync off" event would have (the nightly orphan
+/// sweep's way into this path, `usecases::sweep`): the group deleted, kept or held back per the
+/// settings, the confirmation used, the status written.
+pub async fn apply_sync_off(
+    conn: &Connector,
+    settings: &Settings,
+    kind: SourceKind,
+    id: &str,
+) -> Result<SourceSync, SyncError> {
+    let now = (conn.now)();
+    let mut event =
+        ChangeEvent::resync_request(kind.logical_name(), id, &format!("sweep-{now}"), now * 1000);
+    event
+        .target
+        .insert(column::SYNC_FLAG.to_string(), AttrValue::Bool(false));
     Ok(sync_source(conn, settings, kind, &event).await?.1)
 }
 
@@ -262,6 +288,7 @@ async fn sync_existing_source(
             outcome: GroupOutcome::GroupUpdated,
             group: Some(group),
             report: None,
+            held: None,
         });
     }
     let scoped_members = event.is_membership_change()
@@ -279,9 +306,16 @@ async fn sync_existing_source(
     if record.resync_requested {
         conn.sources.clear_resync(source.kind, &source.id).await?;
     }
+    if record.removals_confirmed && report.full {
+        // Used up by this full reconcile, whether or not the brake needed it.
+        conn.sources
+            .clear_removal_confirmation(source.kind, &source.id)
+            .await?;
+    }
     Ok(SourceSync {
         outcome: GroupOutcome::Reconciled,
         group: Some(group),
+        held: report.held,
         report: Some(report),
     })
 }
@@ -346,12 +380,14 @@ async fn sync_disabled(
         return Ok(SourceSync::unchanged(None));
     };
     let types = source.checklist.yes_types();
-    let outcome = apply_deletion_policy(
+    let confirmed = record.removals_confirmed;
+    let (outcome, held) = apply_deletion_policy(
         conn,
         settings,
         DeletionReason::SyncDisabled,
         &group_id,
         types,
+        confirmed,
     )
     .await?;
     if outcome == GroupOutcome::Deleted {
@@ -359,10 +395,16 @@ async fn sync_disabled(
             .record_group(source.kind, &source.id, None)
             .await?;
     }
+    if confirmed {
+        conn.sources
+            .clear_removal_confirmation(source.kind, &source.id)
+            .await?;
+    }
     Ok(SourceSync {
         outcome,
         group: (outcome != GroupOutcome::Deleted).then_some(group_id),
         report: None,
+        held,
     })
 }
 
@@ -390,39 +432,58 @@ async fn on_source_deleted(
         .and_then(|text| Checklist::parse(text).ok())
         .map(|c| c.yes_types())
         .unwrap_or_default();
-    let outcome =
-        apply_deletion_policy(conn, settings, DeletionReason::RecordDeleted, &group, types).await?;
+    // A deleted source carries no confirmation: a group the brake holds back stays, and the
+    // nightly orphan sweep reports it until it is deleted in CleverReach.
+    let (outcome, held) = apply_deletion_policy(
+        conn,
+        settings,
+        DeletionReason::RecordDeleted,
+        &group,
+        types,
+        false,
+    )
+    .await?;
     Ok(SourceSync {
         outcome,
         group: (outcome != GroupOutcome::Deleted).then_some(group),
         report: None,
+        held,
     })
 }
 
-async fn apply_deletion_policy(
+/// Deletes or keeps a group whose source is gone or no longer synced, per the deletion
+/// settings; a deletion the brake holds back leaves the group as it is (`confirmed`: the
+/// source carries a confirmation).
+pub async fn apply_deletion_policy(
     conn: &Connector,
     settings: &Settings,
     reason: DeletionReason,
     group_id: &GroupId,
     types: Vec<NewsletterTypeId>,
-) -> Result<GroupOutcome, SyncError> {
+    confirmed: bool,
+) -> Result<(GroupOutcome, Option<Held>), SyncError> {
     let Some(group) = conn.groups.get_group(group_id.as_str()).await? else {
-        return Ok(GroupOutcome::Unchanged);
+        return Ok((GroupOutcome::Unchanged, None));
     };
     match group_fate(reason, &settings.deletion, group.locked) {
         GroupFate::Delete => {
+            let verdict = brake::group_deletion(conn, settings, group_id, confirmed).await?;
+            if let Some(held) = verdict.held() {
+                tracing::warn!(group_id = %group_id.as_str(), ?reason, "group not deleted: {held}");
+                return Ok((GroupOutcome::Held, Some(held)));
+            }
             // Its unsubscribes and bounces go to the CRM first: they die with the group.
             backflow::flush_group(conn, settings, group_id.as_str(), types).await?;
             conn.groups.delete_group(group_id.as_str()).await?;
             info!(group_id = %group_id.as_str(), ?reason, "group deleted");
             hooks::unregister_best_effort(conn, group_id.as_str()).await;
-            Ok(GroupOutcome::Deleted)
+            Ok((GroupOutcome::Deleted, None))
         }
         GroupFate::Keep => {
             info!(group_id = %group_id.as_str(), ?reason, "group kept");
             // A kept group has no live events; the scheduled back-flow still reads it.
             hooks::unregister_best_effort(conn, group_id.as_str()).await;
-            Ok(GroupOutcome::Kept)
+            Ok((GroupOutcome::Kept, None))
         }
     }
 }
@@ -436,6 +497,13 @@ async fn write_status(
 ) {
     let now = chrono::DateTime::from_timestamp((conn.now)(), 0).unwrap_or_default();
     let status = match result {
+        // Held back by the brake: the last error says what and how to let it through; the
+        // status and last sync time stay those of the last good sync.
+        Ok(SourceSync {
+            held: Some(held), ..
+        }) => SourceStatus::Failed {
+            error: format!("{}: {held}", now.format("%Y-%m-%d %H:%M:%S UTC")),
+        },
         Ok(sync) => {
             let status = match (&sync.outcome, &sync.report) {
                 (GroupOutcome::Reconciled, Some(report)) => report.status_line(),

@@ -559,7 +559,13 @@ async fn serve_resync(h: &Harness) -> Run<(String, tokio::task::JoinHandle<()>)>
         Some(sqs) => std::sync::Arc::new(SqsChangeQueue::new(sqs.client.clone(), sqs.urls.clone())),
         None => h.queue.clone(),
     };
-    let state: ResyncState = std::sync::Arc::new(ResyncDeps { sources, queue });
+    // Only the queueing: the orphan sweep (`handlers::resync::sweep`) runs in the nightly
+    // function; this HTTP route needs a Send future, and the reconcile path is not one.
+    let state: ResyncState = std::sync::Arc::new(ResyncDeps {
+        sources,
+        queue,
+        sweep: None,
+    });
     let bind = SocketAddr::from(([127, 0, 0, 1], port("RESYNC_PORT", 8805)?));
     let listener = tokio::net::TcpListener::bind(bind)
         .await

@@ -380,10 +380,10 @@ async fn a_campaign_activitys_description_becomes_its_groups_receiver_info() {
     .await;
     h.settle().await.unwrap();
     let group = group(&h, Kind::Activity, &id);
-    assert_eq!(
-        h.cleverreach.group(&group).unwrap().receiver_info,
-        "Our spring mailing"
-    );
+    // The description, then the connector's creation marker (it marks the group as the
+    // connector's for the orphan sweep).
+    let info = h.cleverreach.group(&group).unwrap().receiver_info;
+    assert_eq!(info.lines().next(), Some("Our spring mailing"), "{info}");
 
     update(
         &h,
@@ -394,7 +394,12 @@ async fn a_campaign_activitys_description_becomes_its_groups_receiver_info() {
     .await;
     h.settle().await.unwrap();
     let seen = h.cleverreach.group(&group).unwrap();
-    assert_eq!(seen.receiver_info, "Now in summer");
+    let lines: Vec<&str> = seen.receiver_info.lines().collect();
+    assert_eq!(lines[0], "Now in summer");
+    assert!(
+        lines[1].starts_with("[created by the CRM connector, ref "),
+        "the marker stays when the description changes: {lines:?}"
+    );
     assert_eq!(seen.name, "Mailing", "the name stays");
     no_dead_letters(&h);
 }

@@ -181,6 +181,7 @@ async fn resync_of_every_source_repairs_each_synced_group_and_leaves_unsynced_on
             .sources
             .clone(),
         queue: h.queue.clone(),
+        sweep: None,
     };
     let queued = resync_all(&deps, &ResyncRequest::default(), "run-1", 0)
         .await
@@ -342,6 +343,7 @@ async fn a_resync_of_every_source_closes_the_dynamic_list_gap_too() {
             .sources
             .clone(),
         queue: h.queue.clone(),
+        sweep: None,
     };
     let queued = resync_all(&deps, &ResyncRequest::default(), "run-1", 0)
         .await

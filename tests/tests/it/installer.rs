@@ -150,7 +150,7 @@ async fn running_the_installer_twice_creates_nothing_and_keeps_existing_settings
     .unwrap();
     run(&[], env(&h, true)).await.0.unwrap();
     let after_first = counts(&h.dataverse);
-    assert_eq!(after_first[3], 13, "12 new rows next to the existing one");
+    assert_eq!(after_first[3], 15, "14 new rows next to the existing one");
 
     let (result, out) = run(&[], env(&h, true)).await;
     result.unwrap();
@@ -186,7 +186,7 @@ async fn a_dry_run_prints_the_plan_and_changes_nothing() {
     // The endpoint, the steps, the settings rows, the checklist's web resources and their
     // publishing; the five main forms are changed, not created.
     let web_resources = crc_install::forms_phase::WEB_RESOURCES.len();
-    assert_eq!(planned, 1 + steps().len() + 13 + web_resources + 1, "{out}");
+    assert_eq!(planned, 1 + steps().len() + 15 + web_resources + 1, "{out}");
     let forms = out
         .lines()
         .filter(|l| l.starts_with("would change  form"))

@@ -5,6 +5,8 @@
 //! `log_capture` (it owns the process's log subscriber), `lambda_invoke` (real binaries under
 //! cargo-lambda) and `e2e_convergence` (long random runs) are binaries of their own.
 
+mod admin_dlq;
+mod admin_preview;
 mod aws_secrets;
 mod aws_sqs;
 mod aws_token_race;
@@ -31,17 +33,20 @@ mod dataverse_sim_faults;
 mod dataverse_sim_fetchxml;
 mod dataverse_sim_metadata;
 mod dataverse_sim_webhooks;
+mod e2e_brake;
 mod e2e_campaigns;
 mod e2e_deletion;
 mod e2e_hooks;
 mod e2e_lead_sync;
 mod e2e_marketing_list;
 mod e2e_opt_outs;
+mod e2e_metrics;
 mod e2e_receiver_state;
 mod e2e_recipients;
 mod e2e_reconnect;
 mod e2e_resync;
 mod e2e_retroactive;
 mod e2e_sqs;
+mod e2e_sweep;
 mod e2e_worker_batch;
 mod installer;

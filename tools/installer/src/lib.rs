@@ -340,6 +340,11 @@ pub fn default_settings(cleverreach_api_url: &str) -> Vec<(String, String)> {
             d.update_request_count.to_string(),
         ),
         (keys::SCHEDULE_MINUTES, d.schedule_minutes.to_string()),
+        (
+            keys::MAX_REMOVAL_PERCENT,
+            d.brake.max_removal_percent.to_string(),
+        ),
+        (keys::MAX_REMOVALS, d.brake.max_removals.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -686,7 +691,7 @@ mod tests {
             Settings::from_rows(rows.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap();
         assert_eq!(loaded.settings, Settings::default());
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
-        assert_eq!(rows.len(), 13, "every DESIGN §6 key has a row");
+        assert_eq!(rows.len(), 15, "every settings key has a row");
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub(super) struct Inner<S> {
     /// The account's opt-outs as last read, and when (see `receivers::BLOCKED_TTL`).
     pub(super) blocked:
         tokio::sync::Mutex<Option<(std::time::Instant, Arc<crate::domain::blocklist::BlockSet>)>>,
+    /// API requests sent (each attempt counts), for the sync metrics.
+    requests: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -154,6 +156,7 @@ impl<S: TokenStore> CleverReachClient<S> {
                 attributes_ready: tokio::sync::OnceCell::new(),
                 blocked: tokio::sync::Mutex::new(None),
                 group_attributes_ready: tokio::sync::Mutex::new(std::collections::HashSet::new()),
+                requests: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -193,7 +196,13 @@ impl<S: TokenStore> CleverReachClient<S> {
 
     /// Sends one request and reads the whole answer: a broken body is a transport failure,
     /// never a success.
+    /// API requests this client sent so far (every attempt).
+    pub fn requests_sent(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
     async fn send_raw(&self, builder: reqwest::RequestBuilder) -> Result<Answer, CleverReachError> {
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
         let timeout = self.inner.config.request_timeout;
         let transport = |e: reqwest::Error| {
             if e.is_timeout() {

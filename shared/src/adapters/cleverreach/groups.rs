@@ -49,8 +49,19 @@ impl From<WireGroup> for Group {
 /// Starts the marker line a created group carries in `receiver_info`.
 pub const CREATION_MARKER_PREFIX: &str = "[created by the CRM connector, ref ";
 
-fn creation_marker() -> String {
-    format!("{CREATION_MARKER_PREFIX}{}]", uuid::Uuid::new_v4().simple())
+/// The marker line: unique per create, naming the CRM organisation (`source`), so that one
+/// deployment's orphan sweep never takes another's groups in a shared CleverReach account.
+fn creation_marker(source: &str) -> String {
+    format!(
+        "{CREATION_MARKER_PREFIX}{}{}]",
+        uuid::Uuid::new_v4().simple(),
+        marker_owner(source)
+    )
+}
+
+/// The part of the marker that names the organisation: `, for Dynamics 365 (contoso…)`.
+pub fn marker_owner(source: &str) -> String {
+    format!(", for {source}")
 }
 
 fn group_from(value: Value) -> Result<Group, CleverReachError> {
@@ -87,7 +98,7 @@ impl<S: TokenStore> CleverReachClient<S> {
                 message: "a group needs a name".into(),
             });
         }
-        let marker = creation_marker();
+        let marker = creation_marker(&self.inner.config.source);
         let info = if receiver_info.trim().is_empty() {
             marker.clone()
         } else {

@@ -3,6 +3,7 @@
 
 use super::client::CleverReachClient;
 use super::error::CleverReachError;
+use super::groups::{CREATION_MARKER_PREFIX, marker_owner};
 use super::receivers::ReceiverPages as GroupReceiverPages;
 use super::tokens::TokenStore;
 use crate::domain::blocklist::BlockSet;
@@ -41,15 +42,41 @@ impl From<CleverReachError> for NewsletterError {
     }
 }
 
-impl From<super::groups::Group> for Group {
-    fn from(g: super::groups::Group) -> Self {
+impl<S: TokenStore> crate::metrics::CallCounter for CleverReachClient<S> {
+    fn calls(&self) -> u64 {
+        self.requests_sent()
+    }
+}
+
+impl<S: TokenStore> CleverReachClient<S> {
+    /// The group as the use cases see it: its description without the creation marker line,
+    /// and whether this connector (for this CRM organisation) created it.
+    fn port_group(&self, g: super::groups::Group) -> Group {
+        let (receiver_info, marker) = split_marker(&g.receiver_info);
+        let owner = marker_owner(&self.config().source);
         Group {
             id: g.id,
             name: g.name,
             locked: g.locked,
-            receiver_info: g.receiver_info,
+            receiver_info,
+            created_by_connector: marker.is_some_and(|m| m.ends_with(&format!("{owner}]"))),
+            created_at: (g.stamp > 0).then_some(g.stamp),
         }
     }
+}
+
+/// A description's text without the creation marker line, and the marker line.
+fn split_marker(receiver_info: &str) -> (String, Option<&str>) {
+    let mut marker = None;
+    let mut rest = Vec::new();
+    for line in receiver_info.lines() {
+        if marker.is_none() && line.trim_start().starts_with(CREATION_MARKER_PREFIX) {
+            marker = Some(line.trim());
+        } else {
+            rest.push(line);
+        }
+    }
+    (rest.join("\n"), marker)
 }
 
 #[async_trait]
@@ -57,7 +84,15 @@ impl<S: TokenStore> GroupStore for CleverReachClient<S> {
     async fn get_group(&self, group_id: &str) -> Result<Option<Group>, NewsletterError> {
         Ok(CleverReachClient::get_group(self, group_id)
             .await?
-            .map(Group::from))
+            .map(|g| self.port_group(g)))
+    }
+
+    async fn list_groups(&self) -> Result<Vec<Group>, NewsletterError> {
+        Ok(CleverReachClient::list_groups(self)
+            .await?
+            .into_iter()
+            .map(|g| self.port_group(g))
+            .collect())
     }
 
     async fn create_group(
@@ -66,11 +101,8 @@ impl<S: TokenStore> GroupStore for CleverReachClient<S> {
         locked: bool,
         receiver_info: &str,
     ) -> Result<Group, NewsletterError> {
-        Ok(
-            CleverReachClient::create_group(self, name, locked, receiver_info)
-                .await?
-                .into(),
-        )
+        let created = CleverReachClient::create_group(self, name, locked, receiver_info).await?;
+        Ok(self.port_group(created))
     }
 
     async fn rename_group(&self, group_id: &str, name: &str) -> Result<(), NewsletterError> {
@@ -83,7 +115,17 @@ impl<S: TokenStore> GroupStore for CleverReachClient<S> {
         group_id: &str,
         receiver_info: &str,
     ) -> Result<(), NewsletterError> {
-        CleverReachClient::set_receiver_info(self, group_id, receiver_info).await?;
+        // The marker stays, so the group is still known as the connector's (orphan sweep).
+        let current = CleverReachClient::get_group(self, group_id).await?;
+        let marker = current
+            .as_ref()
+            .and_then(|g| split_marker(&g.receiver_info).1.map(str::to_string));
+        let text = match marker {
+            Some(marker) if receiver_info.trim().is_empty() => marker,
+            Some(marker) => format!("{receiver_info}\n{marker}"),
+            None => receiver_info.to_string(),
+        };
+        CleverReachClient::set_receiver_info(self, group_id, &text).await?;
         Ok(())
     }
 

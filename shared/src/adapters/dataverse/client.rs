@@ -136,6 +136,8 @@ struct Inner {
     /// `config.api_url` with a trailing slash.
     api_base: Url,
     tokens: token::TokenCache,
+    /// Requests sent (each attempt counts), for the sync metrics.
+    requests: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for DataverseClient {
@@ -312,6 +314,7 @@ impl DataverseClient {
                 config,
                 api_base,
                 tokens: token::TokenCache::default(),
+                requests: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -805,12 +808,22 @@ impl DataverseClient {
         self.send_once(request, label, &token).await
     }
 
+    /// Requests this client sent so far (every attempt, every page).
+    pub fn requests_sent(&self) -> u64 {
+        self.inner
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn send_once(
         &self,
         request: &ApiRequest,
         label: &str,
         token: &Secret,
     ) -> Result<RawResponse, DataverseError> {
+        self.inner
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut authorization = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
             .map_err(|_| DataverseError::Unauthorized {
                 request: label.to_string(),

@@ -6,6 +6,8 @@ pub const SYNC_FLAG: &str = "crc_syncwithcleverreach";
 pub const CHECKLIST: &str = "crc_checklist";
 pub const GROUP_ID: &str = "crc_groupid";
 pub const RESYNC: &str = "crc_resync";
+/// Yes: a removal the brake held back may go ahead once (`domain::brake`); reset after use.
+pub const CONFIRM_REMOVALS: &str = "crc_confirmremovals";
 pub const SYNC_STATUS: &str = "crc_syncstatus";
 pub const LAST_SYNC: &str = "crc_lastsync";
 pub const LAST_ERROR: &str = "crc_lasterror";
@@ -379,8 +381,19 @@ const LAST_ERROR_COLUMN: ColumnSpec = column(
     ),
 );
 
+const CONFIRM_REMOVALS_COLUMN: ColumnSpec = column(
+    CONFIRM_REMOVALS,
+    "crc_ConfirmRemovals",
+    NO,
+    text("Confirm removals", "Entfernungen bestätigen"),
+    text(
+        "Yes: let a removal the connector held back as unusually large go ahead once (see the last error); the connector sets it back to no.",
+        "Ja: Eine vom Connector als ungewöhnlich groß zurückgehaltene Entfernung einmal ausführen (siehe letzter Fehler); der Connector setzt es auf Nein zurück.",
+    ),
+);
+
 /// The columns of every source (campaign, campaign activity, marketing list).
-pub const SOURCE_COLUMNS: [ColumnSpec; 7] = [
+pub const SOURCE_COLUMNS: [ColumnSpec; 8] = [
     SYNC_FLAG_COLUMN,
     CHECKLIST_COLUMN,
     GROUP_ID_COLUMN,
@@ -388,6 +401,7 @@ pub const SOURCE_COLUMNS: [ColumnSpec; 7] = [
     SYNC_STATUS_COLUMN,
     LAST_SYNC_COLUMN,
     LAST_ERROR_COLUMN,
+    CONFIRM_REMOVALS_COLUMN,
 ];
 
 /// The marketing list's own columns (retroactive sync).

@@ -312,6 +312,15 @@ impl SourceStore for InMemoryCrm {
         Ok(())
     }
 
+    async fn clear_removal_confirmation(&self, kind: SourceKind, id: &str) -> Result<(), CrmError> {
+        let mut st = self.call(CrmPort::Sources)?;
+        if let Some(record) = st.sources.get_mut(&(kind, id.to_string())) {
+            record.removals_confirmed = false;
+        }
+        st.record_write(format!("clear_removal_confirmation {kind} {id}"));
+        Ok(())
+    }
+
     async fn write_status(
         &self,
         kind: SourceKind,

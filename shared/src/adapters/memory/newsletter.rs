@@ -196,9 +196,16 @@ impl GroupStore for InMemoryNewsletter {
             name: name.to_string(),
             locked,
             receiver_info: receiver_info.to_string(),
+            created_by_connector: true,
+            created_at: None,
         };
         st.groups.insert(group.id.clone(), group.clone());
         Ok(group)
+    }
+
+    async fn list_groups(&self) -> Result<Vec<Group>, NewsletterError> {
+        let st = self.call(NewsletterPort::Groups, "list_groups".to_string())?;
+        Ok(st.groups.values().cloned().collect())
     }
 
     async fn rename_group(&self, group_id: &str, name: &str) -> Result<(), NewsletterError> {

@@ -79,6 +79,8 @@ impl World {
                     name: name.to_string(),
                     locked: false,
                     receiver_info: String::new(),
+                    created_by_connector: true,
+                    created_at: None,
                 },
             );
             st.receivers.entry(id.to_string()).or_default();
@@ -174,6 +176,7 @@ pub fn source(kind: SourceKind, id: &str, name: &str) -> SourceBuilder {
             list: None,
             checklist_problem: None,
             resync_requested: false,
+            removals_confirmed: false,
         },
     }
 }
@@ -215,6 +218,12 @@ impl SourceBuilder {
 
     pub fn resync_requested(mut self) -> Self {
         self.record.resync_requested = true;
+        self
+    }
+
+    /// An administrator confirmed the held-back removal.
+    pub fn removals_confirmed(mut self) -> Self {
+        self.record.removals_confirmed = true;
         self
     }
 }

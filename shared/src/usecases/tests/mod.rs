@@ -7,6 +7,8 @@ pub(crate) mod fixtures;
 
 mod backflow;
 mod hooks;
+mod brake;
 mod people_change;
 mod port_failures;
 mod source_change;
+mod sweep;

@@ -35,6 +35,12 @@ pub struct DataverseCrm {
     client: DataverseClient,
 }
 
+impl crate::metrics::CallCounter for DataverseCrm {
+    fn calls(&self) -> u64 {
+        self.client.requests_sent()
+    }
+}
+
 impl DataverseCrm {
     pub fn new(client: DataverseClient) -> Self {
         DataverseCrm { client }

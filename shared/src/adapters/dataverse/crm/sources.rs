@@ -88,6 +88,7 @@ impl SourceStore for DataverseCrm {
             schema::CHECKLIST,
             schema::GROUP_ID,
             schema::RESYNC,
+            schema::CONFIRM_REMOVALS,
         ];
         match kind {
             SourceKind::MarketingList => select.extend(["type", "createdfromcode", "query"]),
@@ -129,6 +130,7 @@ impl SourceStore for DataverseCrm {
             list,
             checklist_problem,
             resync_requested: flag(&row, schema::RESYNC),
+            removals_confirmed: flag(&row, schema::CONFIRM_REMOVALS),
         }))
     }
 
@@ -251,6 +253,12 @@ impl SourceStore for DataverseCrm {
     async fn clear_resync(&self, kind: SourceKind, id: &str) -> Result<(), CrmError> {
         let mut columns = Map::new();
         columns.insert(schema::RESYNC.into(), Value::Bool(false));
+        self.update_source(kind, id, columns).await
+    }
+
+    async fn clear_removal_confirmation(&self, kind: SourceKind, id: &str) -> Result<(), CrmError> {
+        let mut columns = Map::new();
+        columns.insert(schema::CONFIRM_REMOVALS.into(), Value::Bool(false));
         self.update_source(kind, id, columns).await
     }
 
