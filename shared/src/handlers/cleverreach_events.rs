@@ -5,7 +5,7 @@
 //!   `X-CR-Calltoken` against the token stored for its group (constant time; 401 and nothing
 //!   queued otherwise), queues it (FIFO, group = receiver) and answers at once;
 //! - `sync-cleverreach-events` (SQS): works the queued deliveries through
-//!   `usecases::hooks::on_event`, one message after another, with a partial batch response.
+//!   `usecases::backflow::events::on_event`, one message after another, with a partial batch response.
 
 use super::batch::{InboundMessage, MessageOutcome, process_groups_concurrently};
 use super::keys_match;
@@ -15,7 +15,7 @@ use crate::error::Retryable;
 use crate::ports::queue::{MessageQueue, OutboundMessage};
 use crate::ports::secrets::{HookTokenStore, HookTokens};
 use crate::usecases::backflow::model::Outcome;
-use crate::usecases::{Connector, SyncError, hooks};
+use crate::usecases::{Connector, SyncError, backflow, hooks};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -410,7 +410,7 @@ async fn one_event(deps: &WorkerDeps, message: InboundMessage) -> MessageOutcome
         span.record("receiver_id", event.receiver_id.as_str());
         let result = async {
             let settings = deps.conn.settings().await?;
-            hooks::on_event(&deps.conn, &settings, &event).await
+            backflow::events::on_event(&deps.conn, &settings, &event).await
         }
         .await;
         match result {

@@ -7,13 +7,23 @@ use crate::ports::crm::{
     CrmError, CursorStore, MemberReader, PeopleDirectory, PersonStore, ReceiverStateLog,
     RetroactiveStore, SettingsSource, SignupStore, SourceStore,
 };
+use crate::ports::newsletter::HookRegistry;
 use crate::ports::newsletter::{BlockList, GroupStore, NewsletterError, ReceiverStore};
 use crate::ports::queue::{ChangeQueue, QueueError};
+use crate::ports::secrets::HookTokenStore;
 use crate::ports::secrets::SecretError;
 use crate::ports::{Crm, Newsletter};
-use crate::usecases::hooks::Hooks;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// What the event hooks need (`usecases::hooks`): the tool's registry, where the tokens live,
+/// and the public URL of the `cleverreach-events` function.
+#[derive(Clone)]
+pub struct Hooks {
+    pub registry: Arc<dyn HookRegistry>,
+    pub tokens: Arc<dyn HookTokenStore>,
+    pub url: String,
+}
 
 /// Why a use case failed.
 #[derive(Debug, thiserror::Error)]

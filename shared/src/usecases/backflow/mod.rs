@@ -4,6 +4,7 @@
 //! in `model`. See `docs/architecture.md` ("Back from CleverReach").
 
 pub mod engine;
+pub mod events;
 pub mod lead_sync;
 pub mod model;
 pub mod receiver_state;

@@ -11,6 +11,7 @@ use crate::domain::recipient::{PersonEntity, RecipientKind};
 use crate::domain::routing::QueueFamily;
 use crate::domain::source::SourceKind;
 use crate::ports::secrets::HookTokenStore;
+use crate::usecases::backflow;
 use crate::usecases::backflow::model::Outcome;
 use crate::usecases::hooks::{self, Hooks};
 use crate::usecases::source::on_source_change;
@@ -195,9 +196,10 @@ async fn an_unsubscribe_delivery_says_no_in_the_crm_and_queues_the_person_everyw
     );
     let settings = conn.settings().await.unwrap();
 
-    let outcome = hooks::on_event(&conn, &settings, &unsubscribed("7", "anna@example.com"))
-        .await
-        .unwrap();
+    let outcome =
+        backflow::events::on_event(&conn, &settings, &unsubscribed("7", "anna@example.com"))
+            .await
+            .unwrap();
 
     assert_eq!(outcome, Outcome::Applied);
     let checklist = w.crm.state().recipients[&(RecipientKind::Contact, "c1".to_string())]
@@ -211,9 +213,10 @@ async fn an_unsubscribe_delivery_says_no_in_the_crm_and_queues_the_person_everyw
     assert_eq!(queued[0].event.record_id, "c1");
 
     // The scheduled job reading the same unsubscribe later finds it done.
-    let again = hooks::on_event(&conn, &settings, &unsubscribed("7", "anna@example.com"))
-        .await
-        .unwrap();
+    let again =
+        backflow::events::on_event(&conn, &settings, &unsubscribed("7", "anna@example.com"))
+            .await
+            .unwrap();
     assert_eq!(again, Outcome::AlreadyDone);
 }
 
@@ -221,9 +224,10 @@ async fn an_unsubscribe_delivery_says_no_in_the_crm_and_queues_the_person_everyw
 async fn an_unsubscribe_delivery_of_a_receiver_active_again_changes_nothing() {
     let (w, _) = with_hooks(anna_in_two_groups());
     let settings = w.conn.settings().await.unwrap();
-    let outcome = hooks::on_event(&w.conn, &settings, &unsubscribed("7", "anna@example.com"))
-        .await
-        .unwrap();
+    let outcome =
+        backflow::events::on_event(&w.conn, &settings, &unsubscribed("7", "anna@example.com"))
+            .await
+            .unwrap();
     assert_eq!(outcome, Outcome::Ignored);
     assert!(w.crm.state().receiver_states.is_empty());
 }
@@ -232,9 +236,10 @@ async fn an_unsubscribe_delivery_of_a_receiver_active_again_changes_nothing() {
 async fn a_delivery_for_a_group_the_connector_does_not_manage_is_ignored() {
     let (w, _) = with_hooks(anna_in_two_groups());
     let settings = w.conn.settings().await.unwrap();
-    let outcome = hooks::on_event(&w.conn, &settings, &unsubscribed("99", "anna@example.com"))
-        .await
-        .unwrap();
+    let outcome =
+        backflow::events::on_event(&w.conn, &settings, &unsubscribed("99", "anna@example.com"))
+            .await
+            .unwrap();
     assert_eq!(outcome, Outcome::Ignored);
 }
 
@@ -250,7 +255,9 @@ async fn a_sign_up_delivery_makes_a_lead_as_the_scheduled_job_does() {
         ..unsubscribed("7", "new@example.com")
     };
 
-    let outcome = hooks::on_event(&w.conn, &settings, &event).await.unwrap();
+    let outcome = backflow::events::on_event(&w.conn, &settings, &event)
+        .await
+        .unwrap();
 
     assert_eq!(outcome, Outcome::Applied);
     assert!(
