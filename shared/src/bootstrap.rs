@@ -24,10 +24,10 @@ use crate::handlers::resync::ResyncDeps;
 use crate::handlers::retroactive::RetroactiveDeps;
 use crate::handlers::sync_worker::WorkerDeps;
 use crate::handlers::webhook_intake::{IntakeDeps, IntakeSettings};
-use crate::ports::newsletter::HookRegistry;
-use crate::ports::queue::ChangeQueue;
 use crate::metrics::{CallMeters, StdoutEmf};
 use crate::ports::failures::FailureLog;
+use crate::ports::newsletter::HookRegistry;
+use crate::ports::queue::ChangeQueue;
 use crate::ports::secrets::SecretSource;
 use crate::usecases::Connector;
 use crate::usecases::hooks::Hooks;
@@ -338,10 +338,15 @@ pub async fn events_worker_deps() -> Result<EventsWorkerDeps, StartError> {
         return Err(crate::config::ConfigError::Missing("CLEVERREACH_HOOKS_SECRET_ID").into());
     }
     let conn = conn.with_settings_ttl(crate::handlers::sync_worker::SETTINGS_TTL);
+    let queue = QueueFamily::CleverReachEvents.name();
     Ok(EventsWorkerDeps {
         conn: match start.people_queues() {
             Some(queue) => conn.with_follow_up(queue),
             None => conn,
+        },
+        failures: match start.failure_log() {
+            Some(log) => crate::handlers::batch::FailureRecorder::new(queue, log),
+            None => crate::handlers::batch::FailureRecorder::none(queue),
         },
     })
 }

@@ -393,6 +393,7 @@ impl Harness {
                 )
                 .with_settings_ttl(shared::handlers::sync_worker::SETTINGS_TTL)
                 .with_follow_up(intake_queue.clone()),
+                failures: shared::handlers::batch::FailureRecorder::none("cleverreach-events"),
             },
             url,
             tokens: store,

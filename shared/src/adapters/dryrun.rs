@@ -42,6 +42,8 @@ pub struct DryRunLog {
     pub removals: Vec<(String, Email)>,
     /// Account-wide address changes: (from, to).
     pub email_changes: Vec<(Email, Email)>,
+    /// (group, address) of opted-out receivers whose personal data would be removed.
+    pub stripped: Vec<(String, Email)>,
     /// What would be written on sources, in words (`record_group list <id> <group>`).
     pub source_writes: Vec<String>,
     /// Every member read, in the order read.
@@ -396,6 +398,17 @@ impl ReceiverStore for DryReceivers {
             removed: emails.to_vec(),
             ..RemoveReport::default()
         })
+    }
+    async fn strip_receivers(
+        &self,
+        group_id: &str,
+        emails: &[Email],
+    ) -> Result<(), NewsletterError> {
+        self.run
+            .lock()
+            .stripped
+            .extend(emails.iter().map(|e| (group_id.to_string(), e.clone())));
+        Ok(())
     }
     async fn remove_receiver(
         &self,

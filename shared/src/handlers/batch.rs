@@ -160,6 +160,7 @@ where
 pub async fn process_groups_concurrently<F, Fut>(
     messages: Vec<InboundMessage>,
     limit: usize,
+    recorder: &FailureRecorder,
     work: F,
 ) -> Vec<String>
 where
@@ -179,25 +180,33 @@ where
         }
     }
     let work = &work;
-    let failed: Vec<Vec<String>> = futures::stream::iter(groups)
+    let failed: Vec<FifoBatch> = futures::stream::iter(groups)
         .map(|(_, list)| async move {
-            let mut failed = Vec::new();
+            // One group's messages, in order, as `process_fifo` works them.
+            let mut batch = FifoBatch::default();
             for message in list {
-                let id = message.message_id.clone();
-                if !failed.is_empty() {
-                    failed.push(id);
+                if batch.blocked(&message) {
                     continue;
                 }
-                if let MessageOutcome::Failed(_) = work(message).await {
-                    failed.push(id);
+                let id = InboundMessage {
+                    message_id: message.message_id.clone(),
+                    body: String::new(),
+                    group: message.group.clone(),
+                };
+                if let MessageOutcome::Failed(error) = work(message).await {
+                    batch.fail(&id, &error);
                 }
             }
-            failed
+            batch
         })
         .buffer_unordered(limit.max(1))
         .collect()
         .await;
-    failed.into_iter().flatten().collect()
+    let mut ids = Vec::new();
+    for batch in failed {
+        ids.extend(batch.finish(recorder).await);
+    }
+    ids
 }
 
 /// Lambda adapter: SQS events in, partial batch responses out.
@@ -261,7 +270,8 @@ mod concurrent_tests {
                 message("b2", "b"),
             ],
             4,
-            |m| {
+            &FailureRecorder::none("test"),
+            |m: InboundMessage| {
                 order
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())

@@ -359,6 +359,8 @@ async fn token_matches<Q: MessageQueue>(
 /// takes the person reconciles).
 pub struct WorkerDeps {
     pub conn: Connector,
+    /// Where failed messages are written down with their error (`crc-admin dlq show`).
+    pub failures: crate::handlers::batch::FailureRecorder,
 }
 
 /// Receivers worked at once within a batch (each receiver's events in order).
@@ -368,7 +370,7 @@ const RECEIVERS_AT_ONCE: usize = 10;
 /// whose checklist they may both write, which is written conditionally); returns the ids to
 /// leave on the queue.
 pub async fn work(deps: &WorkerDeps, messages: Vec<InboundMessage>) -> Vec<String> {
-    process_groups_concurrently(messages, RECEIVERS_AT_ONCE, |message| {
+    process_groups_concurrently(messages, RECEIVERS_AT_ONCE, &deps.failures, |message| {
         one_event(deps, message)
     })
     .await

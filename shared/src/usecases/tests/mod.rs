@@ -6,8 +6,8 @@
 pub(crate) mod fixtures;
 
 mod backflow;
-mod hooks;
 mod brake;
+mod hooks;
 mod people_change;
 mod port_failures;
 mod source_change;
