@@ -94,6 +94,7 @@ impl Start {
         let secret = self.required_secret(&settings.client_secret_id).await?;
         let client = DataverseClient::new(DataverseConfig {
             write_tag: Some(WRITE_TAG.to_string()),
+            max_concurrent_requests: settings.concurrent_requests,
             ..DataverseConfig::new(
                 url("DATAVERSE_API_URL", &settings.api_url)?,
                 url("DATAVERSE_TOKEN_URL", &settings.token_url)?,
@@ -133,7 +134,8 @@ impl Start {
     pub async fn connector(&self) -> Result<Connector, StartError> {
         let newsletter = self.cleverreach().await?;
         let hooks = self.hooks(Arc::new(newsletter.clone()))?;
-        let conn = Connector::new(self.crm().await?, newsletter);
+        let conn = Connector::new(self.crm().await?, newsletter)
+            .with_writes_in_flight(CleverReachSettings::from_env(&self.env)?.writes_in_flight);
         Ok(match hooks {
             Some(hooks) => conn.with_hooks(hooks),
             None => conn,
@@ -197,17 +199,24 @@ pub async fn worker_deps(family: QueueFamily) -> Result<WorkerDeps, StartError> 
         dataverse: crm.clone(),
         cleverreach: cleverreach.clone(),
     };
-    let mut deps = WorkerDeps::new(family, Connector::from_shared(crm, cleverreach))
-        .with_metrics(Arc::new(StdoutEmf), Some(meters));
+    let writes = CleverReachSettings::from_env(&start.env)?.writes_in_flight;
+    let conn = Connector::from_shared(crm, cleverreach).with_writes_in_flight(writes);
+    let mut deps = WorkerDeps::new(family, conn).with_metrics(Arc::new(StdoutEmf), Some(meters));
     if let Some(log) = start.failure_log() {
         deps = deps.with_failure_log(log);
     }
-    // The marketing-list worker queues the campaign and activity resyncs a deleted list needs,
-    // when the deployment gives it those queues (the SAM template does).
+    // A source worker continues a full reconcile its time limit cut short on its own queue;
+    // the marketing-list worker also queues the campaign and activity resyncs a list change
+    // needs. Each only when the deployment gives it those queues (the SAM template does).
     let follow_up = match family {
-        QueueFamily::MarketingList => start
-            .queues()
-            .only(&[QueueFamily::Campaign, QueueFamily::CampaignActivity]),
+        QueueFamily::MarketingList => start.queues().only(&[
+            QueueFamily::MarketingList,
+            QueueFamily::Campaign,
+            QueueFamily::CampaignActivity,
+        ]),
+        QueueFamily::Campaign | QueueFamily::CampaignActivity => {
+            start.queues().only(&[family])
+        }
         _ => QueueUrls::new(),
     };
     Ok(if follow_up.is_empty() {

@@ -15,4 +15,10 @@ pub trait Retryable {
     fn retry_after(&self) -> Option<Duration> {
         None
     }
+
+    /// True when the server said it is overloaded or limiting us (429, 503): then every call
+    /// to it waits, not only this one.
+    fn is_throttling(&self) -> bool {
+        false
+    }
 }

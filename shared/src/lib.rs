@@ -21,6 +21,9 @@ pub mod redact;
 pub mod adapters;
 
 #[cfg(feature = "adapters")]
+pub mod deadline;
+
+#[cfg(feature = "adapters")]
 pub mod handlers;
 
 #[cfg(feature = "adapters")]

@@ -197,6 +197,7 @@ impl SourceStore for DrySources {
         let what = match status {
             SourceStatus::Synced { status, .. } => format!("status {status}"),
             SourceStatus::Failed { error } => format!("error {error}"),
+            SourceStatus::InProgress { status } => format!("progress {status}"),
         };
         self.run
             .lock()

@@ -22,6 +22,38 @@ pub struct RetryPolicy {
     pub budget: Duration,
     /// Source of jitter in [0, 1); injected so that tests are deterministic.
     pub jitter: Arc<dyn Fn() -> f64 + Send + Sync>,
+    /// Shared by every call made with this policy (one per API client, so per API and
+    /// invocation): when one call is throttled, all of them wait.
+    pub throttle: Arc<Throttle>,
+}
+
+/// "Nobody calls this API before …": set by a throttled call (429, 503), honoured by every
+/// call that shares it, so that concurrent calls slow down together instead of each finding
+/// out on its own (docs/architecture.md §4 "Concurrency").
+#[derive(Debug, Default)]
+pub struct Throttle {
+    until: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Throttle {
+    /// Waits until the API may be called again.
+    pub async fn wait(&self) {
+        let until = *self.until.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(until) = until
+            && until > tokio::time::Instant::now()
+        {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
+    /// Nobody calls for `pause` from now (a later pause already set stays).
+    pub fn pause(&self, pause: Duration) {
+        let until = tokio::time::Instant::now() + pause;
+        let mut current = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        if current.is_none_or(|c| c < until) {
+            *current = Some(until);
+        }
+    }
 }
 
 impl std::fmt::Debug for RetryPolicy {
@@ -43,6 +75,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(10),
             budget: Duration::from_secs(30),
             jitter: Arc::new(fastrand::f64),
+            throttle: Arc::new(Throttle::default()),
         }
     }
 }
@@ -64,6 +97,7 @@ impl RetryPolicy {
             max_delay: Duration::from_millis(200),
             budget: Duration::from_secs(5),
             jitter: Arc::new(fastrand::f64),
+            throttle: Arc::new(Throttle::default()),
         }
     }
 
@@ -108,12 +142,16 @@ where
     let mut attempt = 0;
     let mut slept = Duration::ZERO;
     loop {
+        policy.throttle.wait().await;
         match op(attempt).await {
             Ok(value) => return Ok(value),
             Err(err) if err.is_retryable() => {
                 match policy.next_delay(attempt, err.retry_after(), slept) {
                     Some(delay) => {
                         tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, "retrying");
+                        if err.is_throttling() {
+                            policy.throttle.pause(delay);
+                        }
                         tokio::time::sleep(delay).await;
                         slept += delay;
                         attempt += 1;
@@ -152,7 +190,61 @@ mod tests {
             max_delay: Duration::from_millis(50),
             budget: Duration::from_millis(100),
             jitter: Arc::new(|| 0.5),
+            throttle: Arc::new(Throttle::default()),
         }
+    }
+
+    #[derive(Debug)]
+    struct Throttled(Option<Duration>);
+    impl Retryable for Throttled {
+        fn is_retryable(&self) -> bool {
+            true
+        }
+        fn retry_after(&self) -> Option<Duration> {
+            self.0
+        }
+        fn is_throttling(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_one_call_is_throttled_the_others_of_the_same_client_wait_too() {
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            max_delay: Duration::from_secs(5),
+            budget: Duration::from_secs(10),
+            ..policy()
+        };
+        let start = tokio::time::Instant::now();
+        let sent = std::sync::Mutex::new(Vec::new());
+        // The first call is told to wait two seconds; the second starts half a second later.
+        let first = with_retries(&policy, |attempt| {
+            sent.lock().unwrap().push(("first", attempt, start.elapsed()));
+            async move {
+                if attempt == 0 {
+                    Err(Throttled(Some(Duration::from_secs(2))))
+                } else {
+                    Ok(())
+                }
+            }
+        });
+        let second = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            with_retries(&policy, |attempt| {
+                sent.lock().unwrap().push(("second", attempt, start.elapsed()));
+                async { Ok::<(), Throttled>(()) }
+            })
+            .await
+        };
+        let (a, b) = tokio::join!(first, second);
+        assert!(a.is_ok() && b.is_ok());
+        let sent = sent.into_inner().unwrap();
+        let second_at = sent.iter().find(|s| s.0 == "second").unwrap().2;
+        assert!(
+            second_at >= Duration::from_secs(2),
+            "the second call waited for the pause: {sent:?}"
+        );
     }
 
     #[tokio::test]

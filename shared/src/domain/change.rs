@@ -142,6 +142,12 @@ impl AttrValue {
 /// Attribute values of one row, keyed by logical attribute name.
 pub type Attributes = BTreeMap<String, AttrValue>;
 
+/// Up to this many named members, a membership change is reconciled person by person (a few
+/// CRM reads each), in the list's own group and in the groups of the campaigns and activities
+/// linked to it; beyond it (bulk adds), each group is reconciled in full, reading its members
+/// 5000 a request, which costs less than the people one by one and fits an invocation.
+pub const SCOPED_MEMBERS_LIMIT: usize = 50;
+
 /// A CRM change, normalised. Built by the Dataverse webhook adapter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChangeEvent {
@@ -180,6 +186,26 @@ pub struct ChangeEvent {
     pub size_exceeded: bool,
     /// The `tag` shared variable, when the writer set one (the connector tags its own writes).
     pub tag: Option<String>,
+    /// Set on the message a full reconcile queues for itself when its invocation's time ran
+    /// short: which pass comes next and what the earlier passes did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuation: Option<Continuation>,
+}
+
+/// A full reconcile continued in a message of its own (docs/architecture.md §4 "Deadlines").
+/// Each pass re-reads the group and the members (the removals at the end need every member
+/// seen, and a message cannot carry 100,000 ids); what earlier passes wrote is then in step and
+/// costs no write. Their counts are carried so that the final status adds up as one pass's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Continuation {
+    /// The pass this message starts (the first continuation is pass 2).
+    pub pass: u32,
+    /// Members compared by the passes so far (for the progress text).
+    pub compared: usize,
+    /// Receivers added, updated and moved by the passes so far.
+    pub added: usize,
+    pub updated: usize,
+    pub email_changed: usize,
 }
 
 impl ChangeEvent {
@@ -223,12 +249,52 @@ impl ChangeEvent {
             related: Vec::new(),
             size_exceeded: false,
             tag: None,
+            continuation: None,
+        }
+    }
+
+    /// The message that continues this change's full reconcile in a new invocation: a resync
+    /// of the same record (same queue, same message group), with the counts so far. Its
+    /// operation id names the pass, so each continuation is queued once.
+    pub fn continued(&self, carried: Continuation, now_ms: i64) -> ChangeEvent {
+        let base = match self.operation_id.rsplit_once("-pass") {
+            Some((base, pass)) if pass.chars().all(|c| c.is_ascii_digit()) => base,
+            _ => self.operation_id.as_str(),
+        };
+        let run_id = format!("{base}-pass{}", carried.pass);
+        ChangeEvent {
+            correlation_id: self.correlation_id.clone(),
+            continuation: Some(carried),
+            ..ChangeEvent::resync_request(&self.entity, &self.record_id, &run_id, now_ms)
         }
     }
 
     /// The change is a resync request, not a CRM change.
     pub fn is_resync(&self) -> bool {
         self.message == CrmMessage::Resync
+    }
+
+    /// The named members of a membership change are few enough to reconcile person by person
+    /// (at most [`SCOPED_MEMBERS_LIMIT`]); more (or none named) take a full reconcile.
+    pub fn names_few_members(&self) -> bool {
+        self.is_membership_change()
+            && !self.size_exceeded
+            && !self.related.is_empty()
+            && self.related.len() <= SCOPED_MEMBERS_LIMIT
+    }
+
+    /// The change without what it carries besides its identity (named rows, images, changed
+    /// attributes), marked as Dataverse marks a body over its size limit: whoever works it
+    /// must read the record and its members afresh.
+    pub fn without_details(self) -> ChangeEvent {
+        ChangeEvent {
+            target: Attributes::default(),
+            pre_image: None,
+            post_image: None,
+            related: Vec::new(),
+            size_exceeded: true,
+            ..self
+        }
     }
 
     /// Members were named: AddMember, AddListMembers or RemoveMember of a static list.

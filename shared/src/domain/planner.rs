@@ -442,6 +442,22 @@ impl ReconcilePlanner {
     }
 
     /// Hands out the last partial upsert batch and the removals, and the final counts.
+    /// Hands out the upsert batch being filled before it is full: a reconcile that stops
+    /// early writes everything it has decided so far.
+    pub fn flush(&mut self) -> Vec<GroupOp> {
+        let mut ops = Vec::new();
+        if !self.pending.is_empty() {
+            let batch = std::mem::take(&mut self.pending);
+            self.hand_out_upserts(batch, &mut ops);
+        }
+        ops
+    }
+
+    /// The counts so far (final only after [`ReconcilePlanner::finish`]).
+    pub fn summary(&self) -> &PlanSummary {
+        &self.summary
+    }
+
     pub fn finish(mut self) -> (Vec<GroupOp>, PlanSummary) {
         let mut ops = Vec::new();
         if !self.pending.is_empty() {

@@ -185,6 +185,7 @@ mod tests {
             related: vec![],
             size_exceeded: false,
             tag: None,
+            continuation: None,
         }
     }
 

@@ -84,6 +84,9 @@ impl FailureRecorder {
 pub struct FifoBatch {
     failed: Vec<(String, String)>,
     failed_groups: BTreeSet<String>,
+    /// Not started: the invocation's time ran short. Back to the queue, not written down as
+    /// failures (nothing went wrong).
+    postponed: Vec<String>,
 }
 
 impl FifoBatch {
@@ -103,6 +106,19 @@ impl FifoBatch {
         blocked
     }
 
+    /// True (and the message put back, unprocessed) when the invocation has too little time
+    /// left to start it (`crate::deadline`); its group's later messages wait with it.
+    pub fn postponed(&mut self, message: &InboundMessage) -> bool {
+        let late = !self.postponed.is_empty() || crate::deadline::too_late_to_start();
+        if late {
+            if let Some(group) = &message.group {
+                self.failed_groups.insert(group.clone());
+            }
+            self.postponed.push(message.message_id.clone());
+        }
+        late
+    }
+
     /// The message failed with `error`: it goes back to the queue, and its group's later
     /// messages too.
     pub fn fail(&mut self, message: &InboundMessage, error: &str) {
@@ -116,11 +132,18 @@ impl FifoBatch {
     /// Writes down every failure, then returns the ids to leave on the queue, in the order
     /// they failed.
     pub async fn finish(self, recorder: &FailureRecorder) -> Vec<String> {
-        let mut ids = Vec::with_capacity(self.failed.len());
+        let mut ids = Vec::with_capacity(self.failed.len() + self.postponed.len());
         for (id, error) in self.failed {
             recorder.record(&id, &error).await;
             ids.push(id);
         }
+        if !self.postponed.is_empty() {
+            tracing::info!(
+                messages = self.postponed.len(),
+                "time running short: messages not started go back to the queue"
+            );
+        }
+        ids.extend(self.postponed);
         ids
     }
 }
@@ -138,7 +161,7 @@ where
 {
     let mut batch = FifoBatch::default();
     for message in messages {
-        if batch.blocked(&message) {
+        if batch.postponed(&message) || batch.blocked(&message) {
             continue;
         }
         let id = InboundMessage {
@@ -213,7 +236,16 @@ where
 #[cfg(feature = "aws")]
 pub mod lambda {
     use super::InboundMessage;
+    use crate::deadline::Budget;
     use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+
+    /// The invocation's time budget, from the deadline the runtime gives (ms since the epoch).
+    pub fn budget(context: &lambda_runtime::Context) -> Budget {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Budget::from_epoch_ms(context.deadline, now_ms)
+    }
 
     /// The messages of an SQS event.
     pub fn to_messages(event: SqsEvent) -> Vec<InboundMessage> {

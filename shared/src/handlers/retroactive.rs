@@ -204,9 +204,13 @@ pub mod lambda {
         event: LambdaEvent<SqsEvent>,
         deps: &RetroactiveDeps<Q>,
     ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+        let budget = crate::handlers::batch::lambda::budget(&event.context);
         let messages = to_messages(event.payload);
         let total = messages.len();
-        respond(total, handle_fanout(deps, messages).await)
+        respond(
+            total,
+            crate::deadline::within(Some(budget), handle_fanout(deps, messages)).await,
+        )
     }
 
     /// `sublist-update`'s handler.
@@ -214,9 +218,13 @@ pub mod lambda {
         event: LambdaEvent<SqsEvent>,
         deps: &RetroactiveDeps<Q>,
     ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+        let budget = crate::handlers::batch::lambda::budget(&event.context);
         let messages = to_messages(event.payload);
         let total = messages.len();
-        respond(total, handle_sublists(deps, messages).await)
+        respond(
+            total,
+            crate::deadline::within(Some(budget), handle_sublists(deps, messages)).await,
+        )
     }
 }
 

@@ -252,7 +252,7 @@ async fn people_batch(
     let mut batch = FifoBatch::default();
     let mut readable = Vec::new();
     for message in messages {
-        if batch.blocked(&message) {
+        if batch.postponed(&message) || batch.blocked(&message) {
             continue;
         }
         match parse(&message) {
@@ -328,9 +328,12 @@ pub mod lambda {
         event: LambdaEvent<SqsEvent>,
         deps: &WorkerDeps,
     ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+        let budget = crate::handlers::batch::lambda::budget(&event.context);
         let messages = to_messages(event.payload);
         let total = messages.len();
-        batch_response(total, handle_messages(deps, messages).await)
+        let failed =
+            crate::deadline::within(Some(budget), handle_messages(deps, messages)).await;
+        batch_response(total, failed)
     }
 }
 

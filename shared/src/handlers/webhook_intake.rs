@@ -107,9 +107,10 @@ pub async fn handle<Q: ChangeQueue, S: SecretSource>(
         Ok(family) => family,
         Err(ignored) => return ignored,
     };
+    let event = fit_for_queue(event);
     let response = enqueue(&deps.queue, family, &event).await;
     if response.status == 202 && crate::domain::routing::starts_retroactive_sync(&event) {
-        // The fan-out has a queue of its own (DESIGN §5); Dataverse retries the webhook when
+        // The fan-out has a queue of its own (docs/architecture.md §5); Dataverse retries the webhook when
         // this fails, and the list queue de-duplicates the copy it already has.
         let fanout = enqueue(&deps.queue, QueueFamily::RetroactiveSync, &event).await;
         if fanout.status != 202 {
@@ -181,6 +182,30 @@ fn parse(request: &WebhookRequest) -> Result<ChangeEvent, WebhookResponse> {
         warn!(error = %e, "malformed webhook body");
         WebhookResponse::new(400, "malformed", e.to_string())
     })
+}
+
+/// The largest change queued as it came, in bytes of its JSON. SQS takes 256 KiB per
+/// message including its attributes, and the queue adapter packs sends of at most 200 KiB;
+/// Dataverse's own limit (256 KB of webhook body) lets through an AddListMembers of about 4,600
+/// ids, whose queued form would be refused, the intake would answer 503, and Dataverse's one
+/// retry would fail the same way: the change lost.
+pub const MAX_QUEUED_CHANGE_BYTES: usize = 200 * 1024;
+
+/// A change too large for a queue message loses its details (the named members, the images,
+/// the changed attributes) and is queued as "size exceeded", as Dataverse itself sends a body
+/// over its limit: the worker then reads everything it needs from the CRM (a membership change
+/// becomes a full reconcile of the list's group).
+fn fit_for_queue(event: ChangeEvent) -> ChangeEvent {
+    let size = serde_json::to_vec(&event).map_or(usize::MAX, |body| body.len());
+    if size <= MAX_QUEUED_CHANGE_BYTES {
+        return event;
+    }
+    info!(
+        bytes = size,
+        related = event.related.len(),
+        "change too large for a queue message: queued without its details, the worker reads them"
+    );
+    event.without_details()
 }
 
 /// Decides the queue, or answers 200 for changes the connector leaves alone (a non-2xx would

@@ -89,6 +89,9 @@ pub enum SourceStatus {
     /// A failed sync: the error (with its time); status and last sync time stay those of the
     /// last good sync.
     Failed { error: String },
+    /// A sync under way across several invocations: how far it got. The last sync time and
+    /// the last error stay as they are until it finishes.
+    InProgress { status: String },
 }
 
 /// Campaigns, campaign activities and marketing lists: read them, find them, and write back

@@ -95,8 +95,14 @@ pub struct Connector {
     pub follow_up: Option<Arc<dyn ChangeQueue>>,
     /// CleverReach's event hooks, where this function registers or receives them.
     pub hooks: Option<Hooks>,
+    /// CleverReach upserts a full reconcile keeps under way at once (docs/architecture.md §4
+    /// "Concurrency").
+    pub writes_in_flight: usize,
     settings: SettingsGate,
 }
+
+/// Upserts under way at once by default (`CLEVERREACH_WRITES_IN_FLIGHT`).
+pub const WRITES_IN_FLIGHT: usize = crate::config::DEFAULT_WRITES_IN_FLIGHT;
 
 impl Connector {
     pub fn new<C, N>(crm: C, newsletter: N) -> Self
@@ -129,8 +135,15 @@ impl Connector {
             now: || chrono::Utc::now().timestamp(),
             follow_up: None,
             hooks: None,
+            writes_in_flight: WRITES_IN_FLIGHT,
             settings: SettingsGate::new(newsletter.api_url(), Duration::ZERO),
         }
+    }
+
+    /// At most `n` (at least one) CleverReach upserts under way at once.
+    pub fn with_writes_in_flight(mut self, n: usize) -> Self {
+        self.writes_in_flight = n.max(1);
+        self
     }
 
     /// The queue for follow-up work on other queues.

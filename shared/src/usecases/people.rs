@@ -132,12 +132,6 @@ pub async fn on_list_members_change(
     Ok(sync.groups.into_values().next().unwrap_or_default())
 }
 
-/// Up to this many named members, a list's membership change reaches the campaigns and
-/// activities linked to the list as a scoped reconcile of those members (several requests per
-/// person); beyond it (bulk adds), each linked source is reconciled in full, reading its
-/// members 5000 a request.
-pub const LINKED_SCOPED_LIMIT: usize = 50;
-
 /// The scoped reconcile. With `only`, just that source's group is worked out.
 pub async fn reconcile_people(
     conn: &Connector,

@@ -7,6 +7,7 @@
 use super::brake;
 use super::connector::{Connector, SyncError};
 use crate::domain::brake::Held;
+use crate::domain::change::Continuation;
 use crate::domain::email::Email;
 use crate::domain::planner::{
     GroupIndexer, GroupOp, PlanSummary, PlannerError, PlannerOptions, ReceiverUpsert,
@@ -43,11 +44,23 @@ pub struct ReconcileReport {
     pub active_before: usize,
     /// The brake held the planned removals back (nothing was removed); why, in words.
     pub held: Option<Held>,
+    /// The invocation's time ran short before every member was seen: how many this pass
+    /// compared. Nothing was removed; the reconcile continues in a message of its own.
+    pub unfinished: Option<usize>,
+    /// Which pass of a reconcile continued across invocations this was (1 = the first).
+    pub pass: u32,
 }
 
 impl ReconcileReport {
     /// The status line administrators see on the source.
     pub fn status_line(&self) -> String {
+        if let Some(compared) = self.unfinished {
+            return format!(
+                "{} members compared so far (pass {}), continuing",
+                thousands(compared),
+                self.pass.max(1)
+            );
+        }
         let s = &self.summary;
         let scope = if self.full {
             "all members compared"
@@ -92,6 +105,19 @@ impl ReconcileReport {
     }
 }
 
+/// 62000 → "62,000" (the status line is read by people).
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A short label per skip reason for the status line.
 pub fn skip_label(reason: &SkipReason) -> &'static str {
     match reason {
@@ -117,22 +143,41 @@ fn planner_options(conn: &Connector) -> PlannerOptions {
 
 /// Full reconcile: streams every member of the source through the planner and executes its
 /// batches as they come (flat memory whatever the list size).
+///
+/// Within an invocation's budget (`crate::deadline`) it stops between writes when the time
+/// runs short: what it decided is written, nothing is removed, and the report says how far it
+/// got (`unfinished`); the caller continues it in a new message. `carried` are the counts of
+/// the passes before, added to the final pass's so that its status reads as one pass's.
 pub async fn reconcile_group(
     conn: &Connector,
     settings: &Settings,
     record: &SourceRecord,
     group: &GroupId,
+    carried: Option<&Continuation>,
 ) -> Result<ReconcileReport, SyncError> {
     let (mut planner, active_before) = index_group(conn, group, planner_options(conn)).await?;
     planner = planner.with_block_set(conn.blocklist.blocked().await?);
     let mut report = ReconcileReport {
         full: true,
         active_before,
+        pass: carried.map_or(1, |c| c.pass),
         ..ReconcileReport::default()
     };
     let mut members = conn.members.members(record);
-    while let Some(page) = members.next_page().await? {
+    let mut writes = Writes::new(conn, group);
+    let mut compared = 0;
+    let mut stopped = false;
+    'pages: loop {
+        // The next page is read while the upserts of the last ones are under way.
+        let Some(page) = writes.meanwhile(members.next_page(), &mut report).await? else {
+            break;
+        };
         for recipient in page {
+            if crate::deadline::must_stop() {
+                stopped = true;
+                break 'pages;
+            }
+            compared += 1;
             let assessment = assess(&recipient, &record.source.checklist, settings);
             report.count_skip(&assessment);
             if let Some(candidate) = assessment.candidate(&recipient) {
@@ -141,14 +186,43 @@ pub async fn reconcile_group(
                     Candidate::Wanted(data) => Some(data.clone()),
                     Candidate::OptedOut(_) => None,
                 };
-                let ops = planner.offer(candidate);
-                let wanted = |email: &Email| target.clone().filter(|d| &d.email == email);
-                execute(conn, group, ops, &mut report, &wanted).await?;
+                for op in planner.offer(candidate) {
+                    match op {
+                        GroupOp::Upsert(rows) => writes.upsert(rows, &mut report).await?,
+                        op => {
+                            // An address change or a removal comes after the upserts before
+                            // it, as planned.
+                            writes.finish(&mut report).await?;
+                            let wanted =
+                                |email: &Email| target.clone().filter(|d| &d.email == email);
+                            execute(conn, group, vec![op], &mut report, &wanted).await?;
+                        }
+                    }
+                }
             }
         }
     }
+    writes.finish(&mut report).await?;
     report.member_requests = members.requests();
-    let (mut ops, summary) = planner.finish();
+    if stopped {
+        // Write what was decided (the batch being filled), remove nothing: removals need
+        // every member seen.
+        let ops = planner.flush();
+        execute(conn, group, ops, &mut report, &|_| None).await?;
+        report.summary = planner.summary().clone();
+        report.unfinished = Some(compared);
+        info!(group_id = %group.as_str(), compared, pass = report.pass, "time running short: reconcile stops here and continues");
+        return Ok(report);
+    }
+    let (mut ops, mut summary) = planner.finish();
+    if let Some(before) = carried {
+        // What earlier passes wrote is in step now: it counts as theirs, not as unchanged.
+        let earlier = before.added + before.updated + before.email_changed;
+        summary.unchanged = summary.unchanged.saturating_sub(earlier);
+        summary.added += before.added;
+        summary.updated += before.updated;
+        summary.email_changed += before.email_changed;
+    }
     // The removals come last: the brake may hold them back (docs/architecture.md §2).
     let removal = brake::removals(settings, record, summary.removed_receivers, active_before);
     if let Some(held) = removal.held() {
@@ -221,6 +295,95 @@ async fn index_group(
         indexer.add(page).map_err(invalid)?;
     }
     Ok((indexer.finish(), active))
+}
+
+/// The upserts of a full reconcile under way, at most `conn.writes_in_flight` at once (their
+/// order does not matter: each names different receivers). Everything else waits for them.
+struct Writes<'a> {
+    conn: &'a Connector,
+    group: &'a GroupId,
+    under_way: futures::stream::FuturesUnordered<
+        futures::future::BoxFuture<'a, Result<crate::ports::newsletter::UpsertReport, NewsletterError>>,
+    >,
+}
+
+impl<'a> Writes<'a> {
+    fn new(conn: &'a Connector, group: &'a GroupId) -> Self {
+        Writes {
+            conn,
+            group,
+            under_way: futures::stream::FuturesUnordered::new(),
+        }
+    }
+
+    /// Starts an upsert, first waiting for one under way when as many as allowed are.
+    async fn upsert(
+        &mut self,
+        rows: Vec<ReceiverUpsert>,
+        report: &mut ReconcileReport,
+    ) -> Result<(), SyncError> {
+        while self.under_way.len() >= self.conn.writes_in_flight.max(1) {
+            self.one_done(report).await?;
+        }
+        let (receivers, group) = (self.conn.receivers.clone(), self.group.as_str().to_string());
+        self.under_way.push(Box::pin(async move {
+            receivers.upsert_receivers(&group, &rows).await
+        }));
+        Ok(())
+    }
+
+    /// Runs `work` (a read) while the upserts under way go on; their results are taken as
+    /// they come.
+    async fn meanwhile<T, E>(
+        &mut self,
+        work: impl std::future::Future<Output = Result<T, E>>,
+        report: &mut ReconcileReport,
+    ) -> Result<T, SyncError>
+    where
+        SyncError: From<E>,
+    {
+        use futures::StreamExt;
+        let work = std::pin::pin!(work);
+        let mut work = work;
+        loop {
+            if self.under_way.is_empty() {
+                return Ok(work.await?);
+            }
+            tokio::select! {
+                result = &mut work => return Ok(result?),
+                Some(done) = self.under_way.next() => absorb(self.group, done?, report),
+            }
+        }
+    }
+
+    async fn one_done(&mut self, report: &mut ReconcileReport) -> Result<(), SyncError> {
+        use futures::StreamExt;
+        if let Some(done) = self.under_way.next().await {
+            absorb(self.group, done?, report);
+        }
+        Ok(())
+    }
+
+    /// Waits for every upsert under way.
+    async fn finish(&mut self, report: &mut ReconcileReport) -> Result<(), SyncError> {
+        while !self.under_way.is_empty() {
+            self.one_done(report).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Takes an upsert's answer into the report (refused rows are counted; the adapter logs
+/// reasons with addresses replaced by tags).
+fn absorb(
+    group: &GroupId,
+    done: crate::ports::newsletter::UpsertReport,
+    report: &mut ReconcileReport,
+) {
+    for refused in &done.rejected {
+        tracing::warn!(group_id = %group.as_str(), reason = %refused.reason, "receiver refused by CleverReach");
+    }
+    report.rejected += done.rejected.len();
 }
 
 /// Executes planned operations in order. `wanted` gives the data of a wanted address (the

@@ -7,10 +7,10 @@ use super::backflow;
 use super::brake;
 use super::connector::{Connector, SyncError};
 use super::hooks;
-use super::people::{self, LINKED_SCOPED_LIMIT, PeopleScope};
+use super::people::{self, PeopleScope};
 use super::reconcile::{ReconcileReport, reconcile_group};
 use crate::domain::brake::Held;
-use crate::domain::change::{AttrValue, ChangeEvent, CrmMessage, column};
+use crate::domain::change::{AttrValue, ChangeEvent, Continuation, CrmMessage, column};
 use crate::domain::checklist::{Checklist, NewsletterTypeId};
 use crate::domain::deletion::{DeletionReason, GroupFate, group_fate, lock_new_groups};
 use crate::domain::naming::{group_name, receiver_info};
@@ -148,7 +148,7 @@ pub async fn on_linked_list_change(
         return Ok(0);
     }
     let named = &event.related;
-    if membership && !selection && !named.is_empty() && named.len() <= LINKED_SCOPED_LIMIT {
+    if event.names_few_members() && !selection {
         // Those members everywhere: their memberships are read afresh, so one still in the
         // campaign through another list or as a linked lead stays.
         let scope = PeopleScope::of_records(shape.member_kind, named.iter().map(|r| &r.id));
@@ -276,7 +276,9 @@ async fn sync_existing_source(
         )));
     }
     let (group, created) = ensure_group(conn, settings, record).await?;
-    if created || event.sync_flag_or_state_may_have_changed() || event.is_resync() {
+    let continued = event.continuation.is_some();
+    if created || event.sync_flag_or_state_may_have_changed() || (event.is_resync() && !continued)
+    {
         // A group created or reused gets its event hooks (a failure waits for the health
         // check of the next scheduled run).
         hooks::register_best_effort(conn, group.as_str(), created).await;
@@ -291,18 +293,24 @@ async fn sync_existing_source(
             held: None,
         });
     }
-    let scoped_members = event.is_membership_change()
-        && !created
-        && !full_resync
-        && !event.size_exceeded
-        && !event.related.is_empty();
+    // A bulk add (more than SCOPED_MEMBERS_LIMIT named) reads the list 5000 a request instead.
+    let scoped_members = event.names_few_members() && !created && !full_resync;
     let report = if scoped_members {
         // Only the named members: a list of 100,000 is not read again for one new member.
         let ids: Vec<String> = event.related.iter().map(|r| r.id.clone()).collect();
         people::on_list_members_change(conn, settings, record, &group, &ids).await?
     } else {
-        reconcile_group(conn, settings, record, &group).await?
+        reconcile_group(conn, settings, record, &group, event.continuation.as_ref()).await?
     };
+    if let Some(compared) = report.unfinished {
+        continue_later(conn, record, event, &report, compared).await?;
+        return Ok(SourceSync {
+            outcome: GroupOutcome::Reconciled,
+            group: Some(group),
+            held: None,
+            report: Some(report),
+        });
+    }
     if record.resync_requested {
         conn.sources.clear_resync(source.kind, &source.id).await?;
     }
@@ -318,6 +326,52 @@ async fn sync_existing_source(
         held: report.held,
         report: Some(report),
     })
+}
+
+/// A full reconcile is continued across this many invocations at most (at 1 s per request and a
+/// 120 s timeout, one pass writes at least 15,000 receivers, so 1,000,000 fit).
+pub const MAX_PASSES: u32 = 100;
+
+/// Queues the message that continues a full reconcile whose invocation ran out of time: on the
+/// source's own queue, in the record's message group, behind this one. A pass that got no
+/// further than the one before, or too many passes, fail instead: continuing would never end.
+async fn continue_later(
+    conn: &Connector,
+    record: &SourceRecord,
+    event: &ChangeEvent,
+    report: &ReconcileReport,
+    compared: usize,
+) -> Result<(), SyncError> {
+    let before = event.continuation.clone().unwrap_or_default();
+    if compared <= before.compared || report.pass >= MAX_PASSES {
+        return Err(SyncError::Config(format!(
+            "the full reconcile stopped at its time limit in pass {} after {compared} members \
+             without getting further than the pass before ({} members): raise the worker \
+             function's timeout",
+            report.pass, before.compared
+        )));
+    }
+    let Some(queue) = conn.follow_up.as_deref() else {
+        return Err(SyncError::Config(
+            "the full reconcile must continue in a new message, but this worker has no queue \
+             to send it to (its own queue URL is not configured)"
+                .into(),
+        ));
+    };
+    let s = &report.summary;
+    let carried = Continuation {
+        pass: report.pass.max(1) + 1,
+        compared,
+        added: before.added + s.added,
+        updated: before.updated + s.updated,
+        email_changed: before.email_changed + s.email_changed,
+    };
+    let next = event.continued(carried, (conn.now)() * 1000);
+    queue
+        .enqueue(QueueFamily::for_source(record.source.kind), &next)
+        .await?;
+    info!(pass = report.pass + 1, compared, "reconcile continues in a new message");
+    Ok(())
 }
 
 /// Makes sure the source has its group, named and described as the source says. Returns the
@@ -506,6 +560,21 @@ async fn write_status(
         },
         Ok(sync) => {
             let status = match (&sync.outcome, &sync.report) {
+                (GroupOutcome::Reconciled, Some(report)) if report.unfinished.is_some() => {
+                    // Progress only: the last sync time waits for the pass that finishes.
+                    let status = SourceStatus::InProgress {
+                        status: report.status_line(),
+                    };
+                    let source = &record.source;
+                    if let Err(e) = conn
+                        .sources
+                        .write_status(source.kind, &source.id, &status)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "sync progress not written");
+                    }
+                    return;
+                }
                 (GroupOutcome::Reconciled, Some(report)) => report.status_line(),
                 (GroupOutcome::GroupUpdated, _) => "group name and description updated".into(),
                 (GroupOutcome::Deleted, _) => "group deleted (sync off or source deleted)".into(),

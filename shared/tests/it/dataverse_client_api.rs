@@ -313,6 +313,7 @@ fn config(server: &Server) -> DataverseConfig {
         max_delay: Duration::from_secs(3),
         budget: Duration::from_secs(10),
         jitter: Arc::new(|| 0.0),
+        ..RetryPolicy::default()
     };
     config.write_tag = Some("crc-connector".to_string());
     config

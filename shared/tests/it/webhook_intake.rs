@@ -253,3 +253,53 @@ mod function_url {
         assert!(deps.queue.is_empty());
     }
 }
+
+/// An AddListMembers body naming `n` members (Dataverse sends up to 256 KB of body).
+fn add_list_members(n: usize) -> Vec<u8> {
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&sample("list-addlistmembers.json")).unwrap();
+    let ids: Vec<String> = (0..n)
+        .map(|i| format!("{i:08x}-6b7c-ef11-8409-000d3a4b7c21"))
+        .collect();
+    for parameter in body["InputParameters"].as_array_mut().unwrap() {
+        if parameter["key"] == "MemberIds" {
+            parameter["value"] = serde_json::json!(ids);
+        }
+    }
+    serde_json::to_vec(&body).unwrap()
+}
+
+#[tokio::test]
+async fn a_change_too_large_for_a_queue_message_is_queued_without_its_members_for_a_full_read() {
+    let deps = deps();
+    let body = add_list_members(5_000);
+    assert!(
+        body.len() < 256_000,
+        "Dataverse sends it: {} bytes",
+        body.len()
+    );
+    let resp = deliver(&deps, request(body, Some(KEY))).await;
+    assert_eq!(resp.status, 202, "{}", resp.body);
+    let queued = deps.queue.pending();
+    assert_eq!(queued.len(), 1, "one message");
+    let event = &queued[0].event;
+    assert!(event.size_exceeded, "the worker re-reads the list");
+    assert!(event.related.is_empty());
+    assert_eq!(event.message, CrmMessage::AddListMembers);
+    assert_eq!(event.record_id, "c1d2e3f4-5a6b-ef11-8409-000d3a4b7c21");
+    let bytes = serde_json::to_vec(event).unwrap().len();
+    assert!(
+        bytes <= shared::handlers::webhook_intake::MAX_QUEUED_CHANGE_BYTES,
+        "{bytes} bytes"
+    );
+}
+
+#[tokio::test]
+async fn a_change_that_fits_keeps_its_named_members() {
+    let deps = deps();
+    let resp = deliver(&deps, request(add_list_members(1_000), Some(KEY))).await;
+    assert_eq!(resp.status, 202, "{}", resp.body);
+    let event = &deps.queue.pending()[0].event;
+    assert!(!event.size_exceeded);
+    assert_eq!(event.related.len(), 1_000);
+}

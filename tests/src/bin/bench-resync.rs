@@ -7,7 +7,16 @@
 //! minimal count, measures wall time and the worker's peak memory, and checks the group.
 //!
 //! `cargo run --release -p sandbox --bin bench-resync -- [--recipients N] [--overlap K]
-//! [--drift D] [--sandbox PATH]`
+//! [--drift D] [--latency-ms L] [--dataverse-latency-ms L] [--cleverreach-latency-ms L]
+//! [--timeout-s T] [--max-receives R] [--sandbox PATH]`
+//!
+//! With `--latency-ms`, both simulators answer every request (after the seeding) that late, as
+//! real APIs do (0.3–2 s). With `--timeout-s`, each worker invocation runs as Lambda would run
+//! it with that timeout: its deadline is T seconds after its start (the worker stops and
+//! continues in a new message before it), and a worker still running at T is killed and its
+//! message delivered again, at most `--max-receives` times (default 5, the template's
+//! maxReceiveCount) before it counts as dead-lettered. Each run reports the invocations used,
+//! the longest one, and the calls, memory and group over all of them.
 //!
 //! The simulators run in a child process (this binary in `--serve-simulators` mode, or the
 //! sandbox binary with `--sandbox`), and each run's worker in another (this binary in
@@ -34,7 +43,10 @@ use shared::domain::receiver::{PersonData, ReceiverData};
 use shared::domain::recipient::{CrmRef, PersonEntity};
 use shared::domain::routing::{QueueFamily, message_group};
 use shared::handlers::sync_worker::{InboundMessage, WorkerDeps, handle_messages};
+use shared::adapters::memory::InMemoryChangeQueue;
+use shared::deadline::{self, Budget};
 use shared::usecases::Connector;
+use std::sync::Arc;
 use std::collections::{BTreeMap, HashSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -51,10 +63,15 @@ struct Args {
     recipients: usize,
     overlap: usize,
     drift: usize,
+    dataverse_latency_ms: u64,
+    cleverreach_latency_ms: u64,
+    /// The emulated Lambda timeout of one invocation.
+    timeout: Option<Duration>,
+    max_receives: u32,
     sandbox: Option<String>,
 }
 
-const USAGE: &str = "usage: bench-resync [--recipients N] [--overlap K] [--drift D] [--sandbox PATH-TO-SANDBOX-BINARY]";
+const USAGE: &str = "usage: bench-resync [--recipients N] [--overlap K] [--drift D] [--latency-ms L] [--dataverse-latency-ms L] [--cleverreach-latency-ms L] [--timeout-s T] [--max-receives R] [--sandbox PATH-TO-SANDBOX-BINARY]";
 
 fn number(flag: &str, value: Option<String>) -> Result<usize, String> {
     let value = value.ok_or(format!("{flag} needs a number"))?;
@@ -69,6 +86,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         recipients: 100_000,
         overlap: 20_000,
         drift: 500,
+        dataverse_latency_ms: 0,
+        cleverreach_latency_ms: 0,
+        timeout: None,
+        max_receives: 5,
         sandbox: None,
     };
     while let Some(arg) = args.next() {
@@ -76,6 +97,26 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--recipients" => parsed.recipients = number("--recipients", args.next())?,
             "--overlap" => parsed.overlap = number("--overlap", args.next())?,
             "--drift" => parsed.drift = number("--drift", args.next())?,
+            "--latency-ms" => {
+                let ms = number("--latency-ms", args.next())? as u64;
+                parsed.dataverse_latency_ms = ms;
+                parsed.cleverreach_latency_ms = ms;
+            }
+            "--dataverse-latency-ms" => {
+                parsed.dataverse_latency_ms = number("--dataverse-latency-ms", args.next())? as u64
+            }
+            "--cleverreach-latency-ms" => {
+                parsed.cleverreach_latency_ms =
+                    number("--cleverreach-latency-ms", args.next())? as u64
+            }
+            "--timeout-s" => {
+                parsed.timeout = Some(Duration::from_secs(
+                    number("--timeout-s", args.next())? as u64,
+                ))
+            }
+            "--max-receives" => {
+                parsed.max_receives = number("--max-receives", args.next())?.max(1) as u32
+            }
             "--sandbox" => parsed.sandbox = Some(args.next().ok_or("--sandbox needs a path")?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -475,9 +516,12 @@ struct Setup<'a> {
     n: usize,
     overlap: usize,
     missing_attributes: usize,
+    timeout: Option<Duration>,
+    max_receives: u32,
 }
 
-/// One resync: a fresh worker (a cold Lambda), one `Resync` message, measured.
+/// One resync: a `Resync` message handled by fresh workers (cold Lambdas), one invocation
+/// after another, until no continuation is left (or the message is dead-lettered), measured.
 async fn run_once(
     setup: &Setup<'_>,
     label: &str,
@@ -492,11 +536,21 @@ async fn run_once(
         n,
         overlap,
         missing_attributes,
+        timeout,
+        max_receives,
     } = *setup;
     println!("== {label}");
     let dataverse_before = control.dataverse_stats().await?;
     control.reset_cleverreach_stats().await?;
-    let measured = run_worker_process(setup.line, campaign_id)?;
+    let run_id = uuid::Uuid::new_v4().hyphenated().to_string();
+    let first = ChangeEvent::resync_request(
+        "campaign",
+        campaign_id,
+        &run_id,
+        chrono::Utc::now().timestamp_millis(),
+    );
+    let invocations = run_invocations(setup.line, &first, timeout, max_receives)?;
+    let measured = invocations.overall();
     let dv = &endpoints.dataverse;
 
     let dataverse_calls = control.dataverse_stats().await?.since(&dataverse_before);
@@ -535,8 +589,33 @@ async fn run_once(
     }
     println!(
         "{:<56} {:>10.2} s",
-        "wall time (worker handler)", measured.wall_s
+        "wall time (worker handlers, all invocations)", measured.wall_s
     );
+    println!(
+        "{:<56} {:>12}  (killed by the timeout: {}, redelivered: {}, continuations: {})",
+        "invocations",
+        invocations.runs.len(),
+        invocations.killed(),
+        invocations.redelivered,
+        invocations.continuations
+    );
+    println!(
+        "{:<56} {:>10.2} s{}",
+        "longest invocation",
+        invocations.longest_s(),
+        timeout.map_or(String::new(), |t| format!(
+            "  (timeout {} s: {})",
+            t.as_secs(),
+            if invocations.killed() == 0 { "none killed" } else { "KILLED" }
+        ))
+    );
+    if invocations.dead_lettered {
+        ok = false;
+        println!("FAILED: the message was dead-lettered after {max_receives} receives");
+    }
+    if invocations.killed() > 0 {
+        ok = false;
+    }
     let rss_verdict = if measured.rss_peak <= RSS_TARGET {
         "ok"
     } else {
@@ -583,7 +662,7 @@ async fn run_once(
 }
 
 /// What a worker process measured.
-#[derive(Debug, serde::Serialize, Deserialize)]
+#[derive(Debug, Default, serde::Serialize, Deserialize)]
 struct Measured {
     wall_s: f64,
     rss_before: u64,
@@ -591,19 +670,125 @@ struct Measured {
     heap_peak: u64,
     /// The worker left the message on the queue.
     failed: bool,
+    /// The message the worker queued to continue its reconcile (its time ran short).
+    continuation: Option<String>,
+    /// Killed at the emulated timeout (nothing reported).
+    #[serde(default)]
+    killed: bool,
 }
 
-/// Runs one worker in a fresh process of this binary and reads what it measured.
-fn run_worker_process(line: &str, campaign_id: &str) -> Result<Measured, String> {
+/// The invocations one message (and its continuations) took.
+#[derive(Default)]
+struct Invocations {
+    runs: Vec<Measured>,
+    redelivered: usize,
+    continuations: usize,
+    dead_lettered: bool,
+}
+
+impl Invocations {
+    fn killed(&self) -> usize {
+        self.runs.iter().filter(|r| r.killed).count()
+    }
+
+    fn longest_s(&self) -> f64 {
+        self.runs.iter().map(|r| r.wall_s).fold(0.0, f64::max)
+    }
+
+    /// All invocations as one: wall times added, memory the highest of any.
+    fn overall(&self) -> Measured {
+        Measured {
+            wall_s: self.runs.iter().map(|r| r.wall_s).sum(),
+            rss_before: self.runs.iter().map(|r| r.rss_before).max().unwrap_or(0),
+            rss_peak: self.runs.iter().map(|r| r.rss_peak).max().unwrap_or(0),
+            heap_peak: self.runs.iter().map(|r| r.heap_peak).max().unwrap_or(0),
+            failed: self.dead_lettered || self.runs.last().is_none_or(|r| r.failed || r.killed),
+            continuation: None,
+            killed: self.killed() > 0,
+        }
+    }
+}
+
+/// Delivers `first` to fresh worker processes as SQS and Lambda would: a continuation the
+/// worker queued is the next message; a message left on the queue (or whose worker was killed
+/// at the timeout) is delivered again, up to `max_receives` times.
+fn run_invocations(
+    line: &str,
+    first: &ChangeEvent,
+    timeout: Option<Duration>,
+    max_receives: u32,
+) -> Result<Invocations, String> {
+    let mut message = serde_json::to_string(first).map_err(|e| e.to_string())?;
+    let mut receives = 0;
+    let mut done = Invocations::default();
+    loop {
+        receives += 1;
+        let run = run_worker_process(line, &message, timeout)?;
+        let again = run.failed || run.killed;
+        let next = run.continuation.clone();
+        done.runs.push(run);
+        if again {
+            if receives >= max_receives {
+                done.dead_lettered = true;
+                return Ok(done);
+            }
+            done.redelivered += 1;
+            continue;
+        }
+        match next {
+            Some(next) => {
+                done.continuations += 1;
+                message = next;
+                receives = 0;
+            }
+            None => return Ok(done),
+        }
+    }
+}
+
+/// Runs one worker in a fresh process of this binary and reads what it measured; with a
+/// timeout, kills it there as Lambda would (then it reports nothing).
+fn run_worker_process(
+    line: &str,
+    message: &str,
+    timeout: Option<Duration>,
+) -> Result<Measured, String> {
     let me = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
-    let output = Command::new(me)
+    let mut command = Command::new(me);
+    command
         .arg("--worker")
-        .arg(campaign_id)
         .env("BENCH_SIMULATORS", line)
+        .env("BENCH_MESSAGE", message)
         .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(t) = timeout {
+        command.env("BENCH_TIMEOUT_MS", t.as_millis().to_string());
+    }
+    let started = Instant::now();
+    let mut child = command
+        .spawn()
         .map_err(|e| format!("starting the worker: {e}"))?;
+    if let Some(t) = timeout {
+        loop {
+            if child.try_wait().map_err(|e| e.to_string())?.is_some() {
+                break;
+            }
+            if started.elapsed() >= t {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(Measured {
+                    wall_s: started.elapsed().as_secs_f64(),
+                    killed: true,
+                    ..Measured::default()
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("the worker: {e}"))?;
     let text = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(text.trim()).map_err(|e| {
         format!(
@@ -613,13 +798,23 @@ fn run_worker_process(line: &str, campaign_id: &str) -> Result<Measured, String>
     })
 }
 
-/// Worker mode: one `Resync` message for the campaign, handled by the campaign worker built as
-/// the function's `main` builds it; prints what it measured as one JSON line.
-fn worker_process(campaign_id: &str) -> Result<(), String> {
+/// Worker mode: the message in `BENCH_MESSAGE`, handled by the campaign worker built as the
+/// function's `main` builds it, within the invocation's deadline when `BENCH_TIMEOUT_MS` says
+/// there is one (counted from the process start, as Lambda counts from the invocation);
+/// prints what it measured as one JSON line.
+fn worker_process() -> Result<(), String> {
+    let started_process = tokio::time::Instant::now();
     let line = std::env::var("BENCH_SIMULATORS").map_err(|_| "BENCH_SIMULATORS is not set")?;
+    let body = std::env::var("BENCH_MESSAGE").map_err(|_| "BENCH_MESSAGE is not set")?;
+    let timeout = std::env::var("BENCH_TIMEOUT_MS")
+        .ok()
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_millis);
     let endpoints: Endpoints = serde_json::from_str(&line).map_err(|e| e.to_string())?;
+    let event: ChangeEvent = serde_json::from_str(&body).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let measured = runtime.block_on(async {
+        let budget = timeout.map(|t| Budget::until(started_process + t));
         let dv = &endpoints.dataverse;
         let crm = DataverseCrm::new(dataverse_client(dv, &dv.connector)?);
         let newsletter = cleverreach_client(&endpoints.cleverreach, BATCH_SIZE)?;
@@ -627,30 +822,32 @@ fn worker_process(campaign_id: &str) -> Result<(), String> {
             .connect_client_credentials()
             .await
             .map_err(|e| format!("CleverReach token: {e}"))?;
-        let worker = WorkerDeps::new(QueueFamily::Campaign, Connector::new(crm, newsletter));
-        let run_id = uuid::Uuid::new_v4().hyphenated().to_string();
-        let event = ChangeEvent::resync_request(
-            "campaign",
-            campaign_id,
-            &run_id,
-            chrono::Utc::now().timestamp_millis(),
-        );
+        // The worker's own queue, for the continuation it may queue.
+        let own_queue = Arc::new(InMemoryChangeQueue::new());
+        let worker = WorkerDeps::new(QueueFamily::Campaign, Connector::new(crm, newsletter))
+            .with_follow_up(own_queue.clone());
         let message = InboundMessage {
-            message_id: run_id.clone(),
-            body: serde_json::to_string(&event).map_err(|e| e.to_string())?,
+            message_id: event.operation_id.clone(),
+            body,
             group: Some(message_group(&event)),
         };
         let rss_before = rss().now;
         reset_heap_peak();
         let started = Instant::now();
-        let failed = handle_messages(&worker, vec![message]).await;
+        let failed = deadline::within(budget, handle_messages(&worker, vec![message])).await;
         let wall = started.elapsed();
+        let continuation = match own_queue.pending().into_iter().next() {
+            Some(queued) => Some(serde_json::to_string(&queued.event).map_err(|e| e.to_string())?),
+            None => None,
+        };
         Ok::<Measured, String>(Measured {
             wall_s: wall.as_secs_f64(),
             rss_before,
             rss_peak: rss().peak,
             heap_peak: heap_peak() as u64,
             failed: !failed.is_empty(),
+            continuation,
+            killed: false,
         })
     })?;
     println!(
@@ -780,7 +977,26 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
         n,
         overlap: args.overlap,
         missing_attributes,
+        timeout: args.timeout,
+        max_receives: args.max_receives,
     };
+    if args.dataverse_latency_ms > 0 || args.cleverreach_latency_ms > 0 {
+        for (base, ms) in [
+            (&control.dataverse, args.dataverse_latency_ms),
+            (&control.cleverreach, args.cleverreach_latency_ms),
+        ] {
+            control
+                .put(base, "_sim/faults", &json!({ "rate": 0.0, "latency_ms": ms }))
+                .await?;
+        }
+        println!(
+            "from here every request is answered after {} ms (Dataverse) and {} ms (CleverReach){}",
+            args.dataverse_latency_ms,
+            args.cleverreach_latency_ms,
+            args.timeout
+                .map_or(String::new(), |t| format!("; Lambda timeout {} s", t.as_secs()))
+        );
+    }
     let mut ok = run_once(&setup, "run 1: from no group", None, &HashSet::new()).await?;
 
     let admin = dataverse_client(&endpoints.dataverse, &endpoints.dataverse.admin)?;
@@ -821,9 +1037,8 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("--worker") {
-        let campaign = std::env::args().nth(2).unwrap_or_default();
         init_tracing();
-        return match worker_process(&campaign) {
+        return match worker_process() {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("worker: {e}");

@@ -148,3 +148,91 @@ async fn changes_without_an_operation_id_each_reach_the_worker_and_a_redelivered
     assert_eq!(first_id, again_id, "a redelivery keeps its id");
     assert_eq!(h.sqs_dead_letters().await.unwrap(), 0);
 }
+
+/// Dataverse delivers an AddListMembers of 5,000 ids (under its 256 KB webhook limit, over what
+/// an SQS message holds as queued): the intake answers 202 with one message, and the list
+/// worker, reading the list afresh, compares all its members.
+#[tokio::test]
+async fn an_add_of_five_thousand_members_is_queued_as_one_message_and_read_in_full() {
+    let Some(aws) = emulator("an add of 5,000 members").await else {
+        return;
+    };
+    let sqs = aws_sdk_sqs::Client::new(&aws.config);
+    let queues = create_fifo_queues(&sqs, &unique_name("crc"), 5)
+        .await
+        .unwrap();
+    let h = Harness::start_with(
+        DataverseSimConfig::default(),
+        CleverReachSimConfig::default(),
+        HarnessOptions {
+            sqs: Some(queues),
+            ..HarnessOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    h.install(&[]).await.unwrap();
+    let mut members = Vec::new();
+    for name in ["anna", "bert", "cleo"] {
+        members.push(h.contact(&format!("{name}@example.com"), &[(0, 1)]).await.unwrap());
+    }
+    let list = h
+        .create(
+            "lists",
+            json!({ "listname": "Big add", "createdfromcode": 2, "type": false,
+                    "crc_checklist": checklist(&[(0, 1)]), "crc_syncwithcleverreach": true }),
+        )
+        .await
+        .unwrap();
+    h.add_members(&list, "contact", &members).await.unwrap();
+    h.settle().await.unwrap();
+
+    // The body as Dataverse sends it for 5,000 members (ours among them).
+    let mut body: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../events/webhook-intake/list-addlistmembers.json"
+    ))
+    .unwrap();
+    let ids: Vec<String> = members
+        .iter()
+        .cloned()
+        .chain((members.len()..5_000).map(|i| format!("{i:08x}-6b7c-ef11-8409-000d3a4b7c21")))
+        .collect();
+    body["PrimaryEntityId"] = json!(list);
+    body["OperationId"] = json!("0b0b0b0b-1111-4222-8333-444455556666");
+    for parameter in body["InputParameters"].as_array_mut().unwrap() {
+        match parameter["key"].as_str() {
+            Some("MemberIds") => parameter["value"] = json!(ids),
+            Some("ListId") => parameter["value"] = json!(list),
+            _ => {}
+        }
+    }
+    let body = serde_json::to_vec(&body).unwrap();
+    assert!(body.len() < 256 * 1000, "{} bytes", body.len());
+    let answer = reqwest::Client::new()
+        .post(h.intake_url.clone())
+        .query(&[("code", sandbox::harness::WEBHOOK_KEY)])
+        .header("x-ms-dynamics-organization", h.dataverse.config().org_domain.clone())
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202, "{}", answer.text().await.unwrap());
+    let processed = h.settle().await.unwrap();
+    assert_eq!(processed, 1, "one message");
+    let status = h
+        .dataverse
+        .row("lists", &list)
+        .and_then(|row| row.get("crc_syncstatus")?.as_str().map(str::to_string))
+        .unwrap_or_default();
+    assert!(
+        status.starts_with("all members compared"),
+        "a full reconcile: {status}"
+    );
+    let group = h.group_of("lists", &list).expect("group");
+    assert_eq!(
+        h.active_emails(&group),
+        ["anna@example.com", "bert@example.com", "cleo@example.com"]
+    );
+    assert_eq!(h.sqs_dead_letters().await.unwrap(), 0);
+}

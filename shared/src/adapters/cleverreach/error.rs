@@ -76,6 +76,13 @@ impl Retryable for CleverReachError {
         }
     }
 
+    fn is_throttling(&self) -> bool {
+        matches!(
+            self,
+            CleverReachError::Throttled { .. } | CleverReachError::Server { status: 503, .. }
+        )
+    }
+
     fn retry_after(&self) -> Option<Duration> {
         match self {
             CleverReachError::Throttled { retry_after } => *retry_after,

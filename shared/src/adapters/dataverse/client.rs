@@ -85,6 +85,9 @@ pub struct DataverseConfig {
     pub retry: RetryPolicy,
     /// Sent as `?tag=` on writes so that the connector recognises its own writes in webhooks.
     pub write_tag: Option<String>,
+    /// Requests this client has under way at once, at most (Dataverse allows 52 per user
+    /// across the deployment; docs/architecture.md §4 "Concurrency").
+    pub max_concurrent_requests: usize,
 }
 
 impl DataverseConfig {
@@ -107,6 +110,7 @@ impl DataverseConfig {
             request_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             write_tag: None,
+            max_concurrent_requests: 52,
         }
     }
 }
@@ -138,6 +142,8 @@ struct Inner {
     tokens: token::TokenCache,
     /// Requests sent (each attempt counts), for the sync metrics.
     requests: std::sync::atomic::AtomicU64,
+    /// One permit per request under way (`config.max_concurrent_requests`).
+    under_way: tokio::sync::Semaphore,
 }
 
 impl fmt::Debug for DataverseClient {
@@ -311,6 +317,7 @@ impl DataverseClient {
         Ok(DataverseClient {
             inner: Arc::new(Inner {
                 http,
+                under_way: tokio::sync::Semaphore::new(config.max_concurrent_requests.max(1)),
                 config,
                 api_base,
                 tokens: token::TokenCache::default(),
@@ -795,6 +802,15 @@ impl DataverseClient {
         label: &str,
     ) -> Result<RawResponse, DataverseError> {
         let inner = &self.inner;
+        // Never closed, so the permit always comes; the error arm is only for completeness.
+        let _permit = inner
+            .under_way
+            .acquire()
+            .await
+            .map_err(|_| DataverseError::Transport {
+                request: label.to_string(),
+                reason: "the client is shutting down".into(),
+            })?;
         let token = inner.tokens.current(&inner.http, &inner.config).await?;
         let answer = self.send_once(request, label, &token).await?;
         if answer.status != 401 {

@@ -140,6 +140,7 @@ pub fn parse_change_event(body: &[u8], size_exceeded: bool) -> Result<ChangeEven
         related,
         size_exceeded,
         tag,
+        continuation: None,
     };
     if operation_id.is_none() {
         event.operation_id = content_id(&event);

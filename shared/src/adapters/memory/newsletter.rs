@@ -54,6 +54,9 @@ pub struct NewsletterState {
     /// Calls, in order, in words (`"upsert 7 3"`).
     pub calls: Vec<String>,
     pub failing: BTreeMap<NewsletterPort, usize>,
+    /// How long an upsert call takes (tokio time: tests pause the clock), as a real API's
+    /// latency.
+    pub upsert_latency: Option<std::time::Duration>,
     next_group: u64,
 }
 
@@ -288,6 +291,10 @@ impl ReceiverStore for InMemoryNewsletter {
         group_id: &str,
         rows: &[ReceiverUpsert],
     ) -> Result<UpsertReport, NewsletterError> {
+        let latency = self.state().upsert_latency;
+        if let Some(latency) = latency {
+            tokio::time::sleep(latency).await;
+        }
         let mut st = self.call(
             NewsletterPort::Receivers,
             format!("upsert {group_id} {}", rows.len()),

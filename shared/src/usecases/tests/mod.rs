@@ -7,6 +7,7 @@ pub(crate) mod fixtures;
 
 mod backflow;
 mod brake;
+mod deadline;
 mod hooks;
 mod people_change;
 mod port_failures;

@@ -362,3 +362,44 @@ async fn a_campaign_gets_the_members_of_its_linked_lists_and_its_linked_leads() 
         ["anna@example.com", "dora@example.com"]
     );
 }
+
+#[tokio::test]
+async fn members_added_to_a_synced_list_in_bulk_are_compared_in_one_full_reconcile() {
+    let w = World::new();
+    w.source(list("l1", "Customers").group("9"))
+        .group("9", "Customers", vec![]);
+    let ids: Vec<String> = (0..crate::domain::change::SCOPED_MEMBERS_LIMIT + 1)
+        .map(|i| format!("c{i}"))
+        .collect();
+    for id in &ids {
+        w.contact(person(id, &format!("{id}@example.com")), &["l1"]);
+    }
+    let named: Vec<&str> = ids.iter().map(String::as_str).collect();
+
+    let event = event("list", CrmMessage::AddListMembers, "l1")
+        .members("contact", &named)
+        .build();
+    let sync = change(&w, LIST, event).await.unwrap();
+
+    let report = sync.report.expect("reconciled");
+    assert!(report.full, "over the cap: the whole list is read");
+    assert_eq!(w.active("9").len(), ids.len());
+}
+
+#[tokio::test]
+async fn a_few_members_added_to_a_synced_list_are_reconciled_person_by_person() {
+    let w = World::new();
+    w.source(list("l1", "Customers").group("9"))
+        .group("9", "Customers", vec![])
+        .contact(person("c1", "anna@example.com"), &["l1"])
+        .contact(person("c2", "bert@example.com"), &["l1"]);
+
+    let event = event("list", CrmMessage::AddListMembers, "l1")
+        .members("contact", &["c1"])
+        .build();
+    let sync = change(&w, LIST, event).await.unwrap();
+
+    let report = sync.report.expect("reconciled");
+    assert!(!report.full, "only the named member");
+    assert_eq!(w.active("9"), ["anna@example.com"]);
+}

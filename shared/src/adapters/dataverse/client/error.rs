@@ -292,6 +292,13 @@ impl Retryable for DataverseError {
         )
     }
 
+    fn is_throttling(&self) -> bool {
+        matches!(
+            self,
+            DataverseError::Throttled { .. } | DataverseError::Server { status: 503, .. }
+        )
+    }
+
     fn retry_after(&self) -> Option<Duration> {
         match self {
             DataverseError::Throttled { retry_after, .. } => *retry_after,

@@ -278,6 +278,12 @@ impl SourceStore for DataverseCrm {
                 columns.insert(schema::LAST_SYNC.into(), json!(at));
                 columns.insert(schema::LAST_ERROR.into(), Value::Null);
             }
+            SourceStatus::InProgress { status } => {
+                columns.insert(
+                    schema::SYNC_STATUS.into(),
+                    json!(schema::fit(status, schema::SYNC_STATUS_MAX)),
+                );
+            }
             SourceStatus::Failed { error } => {
                 columns.insert(
                     schema::LAST_ERROR.into(),
