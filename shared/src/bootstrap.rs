@@ -197,8 +197,13 @@ pub async fn worker_deps(family: QueueFamily) -> Result<WorkerDeps, StartError> 
         dataverse: crm.clone(),
         cleverreach: cleverreach.clone(),
     };
-    let mut deps = WorkerDeps::new(family, Connector::from_shared(crm, cleverreach))
-        .with_metrics(Arc::new(StdoutEmf), Some(meters));
+    let hooks = start.hooks(cleverreach.clone())?;
+    let mut conn = Connector::from_shared(crm, cleverreach);
+    if let Some(hooks) = hooks {
+        // A source worker registers the hooks of the groups it creates or reuses.
+        conn = conn.with_hooks(hooks);
+    }
+    let mut deps = WorkerDeps::new(family, conn).with_metrics(Arc::new(StdoutEmf), Some(meters));
     if let Some(log) = start.failure_log() {
         deps = deps.with_failure_log(log);
     }
