@@ -200,7 +200,12 @@ pub async fn worker_deps(family: QueueFamily) -> Result<WorkerDeps, StartError> 
         cleverreach: cleverreach.clone(),
     };
     let writes = CleverReachSettings::from_env(&start.env)?.writes_in_flight;
-    let conn = Connector::from_shared(crm, cleverreach).with_writes_in_flight(writes);
+    let hooks = start.hooks(cleverreach.clone())?;
+    let mut conn = Connector::from_shared(crm, cleverreach).with_writes_in_flight(writes);
+    if let Some(hooks) = hooks {
+        // A source worker registers the hooks of the groups it creates or reuses.
+        conn = conn.with_hooks(hooks);
+    }
     let mut deps = WorkerDeps::new(family, conn).with_metrics(Arc::new(StdoutEmf), Some(meters));
     if let Some(log) = start.failure_log() {
         deps = deps.with_failure_log(log);
