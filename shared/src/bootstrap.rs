@@ -219,9 +219,7 @@ pub async fn worker_deps(family: QueueFamily) -> Result<WorkerDeps, StartError> 
             QueueFamily::Campaign,
             QueueFamily::CampaignActivity,
         ]),
-        QueueFamily::Campaign | QueueFamily::CampaignActivity => {
-            start.queues().only(&[family])
-        }
+        QueueFamily::Campaign | QueueFamily::CampaignActivity => start.queues().only(&[family]),
         _ => QueueUrls::new(),
     };
     Ok(if follow_up.is_empty() {

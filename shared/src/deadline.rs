@@ -70,12 +70,16 @@ pub fn time_left() -> Option<Duration> {
 
 /// True when a running reconcile must stop now: the stop margin is all that is left.
 pub fn must_stop() -> bool {
-    BUDGET.try_with(|b| b.left() <= b.stop_margin).unwrap_or(false)
+    BUDGET
+        .try_with(|b| b.left() <= b.stop_margin)
+        .unwrap_or(false)
 }
 
 /// True when no new message should be started.
 pub fn too_late_to_start() -> bool {
-    BUDGET.try_with(|b| b.left() <= b.start_margin).unwrap_or(false)
+    BUDGET
+        .try_with(|b| b.left() <= b.start_margin)
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -220,7 +220,9 @@ mod tests {
         let sent = std::sync::Mutex::new(Vec::new());
         // The first call is told to wait two seconds; the second starts half a second later.
         let first = with_retries(&policy, |attempt| {
-            sent.lock().unwrap().push(("first", attempt, start.elapsed()));
+            sent.lock()
+                .unwrap()
+                .push(("first", attempt, start.elapsed()));
             async move {
                 if attempt == 0 {
                     Err(Throttled(Some(Duration::from_secs(2))))
@@ -232,7 +234,9 @@ mod tests {
         let second = async {
             tokio::time::sleep(Duration::from_millis(500)).await;
             with_retries(&policy, |attempt| {
-                sent.lock().unwrap().push(("second", attempt, start.elapsed()));
+                sent.lock()
+                    .unwrap()
+                    .push(("second", attempt, start.elapsed()));
                 async { Ok::<(), Throttled>(()) }
             })
             .await

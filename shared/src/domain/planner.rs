@@ -453,11 +453,6 @@ impl ReconcilePlanner {
         ops
     }
 
-    /// The counts so far (final only after [`ReconcilePlanner::finish`]).
-    pub fn summary(&self) -> &PlanSummary {
-        &self.summary
-    }
-
     pub fn finish(mut self) -> (Vec<GroupOp>, PlanSummary) {
         let mut ops = Vec::new();
         if !self.pending.is_empty() {

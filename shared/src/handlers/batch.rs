@@ -291,6 +291,44 @@ mod concurrent_tests {
         }
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn messages_are_not_started_when_the_invocation_is_about_to_end() {
+        let log = Arc::new(crate::adapters::memory::InMemoryFailureLog::new());
+        let recorder = FailureRecorder::new("test", log.clone());
+        let worked = Mutex::new(Vec::new());
+        let budget = crate::deadline::Budget {
+            deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(40),
+            stop_margin: std::time::Duration::from_secs(15),
+            start_margin: std::time::Duration::from_secs(30),
+        };
+        let back = crate::deadline::within(
+            Some(budget),
+            process_fifo(
+                vec![message("a1", "a"), message("b1", "b"), message("c1", "c")],
+                &recorder,
+                |m: InboundMessage| {
+                    worked
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(m.body.clone());
+                    async {
+                        // Each message takes six seconds.
+                        tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+                        MessageOutcome::Done
+                    }
+                },
+            ),
+        )
+        .await;
+        // 40 s left: a1 starts (34 s left after it), b1 starts (28 s), c1 does not.
+        assert_eq!(
+            *worked.lock().unwrap_or_else(|p| p.into_inner()),
+            ["a1", "b1"]
+        );
+        assert_eq!(back, ["c1"], "back to the queue");
+        assert!(log.records().is_empty(), "not written down as a failure");
+    }
+
     #[tokio::test]
     async fn groups_run_side_by_side_and_a_failure_holds_back_only_its_own_group() {
         let order = Mutex::new(Vec::new());

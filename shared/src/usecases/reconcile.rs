@@ -303,7 +303,10 @@ struct Writes<'a> {
     conn: &'a Connector,
     group: &'a GroupId,
     under_way: futures::stream::FuturesUnordered<
-        futures::future::BoxFuture<'a, Result<crate::ports::newsletter::UpsertReport, NewsletterError>>,
+        futures::future::BoxFuture<
+            'a,
+            Result<crate::ports::newsletter::UpsertReport, NewsletterError>,
+        >,
     >,
 }
 

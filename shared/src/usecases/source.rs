@@ -277,8 +277,7 @@ async fn sync_existing_source(
     }
     let (group, created) = ensure_group(conn, settings, record).await?;
     let continued = event.continuation.is_some();
-    if created || event.sync_flag_or_state_may_have_changed() || (event.is_resync() && !continued)
-    {
+    if created || event.sync_flag_or_state_may_have_changed() || (event.is_resync() && !continued) {
         // A group created or reused gets its event hooks (a failure waits for the health
         // check of the next scheduled run).
         hooks::register_best_effort(conn, group.as_str(), created).await;
@@ -370,7 +369,10 @@ async fn continue_later(
     queue
         .enqueue(QueueFamily::for_source(record.source.kind), &next)
         .await?;
-    info!(pass = report.pass + 1, compared, "reconcile continues in a new message");
+    info!(
+        pass = report.pass + 1,
+        compared, "reconcile continues in a new message"
+    );
     Ok(())
 }
 

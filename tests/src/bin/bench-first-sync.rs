@@ -323,6 +323,7 @@ fn sync_turned_on(list_id: &str) -> ChangeEvent {
         related: Vec::new(),
         size_exceeded: false,
         tag: None,
+        continuation: None,
     }
 }
 

@@ -36,6 +36,8 @@ use serde_json::{Value, json};
 use shared::adapters::dataverse::client::{BatchRequest, DataverseClient, MAX_BATCH_REQUESTS};
 use shared::adapters::dataverse::crm::DataverseCrm;
 use shared::adapters::dataverse::schema;
+use shared::adapters::memory::InMemoryChangeQueue;
+use shared::deadline::{self, Budget};
 use shared::domain::change::ChangeEvent;
 use shared::domain::email::Email;
 use shared::domain::planner::ReceiverUpsert;
@@ -43,12 +45,10 @@ use shared::domain::receiver::{PersonData, ReceiverData};
 use shared::domain::recipient::{CrmRef, PersonEntity};
 use shared::domain::routing::{QueueFamily, message_group};
 use shared::handlers::sync_worker::{InboundMessage, WorkerDeps, handle_messages};
-use shared::adapters::memory::InMemoryChangeQueue;
-use shared::deadline::{self, Budget};
 use shared::usecases::Connector;
-use std::sync::Arc;
 use std::collections::{BTreeMap, HashSet};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 // ---- memory -------------------------------------------------------------------------------
@@ -111,7 +111,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             }
             "--timeout-s" => {
                 parsed.timeout = Some(Duration::from_secs(
-                    number("--timeout-s", args.next())? as u64,
+                    number("--timeout-s", args.next())? as u64
                 ))
             }
             "--max-receives" => {
@@ -606,7 +606,11 @@ async fn run_once(
         timeout.map_or(String::new(), |t| format!(
             "  (timeout {} s: {})",
             t.as_secs(),
-            if invocations.killed() == 0 { "none killed" } else { "KILLED" }
+            if invocations.killed() == 0 {
+                "none killed"
+            } else {
+                "KILLED"
+            }
         ))
     );
     if invocations.dead_lettered {
@@ -986,15 +990,21 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
             (&control.cleverreach, args.cleverreach_latency_ms),
         ] {
             control
-                .put(base, "_sim/faults", &json!({ "rate": 0.0, "latency_ms": ms }))
+                .put(
+                    base,
+                    "_sim/faults",
+                    &json!({ "rate": 0.0, "latency_ms": ms }),
+                )
                 .await?;
         }
         println!(
             "from here every request is answered after {} ms (Dataverse) and {} ms (CleverReach){}",
             args.dataverse_latency_ms,
             args.cleverreach_latency_ms,
-            args.timeout
-                .map_or(String::new(), |t| format!("; Lambda timeout {} s", t.as_secs()))
+            args.timeout.map_or(String::new(), |t| format!(
+                "; Lambda timeout {} s",
+                t.as_secs()
+            ))
         );
     }
     let mut ok = run_once(&setup, "run 1: from no group", None, &HashSet::new()).await?;

@@ -233,6 +233,7 @@ fn turned_on(list_id: &str) -> ChangeEvent {
         related: vec![],
         size_exceeded: false,
         tag: None,
+        continuation: None,
     }
 }
 

@@ -32,6 +32,7 @@ fn change(operation: &str) -> ChangeEvent {
         related: vec![],
         size_exceeded: false,
         tag: None,
+        continuation: None,
     }
 }
 

@@ -174,7 +174,11 @@ async fn an_add_of_five_thousand_members_is_queued_as_one_message_and_read_in_fu
     h.install(&[]).await.unwrap();
     let mut members = Vec::new();
     for name in ["anna", "bert", "cleo"] {
-        members.push(h.contact(&format!("{name}@example.com"), &[(0, 1)]).await.unwrap());
+        members.push(
+            h.contact(&format!("{name}@example.com"), &[(0, 1)])
+                .await
+                .unwrap(),
+        );
     }
     let list = h
         .create(
@@ -211,7 +215,10 @@ async fn an_add_of_five_thousand_members_is_queued_as_one_message_and_read_in_fu
     let answer = reqwest::Client::new()
         .post(h.intake_url.clone())
         .query(&[("code", sandbox::harness::WEBHOOK_KEY)])
-        .header("x-ms-dynamics-organization", h.dataverse.config().org_domain.clone())
+        .header(
+            "x-ms-dynamics-organization",
+            h.dataverse.config().org_domain.clone(),
+        )
         .header("content-type", "application/json")
         .body(body)
         .send()

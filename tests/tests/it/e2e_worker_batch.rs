@@ -31,6 +31,7 @@ fn change(entity: &str, record: &str, operation: &str) -> ChangeEvent {
         related: vec![],
         size_exceeded: false,
         tag: None,
+        continuation: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Full reconciles under an invocation's deadline (docs/architecture.md §4 "Deadlines"): the
 //! fakes answer after a latency in tokio time, and the tests pause tokio's clock, so the point
-//! where the time runs short is exact.
+//! where the time runs short is exact. One upsert at a time, so that the arithmetic is simple:
+//! a batch of 250 is written while the next 250 members are compared.
 
 use super::fixtures::*;
 use crate::adapters::memory::InMemoryChangeQueue;
@@ -23,10 +24,17 @@ fn big_list(n: usize) -> World {
     w.source(list("l1", "Customers").group("9"))
         .group("9", "Customers", vec![]);
     for i in 0..n {
-        w.contact(person(&format!("c{i}"), &format!("p{i}@example.com")), &["l1"]);
+        w.contact(
+            person(&format!("c{i}"), &format!("p{i}@example.com")),
+            &["l1"],
+        );
     }
     w.newsletter.state().upsert_latency = Some(Duration::from_secs(1));
     w
+}
+
+fn connector(w: &World) -> Connector {
+    w.conn.clone().with_writes_in_flight(1)
 }
 
 fn budget(seconds: f64) -> Budget {
@@ -38,7 +46,11 @@ fn budget(seconds: f64) -> Budget {
 }
 
 fn status(w: &World) -> Option<SourceStatus> {
-    w.crm.state().statuses.get(&(LIST, "l1".to_string())).cloned()
+    w.crm
+        .state()
+        .statuses
+        .get(&(LIST, "l1".to_string()))
+        .cloned()
 }
 
 async fn sync(
@@ -56,11 +68,12 @@ async fn sync(
 async fn a_reconcile_cut_short_by_the_deadline_continues_in_its_own_message_and_ends_as_one_pass() {
     let w = big_list(1_000);
     let queue = Arc::new(InMemoryChangeQueue::new());
-    let conn = w.conn.clone().with_follow_up(queue.clone());
+    let conn = connector(&w).with_follow_up(queue.clone());
     let resync = event("list", CrmMessage::Resync, "l1").build();
 
-    // Three upserts of 250 fit into 2.5 s (the check comes before each member).
-    sync(&conn, &resync, Some(budget(2.5))).await.unwrap();
+    // The second upsert waits for the first (1 s), the third for the second (2 s): member 751
+    // comes after 1.5 s, and the third batch is written before stopping.
+    sync(&conn, &resync, Some(budget(1.5))).await.unwrap();
 
     assert_eq!(w.active("9").len(), 750, "what was decided was written");
     assert_eq!(
@@ -75,7 +88,10 @@ async fn a_reconcile_cut_short_by_the_deadline_continues_in_its_own_message_and_
     assert_eq!(next.record_id, "l1");
     assert!(next.is_resync());
     let carried = next.continuation.clone().expect("carries the counts");
-    assert_eq!((carried.pass, carried.added, carried.compared), (2, 750, 750));
+    assert_eq!(
+        (carried.pass, carried.added, carried.compared),
+        (2, 750, 750)
+    );
 
     // The continuation, with time enough: the rest, and the status of one pass.
     queue.take(crate::domain::routing::QueueFamily::MarketingList, 10);
@@ -83,11 +99,14 @@ async fn a_reconcile_cut_short_by_the_deadline_continues_in_its_own_message_and_
     assert_eq!(w.active("9").len(), 1_000);
     assert!(queue.pending().is_empty(), "done: no further message");
     let one_pass = big_list(1_000);
-    sync(&one_pass.conn, &resync, None).await.unwrap();
+    sync(&connector(&one_pass), &resync, None).await.unwrap();
     let Some(SourceStatus::Synced { status: single, .. }) = status(&one_pass) else {
         panic!("the single pass wrote its status");
     };
-    assert!(single.starts_with("all members compared: 1000 added"), "{single}");
+    assert!(
+        single.starts_with("all members compared: 1000 added"),
+        "{single}"
+    );
     assert!(
         matches!(status(&w), Some(SourceStatus::Synced { status, .. }) if status == single),
         "{:?} vs {single}",
@@ -99,7 +118,10 @@ async fn a_reconcile_cut_short_by_the_deadline_continues_in_its_own_message_and_
 async fn a_reconcile_cut_short_removes_no_one() {
     // 300 receivers of the group are no longer members: removals wait for the pass that sees
     // every member.
-    let w = big_list(600);
+    let w = big_list(1_000)
+        // The brake would hold these removals anyway; here only the deadline may.
+        .setting("cleverreach:safety:maxremovalpercent", "100")
+        .setting("cleverreach:safety:maxremovals", "1000000");
     let strangers: Vec<_> = (0..300)
         .map(|i| {
             receiver(
@@ -111,7 +133,7 @@ async fn a_reconcile_cut_short_removes_no_one() {
         .collect();
     w.group("9", "Customers", strangers);
     let queue = Arc::new(InMemoryChangeQueue::new());
-    let conn = w.conn.clone().with_follow_up(queue.clone());
+    let conn = connector(&w).with_follow_up(queue.clone());
     let resync = event("list", CrmMessage::Resync, "l1").build();
 
     sync(&conn, &resync, Some(budget(1.5))).await.unwrap();
@@ -127,9 +149,9 @@ async fn a_reconcile_cut_short_removes_no_one() {
 
 #[tokio::test(start_paused = true)]
 async fn a_pass_that_gets_no_further_than_the_one_before_fails_instead_of_continuing_forever() {
-    let w = big_list(600);
+    let w = big_list(1_000);
     let queue = Arc::new(InMemoryChangeQueue::new());
-    let conn = w.conn.clone().with_follow_up(queue.clone());
+    let conn = connector(&w).with_follow_up(queue.clone());
     let resync = event("list", CrmMessage::Resync, "l1").build();
 
     // No time at all: nothing compared.
@@ -142,10 +164,29 @@ async fn a_pass_that_gets_no_further_than_the_one_before_fails_instead_of_contin
 
 #[tokio::test(start_paused = true)]
 async fn a_reconcile_cut_short_without_a_queue_to_continue_on_says_so() {
-    let w = big_list(600);
+    let w = big_list(1_000);
     let resync = event("list", CrmMessage::Resync, "l1").build();
 
-    let err = sync(&w.conn, &resync, Some(budget(1.5))).await.unwrap_err();
+    let err = sync(&connector(&w), &resync, Some(budget(1.5)))
+        .await
+        .unwrap_err();
 
     assert!(err.to_string().contains("no queue"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn upserts_go_out_a_few_at_a_time_and_never_more() {
+    // 2,000 members: eight upserts of a second each.
+    let timed = |in_flight: usize| async move {
+        let w = big_list(2_000);
+        let conn = w.conn.clone().with_writes_in_flight(in_flight);
+        let resync = event("list", CrmMessage::Resync, "l1").build();
+        let started = Instant::now();
+        sync(&conn, &resync, None).await.unwrap();
+        assert_eq!(w.active("9").len(), 2_000);
+        started.elapsed()
+    };
+    assert_eq!(timed(1).await, Duration::from_secs(8), "one after another");
+    assert_eq!(timed(4).await, Duration::from_secs(2), "four at a time");
+    assert_eq!(timed(8).await, Duration::from_secs(1), "all eight at once");
 }
