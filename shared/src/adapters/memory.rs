@@ -88,6 +88,11 @@ impl ChangeQueue for InMemoryChangeQueue {
                 reason: "the local queue is switched off".into(),
             });
         }
+        // As strict as SQS about the size.
+        let bytes = serde_json::to_vec(event).map_or(usize::MAX, |b| b.len());
+        if bytes > crate::ports::queue::MAX_MESSAGE_BYTES {
+            return Err(QueueError::TooLarge { family, bytes });
+        }
         let mut st = self.lock();
         // SQS FIFO keeps de-duplication ids for five minutes; the local queue keeps them for
         // the whole run, which is stricter and fine for tests and demos.

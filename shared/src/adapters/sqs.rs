@@ -32,6 +32,10 @@ impl ChangeQueue for SqsChangeQueue {
             .get(family)
             .ok_or(QueueError::NotConfigured(family))?;
         let body = serde_json::to_string(event).map_err(|e| QueueError::Encode(e.to_string()))?;
+        let bytes = body.len() + CORRELATION_ATTRIBUTE.len() + event.correlation_id.len() + 6;
+        if bytes > crate::ports::queue::MAX_MESSAGE_BYTES {
+            return Err(QueueError::TooLarge { family, bytes });
+        }
         let correlation = MessageAttributeValue::builder()
             .data_type("String")
             .string_value(if event.correlation_id.is_empty() {

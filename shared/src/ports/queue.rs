@@ -16,7 +16,17 @@ pub enum QueueError {
     Unavailable { family: QueueFamily, reason: String },
     #[error("the change could not be encoded for the queue: {0}")]
     Encode(String),
+    /// Larger than a queue message may be ([`MAX_MESSAGE_BYTES`]); the queue would refuse it.
+    #[error(
+        "the {family} queue takes at most {MAX_MESSAGE_BYTES} bytes per message; this one has {bytes}"
+    )]
+    TooLarge { family: QueueFamily, bytes: usize },
 }
+
+/// The most an SQS message may hold, its body and attributes together: the queues' default
+/// `MaximumMessageSize` of 256 KiB, which the template keeps. The adapters refuse larger ones
+/// themselves, so that no emulator more lenient than SQS hides one.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 impl Retryable for QueueError {
     fn is_retryable(&self) -> bool {

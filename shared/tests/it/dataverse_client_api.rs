@@ -1314,3 +1314,41 @@ DELETE /api/data/v9.2/contacts({c2})?tag=crc-connector HTTP/1.1\r\n\r\n\r\n\
         }
     }
 }
+
+/// Dataverse allows a user 52 concurrent requests across the deployment; each client keeps to
+/// its share (docs/architecture.md §4 "Concurrency").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_never_has_more_requests_under_way_than_it_is_allowed() {
+    let under_way = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (now, max) = (under_way.clone(), most.clone());
+    let server = Server::start(with_tokens(3600, move |_| {
+        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+        max.fetch_max(n, Ordering::SeqCst);
+        // The mock answers on the runtime's threads: hold one for a moment.
+        std::thread::sleep(Duration::from_millis(100));
+        now.fetch_sub(1, Ordering::SeqCst);
+        Reply::json(200, whoami_body())
+    }))
+    .await;
+    let client = DataverseClient::new(DataverseConfig {
+        max_concurrent_requests: 2,
+        ..config(&server)
+    })
+    .unwrap();
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.whoami().await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(server.api_requests().len(), 8);
+    assert!(
+        most.load(Ordering::SeqCst) <= 2,
+        "at most two under way, saw {}",
+        most.load(Ordering::SeqCst)
+    );
+}
