@@ -354,7 +354,12 @@ fn cleverreach_rows(
         "group_delete",
         "group_stats",
     ]);
-    let attributes = sum(&["attributes_list", "attribute_create"]);
+    let attributes = sum(&[
+        "attributes_list",
+        "attribute_create",
+        "group_attributes_list",
+        "group_attribute_create",
+    ]);
     let reads = sum(&["receivers_list", "receiver_get", "receiver_pool_get"]);
     let removals = sum(&[
         "receivers_filter",
@@ -372,10 +377,12 @@ fn cleverreach_rows(
         - opt_outs;
     let (minimal_upserts, minimal_groups, minimal_attributes, minimal_reads, minimal_removals) =
         match drift {
+            // The global attributes listed (and the missing ones created); the group's own
+            // (`crm_company`) listed, and created in a new group.
             None => (
                 n.div_ceil(batch_size) as u64,
                 1,
-                1 + missing_attributes as u64,
+                1 + missing_attributes as u64 + 2,
                 1,
                 0,
             ),
@@ -384,7 +391,7 @@ fn cleverreach_rows(
                 (
                     (d.removed + d.altered).div_ceil(batch_size) as u64,
                     1 + u64::from(d.renamed),
-                    1,
+                    2,
                     (in_group / 5000 + 1) as u64,
                     2 * d.strangers.div_ceil(batch_size) as u64,
                 )
@@ -403,7 +410,7 @@ fn cleverreach_rows(
             minimal_groups,
         ),
         row(
-            "attribute calls (list + create missing)",
+            "attribute calls (global and group's: list + create missing)",
             attributes,
             minimal_attributes,
         ),
@@ -417,7 +424,8 @@ fn cleverreach_rows(
             removals,
             minimal_removals,
         ),
-        row("blacklist / bounces", opt_outs, 1),
+        // Both read once by a worker (the scoped path and the full one share them).
+        row("blacklist / bounces", opt_outs, 2),
         row("other", other, 0),
     ]
 }

@@ -271,13 +271,10 @@ impl<S: TokenStore> CleverReachClient<S> {
         &self,
         group_id: &str,
     ) -> Result<(), CleverReachError> {
-        if self
-            .inner
-            .group_attributes_ready
-            .lock()
-            .await
-            .contains(group_id)
-        {
+        // Held throughout: upserts under way at once for a new group make one read and one
+        // create between them, not one each.
+        let mut ready = self.inner.group_attributes_ready.lock().await;
+        if ready.contains(group_id) {
             return Ok(());
         }
         let url = self.api(&["groups.json", group_id, "attributes"])?;
@@ -306,11 +303,7 @@ impl<S: TokenStore> CleverReachClient<S> {
                 Err(e) => return Err(e),
             }
         }
-        self.inner
-            .group_attributes_ready
-            .lock()
-            .await
-            .insert(group_id.to_string());
+        ready.insert(group_id.to_string());
         Ok(())
     }
 
