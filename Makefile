@@ -51,7 +51,7 @@ bench-first-sync: ## benchmark (release build): first sync of static lists of 10
 	CARGO="$(CARGO)" CARGO_FLAGS="$(CARGO_FLAGS)" tests/bench/first-sync.sh
 
 bench-resync: ## benchmark (release build): full resync of a campaign of 100k recipients across two overlapping lists, from an empty group and from one in step with drift
-	CARGO="$(CARGO)" CARGO_FLAGS="$(CARGO_FLAGS)" tests/bench/resync.sh
+	CARGO="$(CARGO)" CARGO_FLAGS="$(CARGO_FLAGS)" tests/bench/resync.sh $(ARGS)
 
 bench-consent: ## benchmark (release build): 100 unsubscribes through the event hooks to the CRM, simulators answering after 300 ms (p50/p99, calls per event)
 	$(CARGO) run --release -p sandbox --bin bench-consent $(CARGO_FLAGS) -- --events 100 --latency-ms 300 --every-ms 500 --workers 5

@@ -240,11 +240,18 @@ pub mod lambda {
     use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 
     /// The invocation's time budget, from the deadline the runtime gives (ms since the epoch).
-    pub fn budget(context: &lambda_runtime::Context) -> Budget {
+    /// None when there is no usable deadline: Lambda's shortest timeout is a second, so one
+    /// that is missing (0) or less than a second away as the invocation starts comes from a
+    /// local emulator (`cargo lambda watch` sends the invocation time), not from Lambda.
+    pub fn budget(context: &lambda_runtime::Context) -> Option<Budget> {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Budget::from_epoch_ms(context.deadline, now_ms)
+        if context.deadline < now_ms.saturating_add(1_000) {
+            tracing::info!("no usable invocation deadline: working without one");
+            return None;
+        }
+        Some(Budget::from_epoch_ms(context.deadline, now_ms))
     }
 
     /// The messages of an SQS event.

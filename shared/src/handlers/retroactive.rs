@@ -209,7 +209,7 @@ pub mod lambda {
         let total = messages.len();
         respond(
             total,
-            crate::deadline::within(Some(budget), handle_fanout(deps, messages)).await,
+            crate::deadline::within(budget, handle_fanout(deps, messages)).await,
         )
     }
 
@@ -223,7 +223,7 @@ pub mod lambda {
         let total = messages.len();
         respond(
             total,
-            crate::deadline::within(Some(budget), handle_sublists(deps, messages)).await,
+            crate::deadline::within(budget, handle_sublists(deps, messages)).await,
         )
     }
 }

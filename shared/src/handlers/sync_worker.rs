@@ -331,7 +331,7 @@ pub mod lambda {
         let budget = crate::handlers::batch::lambda::budget(&event.context);
         let messages = to_messages(event.payload);
         let total = messages.len();
-        let failed = crate::deadline::within(Some(budget), handle_messages(deps, messages)).await;
+        let failed = crate::deadline::within(budget, handle_messages(deps, messages)).await;
         batch_response(total, failed)
     }
 }
