@@ -29,6 +29,7 @@ mod dataverse_client_sandbox;
 mod dataverse_client_sandbox_faults;
 mod dataverse_sim_api;
 mod dataverse_sim_batch;
+mod dataverse_sim_client_gaps;
 mod dataverse_sim_faults;
 mod dataverse_sim_fetchxml;
 mod dataverse_sim_metadata;
