@@ -9,9 +9,10 @@ pub mod code {
     /// An OData URL or query problem (unknown property, bad syntax, unsupported option).
     pub const QUERY: &str = "0x80060888";
     /// An unknown URL segment (entity set, navigation property, function or action), as in
-    /// Microsoft's example `{"error":{"code":"0x8006088a","message":"Resource not found for the
-    /// segment 'your_function_name'."}}`
-    /// (<https://learn.microsoft.com/power-apps/developer/data-platform/custom-api>).
+    /// Microsoft's examples: `{"error":{"code":"0x8006088a","message":"Resource not found for the
+    /// segment 'Account'."}}`
+    /// (<https://learn.microsoft.com/troubleshoot/power-platform/power-apps/dataverse/web-api-client-errors>,
+    /// <https://learn.microsoft.com/power-apps/developer/data-platform/custom-api>).
     pub const SEGMENT_NOT_FOUND: &str = "0x8006088a";
     /// `NotImplemented`: "The requested functionality is not yet implemented." What the sandbox
     /// leaves out on purpose answers this with 501, the status Dataverse documents for "some

@@ -1,12 +1,15 @@
 //! A stateful, in-process simulator of the Dataverse Web API that fires webhooks the way
 //! Dataverse does (DESIGN §8, `shared/ref/dataverse.md`).
 //!
-//! - Token endpoint: `POST /{tenant}/oauth2/v2.0/token` (client credentials, Entra error shapes).
+//! - Token endpoint: `POST /{tenant}/oauth2/v2.0/token` (client credentials, Entra error shapes)
+//!   and the tenant's OpenID discovery document MSAL reads first.
 //! - Web API under `/api/data/v9.2/`: the connector's tables ([`schema`]), `$select`, a `$filter`
 //!   subset, `$orderby`, `$top`, `$count`, single-valued `$expand`, paging with
 //!   `odata.maxpagesize` and `@odata.nextLink`, N:N navigation, FetchXML, writes with upsert and
-//!   conditions, the list and campaign membership actions, `$batch` with change sets, `WhoAmI`,
-//!   Dataverse error bodies, and the 52 concurrent requests limit per user.
+//!   conditions, the list and campaign membership actions, `CreateMultiple`, `UpdateMultiple`
+//!   and `BulkDelete`, `$batch` with change sets, `WhoAmI`, Dataverse error bodies with
+//!   `x-ms-service-request-id`, and the 52 concurrent requests limit per user. It can sit
+//!   behind a TLS front (`X-Forwarded-Proto: https`).
 //! - Webhooks registered through the Web API (`serviceendpoints`, `sdkmessageprocessingsteps`,
 //!   `sdkmessageprocessingstepimages`) receive `RemoteExecutionContext` bodies after each write.
 //! - Fault injection ([`crate::faults`]) on every route except `/_sim/`; control endpoints

@@ -27,6 +27,7 @@ mod cleverreach_sim_pessimistic;
 mod cleverreach_sim_sdk_gaps;
 mod dataverse_client_sandbox;
 mod dataverse_client_sandbox_faults;
+mod dataverse_conformance;
 mod dataverse_sim_api;
 mod dataverse_sim_batch;
 mod dataverse_sim_client_gaps;
