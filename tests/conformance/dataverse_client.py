@@ -135,6 +135,16 @@ def a_contact_created_with_a_bind_points_at_its_account(s: Suite):
     assert row["_parentcustomerid_value"] == account, row.data
 
 
+@check("https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query-metadata-web-api")
+def a_choice_written_as_its_label_is_stored_as_its_value(s: Suite):
+    # Before a write with text values the client reads the table's choice columns with their
+    # option sets (EntityDefinitions(...)/Attributes/...PicklistAttributeMetadata?$expand=OptionSet)
+    # and sends a label's value instead.
+    contact = s.client.records.create("contact", {"lastname": tag(), "gendercode": "Female"})
+    row = s.client.records.retrieve("contact", contact, select=["gendercode"])
+    assert row["gendercode"] == 2, row.data
+
+
 @check("https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/overview")
 def select_filter_orderby_and_top_choose_and_order_the_rows(s: Suite):
     t = tag()
