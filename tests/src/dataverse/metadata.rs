@@ -1136,8 +1136,8 @@ fn attributes(
                 let full = attribute_json(table, c, &meta);
                 if matches(&full, &f) {
                     let mut row = select(full, req.param("$select"), &allowed, type_name)?;
-                    if let Some(keep) = &expand {
-                        row.insert("OptionSet".into(), option_set_json(table, c, &meta, keep));
+                    if let Some(e) = &expand {
+                        expand_option_sets(&mut row, table, c, &meta, e);
                     }
                     rows.push(Value::Object(row));
                 }
@@ -1162,11 +1162,8 @@ fn attributes(
             }
             let full = attribute_json(table, column, &meta);
             let mut body = select(full, req.param("$select"), &allowed, type_name)?;
-            if let Some(keep) = &expand {
-                body.insert(
-                    "OptionSet".into(),
-                    option_set_json(table, column, &meta, keep),
-                );
+            if let Some(e) = &expand {
+                expand_option_sets(&mut body, table, column, &meta, e);
             }
             body.insert(
                 "@odata.context".into(),
@@ -1190,13 +1187,21 @@ fn attributes(
 const OPTION_SET_PROPERTIES: [&str; 5] =
     ["MetadataId", "Name", "OptionSetType", "IsGlobal", "Options"];
 
-/// `$expand=OptionSet[($select=…)]` on choice columns, as clients read option labels
-/// (<https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query-metadata-web-api#retrieve-attributes>):
-/// `None` without `$expand`, else the option set properties to keep (empty: all).
+/// What `$expand` asks of a choice column: its `OptionSet` (with the properties to keep; empty:
+/// all) and/or its `GlobalOptionSet`.
+struct OptionSetExpand {
+    local: Option<Vec<String>>,
+    global: bool,
+}
+
+/// `$expand=OptionSet[($select=…)][,GlobalOptionSet]` on choice columns, as clients read option
+/// labels
+/// (<https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query-metadata-web-api#retrieving-attributes>);
+/// `None` without `$expand`.
 fn option_set_expand(
     req: &ApiRequest,
     cast: Option<&str>,
-) -> Result<Option<Vec<String>>, ApiError> {
+) -> Result<Option<OptionSetExpand>, ApiError> {
     for (k, _) in &req.query {
         if k.starts_with('$') && !["$select", "$filter", "$expand"].contains(&k.as_str()) {
             return Err(query_error(format!(
@@ -1207,54 +1212,104 @@ fn option_set_expand(
     let Some(expand) = req.param("$expand") else {
         return Ok(None);
     };
-    let expand = expand.trim();
-    let (name, options) = match expand.split_once('(') {
-        Some((n, rest)) => (
-            n.trim(),
-            Some(rest.strip_suffix(')').ok_or_else(|| {
-                query_error(format!("The $expand '{expand}' is not well formed."))
-            })?),
-        ),
-        None => (expand, None),
+    let mut wanted = OptionSetExpand {
+        local: None,
+        global: false,
     };
-    if name != "OptionSet" {
-        return Err(query_error(format!(
-            "Could not find a navigation property named '{name}' on type '{NS}{}'.",
-            cast.unwrap_or("AttributeMetadata")
-        )));
-    }
-    match cast {
-        Some("PicklistAttributeMetadata") => {}
-        None => {
-            return Err(query_error(format!(
-                "Could not find a property named 'OptionSet' on type '{NS}AttributeMetadata'."
-            )));
-        }
-        Some(other) => {
-            return Err(ApiError::not_implemented(format!(
-                "Expanding the OptionSet of {other} is not simulated by the sandbox (only PicklistAttributeMetadata)."
-            )));
-        }
-    }
-    let mut keep = Vec::new();
-    if let Some(options) = options {
-        for opt in options.split(';').map(str::trim).filter(|o| !o.is_empty()) {
-            let Some(list) = opt.strip_prefix("$select=") else {
+    for item in split_outside_parens(expand) {
+        let item = item.trim();
+        let (name, options) = match item.split_once('(') {
+            Some((n, rest)) => (
+                n.trim(),
+                Some(rest.strip_suffix(')').ok_or_else(|| {
+                    query_error(format!("The $expand '{expand}' is not well formed."))
+                })?),
+            ),
+            None => (item, None),
+        };
+        match (name, options) {
+            ("OptionSet", _) => wanted.local = Some(option_set_select(options)?),
+            ("GlobalOptionSet", None) => wanted.global = true,
+            _ => {
                 return Err(query_error(format!(
-                    "The $expand option '{opt}' is not supported on metadata by the sandbox (only $select)."
+                    "Could not find a navigation property named '{name}' on type '{NS}{}' (the sandbox expands OptionSet and GlobalOptionSet).",
+                    cast.unwrap_or("AttributeMetadata")
                 )));
-            };
-            for p in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                if !OPTION_SET_PROPERTIES.contains(&p) {
-                    return Err(query_error(format!(
-                        "Could not find a property named '{p}' on type '{NS}OptionSetMetadata'."
-                    )));
-                }
-                keep.push(p.to_string());
             }
         }
     }
-    Ok(Some(keep))
+    match cast {
+        Some("PicklistAttributeMetadata") => Ok(Some(wanted)),
+        None => Err(query_error(format!(
+            "Could not find a property named 'OptionSet' on type '{NS}AttributeMetadata'."
+        ))),
+        Some(other) => Err(ApiError::not_implemented(format!(
+            "Expanding the OptionSet of {other} is not simulated by the sandbox (only PicklistAttributeMetadata)."
+        ))),
+    }
+}
+
+/// The `$select` inside `OptionSet(…)`: the properties to keep (empty: all).
+fn option_set_select(options: Option<&str>) -> Result<Vec<String>, ApiError> {
+    let mut keep = Vec::new();
+    let Some(options) = options else {
+        return Ok(keep);
+    };
+    for opt in options.split(';').map(str::trim).filter(|o| !o.is_empty()) {
+        let Some(list) = opt.strip_prefix("$select=") else {
+            return Err(query_error(format!(
+                "The $expand option '{opt}' is not supported on metadata by the sandbox (only $select)."
+            )));
+        };
+        for p in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if !OPTION_SET_PROPERTIES.contains(&p) {
+                return Err(query_error(format!(
+                    "Could not find a property named '{p}' on type '{NS}OptionSetMetadata'."
+                )));
+            }
+            keep.push(p.to_string());
+        }
+    }
+    Ok(keep)
+}
+
+fn split_outside_parens(s: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+/// Adds the expanded option sets to a column: its local `OptionSet` and `GlobalOptionSet`
+/// (null: the sandbox has no global choices), as asked for.
+fn expand_option_sets(
+    row: &mut Map<String, Value>,
+    table: &Table,
+    column: &Column,
+    meta: &AttributeMeta,
+    e: &OptionSetExpand,
+) {
+    if let Some(keep) = &e.local {
+        row.insert(
+            "OptionSet".into(),
+            option_set_json(table, column, meta, keep),
+        );
+    }
+    if e.global {
+        row.insert("GlobalOptionSet".into(), Value::Null);
+    }
 }
 
 /// A label as the metadata API returns it: its localized labels and the user's (the first).
@@ -1291,7 +1346,7 @@ fn option_set_json(table: &Table, column: &Column, meta: &AttributeMeta, keep: &
                 json!({
                     "Value": value,
                     "Label": catalog::english(label),
-                    "Description": catalog::english(""),
+                    "Description": { "LocalizedLabels": [], "UserLocalizedLabel": null },
                 })
             })
             .collect(),

@@ -660,6 +660,21 @@ POST {api}contacts HTTP/1.1\r\nContent-Type: application/json; type=entry\r\n\r\
                 .all(|a| a.get("IsCustomAttribute").is_none()),
             "$select keeps the answer small"
         );
+        // Microsoft's example expands both option sets; the sandbox has no global ones.
+        let both = api
+            .get("EntityDefinitions(LogicalName='contact')/Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata?$select=LogicalName&$expand=OptionSet,GlobalOptionSet")
+            .await
+            .unwrap();
+        assert_eq!(both.status, 200, "{}", both.text);
+        let gender = both.body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["LogicalName"] == "gendercode")
+            .unwrap();
+        assert_eq!(gender["OptionSet"]["Name"], "contact_gendercode");
+        assert_eq!(gender["OptionSet"]["Options"][1]["Value"], 2);
+        assert!(gender["GlobalOptionSet"].is_null(), "{gender}");
         let without_expand = api
             .get("EntityDefinitions(LogicalName='contact')/Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata?$select=LogicalName")
             .await
