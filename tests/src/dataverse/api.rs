@@ -27,7 +27,8 @@ pub const MAX_PAGE: usize = 5000;
 /// The largest request body accepted (413 above it).
 pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
 /// The longest URL Dataverse accepts, and the longest URL of a request inside a `$batch`
-/// (PA-compose "Maximum URL length"; ref §4.3 "Long FetchXML"): 414 above them.
+/// (<https://learn.microsoft.com/power-apps/developer/data-platform/webapi/compose-http-requests-handle-errors#maximum-url-length>;
+/// Microsoft documents 400 `0x80060888` "Invalid URI" above it, the sandbox answers 414).
 pub const MAX_URL_CHARS: usize = 32_768;
 pub const MAX_BATCH_URL_CHARS: usize = 65_536;
 

@@ -1,4 +1,6 @@
-//! `POST $batch` (ref/dataverse.md §4.4, PA-batch): multipart/mixed requests with
+//! `POST $batch`
+//! (<https://learn.microsoft.com/power-apps/developer/data-platform/webapi/execute-batch-operations-using-web-api>):
+//! multipart/mixed requests with
 //! `application/http` parts and change sets, at most 1000 operations, change sets atomic with
 //! `Content-ID` references, stop at the first failure unless `Prefer: odata.continue-on-error`,
 //! and a `batchresponse_<guid>` multipart answer written the way Dataverse writes it.

@@ -1,5 +1,6 @@
 //! Dataverse-shaped errors: `{"error":{"code":"0x…","message":"…"}}` with the HTTP status the
-//! real service uses for each case (ref/dataverse.md §4.5).
+//! real service uses for each case
+//! (<https://learn.microsoft.com/power-apps/developer/data-platform/webapi/compose-http-requests-handle-errors>).
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};

@@ -1,5 +1,6 @@
 //! A stateful, in-process simulator of the Dataverse Web API that fires webhooks the way
-//! Dataverse does (DESIGN §8, `shared/ref/dataverse.md`).
+//! Dataverse does (docs/architecture.md §8;
+//! <https://learn.microsoft.com/power-apps/developer/data-platform/webapi/overview>).
 //!
 //! - Token endpoint: `POST /{tenant}/oauth2/v2.0/token` (client credentials, Entra error shapes)
 //!   and the tenant's OpenID discovery document MSAL reads first.
