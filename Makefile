@@ -7,8 +7,11 @@ FUNCTIONS := webhook-intake sync-marketing-list sync-contact sync-lead sync-acco
 VENV ?= .venv
 # Pinned Python tools for the deployable (toolchain.md): SAM template lint and cargo-lambda.
 PY_TOOLS := 'cfn-lint==1.58.0' 'aws-sam-translator==1.115.0' 'cargo-lambda==1.9.2'
+# Microsoft's Python Dataverse client and its dependencies (pinned) for the conformance suite.
+CONFORMANCE_REQUIREMENTS := tests/conformance/requirements.txt
+CONFORMANCE_PYTHON = $(abspath $(VENV))/bin/python
 
-.PHONY: help demo up resync test lint fmt check-domain bench bench-first-sync bench-resync bench-consent bench-retroactive sandbox clean build lint-infra tools receiver-state-sync lead-sync
+.PHONY: help demo up resync test lint fmt check-domain bench bench-first-sync bench-resync bench-consent bench-retroactive sandbox clean build lint-infra tools conformance-tools conformance receiver-state-sync lead-sync
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -28,9 +31,9 @@ lead-sync: ## run the sign-up → lead back-flow once against a running `make up
 resync: ## queue a full reconcile of every synced source in a running `make up` (KIND=list|campaign|campaignactivity to limit)
 	$(CARGO) run -q -p sandbox --bin local $(CARGO_FLAGS) -- resync $(KIND)
 
-test: check-domain ## every test (unit, handler, sandbox, end to end; an AWS emulator is started if none is set)
+test: check-domain conformance-tools ## every test (unit, handler, sandbox, end to end, the Dataverse conformance suite; an AWS emulator is started if none is set)
 	@tests/browser-check.sh
-	tests/with-aws-emulator.sh $(CARGO) test --workspace $(CARGO_FLAGS)
+	DATAVERSE_CONFORMANCE_PYTHON=$(CONFORMANCE_PYTHON) tests/with-aws-emulator.sh $(CARGO) test --workspace $(CARGO_FLAGS)
 	@tests/browser-check.sh
 
 lint: ## formatting and clippy, warnings are errors
@@ -62,6 +65,9 @@ bench-retroactive: ## benchmark (release build): retroactive sync of 100,000 con
 sandbox: ## only the Dataverse and CleverReach simulators, in the foreground
 	$(CARGO) run -p sandbox --bin sandbox $(CARGO_FLAGS)
 
+conformance: conformance-tools ## the Dataverse simulator's conformance suite alone: Microsoft's Python client through a local TLS front
+	DATAVERSE_CONFORMANCE_PYTHON=$(CONFORMANCE_PYTHON) REQUIRE_CONFORMANCE=1 $(CARGO) test -p sandbox --test it $(CARGO_FLAGS) dataverse_conformance:: -- --nocapture
+
 clean:
 	$(CARGO) clean
 
@@ -70,6 +76,13 @@ tools: $(VENV)/.deploy-tools ## cfn-lint, aws-sam-translator and cargo-lambda (p
 $(VENV)/.deploy-tools:
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q $(PY_TOOLS)
+	touch $@
+
+conformance-tools: $(VENV)/.dataverse-client ## Microsoft's Python Dataverse client (pinned, tests/conformance/requirements.txt) into $(VENV)
+
+$(VENV)/.dataverse-client: $(CONFORMANCE_REQUIREMENTS)
+	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r $(CONFORMANCE_REQUIREMENTS)
 	touch $@
 
 build: tools ## every function for Lambda (arm64, release) with cargo-lambda: target/lambda/<fn>/bootstrap (~10-25 min cold on 2 cores)

@@ -27,7 +27,8 @@ pub const MAX_PAGE: usize = 5000;
 /// The largest request body accepted (413 above it).
 pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
 /// The longest URL Dataverse accepts, and the longest URL of a request inside a `$batch`
-/// (PA-compose "Maximum URL length"; ref §4.3 "Long FetchXML"): 414 above them.
+/// (<https://learn.microsoft.com/power-apps/developer/data-platform/webapi/compose-http-requests-handle-errors#maximum-url-length>;
+/// Microsoft documents 400 `0x80060888` "Invalid URI" above it, the sandbox answers 414).
 pub const MAX_URL_CHARS: usize = 32_768;
 pub const MAX_BATCH_URL_CHARS: usize = 65_536;
 
@@ -246,10 +247,12 @@ pub enum Target {
     NavRef(&'static Table, Uuid, String),
     Prop(&'static Table, Uuid, &'static Column),
     Action(&'static Table, Uuid, String),
+    /// An action bound to an entity set (`contacts/Microsoft.Dynamics.CRM.CreateMultiple`).
+    SetAction(&'static Table, String),
 }
 
 const ACTION_PREFIX: &str = "Microsoft.Dynamics.CRM.";
-const UNBOUND_ACTIONS: [&str; 1] = ["AddListMembersList"];
+const UNBOUND_ACTIONS: [&str; 2] = ["AddListMembersList", "BulkDelete"];
 
 fn parse_key(table: &Table, key: &str) -> Result<Uuid, ApiError> {
     let key = key.trim();
@@ -313,9 +316,13 @@ pub fn parse_target(catalog: &Catalog, path: &str) -> Result<Target, ApiError> {
         .by_set(name)
         .ok_or_else(|| ApiError::segment_not_found(name))?;
     let Some(key) = key else {
-        return match rest.first() {
-            None => Ok(Target::Set(table)),
-            Some(seg) => Err(ApiError::segment_not_found(seg)),
+        return match rest.as_slice() {
+            [] => Ok(Target::Set(table)),
+            [seg] if seg.starts_with(ACTION_PREFIX) => Ok(Target::SetAction(
+                table,
+                seg.trim_start_matches(ACTION_PREFIX).to_string(),
+            )),
+            [seg, ..] => Err(ApiError::segment_not_found(seg)),
         };
     };
     let id = parse_key(table, key)?;
@@ -346,7 +353,9 @@ fn stat_key(method: &Method, target: &Target) -> String {
     match target {
         Target::WhoAmI => format!("{method} WhoAmI"),
         Target::Batch => format!("{method} $batch"),
-        Target::Unbound(a) | Target::Action(_, _, a) => format!("{method} {a}"),
+        Target::Unbound(a) | Target::Action(_, _, a) | Target::SetAction(_, a) => {
+            format!("{method} {a}")
+        }
         Target::Set(t) | Target::Row(t, _) | Target::Prop(t, _, _) => format!("{method} {}", t.set),
         Target::Nav(t, _, r) => format!("{method} {}/{}", t.set, r.name),
         Target::NavRef(t, _, n) => format!("{method} {}/{n}/$ref", t.set),
@@ -355,10 +364,20 @@ fn stat_key(method: &Method, target: &Target) -> String {
 
 // --- entry and dispatch --------------------------------------------------------------------
 
-/// The origin the client used (`Host` header), so that links point back the same way.
-fn origin(sim: &Shared, headers: &HeaderMap) -> String {
+/// The origin the client used (`Host` header), so that links point back the same way. Behind
+/// a TLS front (a proxy on 127.0.0.1 that terminates HTTPS for clients that refuse plain HTTP)
+/// the front's `X-Forwarded-Proto: https` makes it `https://{host}`.
+pub(crate) fn origin(sim: &Shared, headers: &HeaderMap) -> String {
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .map(str::trim)
+    {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
     match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        Some(host) if !host.is_empty() => format!("http://{host}"),
+        Some(host) if !host.is_empty() => format!("{scheme}://{host}"),
         _ => sim.base_url.clone(),
     }
 }
@@ -508,6 +527,9 @@ pub fn execute(sim: &Shared, ctx: &Ctx, req: &ApiRequest) -> Result<Done, ApiErr
         }
         Target::Unbound(a) if m == Method::POST => {
             Done::Write(write::unbound_action(sim, &mut store, ctx, req, &a)?)
+        }
+        Target::SetAction(t, a) => {
+            Done::Write(super::bulk::set_action(sim, &mut store, ctx, req, t, &a)?)
         }
         Target::NavRef(t, id, nav) if m == Method::POST => Done::Write(super::security::associate(
             sim, &mut store, ctx, req, t, id, &nav,
@@ -783,6 +805,13 @@ const SUPPORTED_OPTIONS: [&str; 8] = [
 
 fn check_options(req: &ApiRequest) -> Result<(), ApiError> {
     for (k, _) in &req.query {
+        if k == "sql" {
+            // The SQL preview of the Web API reads tables with T-SQL; the sandbox has no SQL
+            // engine and must not answer the whole table as if the query had run.
+            return Err(ApiError::not_implemented(
+                "The 'sql' query parameter (Dataverse's SQL query preview) is not simulated by the sandbox; use $filter or fetchXml.",
+            ));
+        }
         if k == "$skip" {
             return Err(ApiError::query(
                 "The query parameter $skip is not supported.",

@@ -44,6 +44,7 @@ fn entra_error(status: StatusCode, error: &str, code: u32, description: String) 
 pub async fn token(
     State(sim): State<Arc<Shared>>,
     Path(tenant): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
@@ -122,7 +123,12 @@ pub async fn token(
             "The request body must contain the following parameter: 'scope'.".into(),
         );
     };
-    let resources = [sim.base_url.clone(), format!("https://{}", cfg.org_domain)];
+    // The org's URL as configured, and as this client reaches it (through a TLS front too).
+    let resources = [
+        sim.base_url.clone(),
+        format!("https://{}", cfg.org_domain),
+        super::api::origin(&sim, &headers),
+    ];
     let resource = scope
         .strip_suffix("/.default")
         .map(|r| r.trim_end_matches('/'));
@@ -174,6 +180,53 @@ pub async fn token(
             "expires_in": ttl,
             "ext_expires_in": ttl,
             "access_token": access_token,
+        })),
+    )
+        .into_response()
+}
+
+/// `GET /{tenant}/v2.0/.well-known/openid-configuration`: the OpenID Connect discovery
+/// document of the tenant, which MSAL (under azure-identity's `ClientSecretCredential`) reads
+/// before it asks for a token
+/// (<https://learn.microsoft.com/entra/identity-platform/v2-protocols-oidc#find-your-apps-openid-configuration-document-uri>).
+/// The endpoints point at this simulator as the client reaches it; only the token endpoint
+/// is served (client credentials), the others answer 404.
+pub async fn openid_configuration(
+    State(sim): State<Arc<Shared>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if tenant != sim.config.tenant_id {
+        return entra_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_tenant",
+            90002,
+            format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+            ),
+        );
+    }
+    let base = format!("{}/{tenant}", super::api::origin(&sim, &headers));
+    (
+        StatusCode::OK,
+        Json(json!({
+            "token_endpoint": format!("{base}/oauth2/v2.0/token"),
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "jwks_uri": format!("{base}/discovery/v2.0/keys"),
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "issuer": format!("https://login.microsoftonline.com/{tenant}/v2.0"),
+            "request_uri_parameter_supported": false,
+            "authorization_endpoint": format!("{base}/oauth2/v2.0/authorize"),
+            "device_authorization_endpoint": format!("{base}/oauth2/v2.0/devicecode"),
+            "end_session_endpoint": format!("{base}/oauth2/v2.0/logout"),
+            "http_logout_supported": true,
+            "frontchannel_logout_supported": true,
+            "tenant_region_scope": "EU",
+            "cloud_instance_name": "microsoftonline.com",
         })),
     )
         .into_response()

@@ -1,4 +1,6 @@
-//! `POST $batch` (ref/dataverse.md §4.4, PA-batch): multipart/mixed requests with
+//! `POST $batch`
+//! (<https://learn.microsoft.com/power-apps/developer/data-platform/webapi/execute-batch-operations-using-web-api>):
+//! multipart/mixed requests with
 //! `application/http` parts and change sets, at most 1000 operations, change sets atomic with
 //! `Content-ID` references, stop at the first failure unless `Prefer: odata.continue-on-error`,
 //! and a `batchresponse_<guid>` multipart answer written the way Dataverse writes it.
@@ -126,8 +128,15 @@ fn parse_http(mime: &[(String, String)], text: &str) -> Result<Part, ApiError> {
         Some(i) => (text[..i].trim_end_matches('\r'), &text[i + 1..]),
         None => (text, ""),
     };
-    let mut words = line.split_whitespace();
-    let (Some(method), Some(url)) = (words.next(), words.next()) else {
+    // The URL is everything between the first and the last space, as the OData batch reader
+    // takes it: clients write query values unencoded (`$filter=lastname eq 'x'`).
+    let line = line.trim();
+    let request_line = line.split_once(' ').and_then(|(method, rest)| {
+        let (url, version) = rest.rsplit_once(' ')?;
+        let url = url.trim();
+        (version.starts_with("HTTP/") && !url.is_empty()).then_some((method, url))
+    });
+    let Some((method, url)) = request_line else {
         return Err(bad(format!(
             "The batch part's request line '{line}' is not 'METHOD URL HTTP/1.1'."
         )));
@@ -215,6 +224,9 @@ fn to_request(
         }
         None => url.clone(),
     };
+    // Spaces a client left unencoded in the request line are encoded here, so that the
+    // query reads as one sent over HTTP (and a nextLink built from it is a valid URL).
+    let relative = relative.replace(' ', "%20");
     let (path, query) = match relative.split_once('?') {
         Some((p, q)) => (p.to_string(), Some(q.to_string())),
         None => (relative, None),
@@ -326,8 +338,10 @@ async fn run(sim: &Arc<Shared>, ctx: &Ctx, req: ApiRequest) -> Result<Response, 
                     None
                 }
                 Err((resp, cid)) => {
+                    // A failed change set is still answered as a change set: one
+                    // `changesetresponse` multipart holding the failing request's answer.
                     let s = resp.status;
-                    outs.push(Out::Single(resp, cid));
+                    outs.push(Out::ChangeSet(vec![(resp, cid)]));
                     Some(s)
                 }
             },

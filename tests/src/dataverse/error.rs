@@ -1,13 +1,26 @@
 //! Dataverse-shaped errors: `{"error":{"code":"0x…","message":"…"}}` with the HTTP status the
-//! real service uses for each case (ref/dataverse.md §4.5).
+//! real service uses for each case
+//! (<https://learn.microsoft.com/power-apps/developer/data-platform/webapi/compose-http-requests-handle-errors>).
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 /// Error codes the simulator uses (hex strings as the Web API writes them).
 pub mod code {
-    /// An OData URL or query problem (unknown segment, property, bad syntax).
+    /// An OData URL or query problem (unknown property, bad syntax, unsupported option).
     pub const QUERY: &str = "0x80060888";
+    /// An unknown URL segment (entity set, navigation property, function or action), as in
+    /// Microsoft's examples: `{"error":{"code":"0x8006088a","message":"Resource not found for the
+    /// segment 'Account'."}}`
+    /// (<https://learn.microsoft.com/troubleshoot/power-platform/power-apps/dataverse/web-api-client-errors>,
+    /// <https://learn.microsoft.com/power-apps/developer/data-platform/custom-api>).
+    pub const SEGMENT_NOT_FOUND: &str = "0x8006088a";
+    /// `NotImplemented`: "The requested functionality is not yet implemented." What the sandbox
+    /// leaves out on purpose answers this with 501, the status Dataverse documents for "some
+    /// requested operation isn't implemented"
+    /// (<https://learn.microsoft.com/power-apps/developer/data-platform/reference/web-service-error-codes>,
+    /// <https://learn.microsoft.com/power-apps/developer/data-platform/webapi/compose-http-requests-handle-errors#identify-status-codes>).
+    pub const NOT_IMPLEMENTED: &str = "0x80040219";
     /// A payload problem (unknown property, wrong type).
     pub const PAYLOAD: &str = "0x80048d19";
     /// A row that does not exist.
@@ -81,13 +94,19 @@ impl ApiError {
         )
     }
 
-    /// An unknown URL segment (404).
+    /// An unknown URL segment (404, 0x8006088a).
     pub fn segment_not_found(segment: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            code::QUERY,
+            code::SEGMENT_NOT_FOUND,
             format!("Resource not found for the segment '{segment}'."),
         )
+    }
+
+    /// A feature the sandbox deliberately leaves out (501, 0x80040219): never a silent
+    /// success, never a 404 for something Dataverse has.
+    pub fn not_implemented(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_IMPLEMENTED, code::NOT_IMPLEMENTED, message)
     }
 
     pub fn method_not_allowed(method: &str) -> Self {

@@ -1124,7 +1124,7 @@ fn attributes(
     let type_name = cast.unwrap_or("AttributeMetadata");
     match (&req.method, key) {
         (&Method::GET, None) => {
-            check_options(req)?;
+            let expand = option_set_expand(req, cast)?;
             let f = filter(req.param("$filter"), &ATTRIBUTE_PROPERTIES)?;
             let catalog = store.catalog();
             let mut rows = Vec::new();
@@ -1135,12 +1135,11 @@ fn attributes(
                 }
                 let full = attribute_json(table, c, &meta);
                 if matches(&full, &f) {
-                    rows.push(Value::Object(select(
-                        full,
-                        req.param("$select"),
-                        &allowed,
-                        type_name,
-                    )?));
+                    let mut row = select(full, req.param("$select"), &allowed, type_name)?;
+                    if let Some(e) = &expand {
+                        expand_option_sets(&mut row, table, c, &meta, e);
+                    }
+                    rows.push(Value::Object(row));
                 }
             }
             Ok(Done::Read(collection(
@@ -1150,7 +1149,7 @@ fn attributes(
             )))
         }
         (&Method::GET, Some(k)) => {
-            check_options(req)?;
+            let expand = option_set_expand(req, cast)?;
             let column = column_by_key(store.catalog(), table, k)?;
             let meta = store.catalog().attribute(table, column);
             if cast.is_some_and(|c| c != meta.kind) {
@@ -1163,6 +1162,9 @@ fn attributes(
             }
             let full = attribute_json(table, column, &meta);
             let mut body = select(full, req.param("$select"), &allowed, type_name)?;
+            if let Some(e) = &expand {
+                expand_option_sets(&mut body, table, column, &meta, e);
+            }
             body.insert(
                 "@odata.context".into(),
                 json!(format!(
@@ -1179,6 +1181,195 @@ fn attributes(
         (&Method::PUT, Some(k)) if cast.is_none() => update_column(sim, store, req, table, k),
         (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
     }
+}
+
+/// The properties of `OptionSetMetadata` a `$select` inside the expansion may name.
+const OPTION_SET_PROPERTIES: [&str; 5] =
+    ["MetadataId", "Name", "OptionSetType", "IsGlobal", "Options"];
+
+/// What `$expand` asks of a choice column: its `OptionSet` (with the properties to keep; empty:
+/// all) and/or its `GlobalOptionSet`.
+struct OptionSetExpand {
+    local: Option<Vec<String>>,
+    global: bool,
+}
+
+/// `$expand=OptionSet[($select=…)][,GlobalOptionSet]` on choice columns, as clients read option
+/// labels
+/// (<https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query-metadata-web-api#retrieving-attributes>);
+/// `None` without `$expand`.
+fn option_set_expand(
+    req: &ApiRequest,
+    cast: Option<&str>,
+) -> Result<Option<OptionSetExpand>, ApiError> {
+    for (k, _) in &req.query {
+        if k.starts_with('$') && !["$select", "$filter", "$expand"].contains(&k.as_str()) {
+            return Err(query_error(format!(
+                "The query option '{k}' is not supported on metadata by the sandbox."
+            )));
+        }
+    }
+    let Some(expand) = req.param("$expand") else {
+        return Ok(None);
+    };
+    let mut wanted = OptionSetExpand {
+        local: None,
+        global: false,
+    };
+    for item in split_outside_parens(expand) {
+        let item = item.trim();
+        let (name, options) = match item.split_once('(') {
+            Some((n, rest)) => (
+                n.trim(),
+                Some(rest.strip_suffix(')').ok_or_else(|| {
+                    query_error(format!("The $expand '{expand}' is not well formed."))
+                })?),
+            ),
+            None => (item, None),
+        };
+        match (name, options) {
+            ("OptionSet", _) => wanted.local = Some(option_set_select(options)?),
+            ("GlobalOptionSet", None) => wanted.global = true,
+            _ => {
+                return Err(query_error(format!(
+                    "Could not find a navigation property named '{name}' on type '{NS}{}' (the sandbox expands OptionSet and GlobalOptionSet).",
+                    cast.unwrap_or("AttributeMetadata")
+                )));
+            }
+        }
+    }
+    match cast {
+        Some("PicklistAttributeMetadata") => Ok(Some(wanted)),
+        None => Err(query_error(format!(
+            "Could not find a property named 'OptionSet' on type '{NS}AttributeMetadata'."
+        ))),
+        Some(other) => Err(ApiError::not_implemented(format!(
+            "Expanding the OptionSet of {other} is not simulated by the sandbox (only PicklistAttributeMetadata)."
+        ))),
+    }
+}
+
+/// The `$select` inside `OptionSet(…)`: the properties to keep (empty: all).
+fn option_set_select(options: Option<&str>) -> Result<Vec<String>, ApiError> {
+    let mut keep = Vec::new();
+    let Some(options) = options else {
+        return Ok(keep);
+    };
+    for opt in options.split(';').map(str::trim).filter(|o| !o.is_empty()) {
+        let Some(list) = opt.strip_prefix("$select=") else {
+            return Err(query_error(format!(
+                "The $expand option '{opt}' is not supported on metadata by the sandbox (only $select)."
+            )));
+        };
+        for p in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if !OPTION_SET_PROPERTIES.contains(&p) {
+                return Err(query_error(format!(
+                    "Could not find a property named '{p}' on type '{NS}OptionSetMetadata'."
+                )));
+            }
+            keep.push(p.to_string());
+        }
+    }
+    Ok(keep)
+}
+
+fn split_outside_parens(s: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+/// Adds the expanded option sets to a column: its local `OptionSet` and `GlobalOptionSet`
+/// (null: the sandbox has no global choices), as asked for.
+fn expand_option_sets(
+    row: &mut Map<String, Value>,
+    table: &Table,
+    column: &Column,
+    meta: &AttributeMeta,
+    e: &OptionSetExpand,
+) {
+    if let Some(keep) = &e.local {
+        row.insert(
+            "OptionSet".into(),
+            option_set_json(table, column, meta, keep),
+        );
+    }
+    if e.global {
+        row.insert("GlobalOptionSet".into(), Value::Null);
+    }
+}
+
+/// A label as the metadata API returns it: its localized labels and the user's (the first).
+fn full_label(label: &Value) -> Value {
+    let localized = label
+        .get("LocalizedLabels")
+        .cloned()
+        .unwrap_or_else(|| json!([]));
+    let user = localized.get(0).cloned().unwrap_or(Value::Null);
+    json!({ "LocalizedLabels": localized, "UserLocalizedLabel": user })
+}
+
+/// The local option set of a choice column (`OptionSetMetadata`).
+fn option_set_json(table: &Table, column: &Column, meta: &AttributeMeta, keep: &[String]) -> Value {
+    let options: Vec<Value> = match (meta.typed.get("OptionSet"), column.kind) {
+        (Some(installed), _) => installed
+            .get("Options")
+            .and_then(Value::as_array)
+            .map(|opts| {
+                opts.iter()
+                    .map(|o| {
+                        json!({
+                            "Value": o.get("Value").cloned().unwrap_or(Value::Null),
+                            "Label": full_label(o.get("Label").unwrap_or(&Value::Null)),
+                            "Description": full_label(o.get("Description").unwrap_or(&Value::Null)),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        (None, Kind::Choice(opts)) => opts
+            .iter()
+            .map(|Opt(value, label)| {
+                json!({
+                    "Value": value,
+                    "Label": catalog::english(label),
+                    "Description": { "LocalizedLabels": [], "UserLocalizedLabel": null },
+                })
+            })
+            .collect(),
+        (None, _) => Vec::new(),
+    };
+    let mut set = Map::new();
+    set.insert(
+        "MetadataId".into(),
+        json!(
+            catalog::stable_id(&format!("optionset:{}.{}", table.logical, column.name)).to_string()
+        ),
+    );
+    set.insert(
+        "Name".into(),
+        json!(format!("{}_{}", table.logical, column.name)),
+    );
+    set.insert("OptionSetType".into(), json!("Picklist"));
+    set.insert("IsGlobal".into(), json!(false));
+    set.insert("Options".into(), Value::Array(options));
+    if !keep.is_empty() {
+        set.retain(|k, _| k == "MetadataId" || keep.iter().any(|p| p == k));
+    }
+    Value::Object(set)
 }
 
 fn column_by_key(

@@ -1,12 +1,16 @@
 //! A stateful, in-process simulator of the Dataverse Web API that fires webhooks the way
-//! Dataverse does (DESIGN §8, `shared/ref/dataverse.md`).
+//! Dataverse does (docs/architecture.md §8;
+//! <https://learn.microsoft.com/power-apps/developer/data-platform/webapi/overview>).
 //!
-//! - Token endpoint: `POST /{tenant}/oauth2/v2.0/token` (client credentials, Entra error shapes).
+//! - Token endpoint: `POST /{tenant}/oauth2/v2.0/token` (client credentials, Entra error shapes)
+//!   and the tenant's OpenID discovery document MSAL reads first.
 //! - Web API under `/api/data/v9.2/`: the connector's tables ([`schema`]), `$select`, a `$filter`
 //!   subset, `$orderby`, `$top`, `$count`, single-valued `$expand`, paging with
 //!   `odata.maxpagesize` and `@odata.nextLink`, N:N navigation, FetchXML, writes with upsert and
-//!   conditions, the list and campaign membership actions, `$batch` with change sets, `WhoAmI`,
-//!   Dataverse error bodies, and the 52 concurrent requests limit per user.
+//!   conditions, the list and campaign membership actions, `CreateMultiple`, `UpdateMultiple`
+//!   and `BulkDelete`, `$batch` with change sets, `WhoAmI`, Dataverse error bodies with
+//!   `x-ms-service-request-id`, and the 52 concurrent requests limit per user. It can sit
+//!   behind a TLS front (`X-Forwarded-Proto: https`).
 //! - Webhooks registered through the Web API (`serviceendpoints`, `sdkmessageprocessingsteps`,
 //!   `sdkmessageprocessingstepimages`) receive `RemoteExecutionContext` bodies after each write.
 //! - Fault injection ([`crate::faults`]) on every route except `/_sim/`; control endpoints
@@ -18,6 +22,7 @@
 mod api;
 mod auth;
 mod batch;
+mod bulk;
 pub mod catalog;
 pub mod client;
 pub mod error;
@@ -187,6 +192,9 @@ pub(crate) struct Shared {
     pub inflight: Mutex<HashMap<Uuid, usize>>,
     /// Customization requests (metadata, solutions, roles, field security), oldest first.
     pub customizations: Mutex<Vec<CustomizationRequest>>,
+    /// This state itself, for system jobs that run after their request (`BulkDelete`); weak, so
+    /// that a job never keeps a stopped simulator alive.
+    pub me: std::sync::Weak<Shared>,
 }
 
 /// A customization request as sent: method, path below the API root, the headers that carry
@@ -434,7 +442,7 @@ impl DataverseSim {
             business_unit_id: store::parse_guid(BUSINESS_UNIT_ID).unwrap_or_default(),
             domain: config.org_domain.clone(),
         };
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me| Shared {
             webhooks: webhooks::Webhooks::new(config.webhook_timeout),
             config,
             base_url,
@@ -444,18 +452,24 @@ impl DataverseSim {
             stats: Mutex::new(RequestStats::default()),
             inflight: Mutex::new(HashMap::new()),
             customizations: Mutex::new(Vec::new()),
+            me: me.clone(),
         });
         shared.reset();
         let faults = Faults::new(error::fault_body);
         let simulated = Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(auth::token))
+            .route(
+                "/{tenant}/v2.0/.well-known/openid-configuration",
+                get(auth::openid_configuration),
+            )
             .route("/api/data/v9.2/{*rest}", any(api::entry))
             .route("/api/data/v9.2", any(api::entry))
             .with_state(shared.clone())
             .layer(axum::middleware::from_fn_with_state(
                 faults.clone(),
                 fault_layer,
-            ));
+            ))
+            .layer(axum::middleware::from_fn(service_request_id));
         let control = Router::new()
             .route("/_sim/stats", get(control_stats))
             .route("/_sim/webhooks/deliveries", get(control_deliveries))
@@ -681,6 +695,18 @@ impl Drop for DataverseSim {
             let _ = tx.send(());
         }
     }
+}
+
+/// Every top-level Web API answer (also an injected fault's) carries the
+/// `x-ms-service-request-id` header Dataverse servers send: the id of the request in the
+/// service's logs, which clients report with errors.
+async fn service_request_id(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let web_api = req.uri().path().starts_with("/api/data/");
+    let mut resp = next.run(req).await;
+    if web_api && let Ok(v) = axum::http::HeaderValue::from_str(&Uuid::new_v4().to_string()) {
+        resp.headers_mut().insert("x-ms-service-request-id", v);
+    }
+    resp
 }
 
 async fn control_stats(State(sim): State<Arc<Shared>>) -> Json<RequestStats> {

@@ -43,7 +43,7 @@ fn not_a_property(table: &Table, name: &str) -> ApiError {
 }
 
 /// Reads a JSON body.
-fn body_object(req: &ApiRequest) -> Result<Map<String, Value>, ApiError> {
+pub(crate) fn body_object(req: &ApiRequest) -> Result<Map<String, Value>, ApiError> {
     if req.body.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ApiError::payload(
             "The request body is empty; a JSON object is required.",
@@ -180,7 +180,7 @@ pub fn parse_changes(
     Ok(ch)
 }
 
-fn writable(table: &Table, operation: &str) -> Result<(), ApiError> {
+pub(crate) fn writable(table: &Table, operation: &str) -> Result<(), ApiError> {
     match table.writes {
         Writes::Yes => Ok(()),
         Writes::ActionsOnly => Err(ApiError::bad_request(
@@ -1633,7 +1633,9 @@ pub fn unbound_action(
     req: &ApiRequest,
     action: &str,
 ) -> Result<Applied, ApiError> {
-    let _ = sim;
+    if action == "BulkDelete" {
+        return super::bulk::bulk_delete(sim, store, ctx, req);
+    }
     if action != "AddListMembersList" {
         return Err(ApiError::segment_not_found(action));
     }

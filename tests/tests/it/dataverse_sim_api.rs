@@ -301,7 +301,7 @@ mod dataverse {
         assert_error(
             &api.get("nosuchset").await.unwrap(),
             404,
-            "0x80060888",
+            "0x8006088a",
             "'nosuchset'",
         );
         assert_error(

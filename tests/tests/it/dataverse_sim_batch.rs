@@ -276,8 +276,9 @@ mod dataverse {
             ["HTTP/1.1 404 Not Found", "HTTP/1.1 204 No Content"]
         );
         assert!(
-            !r.text.contains("changesetresponse_"),
-            "a failed change set answers with one error part"
+            r.text
+                .contains("Content-Type: multipart/mixed; boundary=changesetresponse_"),
+            "a failed change set answers with one error part, inside its changesetresponse"
         );
         assert!(sim.rows("accounts").is_empty());
         let contacts = sim.rows("contacts");
