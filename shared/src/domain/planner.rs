@@ -5,18 +5,19 @@
 //! # Streaming
 //!
 //! Only the current group is held, and compactly: [`ReconcilePlanner::new`] keeps each
-//! receiver's address (back to back in one text, no allocation per receiver), its state and
-//! fingerprints of its person data and CRM record (they are only ever compared): 36 bytes a
-//! receiver plus its address, and 4 to 8 bytes in each of its two indexes (`index`). Candidates
+//! receiver's address (back to back in one buffer, its domain kept once for all addresses
+//! sharing it, no allocation per receiver), its state and fingerprints of its person data and
+//! CRM record (they are only ever compared): 32 bytes a receiver plus about 4 more than its
+//! part before the @, and 2 to 4 bytes in each of its two indexes (`index`). Candidates
 //! are then offered one at a time ([`ReconcilePlanner::offer`]), and every op that is ready is
 //! handed out at once: an e-mail change as soon as it is found, an upsert batch as soon as it
 //! is full. [`ReconcilePlanner::finish`] hands out the last partial batch and the removals.
 //! Besides the group, the planner keeps one entry per address new to the group (a fingerprint
-//! of the address and what was decided, 24 bytes plus 4 to 8 in its index), because merging
+//! of the address and what was decided, 24 bytes plus 2 to 4 in its index), because merging
 //! candidates and late opt-outs need to know what was already decided; the candidates' data is
 //! never accumulated beyond one batch. [`plan`] does the same for callers that have everything
-//! in memory. A group of 1,000,000 receivers with addresses of about 25 characters takes about
-//! 70 MB; a first sync of 1,000,000 about 30 MB (docs/architecture.md §4).
+//! in memory. A group of 1,000,000 receivers with addresses like `bench-000123@example.com`
+//! takes about 52 MB; a first sync of 1,000,000 about 27 MB (docs/architecture.md §4).
 //!
 //! # Rules
 //!
@@ -229,16 +230,14 @@ enum Fate {
     OptedOut,
 }
 
-/// A receiver of the group at the start, with what the plan decided about it: 36 bytes. Its
-/// address is in the planner's [`Addresses`] up to `end`; its person data and CRM record are
-/// only ever compared, so fingerprints of them do.
+/// A receiver of the group at the start, with what the plan decided about it: 32 bytes. Its
+/// address is in the group's [`Addresses`] at the same position; its person data and CRM
+/// record are only ever compared, so fingerprints of them do.
 #[derive(Clone, Copy)]
 struct Receiver {
     person: PersonPrint,
     /// Meaningful when `has_crm`.
     crm: CrmPrint,
-    /// Where its address ends in [`Addresses`]; it starts where the previous receiver's ends.
-    end: u32,
     /// Next receiver in the same e-mail hash chain.
     next_same_email: u32,
     /// Next receiver in the same CRM record hash chain.
@@ -249,7 +248,7 @@ struct Receiver {
 }
 
 // What the group costs per receiver (docs/architecture.md §4): keep it so.
-const _: () = assert!(std::mem::size_of::<Receiver>() == 36);
+const _: () = assert!(std::mem::size_of::<Receiver>() == 32);
 
 impl Receiver {
     fn crm(&self) -> Option<CrmPrint> {
@@ -257,7 +256,7 @@ impl Receiver {
     }
 }
 
-/// The group's receivers in the order read, and their addresses.
+/// The group's receivers in the order read, and their addresses at the same positions.
 #[derive(Default)]
 struct Group {
     receivers: Vec<Receiver>,
@@ -265,24 +264,19 @@ struct Group {
 }
 
 impl Group {
-    fn address(&self, position: usize) -> &str {
-        let start = match position.checked_sub(1) {
-            Some(before) => self.receivers.get(before).map_or(0, |r| r.end),
-            None => 0,
-        };
-        let end = self.receivers.get(position).map_or(start, |r| r.end);
-        self.addresses.get(start, end)
-    }
-
     /// The receiver's address as an [`Email`] (it was one when it was indexed).
     fn email(&self, position: usize) -> Email {
-        Email::normalised(self.address(position))
+        let mut address = String::new();
+        self.addresses.write(position, &mut address);
+        Email::normalised(&address)
     }
 
     fn find_by_email(&self, index: &ChainHeads, hash: u64, email: &str) -> Option<usize> {
+        // No address of the group has its domain: not in the group.
+        let key = self.addresses.key(email)?;
         let mut position = index.head(hash);
         while let Some(receiver) = self.receivers.get(position as usize) {
-            if self.address(position as usize) == email {
+            if self.addresses.is(position as usize, &key) {
                 return Some(position as usize);
             }
             position = receiver.next_same_email;
@@ -386,12 +380,13 @@ impl GroupIndexer {
             if self.by_email.full_for(self.group.receivers.len() + 1) {
                 self.relink_by_email();
             }
-            let end = self.group.addresses.push(address).ok_or(too_large)?;
+            if !self.group.addresses.push(address) {
+                return Err(too_large);
+            }
             let next_same_email = self.by_email.link(hash, position);
             self.group.receivers.push(Receiver {
                 person,
                 crm: crm.unwrap_or_default(),
-                end,
                 next_same_email,
                 next_same_crm: NO_ENTRY,
                 state: row.state,
@@ -405,8 +400,10 @@ impl GroupIndexer {
     /// Twice the buckets for the e-mail index, every receiver linked again.
     fn relink_by_email(&mut self) {
         let mut by_email = self.by_email.doubled();
+        let mut address = String::new();
         for position in 0..self.group.receivers.len() {
-            let hash = self.fingerprints.address_hash(self.group.address(position));
+            self.group.addresses.write(position, &mut address);
+            let hash = self.fingerprints.address_hash(&address);
             // Fits: positions were checked against u32 when they were added.
             let next = by_email.link(hash, position as u32);
             self.group.receivers[position].next_same_email = next;

@@ -2,11 +2,13 @@
 //! large group costs little (docs/architecture.md §4 "Stream, don't load").
 //!
 //! The current group is the one thing the planner must hold. Its addresses are kept back to
-//! back in one text buffer ([`Addresses`]; a receiver knows where its address ends), and
-//! instead of its person data and CRM records (a few hundred bytes of strings per receiver) it
-//! keeps fingerprints of them. The indexes are arrays of chain heads whose colliding entries
-//! are chained through the entries themselves ([`ChainHeads`]): 4 to 8 bytes an entry, grown
-//! by doubling without a second copy of the entries. Every hit is confirmed by the caller.
+//! back in one buffer, each as its part before the @ and the number of its domain, which is
+//! kept once however many addresses share it ([`Addresses`]: about 16 bytes for
+//! `bench-000123@example.com`), and instead of its person data and CRM records (a few hundred
+//! bytes of strings per receiver) it keeps fingerprints of them. The indexes are arrays of
+//! chain heads whose colliding entries are chained through the entries themselves
+//! ([`ChainHeads`]): 2 to 4 bytes an entry (up to two entries a bucket), grown by doubling
+//! without a second copy of the entries. Every hit is confirmed by the caller.
 //!
 //! Fingerprints are SipHash values under one key drawn per planner, of the value with a
 //! one-byte prefix per half, which a keyed PRF such as SipHash makes independent; with a
@@ -99,43 +101,204 @@ impl Fingerprinter {
     }
 }
 
-/// The group's addresses, back to back in one text: an entry knows only where its address
-/// ends, and it starts where the entry before it ends.
+/// Addresses between two recorded starts.
+const STRIDE: usize = 64;
+/// Bytes of a domain number in an entry.
+const DOMAIN_BYTES: usize = 3;
+/// Domains an [`Addresses`] can number.
+const MAX_DOMAINS: u32 = 1 << (8 * DOMAIN_BYTES);
+
+/// The group's addresses, by position, back to back in one buffer. An entry is the address's
+/// part before its last @ followed by the number of its domain in 3 bytes; the domains are
+/// kept once each ([`Domains`]). An entry's length is one byte, and where every 64th entry
+/// starts is recorded, so that an entry is found by adding at most 63 lengths.
 #[derive(Default)]
 pub(super) struct Addresses {
-    text: String,
+    text: Vec<u8>,
+    lens: Vec<u8>,
+    starts: Vec<u32>,
+    domains: Domains,
+}
+
+/// An address as [`Addresses`] compares it: its part before the @ and its domain's number.
+pub(super) struct AddressKey<'a> {
+    local: &'a [u8],
+    domain: [u8; DOMAIN_BYTES],
+}
+
+fn split(address: &str) -> (&str, &str) {
+    address.rsplit_once('@').unwrap_or((address, ""))
 }
 
 impl Addresses {
-    /// Appends an address and returns where it ends, `None` when the text would pass 4 GiB.
-    pub(super) fn push(&mut self, address: &str) -> Option<u32> {
-        let end = u32::try_from(self.text.len() + address.len()).ok()?;
-        self.text.push_str(address);
-        Some(end)
+    /// Appends an address at the next position; false (nothing appended) when it cannot be
+    /// kept: more than 16,777,216 domains, more than 4 GiB of entries, or a part before the @
+    /// longer than 252 bytes (an [`super::Email`] has at most 64).
+    pub(super) fn push(&mut self, address: &str) -> bool {
+        let (local, domain) = split(address);
+        let Ok(len) = u8::try_from(local.len() + DOMAIN_BYTES) else {
+            return false;
+        };
+        let start = self.text.len();
+        if u32::try_from(start + usize::from(len)).is_err() {
+            return false;
+        }
+        let Some(number) = self.domains.intern(domain) else {
+            return false;
+        };
+        if self.lens.len().is_multiple_of(STRIDE) {
+            // Fits: checked against u32 above.
+            self.starts.push(start as u32);
+        }
+        self.text.extend_from_slice(local.as_bytes());
+        self.text
+            .extend_from_slice(&number.to_le_bytes()[..DOMAIN_BYTES]);
+        self.lens.push(len);
+        true
     }
 
-    /// The address between `start` and `end` (ends handed out by [`Self::push`]).
-    pub(super) fn get(&self, start: u32, end: u32) -> &str {
-        self.text.get(start as usize..end as usize).unwrap_or("")
+    /// How `address` compares with the entries; `None` when no entry has its domain (then
+    /// none is the address).
+    pub(super) fn key<'a>(&self, address: &'a str) -> Option<AddressKey<'a>> {
+        let (local, domain) = split(address);
+        let number = self.domains.find(domain)?;
+        let mut bytes = [0; DOMAIN_BYTES];
+        bytes.copy_from_slice(&number.to_le_bytes()[..DOMAIN_BYTES]);
+        Some(AddressKey {
+            local: local.as_bytes(),
+            domain: bytes,
+        })
+    }
+
+    fn entry(&self, position: usize) -> &[u8] {
+        let first = position - position % STRIDE;
+        let Some(start) = self.starts.get(position / STRIDE) else {
+            return &[];
+        };
+        let before: usize = self
+            .lens
+            .get(first..position)
+            .map_or(0, |lens| lens.iter().map(|len| usize::from(*len)).sum());
+        let start = *start as usize + before;
+        let len = self.lens.get(position).map_or(0, |len| usize::from(*len));
+        self.text.get(start..start + len).unwrap_or(&[])
+    }
+
+    /// Whether the address at `position` is the one `key` stands for.
+    pub(super) fn is(&self, position: usize, key: &AddressKey<'_>) -> bool {
+        let entry = self.entry(position);
+        entry.len() == key.local.len() + DOMAIN_BYTES
+            && entry[..key.local.len()] == *key.local
+            && entry[key.local.len()..] == key.domain
+    }
+
+    /// Writes the address at `position` into `out` (emptied first).
+    pub(super) fn write(&self, position: usize, out: &mut String) {
+        out.clear();
+        let entry = self.entry(position);
+        let Some(split) = entry.len().checked_sub(DOMAIN_BYTES) else {
+            return;
+        };
+        let (local, number) = entry.split_at(split);
+        let mut bytes = [0; 4];
+        bytes[..DOMAIN_BYTES].copy_from_slice(number);
+        // Entries are written from `&str`s and split at an ASCII @: valid UTF-8.
+        out.push_str(std::str::from_utf8(local).unwrap_or(""));
+        out.push('@');
+        out.push_str(self.domains.get(u32::from_le_bytes(bytes)));
     }
 
     pub(super) fn shrink_to_fit(&mut self) {
         self.text.shrink_to_fit();
+        self.lens.shrink_to_fit();
+        self.starts.shrink_to_fit();
     }
 }
 
+/// The domains of the group's addresses, each once, numbered in the order first seen.
+struct Domains {
+    text: String,
+    ends: Vec<u32>,
+    next: Vec<u32>,
+    heads: ChainHeads,
+    keys: RandomState,
+}
+
+impl Default for Domains {
+    fn default() -> Self {
+        Domains {
+            text: String::new(),
+            ends: Vec::new(),
+            next: Vec::new(),
+            heads: ChainHeads::with_capacity(0),
+            keys: RandomState::new(),
+        }
+    }
+}
+
+impl Domains {
+    fn get(&self, number: u32) -> &str {
+        let number = number as usize;
+        let start = match number.checked_sub(1) {
+            Some(before) => self.ends.get(before).map_or(0, |end| *end as usize),
+            None => 0,
+        };
+        let end = self.ends.get(number).map_or(start, |end| *end as usize);
+        self.text.get(start..end).unwrap_or("")
+    }
+
+    fn find(&self, domain: &str) -> Option<u32> {
+        let mut number = self.heads.head(self.keys.hash_one(domain));
+        while let Some(next) = self.next.get(number as usize) {
+            if self.get(number) == domain {
+                return Some(number);
+            }
+            number = *next;
+        }
+        None
+    }
+
+    /// The domain's number, given it now if it has none; `None` when no more fit.
+    fn intern(&mut self, domain: &str) -> Option<u32> {
+        if let Some(number) = self.find(domain) {
+            return Some(number);
+        }
+        let number = u32::try_from(self.ends.len())
+            .ok()
+            .filter(|n| *n < MAX_DOMAINS)?;
+        let end = u32::try_from(self.text.len() + domain.len()).ok()?;
+        if self.heads.full_for(self.ends.len() + 1) {
+            let mut heads = self.heads.doubled();
+            for at in 0..self.ends.len() {
+                // Fits: numbers are below MAX_DOMAINS.
+                let hash = self.keys.hash_one(self.get(at as u32));
+                self.next[at] = heads.link(hash, at as u32);
+            }
+            self.heads = heads;
+        }
+        self.text.push_str(domain);
+        self.ends.push(end);
+        let next = self.heads.link(self.keys.hash_one(domain), number);
+        self.next.push(next);
+        Some(number)
+    }
+}
+
+/// Entries a bucket holds on average before the table doubles.
+const LOAD: usize = 2;
+
 /// The heads of hash chains: bucket (low bits of a table hash) → the most recently linked
 /// position in it; older ones follow the chain the caller keeps in its entries. A power of two
-/// buckets, at least one per entry once [`Self::grow_for`] says so.
+/// buckets, at least one per two entries once [`Self::full_for`] says so.
 pub(super) struct ChainHeads {
     heads: Vec<u32>,
 }
 
 impl ChainHeads {
-    /// Room for `entries` entries at one bucket each (at least 16 buckets).
+    /// Room for `entries` entries (at least 16 buckets).
     pub(super) fn with_capacity(entries: usize) -> Self {
         ChainHeads {
-            heads: vec![NO_ENTRY; entries.max(16).next_power_of_two()],
+            heads: vec![NO_ENTRY; (entries / LOAD).max(16).next_power_of_two()],
         }
     }
 
@@ -156,10 +319,10 @@ impl ChainHeads {
         self.heads[self.bucket(hash)]
     }
 
-    /// True when `entries` entries would be more than there are buckets: the caller then
-    /// takes [`Self::doubled`] and links its entries into it again.
+    /// True when `entries` entries would be more than two a bucket: the caller then takes
+    /// [`Self::doubled`] and links its entries into it again.
     pub(super) fn full_for(&self, entries: usize) -> bool {
-        entries > self.heads.len()
+        entries > LOAD * self.heads.len()
     }
 
     /// An empty table with twice the buckets.
@@ -288,11 +451,26 @@ mod tests {
     }
 
     #[test]
-    fn addresses_are_read_back_between_their_ends() {
+    fn addresses_are_read_back_and_compared_across_strides_and_domains() {
         let mut addresses = Addresses::default();
-        let a = addresses.push("a@example.de").unwrap();
-        let b = addresses.push("bb@example.de").unwrap();
-        assert_eq!(addresses.get(0, a), "a@example.de");
-        assert_eq!(addresses.get(a, b), "bb@example.de");
+        let address = |i: usize| format!("r{i}@d{}.example.de", i % 7);
+        for i in 0..1000 {
+            assert!(addresses.push(&address(i)));
+        }
+        assert!(addresses.push("odd"));
+        let mut out = String::new();
+        for i in 0..1000 {
+            addresses.write(i, &mut out);
+            assert_eq!(out, address(i));
+            let text = address(i);
+            let key = addresses.key(&text).unwrap();
+            assert!(addresses.is(i, &key));
+            assert!(!addresses.is(i + 1, &key));
+        }
+        addresses.write(1000, &mut out);
+        assert_eq!(out, "odd@");
+        assert!(addresses.key("r1@elsewhere.de").is_none());
+        let other = addresses.key("r1@d2.example.de").unwrap();
+        assert!(!addresses.is(1, &other));
     }
 }
