@@ -528,7 +528,7 @@ impl Control {
     }
 
     /// Bulk contacts `start..start + count` in the Dataverse simulator (see
-    /// [`crate::dataverse::bulk`]), each with `checklist`.
+    /// [`crate::dataverse::seeding`]), each with `checklist`.
     pub async fn bulk_contacts(
         &self,
         start: usize,
@@ -549,7 +549,7 @@ impl Control {
     }
 
     /// Bulk contacts `range` added to the static list `list_id` (see
-    /// [`crate::dataverse::bulk`]).
+    /// [`crate::dataverse::seeding`]).
     pub async fn bulk_list_members(
         &self,
         list_id: &str,

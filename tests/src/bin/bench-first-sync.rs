@@ -22,7 +22,7 @@ use sandbox::bench::{
     dataverse_client, heap_now, heap_peak, mb, print_call_table, reset_peaks, row, rss, run,
     serve_simulators,
 };
-use sandbox::dataverse::bulk::{contact_email, contact_id, first_name};
+use sandbox::dataverse::seeding::{contact_email, contact_id, first_name};
 use sandbox::dataverse::{ADMIN_USER_ID, DataverseSimConfig, ORGANIZATION_ID};
 use sandbox::harness::checklist;
 use serde::Deserialize;

@@ -28,7 +28,7 @@ use sandbox::bench::{
     dataverse_client, heap_peak, init_tracing, join_cgroup_from_env, mb, print_call_table,
     reset_heap_peak, row, rss, run, serve_simulators,
 };
-use sandbox::dataverse::bulk::{contact_email, contact_id, first_name};
+use sandbox::dataverse::seeding::{contact_email, contact_id, first_name};
 use sandbox::harness::checklist;
 use serde::Deserialize;
 use serde_json::{Value, json};

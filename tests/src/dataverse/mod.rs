@@ -11,14 +11,14 @@
 //!   `sdkmessageprocessingstepimages`) receive `RemoteExecutionContext` bodies after each write.
 //! - Fault injection ([`crate::faults`]) on every route except `/_sim/`; control endpoints
 //!   `GET /_sim/stats`, `GET /_sim/webhooks/deliveries`, `POST /_sim/reset`,
-//!   `GET /_sim/rows/{entity_set}`, `/_sim/faults`, and the bulk seeding of [`bulk`].
+//!   `GET /_sim/rows/{entity_set}`, `/_sim/faults`, and the bulk seeding of [`seeding`].
 //!
 //! Sandbox choices where Dataverse documents nothing are listed in `tests/src/dataverse/README.md`.
 
 mod api;
 mod auth;
 mod batch;
-pub mod bulk;
+pub mod seeding;
 pub mod catalog;
 pub mod client;
 pub mod error;
@@ -463,7 +463,7 @@ impl DataverseSim {
             .route("/_sim/reset", post(control_reset))
             .route("/_sim/rows/{set}", get(control_rows))
             .with_state(shared.clone())
-            .merge(bulk::router(shared.clone()));
+            .merge(seeding::router(shared.clone()));
         let app = simulated
             .merge(control)
             .merge(faults.control_router())

@@ -1727,7 +1727,7 @@ pub fn unbound_action(
 
 /// Adds many static members to a list at once, as `AddListMembersList` would but without a
 /// webhook, an undo record or a member count update per member (test and benchmark data, see
-/// `bulk.rs`). Members already in the list are skipped; returns how many were added.
+/// `seeding.rs`). Members already in the list are skipped; returns how many were added.
 pub fn bulk_add_listmembers(
     store: &mut Store,
     ctx: &Ctx,
