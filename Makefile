@@ -50,7 +50,7 @@ check-domain: ## prove the domain compiles without HTTP or AWS crates
 bench: ## benchmarks (release build): the reconcile planner
 	$(CARGO) bench -p shared --bench planner $(CARGO_FLAGS)
 
-bench-first-sync: ## benchmark (release build): first sync of static lists of 10k/50k/100k contacts against the sandbox (~40 min, mostly seeding)
+bench-first-sync: ## benchmark (release build): first sync of static lists of 10k/50k/100k contacts against the sandbox (a few minutes)
 	CARGO="$(CARGO)" CARGO_FLAGS="$(CARGO_FLAGS)" tests/bench/first-sync.sh
 
 bench-resync: ## benchmark (release build): full resync of a campaign of 100k recipients across two overlapping lists, from an empty group and from one in step with drift

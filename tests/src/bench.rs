@@ -113,6 +113,39 @@ pub fn rss() -> Rss {
     }
 }
 
+/// CPU seconds (user + system, all threads) this process has used so far, from
+/// `/proc/self/stat` (clock ticks of 1/100 s, Linux's `USER_HZ`); 0 where it cannot be read.
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold blanks.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// With `BENCH_WORKER_CGROUP` set to a cgroup directory (e.g. a v1 `cpu` cgroup whose
+/// `cpu.cfs_quota_us` holds the CPU share of a Lambda size), moves this process into it, so
+/// that a worker runs with that share of a core. Returns the directory joined, `None` when the
+/// variable is unset; an error when it is set but cannot be joined.
+pub fn join_cgroup_from_env() -> Result<Option<String>, String> {
+    let Ok(dir) = std::env::var("BENCH_WORKER_CGROUP") else {
+        return Ok(None);
+    };
+    let procs = std::path::Path::new(&dir).join("cgroup.procs");
+    std::fs::write(&procs, std::process::id().to_string())
+        .map_err(|e| format!("joining the cgroup {dir}: {e}"))?;
+    Ok(Some(dir))
+}
+
 /// Starts a new peak: RSS high-water mark (Linux ≥ 4.0, `clear_refs` 5) and heap peak. Seeding
 /// ran in this process too, and its peak must not count as the worker's. False when the RSS
 /// high-water mark could not be reset.
@@ -492,6 +525,75 @@ impl Control {
             .iter()
             .filter(|a| !existing.contains(**a))
             .count())
+    }
+
+    /// Bulk contacts `start..start + count` in the Dataverse simulator (see
+    /// [`crate::dataverse::seeding`]), each with `checklist`.
+    pub async fn bulk_contacts(
+        &self,
+        start: usize,
+        count: usize,
+        checklist: &str,
+    ) -> Result<usize, String> {
+        let answer = self
+            .post(
+                &self.dataverse,
+                "_sim/bulk/contacts",
+                &json!({ "start": start, "count": count, "checklist": checklist }),
+            )
+            .await?;
+        answer["created"]
+            .as_u64()
+            .map(|n| n as usize)
+            .ok_or(format!("bulk contacts: unexpected answer {answer}"))
+    }
+
+    /// Bulk contacts `range` added to the static list `list_id` (see
+    /// [`crate::dataverse::seeding`]).
+    pub async fn bulk_list_members(
+        &self,
+        list_id: &str,
+        range: std::ops::Range<usize>,
+    ) -> Result<usize, String> {
+        let answer = self
+            .post(
+                &self.dataverse,
+                "_sim/bulk/listmembers",
+                &json!({ "listid": list_id, "start": range.start, "end": range.end }),
+            )
+            .await?;
+        answer["added"]
+            .as_u64()
+            .map(|n| n as usize)
+            .ok_or(format!("bulk list members: unexpected answer {answer}"))
+    }
+
+    /// Every receiver of a CleverReach group as the simulator holds it, read in slices of
+    /// 50,000 (a group of a million in one answer would be gigabytes), each passed to `check`.
+    pub async fn each_receiver<T: serde::de::DeserializeOwned>(
+        &self,
+        group: &str,
+        mut check: impl FnMut(T),
+    ) -> Result<(), String> {
+        const SLICE: usize = 50_000;
+        let mut offset = 0;
+        loop {
+            let slice = self
+                .send(
+                    Method::GET,
+                    &self.cleverreach,
+                    &format!("_sim/groups/{group}/receivers?offset={offset}&limit={SLICE}"),
+                )
+                .await?;
+            let rows: Vec<T> =
+                serde_json::from_value(slice).map_err(|e| format!("receivers of {group}: {e}"))?;
+            let n = rows.len();
+            rows.into_iter().for_each(&mut check);
+            if n < SLICE {
+                return Ok(());
+            }
+            offset += n;
+        }
     }
 
     /// Sets the CleverReach simulator's call counts to zero.

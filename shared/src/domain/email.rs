@@ -58,11 +58,10 @@ impl Email {
         if domain.is_empty() || domain.len() > 253 {
             return Err(invalid("the domain is empty or too long"));
         }
-        let labels: Vec<&str> = domain.split('.').collect();
-        if labels.len() < 2 {
+        if !domain.contains('.') {
             return Err(invalid("the domain has no dot"));
         }
-        for label in &labels {
+        for label in domain.split('.') {
             if label.is_empty() || label.len() > 63 {
                 return Err(invalid("the domain has an empty or too long label"));
             }
@@ -73,8 +72,9 @@ impl Email {
                 return Err(invalid("the domain has a character that is not allowed"));
             }
         }
-        if labels
-            .last()
+        if domain
+            .rsplit('.')
+            .next()
             .is_some_and(|tld| tld.len() < 2 || tld.chars().all(|c| c.is_ascii_digit()))
         {
             return Err(invalid("the top-level domain is not valid"));
@@ -84,6 +84,12 @@ impl Email {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// An address that was an [`Email`] before and was kept as text (the planner's address
+    /// arena): not checked again.
+    pub(crate) fn normalised(address: &str) -> Email {
+        Email(address.to_string())
     }
 }
 

@@ -5,15 +5,19 @@
 //! # Streaming
 //!
 //! Only the current group is held, and compactly: [`ReconcilePlanner::new`] keeps each
-//! receiver's address and state and 128-bit fingerprints of its person data and CRM record (they
-//! are only ever compared), about 150 bytes a receiver with its indexes. Candidates are then
-//! offered one at a time ([`ReconcilePlanner::offer`]), and every op that is ready is handed out
-//! at once: an e-mail change as soon as it is found, an upsert batch as soon as it is full.
-//! [`ReconcilePlanner::finish`] hands out the last partial batch and the removals. Besides the
-//! group, the planner keeps one entry per address new to the group (a fingerprint of the address
-//! and what was decided, 24 bytes plus hash-table slack), because merging candidates and late
-//! opt-outs need to know what was already decided; the candidates' data is never accumulated
-//! beyond one batch. [`plan`] does the same for callers that have everything in memory.
+//! receiver's address (back to back in one buffer, its domain kept once for all addresses
+//! sharing it, no allocation per receiver), its state and fingerprints of its person data and
+//! CRM record (they are only ever compared): 32 bytes a receiver plus about 4 more than its
+//! part before the @, and 2 to 4 bytes in each of its two indexes (`index`). Candidates
+//! are then offered one at a time ([`ReconcilePlanner::offer`]), and every op that is ready is
+//! handed out at once: an e-mail change as soon as it is found, an upsert batch as soon as it
+//! is full. [`ReconcilePlanner::finish`] hands out the last partial batch and the removals.
+//! Besides the group, the planner keeps one entry per address new to the group (a fingerprint
+//! of the address and what was decided, 24 bytes plus 2 to 4 in its index), because merging
+//! candidates and late opt-outs need to know what was already decided; the candidates' data is
+//! never accumulated beyond one batch. [`plan`] does the same for callers that have everything
+//! in memory. A group of 1,000,000 receivers with addresses like `bench-000123@example.com`
+//! takes about 52 MB; a first sync of 1,000,000 about 27 MB (docs/architecture.md §4).
 //!
 //! # Rules
 //!
@@ -73,7 +77,10 @@ mod index;
 #[cfg(test)]
 mod tests;
 
-use self::index::{Fingerprint, FingerprintMap, Fingerprinter, HashIndex, NO_RECEIVER};
+use self::index::{
+    ADDED, AddressPrint, Addresses, ChainHeads, CrmPrint, Fingerprinter, FreshIndex, MAX_RECEIVERS,
+    NO_ENTRY, OPTED_OUT, PersonPrint, SKIPPED,
+};
 use super::blocklist::BlockSet;
 use super::email::Email;
 use super::receiver::{Candidate, CurrentReceiver, ReceiverData, ReceiverState};
@@ -203,53 +210,79 @@ pub struct Plan {
     pub summary: PlanSummary,
 }
 
-/// What this plan has decided about a receiver of the group.
+/// What this plan has decided about a receiver of the group. Whether an upsert it caused is
+/// still in the unfinished batch is read from the batch itself (each address is in it at most
+/// once), so the fate needs no batch number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fate {
     /// No candidate yet: rule 8 applies at the end.
     Unseen,
     Unchanged,
-    /// Upserted in batch number `batch`.
-    Updated {
-        batch: u32,
-    },
+    /// Upserted.
+    Updated,
     KeptOptedOut,
-    /// Moved to a new address, and upserted there in batch number `batch` if at all; this
-    /// address is free again.
+    /// Moved to a new address (this address is free again), and upserted there when
+    /// `updated`.
     MovedAway {
-        batch: Option<u32>,
+        updated: bool,
     },
     /// An opt-out candidate decided it.
     OptedOut,
 }
 
-/// A receiver of the group at the start, with what the plan decided about it. Its person data
-/// and CRM record are only ever compared, so fingerprints of them do.
+/// A receiver of the group at the start, with what the plan decided about it: 32 bytes. Its
+/// address is in the group's [`Addresses`] at the same position; its person data and CRM
+/// record are only ever compared, so fingerprints of them do.
+#[derive(Clone, Copy)]
 struct Receiver {
-    email: Email,
-    state: ReceiverState,
-    person: Fingerprint,
-    crm: Option<Fingerprint>,
-    fate: Fate,
+    person: PersonPrint,
+    /// Meaningful when `has_crm`.
+    crm: CrmPrint,
     /// Next receiver in the same e-mail hash chain.
     next_same_email: u32,
     /// Next receiver in the same CRM record hash chain.
     next_same_crm: u32,
+    state: ReceiverState,
+    fate: Fate,
+    has_crm: bool,
 }
 
-/// What the plan decided about an address that was not (or no longer) in the group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fresh {
-    /// Upserted with activation in batch number `batch`.
-    Added {
-        batch: u32,
-    },
-    /// The receiver at position `receiver` moved here.
-    MovedIn {
-        receiver: u32,
-    },
-    Skipped,
-    OptedOut,
+// What the group costs per receiver (docs/architecture.md §4): keep it so.
+const _: () = assert!(std::mem::size_of::<Receiver>() == 32);
+
+impl Receiver {
+    fn crm(&self) -> Option<CrmPrint> {
+        self.has_crm.then_some(self.crm)
+    }
+}
+
+/// The group's receivers in the order read, and their addresses at the same positions.
+#[derive(Default)]
+struct Group {
+    receivers: Vec<Receiver>,
+    addresses: Addresses,
+}
+
+impl Group {
+    /// The receiver's address as an [`Email`] (it was one when it was indexed).
+    fn email(&self, position: usize) -> Email {
+        let mut address = String::new();
+        self.addresses.write(position, &mut address);
+        Email::normalised(&address)
+    }
+
+    fn find_by_email(&self, index: &ChainHeads, hash: u64, email: &str) -> Option<usize> {
+        // No address of the group has its domain: not in the group.
+        let key = self.addresses.key(email)?;
+        let mut position = index.head(hash);
+        while let Some(receiver) = self.receivers.get(position as usize) {
+            if self.addresses.is(position as usize, &key) {
+                return Some(position as usize);
+            }
+            position = receiver.next_same_email;
+        }
+        None
+    }
 }
 
 /// The group's receivers that belong to one CRM record.
@@ -266,17 +299,15 @@ struct RecordInGroup {
 /// The streaming planner: build it with the current group, offer the candidates, finish.
 pub struct ReconcilePlanner {
     options: PlannerOptions,
-    receivers: Vec<Receiver>,
-    by_email: HashIndex,
-    by_crm: HashIndex,
+    group: Group,
+    by_email: ChainHeads,
+    by_crm: ChainHeads,
     blocked: std::sync::Arc<BlockSet>,
     /// Addresses decided by this plan that were not (or no longer) in the group, by fingerprint.
-    fresh: FingerprintMap<Fresh>,
+    fresh: FreshIndex,
     fingerprints: Fingerprinter,
     /// The upsert batch being filled.
     pending: Vec<ReceiverUpsert>,
-    /// Number of the batch being filled.
-    batch: u32,
     /// Addresses an opt-out removes at the end, in the order the opt-outs arrived.
     opted_out_removals: Vec<Email>,
     summary: PlanSummary,
@@ -297,8 +328,8 @@ impl std::fmt::Debug for ReconcilePlanner {
 pub struct GroupIndexer {
     options: PlannerOptions,
     fingerprints: Fingerprinter,
-    receivers: Vec<Receiver>,
-    by_email: HashIndex,
+    group: Group,
+    by_email: ChainHeads,
 }
 
 impl GroupIndexer {
@@ -311,8 +342,8 @@ impl GroupIndexer {
         Ok(GroupIndexer {
             options,
             fingerprints: Fingerprinter::new(),
-            receivers: Vec::new(),
-            by_email: HashIndex::with_capacity(0),
+            group: Group::default(),
+            by_email: ChainHeads::with_capacity(0),
         })
     }
 
@@ -323,39 +354,61 @@ impl GroupIndexer {
         current: impl IntoIterator<Item = CurrentReceiver>,
     ) -> Result<(), PlannerError> {
         let current = current.into_iter();
-        self.receivers.reserve(current.size_hint().0);
+        self.group.receivers.reserve(current.size_hint().0);
         for row in current {
-            let hash = self.fingerprints.of(row.email.as_str()).table_hash();
-            let person = self.fingerprints.of(&row.person);
-            let crm = row.crm.as_ref().map(|crm| self.fingerprints.of(crm));
-            if let Some(position) = find_by_email(&self.receivers, &self.by_email, hash, &row.email)
-            {
-                let kept = &mut self.receivers[position];
+            let address = row.email.as_str();
+            let hash = self.fingerprints.address_hash(address);
+            let person = self.fingerprints.person(&row.person);
+            let crm = row.crm.as_ref().map(|crm| self.fingerprints.crm(crm));
+            if let Some(position) = self.group.find_by_email(&self.by_email, hash, address) {
+                let kept = &mut self.group.receivers[position];
                 if !kept.state.is_opted_out() && row.state.is_opted_out() {
                     kept.state = row.state;
                     kept.person = person;
-                    kept.crm = crm;
+                    kept.crm = crm.unwrap_or_default();
+                    kept.has_crm = crm.is_some();
                 }
                 continue;
             }
-            let position = u32::try_from(self.receivers.len())
+            let too_large = PlannerError::GroupTooLarge {
+                max: MAX_RECEIVERS as usize,
+            };
+            let position = u32::try_from(self.group.receivers.len())
                 .ok()
-                .filter(|position| *position != NO_RECEIVER)
-                .ok_or(PlannerError::GroupTooLarge {
-                    max: NO_RECEIVER as usize,
-                })?;
+                .filter(|position| *position < MAX_RECEIVERS)
+                .ok_or(too_large.clone())?;
+            if self.by_email.full_for(self.group.receivers.len() + 1) {
+                self.relink_by_email();
+            }
+            if !self.group.addresses.push(address) {
+                return Err(too_large);
+            }
             let next_same_email = self.by_email.link(hash, position);
-            self.receivers.push(Receiver {
-                email: row.email,
-                state: row.state,
+            self.group.receivers.push(Receiver {
                 person,
-                crm,
-                fate: Fate::Unseen,
+                crm: crm.unwrap_or_default(),
                 next_same_email,
-                next_same_crm: NO_RECEIVER,
+                next_same_crm: NO_ENTRY,
+                state: row.state,
+                fate: Fate::Unseen,
+                has_crm: crm.is_some(),
             });
         }
         Ok(())
+    }
+
+    /// Twice the buckets for the e-mail index, every receiver linked again.
+    fn relink_by_email(&mut self) {
+        let mut by_email = self.by_email.doubled();
+        let mut address = String::new();
+        for position in 0..self.group.receivers.len() {
+            self.group.addresses.write(position, &mut address);
+            let hash = self.fingerprints.address_hash(&address);
+            // Fits: positions were checked against u32 when they were added.
+            let next = by_email.link(hash, position as u32);
+            self.group.receivers[position].next_same_email = next;
+        }
+        self.by_email = by_email;
     }
 
     /// The whole group is read: index it by CRM record and start planning.
@@ -363,32 +416,32 @@ impl GroupIndexer {
         let GroupIndexer {
             options,
             fingerprints,
-            mut receivers,
+            mut group,
             by_email,
         } = self;
-        receivers.shrink_to_fit();
-        let mut by_crm = HashIndex::with_capacity(receivers.len());
-        for (position, receiver) in receivers.iter_mut().enumerate() {
-            if let Some(crm) = receiver.crm {
+        group.receivers.shrink_to_fit();
+        group.addresses.shrink_to_fit();
+        let mut by_crm = ChainHeads::with_capacity(group.receivers.len());
+        for (position, receiver) in group.receivers.iter_mut().enumerate() {
+            if let Some(crm) = receiver.crm() {
                 // Fits: positions were checked against u32 in `add`.
                 receiver.next_same_crm = by_crm.link(crm.table_hash(), position as u32);
             }
         }
         let summary = PlanSummary {
-            current: receivers.len(),
+            current: group.receivers.len(),
             planned_at_unix: options.now_unix,
             ..PlanSummary::default()
         };
         ReconcilePlanner {
             options,
-            receivers,
+            group,
             by_email,
             by_crm,
             blocked: std::sync::Arc::new(BlockSet::new()),
-            fresh: FingerprintMap::default(),
+            fresh: FreshIndex::new(),
             fingerprints,
             pending: Vec::with_capacity(options.batch_size),
-            batch: 0,
             opted_out_removals: Vec::new(),
             summary,
         }
@@ -461,13 +514,13 @@ impl ReconcilePlanner {
         }
         let ReconcilePlanner {
             options,
-            receivers,
+            group,
             opted_out_removals,
             mut summary,
             ..
         } = self;
         let mut removals = Vec::new();
-        for receiver in receivers {
+        for (position, receiver) in group.receivers.iter().enumerate() {
             if receiver.fate != Fate::Unseen {
                 continue;
             }
@@ -475,7 +528,7 @@ impl ReconcilePlanner {
                 summary.kept_inactive += 1;
             } else {
                 summary.removed += 1;
-                removals.push(receiver.email);
+                removals.push(group.email(position));
             }
         }
         removals.extend(opted_out_removals);
@@ -490,15 +543,12 @@ impl ReconcilePlanner {
     }
 
     fn want(&mut self, data: ReceiverData, ops: &mut Vec<GroupOp>) {
-        let address = self.fingerprints.of(data.email.as_str());
-        let at_start = find_by_email(
-            &self.receivers,
-            &self.by_email,
-            address.table_hash(),
-            &data.email,
-        );
+        let address = self.fingerprints.address(data.email.as_str());
+        let at_start =
+            self.group
+                .find_by_email(&self.by_email, address.table_hash(), data.email.as_str());
         if let Some(position) = at_start {
-            let receiver = &mut self.receivers[position];
+            let receiver = &mut self.group.receivers[position];
             match receiver.fate {
                 // The address is free again: decide it like a new one below.
                 Fate::MovedAway { .. } => {}
@@ -506,13 +556,13 @@ impl ReconcilePlanner {
                     if receiver.state.is_opted_out() {
                         receiver.fate = Fate::KeptOptedOut;
                         self.summary.kept_opted_out += 1;
-                    } else if receiver.person == self.fingerprints.of(&data.person)
-                        && receiver.crm == Some(self.fingerprints.of(&data.crm))
+                    } else if receiver.person == self.fingerprints.person(&data.person)
+                        && receiver.crm() == Some(self.fingerprints.crm(&data.crm))
                     {
                         receiver.fate = Fate::Unchanged;
                         self.summary.unchanged += 1;
                     } else {
-                        receiver.fate = Fate::Updated { batch: self.batch };
+                        receiver.fate = Fate::Updated;
                         self.summary.updated += 1;
                         self.push_upsert(data, false, ops);
                     }
@@ -524,15 +574,15 @@ impl ReconcilePlanner {
                 }
             }
         }
-        if self.fresh.contains_key(&address) {
+        if self.fresh.contains(address) {
             self.summary.merged += 1;
             return;
         }
         let blocked = match at_start {
-            Some(position) => self.receivers[position].state.is_opted_out(),
+            Some(position) => self.group.receivers[position].state.is_opted_out(),
             None => self.blocked.blocks(&data.email),
         };
-        let record = self.record_in_group(self.fingerprints.of(&data.crm));
+        let record = self.record_in_group(self.fingerprints.crm(&data.crm));
         let source = if record.opted_out {
             record.unseen_opted_out.filter(|_| !blocked)
         } else if blocked {
@@ -543,26 +593,22 @@ impl ReconcilePlanner {
         if let Some(source) = source {
             self.move_receiver(source, address, data, ops);
         } else if record.opted_out || blocked {
-            self.fresh.insert(address, Fresh::Skipped);
+            self.fresh.insert(address, SKIPPED);
             self.summary.skipped_blocked += 1;
         } else {
-            self.fresh
-                .insert(address, Fresh::Added { batch: self.batch });
+            self.fresh.insert(address, ADDED);
             self.summary.added += 1;
             self.push_upsert(data, true, ops);
         }
     }
 
     fn opt_out(&mut self, email: Email) {
-        let address = self.fingerprints.of(email.as_str());
-        let at_start = find_by_email(
-            &self.receivers,
-            &self.by_email,
-            address.table_hash(),
-            &email,
-        );
+        let address = self.fingerprints.address(email.as_str());
+        let at_start =
+            self.group
+                .find_by_email(&self.by_email, address.table_hash(), email.as_str());
         if let Some(position) = at_start {
-            let receiver = &mut self.receivers[position];
+            let receiver = &mut self.group.receivers[position];
             let active = !receiver.state.is_opted_out();
             match receiver.fate {
                 Fate::MovedAway { .. } => {}
@@ -581,12 +627,14 @@ impl ReconcilePlanner {
                             self.summary.kept_opted_out -= 1;
                             self.summary.merged += 1;
                         }
-                        Fate::Updated { batch } if batch == self.batch => {
-                            drop_pending(&mut self.pending, &email);
-                            self.summary.updated -= 1;
-                            self.summary.merged += 1;
+                        Fate::Updated => {
+                            if drop_pending(&mut self.pending, &email) {
+                                self.summary.updated -= 1;
+                                self.summary.merged += 1;
+                            } else {
+                                self.summary.withdrawn_in_group += 1;
+                            }
                         }
-                        Fate::Updated { .. } => self.summary.withdrawn_in_group += 1,
                         Fate::Unseen | Fate::MovedAway { .. } | Fate::OptedOut => {}
                     }
                     self.summary.opted_out += 1;
@@ -599,41 +647,40 @@ impl ReconcilePlanner {
                 }
             }
         }
-        let Some(slot) = self.fresh.get_mut(&address) else {
-            self.fresh.insert(address, Fresh::OptedOut);
+        let Some(slot) = self.fresh.get_mut(address) else {
+            self.fresh.insert(address, OPTED_OUT);
             self.summary.opted_out += 1;
             return;
         };
         let remove = match *slot {
-            Fresh::OptedOut => {
+            OPTED_OUT => {
                 self.summary.merged += 1;
                 return;
             }
-            Fresh::Skipped => {
+            SKIPPED => {
                 self.summary.skipped_blocked -= 1;
                 self.summary.merged += 1;
                 false
             }
-            Fresh::Added { batch } if batch == self.batch => {
-                drop_pending(&mut self.pending, &email);
-                self.summary.added -= 1;
-                self.summary.merged += 1;
-                false
+            ADDED => {
+                if drop_pending(&mut self.pending, &email) {
+                    self.summary.added -= 1;
+                    self.summary.merged += 1;
+                    false
+                } else {
+                    self.summary.withdrawn_added += 1;
+                    true
+                }
             }
-            Fresh::Added { .. } => {
-                self.summary.withdrawn_added += 1;
-                true
-            }
-            Fresh::MovedIn { receiver } => {
-                // The move was handed out when it was found, so the candidate keeps its count.
-                let Some(moved) = self.receivers.get(receiver as usize) else {
+            receiver => {
+                // Moved in: the move was handed out when it was found, so the candidate keeps
+                // its count.
+                let Some(moved) = self.group.receivers.get(receiver as usize) else {
                     return;
                 };
-                let pending = Fate::MovedAway {
-                    batch: Some(self.batch),
-                };
-                if moved.fate == pending {
-                    drop_pending(&mut self.pending, &email);
+                if moved.fate == (Fate::MovedAway { updated: true })
+                    && drop_pending(&mut self.pending, &email)
+                {
                     self.summary.email_changed_updated -= 1;
                 }
                 self.summary.withdrawn_in_group += 1;
@@ -641,7 +688,7 @@ impl ReconcilePlanner {
                 !moved.state.is_opted_out()
             }
         };
-        *slot = Fresh::OptedOut;
+        *slot = OPTED_OUT;
         self.summary.opted_out += 1;
         if remove {
             self.summary.opted_out_removed += 1;
@@ -653,39 +700,32 @@ impl ReconcilePlanner {
     fn move_receiver(
         &mut self,
         source: usize,
-        address: Fingerprint,
+        address: AddressPrint,
         data: ReceiverData,
         ops: &mut Vec<GroupOp>,
     ) {
-        let receiver = &mut self.receivers[source];
-        let update =
-            !receiver.state.is_opted_out() && receiver.person != self.fingerprints.of(&data.person);
-        receiver.fate = Fate::MovedAway {
-            batch: update.then_some(self.batch),
-        };
+        let person = self.fingerprints.person(&data.person);
+        let receiver = &mut self.group.receivers[source];
+        let update = !receiver.state.is_opted_out() && receiver.person != person;
+        receiver.fate = Fate::MovedAway { updated: update };
         ops.push(GroupOp::ChangeEmail {
-            from: receiver.email.clone(),
+            from: self.group.email(source),
             to: data.email.clone(),
         });
         self.summary.email_changed += 1;
-        self.fresh.insert(
-            address,
-            Fresh::MovedIn {
-                // Fits: positions were checked against u32 when the group was indexed.
-                receiver: source as u32,
-            },
-        );
+        // Fits and is a position, not a decision: positions are below MAX_RECEIVERS.
+        self.fresh.insert(address, source as u32);
         if update {
             self.summary.email_changed_updated += 1;
             self.push_upsert(data, false, ops);
         }
     }
 
-    fn record_in_group(&self, crm: Fingerprint) -> RecordInGroup {
+    fn record_in_group(&self, crm: CrmPrint) -> RecordInGroup {
         let mut record = RecordInGroup::default();
         let mut position = self.by_crm.head(crm.table_hash());
-        while let Some(receiver) = self.receivers.get(position as usize) {
-            if receiver.crm == Some(crm) {
+        while let Some(receiver) = self.group.receivers.get(position as usize) {
+            if receiver.crm() == Some(crm) {
                 let unseen = receiver.fate == Fate::Unseen;
                 let earliest = |found: Option<usize>| {
                     Some(found.map_or(position as usize, |f| f.min(position as usize)))
@@ -719,7 +759,6 @@ impl ReconcilePlanner {
         self.summary.upsert_calls += 1;
         self.summary.upserted_receivers += batch.len();
         ops.push(GroupOp::Upsert(batch));
-        self.batch = self.batch.wrapping_add(1);
     }
 }
 
@@ -740,24 +779,14 @@ pub fn plan(
     Ok(Plan { ops, summary })
 }
 
-fn find_by_email(
-    receivers: &[Receiver],
-    index: &HashIndex,
-    hash: u64,
-    email: &Email,
-) -> Option<usize> {
-    let mut position = index.head(hash);
-    while let Some(receiver) = receivers.get(position as usize) {
-        if receiver.email == *email {
-            return Some(position as usize);
+/// Takes the address's row out of the unfinished batch; false when it is not there (its batch
+/// was handed out).
+fn drop_pending(pending: &mut Vec<ReceiverUpsert>, email: &Email) -> bool {
+    match pending.iter().position(|row| row.receiver.email == *email) {
+        Some(row) => {
+            pending.remove(row);
+            true
         }
-        position = receiver.next_same_email;
-    }
-    None
-}
-
-fn drop_pending(pending: &mut Vec<ReceiverUpsert>, email: &Email) {
-    if let Some(row) = pending.iter().position(|row| row.receiver.email == *email) {
-        pending.remove(row);
+        None => false,
     }
 }

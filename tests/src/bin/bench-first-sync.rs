@@ -3,22 +3,26 @@
 //! wall time and the worker's peak memory. The simulators run in a child process, so this
 //! process's memory is the worker's alone.
 //!
-//! `cargo run --release -p sandbox --bin bench-first-sync -- [--contacts N] [--sandbox PATH]`
+//! `cargo run --release -p sandbox --bin bench-first-sync -- [--contacts N] [--web-api-seeding]
+//! [--sandbox PATH]`
 //!
 //! Without `--sandbox`, the child is this binary in `--serve-simulators` mode (it prints the
 //! sandbox binary's JSON line and stops when its stdin closes, so it never outlives the bench).
 //! With `--sandbox PATH` it is the sandbox binary (`target/release/sandbox`). Exit status 0 when
 //! the group ends up right and the targets are met, 1 otherwise.
 //!
-//! Seeding goes through the Web API (`$batch` of 1000 creates, `AddListMembersList` of 1000
-//! members) and dominates the run time for large lists: the simulator checks each added member
-//! against every existing list member.
+//! The contacts and the list's members are seeded with the Dataverse simulator's bulk control
+//! (`/_sim/bulk/…`, a million in well under two minutes), the list itself through the Web API.
+//! `--web-api-seeding` seeds everything through the Web API (`$batch` of 1000 creates,
+//! `AddListMembersList` of 1000 members) instead, which takes minutes per 100,000.
 
 use reqwest::Method;
 use sandbox::bench::{
-    Control, Counting, DataverseCalls, Row, Simulators, cleverreach_client, dataverse_client,
-    heap_now, heap_peak, mb, print_call_table, reset_peaks, row, rss, run, serve_simulators,
+    Control, Counting, DataverseCalls, Row, Simulators, cleverreach_client, cpu_seconds,
+    dataverse_client, heap_now, heap_peak, mb, print_call_table, reset_peaks, row, rss, run,
+    serve_simulators,
 };
+use sandbox::dataverse::seeding::{contact_email, contact_id, first_name};
 use sandbox::dataverse::{ADMIN_USER_ID, DataverseSimConfig, ORGANIZATION_ID};
 use sandbox::harness::checklist;
 use serde::Deserialize;
@@ -43,14 +47,17 @@ static ALLOCATOR: Counting = Counting;
 
 struct Args {
     contacts: usize,
+    web_api_seeding: bool,
     sandbox: Option<String>,
 }
 
-const USAGE: &str = "usage: bench-first-sync [--contacts N] [--sandbox PATH-TO-SANDBOX-BINARY]";
+const USAGE: &str =
+    "usage: bench-first-sync [--contacts N] [--web-api-seeding] [--sandbox PATH-TO-SANDBOX-BINARY]";
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut parsed = Args {
         contacts: 100_000,
+        web_api_seeding: false,
         sandbox: None,
     };
     while let Some(arg) = args.next() {
@@ -64,6 +71,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     .filter(|n| *n > 0)
                     .ok_or(format!("--contacts {value:?} is not a positive number"))?;
             }
+            "--web-api-seeding" => parsed.web_api_seeding = true,
             "--sandbox" => parsed.sandbox = Some(args.next().ok_or("--sandbox needs a path")?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -72,16 +80,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(parsed)
 }
 
-// ---- seeding (test data, through the Web API as an administrator) ---------------------------
-
-/// Contact `i`'s id: fixed, so that the members can be added without reading them back.
-fn contact_id(i: usize) -> String {
-    format!("be9c0000-0000-4000-8000-{i:012x}")
-}
-
-fn contact_email(i: usize) -> String {
-    format!("bench-{i:06}@example.com")
-}
+// ---- seeding (test data, as an administrator) ---------------------------------------------------
 
 /// What a reader of the report needs to know about the seeding.
 struct Seeded {
@@ -93,19 +92,28 @@ struct Seeded {
 
 /// N contacts with consent for newsletter type 0, a static list with checklist type 0 = yes and
 /// sync off, all contacts as its members, then the sync flag turned on (the change the worker
-/// is told about).
-async fn seed(admin: &DataverseClient, contacts: usize) -> Result<Seeded, String> {
+/// is told about). The contacts and members through the bulk control (`bulk`) or the Web API.
+async fn seed(
+    admin: &DataverseClient,
+    control: &Control,
+    contacts: usize,
+    bulk: bool,
+) -> Result<Seeded, String> {
     let started = Instant::now();
     let mut requests = 0;
     let consent = checklist(&[(0, 1)]);
-    for chunk_start in (0..contacts).step_by(MAX_BATCH_REQUESTS) {
+    if bulk {
+        control.bulk_contacts(0, contacts, &consent).await?;
+        requests += 1;
+    }
+    for chunk_start in (0..contacts).step_by(MAX_BATCH_REQUESTS).filter(|_| !bulk) {
         let chunk_end = (chunk_start + MAX_BATCH_REQUESTS).min(contacts);
         let creates: Vec<BatchRequest> = (chunk_start..chunk_end)
             .map(|i| {
                 BatchRequest::new(Method::PATCH, format!("contacts({})", contact_id(i)))
                     .with_header("If-None-Match", "*")
                     .with_body(json!({
-                        "firstname": format!("Bench{i}"),
+                        "firstname": first_name(i),
                         "lastname": "Contact",
                         "emailaddress1": contact_email(i),
                         "crc_checklist": consent,
@@ -141,7 +149,11 @@ async fn seed(admin: &DataverseClient, contacts: usize) -> Result<Seeded, String
         .await
         .map_err(|e| format!("creating the list: {e}"))?;
     requests += 1;
-    for chunk_start in (0..contacts).step_by(MAX_BATCH_REQUESTS) {
+    if bulk {
+        control.bulk_list_members(&list_id, 0..contacts).await?;
+        requests += 1;
+    }
+    for chunk_start in (0..contacts).step_by(MAX_BATCH_REQUESTS).filter(|_| !bulk) {
         let chunk_end = (chunk_start + MAX_BATCH_REQUESTS).min(contacts);
         let members: Vec<Value> = (chunk_start..chunk_end)
             .map(|i| json!({ "@odata.type": "Microsoft.Dynamics.CRM.contact", "contactid": contact_id(i) }))
@@ -271,15 +283,10 @@ struct SimReceiver {
 /// The group's receivers as the CleverReach simulator holds them: exactly the N seeded
 /// addresses, each once, all active.
 async fn verify_group(control: &Control, group: &str, contacts: usize) -> Result<String, String> {
-    let receivers = control
-        .send(
-            Method::GET,
-            &control.cleverreach,
-            &format!("_sim/groups/{group}/receivers"),
-        )
+    let mut receivers: Vec<SimReceiver> = Vec::new();
+    control
+        .each_receiver(group, |r: SimReceiver| receivers.push(r))
         .await?;
-    let receivers: Vec<SimReceiver> =
-        serde_json::from_value(receivers).map_err(|e| format!("receivers of {group}: {e}"))?;
     let active = receivers.iter().filter(|r| r.active).count();
     let expected: HashSet<String> = (0..contacts).map(contact_email).collect();
     let found: HashSet<String> = receivers.iter().map(|r| r.email.to_lowercase()).collect();
@@ -348,14 +355,23 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
             )
             .await
             .map_err(|e| format!("writing the apiurl setting: {e}"))?;
-        seed(&admin, n).await?
+        seed(&admin, &control, n, !args.web_api_seeding).await?
     };
-    println!(
-        "seeded through the Web API with {} requests: contacts in {:.1} s ($batch of {MAX_BATCH_REQUESTS} creates), list and members in {:.1} s (AddListMembersList of {MAX_BATCH_REQUESTS})",
-        seeded.requests,
-        seeded.contacts_took.as_secs_f64(),
-        seeded.members_took.as_secs_f64(),
-    );
+    if args.web_api_seeding {
+        println!(
+            "seeded through the Web API with {} requests: contacts in {:.1} s ($batch of {MAX_BATCH_REQUESTS} creates), list and members in {:.1} s (AddListMembersList of {MAX_BATCH_REQUESTS})",
+            seeded.requests,
+            seeded.contacts_took.as_secs_f64(),
+            seeded.members_took.as_secs_f64(),
+        );
+    } else {
+        println!(
+            "seeded in bulk with {} requests: contacts in {:.1} s (/_sim/bulk/contacts), list and members in {:.1} s (the list through the Web API, /_sim/bulk/listmembers)",
+            seeded.requests,
+            seeded.contacts_took.as_secs_f64(),
+            seeded.members_took.as_secs_f64(),
+        );
+    }
 
     let missing_attributes = control.missing_attributes().await?;
 
@@ -382,9 +398,11 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
         body: serde_json::to_string(&event).map_err(|e| e.to_string())?,
         group: Some(message_group(&event)),
     };
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let failed = handle_messages(&worker, vec![message]).await;
     let wall = started.elapsed();
+    let cpu = cpu_seconds() - cpu_before;
     let rss_end = rss();
     let heap_peak = heap_peak();
     drop(worker);
@@ -434,6 +452,10 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
         "{:<44} {:>10.2} s",
         "wall time (worker handler)",
         wall.as_secs_f64()
+    );
+    println!(
+        "{:<44} {:>10.2} s  (this process: the worker; the simulators run in another)",
+        "CPU time (user + system)", cpu
     );
     println!(
         "{:<44} {:>10.0} contacts/s",

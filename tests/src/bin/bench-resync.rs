@@ -8,7 +8,7 @@
 //!
 //! `cargo run --release -p sandbox --bin bench-resync -- [--recipients N] [--overlap K]
 //! [--drift D] [--latency-ms L] [--dataverse-latency-ms L] [--cleverreach-latency-ms L]
-//! [--timeout-s T] [--max-receives R] [--sandbox PATH]`
+//! [--timeout-s T] [--max-receives R] [--web-api-seeding] [--sandbox PATH]`
 //!
 //! With `--latency-ms`, both simulators answer every request (after the seeding) that late, as
 //! real APIs do (0.3–2 s). With `--timeout-s`, each worker invocation runs as Lambda would run
@@ -18,18 +18,26 @@
 //! maxReceiveCount) before it counts as dead-lettered. Each run reports the invocations used,
 //! the longest one, and the calls, memory and group over all of them.
 //!
+//! The contacts and list members are seeded with the Dataverse simulator's bulk control
+//! (`/_sim/bulk/…`: a million in well under two minutes); `--web-api-seeding` seeds them
+//! through the Web API instead (`$batch` creates, `AddListMembersList`), slow above 100,000.
+//! The lists and the campaign are made through the Web API either way.
+//!
 //! The simulators run in a child process (this binary in `--serve-simulators` mode, or the
 //! sandbox binary with `--sandbox`), and each run's worker in another (this binary in
 //! `--worker` mode: a cold Lambda), so the peak RSS measured is the worker's alone, not the
-//! seeding's or the verification's. Exit status 0 when the group ends up right and the
+//! seeding's or the verification's. `BENCH_WORKER_CGROUP=<cgroup dir>` puts each worker into
+//! that cgroup (e.g. a `cpu.cfs_quota_us` holding a Lambda size's CPU share); the worker's CPU
+//! seconds are reported either way. Exit status 0 when the group ends up right and the
 //! targets are met (calls ≤ 1.1 × minimal per API, peak RSS ≤ 128 MB), 1 otherwise.
 
 use reqwest::Method;
 use sandbox::bench::{
-    Control, Counting, DataverseCalls, Endpoints, Row, Simulators, cleverreach_client,
-    dataverse_client, heap_peak, init_tracing, mb, print_call_table, reset_heap_peak, row, rss,
-    run, serve_simulators,
+    Control, Counting, DataverseCalls, Endpoints, Row, Simulators, cleverreach_client, cpu_seconds,
+    dataverse_client, heap_peak, init_tracing, join_cgroup_from_env, mb, print_call_table,
+    reset_heap_peak, row, rss, run, serve_simulators,
 };
+use sandbox::dataverse::seeding::{contact_email, contact_id, first_name};
 use sandbox::harness::checklist;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -68,10 +76,11 @@ struct Args {
     /// The emulated Lambda timeout of one invocation.
     timeout: Option<Duration>,
     max_receives: u32,
+    web_api_seeding: bool,
     sandbox: Option<String>,
 }
 
-const USAGE: &str = "usage: bench-resync [--recipients N] [--overlap K] [--drift D] [--latency-ms L] [--dataverse-latency-ms L] [--cleverreach-latency-ms L] [--timeout-s T] [--max-receives R] [--sandbox PATH-TO-SANDBOX-BINARY]";
+const USAGE: &str = "usage: bench-resync [--recipients N] [--overlap K] [--drift D] [--latency-ms L] [--dataverse-latency-ms L] [--cleverreach-latency-ms L] [--timeout-s T] [--max-receives R] [--web-api-seeding] [--sandbox PATH-TO-SANDBOX-BINARY]";
 
 fn number(flag: &str, value: Option<String>) -> Result<usize, String> {
     let value = value.ok_or(format!("{flag} needs a number"))?;
@@ -90,6 +99,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         cleverreach_latency_ms: 0,
         timeout: None,
         max_receives: 5,
+        web_api_seeding: false,
         sandbox: None,
     };
     while let Some(arg) = args.next() {
@@ -117,6 +127,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--max-receives" => {
                 parsed.max_receives = number("--max-receives", args.next())?.max(1) as u32
             }
+            "--web-api-seeding" => parsed.web_api_seeding = true,
             "--sandbox" => parsed.sandbox = Some(args.next().ok_or("--sandbox needs a path")?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -139,20 +150,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(parsed)
 }
 
-// ---- seeding (test data, through the Web API as an administrator) ---------------------------
-
-/// Contact `i`'s id: fixed, so that the members can be added without reading them back.
-fn contact_id(i: usize) -> String {
-    format!("be9c0000-0000-4000-8000-{i:012x}")
-}
-
-fn contact_email(i: usize) -> String {
-    format!("bench-{i:06}@example.com")
-}
-
-fn first_name(i: usize) -> String {
-    format!("Bench{i}")
-}
+// ---- seeding (test data, as an administrator) ---------------------------------------------------
 
 const CAMPAIGN_NAME: &str = "Bench campaign";
 
@@ -169,12 +167,23 @@ fn list_ranges(n: usize, overlap: usize) -> [std::ops::Range<usize>; 2] {
 }
 
 /// N contacts with consent for newsletter type 0; two static lists (sync off) with their
-/// members; a campaign with sync on and checklist type 0 = yes, linked to both lists.
-async fn seed(admin: &DataverseClient, n: usize, overlap: usize) -> Result<Seeded, String> {
+/// members; a campaign with sync on and checklist type 0 = yes, linked to both lists. The
+/// contacts and members through the bulk control (`bulk`) or the Web API.
+async fn seed(
+    admin: &DataverseClient,
+    control: &Control,
+    n: usize,
+    overlap: usize,
+    bulk: bool,
+) -> Result<Seeded, String> {
     let started = Instant::now();
     let mut requests = 0;
     let consent = checklist(&[(0, 1)]);
-    for chunk_start in (0..n).step_by(MAX_BATCH_REQUESTS) {
+    if bulk {
+        control.bulk_contacts(0, n, &consent).await?;
+        requests += 1;
+    }
+    for chunk_start in (0..n).step_by(MAX_BATCH_REQUESTS).filter(|_| !bulk) {
         let chunk_end = (chunk_start + MAX_BATCH_REQUESTS).min(n);
         let creates: Vec<BatchRequest> = (chunk_start..chunk_end)
             .map(|i| {
@@ -217,7 +226,11 @@ async fn seed(admin: &DataverseClient, n: usize, overlap: usize) -> Result<Seede
             .await
             .map_err(|e| format!("creating a list: {e}"))?;
         requests += 1;
-        for chunk_start in range.clone().step_by(MAX_BATCH_REQUESTS) {
+        if bulk {
+            control.bulk_list_members(&list_id, range.clone()).await?;
+            requests += 1;
+        }
+        for chunk_start in range.clone().step_by(MAX_BATCH_REQUESTS).filter(|_| !bulk) {
             let chunk_end = (chunk_start + MAX_BATCH_REQUESTS).min(range.end);
             let members: Vec<Value> = (chunk_start..chunk_end)
                 .map(|i| json!({ "@odata.type": "Microsoft.Dynamics.CRM.contact", "contactid": contact_id(i) }))
@@ -453,15 +466,14 @@ async fn verify_group(
     n: usize,
     inactive: &HashSet<String>,
 ) -> Result<String, String> {
-    let receivers = control
-        .send(
-            Method::GET,
-            &control.cleverreach,
-            &format!("_sim/groups/{group}/receivers"),
-        )
+    let mut receivers: Vec<SimReceiver> = Vec::new();
+    control
+        .each_receiver(group, |mut r: SimReceiver| {
+            // Only the first name is checked: the rest would hold a million maps.
+            r.global_attributes.retain(|k, _| k == "firstname");
+            receivers.push(r);
+        })
         .await?;
-    let receivers: Vec<SimReceiver> =
-        serde_json::from_value(receivers).map_err(|e| format!("receivers of {group}: {e}"))?;
     let info = control
         .send(
             Method::GET,
@@ -628,6 +640,16 @@ async fn run_once(
     if invocations.killed() > 0 {
         ok = false;
     }
+    println!(
+        "{:<56} {:>10.2} s{}",
+        "CPU time of the worker (user + system)",
+        measured.cpu_s,
+        measured
+            .cgroup
+            .as_deref()
+            .map(|c| format!("  (in cgroup {c})"))
+            .unwrap_or_default()
+    );
     let rss_verdict = if measured.rss_peak <= RSS_TARGET {
         "ok"
     } else {
@@ -680,6 +702,10 @@ struct Measured {
     rss_before: u64,
     rss_peak: u64,
     heap_peak: u64,
+    /// CPU seconds (user + system) of the worker process while it handled the message.
+    cpu_s: f64,
+    /// The cgroup the worker ran in (`BENCH_WORKER_CGROUP`), if any.
+    cgroup: Option<String>,
     /// The worker left the message on the queue.
     failed: bool,
     /// The message the worker queued to continue its reconcile (its time ran short).
@@ -714,6 +740,8 @@ impl Invocations {
             rss_before: self.runs.iter().map(|r| r.rss_before).max().unwrap_or(0),
             rss_peak: self.runs.iter().map(|r| r.rss_peak).max().unwrap_or(0),
             heap_peak: self.runs.iter().map(|r| r.heap_peak).max().unwrap_or(0),
+            cpu_s: self.runs.iter().map(|r| r.cpu_s).sum(),
+            cgroup: self.runs.iter().find_map(|r| r.cgroup.clone()),
             failed: self.dead_lettered || self.runs.last().is_none_or(|r| r.failed || r.killed),
             continuation: None,
             killed: self.killed() > 0,
@@ -824,6 +852,7 @@ fn worker_process() -> Result<(), String> {
         .map(Duration::from_millis);
     let endpoints: Endpoints = serde_json::from_str(&line).map_err(|e| e.to_string())?;
     let event: ChangeEvent = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+    let cgroup = join_cgroup_from_env()?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let measured = runtime.block_on(async {
         let budget = timeout.map(|t| Budget::until(started_process + t));
@@ -845,6 +874,7 @@ fn worker_process() -> Result<(), String> {
         };
         let rss_before = rss().now;
         reset_heap_peak();
+        let cpu_before = cpu_seconds();
         let started = Instant::now();
         let failed = deadline::within(budget, handle_messages(&worker, vec![message])).await;
         let wall = started.elapsed();
@@ -857,6 +887,8 @@ fn worker_process() -> Result<(), String> {
             rss_before,
             rss_peak: rss().peak,
             heap_peak: heap_peak() as u64,
+            cpu_s: cpu_seconds() - cpu_before,
+            cgroup: cgroup.clone(),
             failed: !failed.is_empty(),
             continuation,
             killed: false,
@@ -971,10 +1003,15 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
             )
             .await
             .map_err(|e| format!("writing the apiurl setting: {e}"))?;
-        seed(&admin, n, args.overlap).await?
+        seed(&admin, &control, n, args.overlap, !args.web_api_seeding).await?
     };
     println!(
-        "seeded through the Web API with {} requests in {:.1} s",
+        "seeded {} with {} requests in {:.1} s",
+        if args.web_api_seeding {
+            "through the Web API"
+        } else {
+            "in bulk (contacts and members through /_sim/bulk, lists and campaign through the Web API)"
+        },
         seeded.requests,
         seeded.took.as_secs_f64()
     );

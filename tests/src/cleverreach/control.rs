@@ -8,7 +8,7 @@ use super::{CallStats, Shared};
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, State},
+    extract::{Path, Query, State},
     response::{IntoResponse, Response},
     routing::{get, post, put},
 };
@@ -78,10 +78,25 @@ async fn group(State(s): State<Shared>, Path(gid): Path<String>) -> Result<Json<
     Ok(Json(json!(st.sim_group(g))))
 }
 
-async fn receivers(State(s): State<Shared>, Path(gid): Path<String>) -> Result<Json<Value>> {
+/// `?offset=&limit=` (both optional): a slice of the group's receivers in pool order, so that a
+/// benchmark can check a group of a million page by page.
+#[derive(Deserialize)]
+struct Slice {
+    #[serde(default)]
+    offset: usize,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn receivers(
+    State(s): State<Shared>,
+    Path(gid): Path<String>,
+    Query(slice): Query<Slice>,
+) -> Result<Json<Value>> {
     let st = s.lock();
     let g = st.group(&gid)?;
-    Ok(Json(json!(st.sim_receivers(g))))
+    let limit = slice.limit.unwrap_or(usize::MAX);
+    Ok(Json(json!(st.sim_receivers(g, slice.offset, limit))))
 }
 
 #[derive(Deserialize)]

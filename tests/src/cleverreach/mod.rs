@@ -656,7 +656,7 @@ impl CleverReachSim {
     pub fn receivers(&self, group_id: &str) -> Vec<SimReceiver> {
         let st = self.shared.lock();
         st.group(group_id)
-            .map(|g| st.sim_receivers(g))
+            .map(|g| st.sim_receivers(g, 0, usize::MAX))
             .unwrap_or_default()
     }
 

@@ -1261,10 +1261,13 @@ impl SimState {
         }
     }
 
-    pub fn sim_receivers(&self, group: &Group) -> Vec<SimReceiver> {
+    /// `limit` receivers of the group from `offset` on, in pool order.
+    pub fn sim_receivers(&self, group: &Group, offset: usize, limit: usize) -> Vec<SimReceiver> {
         group
             .members
             .iter()
+            .skip(offset)
+            .take(limit)
             .map(|(pid, m)| {
                 let pool = self.pool.get(pid);
                 SimReceiver {

@@ -15,7 +15,7 @@
 //!   `sdkmessageprocessingstepimages`) receive `RemoteExecutionContext` bodies after each write.
 //! - Fault injection ([`crate::faults`]) on every route except `/_sim/`; control endpoints
 //!   `GET /_sim/stats`, `GET /_sim/webhooks/deliveries`, `POST /_sim/reset`,
-//!   `GET /_sim/rows/{entity_set}`, and `/_sim/faults`.
+//!   `GET /_sim/rows/{entity_set}`, `/_sim/faults`, and the bulk seeding of [`seeding`].
 //!
 //! Sandbox choices where Dataverse documents nothing are listed in `tests/src/dataverse/README.md`.
 
@@ -23,6 +23,7 @@ mod api;
 mod auth;
 mod batch;
 mod bulk;
+pub mod seeding;
 pub mod catalog;
 pub mod client;
 pub mod error;
@@ -475,7 +476,8 @@ impl DataverseSim {
             .route("/_sim/webhooks/deliveries", get(control_deliveries))
             .route("/_sim/reset", post(control_reset))
             .route("/_sim/rows/{set}", get(control_rows))
-            .with_state(shared.clone());
+            .with_state(shared.clone())
+            .merge(seeding::router(shared.clone()));
         let app = simulated
             .merge(control)
             .merge(faults.control_router())

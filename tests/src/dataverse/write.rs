@@ -1727,6 +1727,43 @@ pub fn unbound_action(
     })
 }
 
+/// Adds many static members to a list at once, as `AddListMembersList` would but without a
+/// webhook, an undo record or a member count update per member (test and benchmark data, see
+/// `seeding.rs`). Members already in the list are skipped; returns how many were added.
+pub fn bulk_add_listmembers(
+    store: &mut Store,
+    ctx: &Ctx,
+    list_id: Uuid,
+    members: impl Iterator<Item = Uuid>,
+) -> Result<usize, ApiError> {
+    let list = static_list(store, list_id)?;
+    let mt = member_table(store, &list)?;
+    let mut present: std::collections::HashSet<Uuid> = store
+        .table_rows("listmember")
+        .filter(|(_, r)| points_to(r, "listid", list_id))
+        .filter_map(|(_, r)| r.get("entityid").and_then(Val::guid))
+        .collect();
+    let mut added = 0;
+    for member in members {
+        check_member(store, mt, member)?;
+        if !present.insert(member) {
+            continue;
+        }
+        let id = Uuid::new_v4();
+        let mut row = Row::new();
+        row.insert("listmemberid", Val::Guid(id));
+        row.insert("listid", Val::Ref("list", list_id));
+        row.insert("entityid", Val::Ref(mt.logical, member));
+        row.insert("entitytype", Val::Str(mt.logical.to_string()));
+        stamp(&mut row, store, ctx.user, true, false);
+        store.put("listmember", id, row);
+        added += 1;
+    }
+    let mut undo = Vec::new();
+    adjust_membercount(store, list_id, added as i64, &mut undo);
+    Ok(added)
+}
+
 /// `…/<navigation>/$ref`: associating through the intersect tables is refused, as Dataverse
 /// refuses it for list members.
 pub fn refuse_associate(table: &Table, nav: &str) -> ApiError {

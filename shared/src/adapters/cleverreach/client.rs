@@ -243,6 +243,27 @@ impl<S: TokenStore> CleverReachClient<S> {
         body: Option<&Value>,
         refreshed: &AtomicBool,
     ) -> Result<Value, CleverReachError> {
+        self.send_once_with(
+            method,
+            url,
+            query,
+            body.map(JsonBody::Value),
+            refreshed,
+            check,
+        )
+        .await
+    }
+
+    /// [`Self::send_once`], the answer read by `read` (`check`, or `check_as` for a type).
+    async fn send_once_with<T>(
+        &self,
+        method: &Method,
+        url: &Url,
+        query: &[(&str, String)],
+        body: Option<JsonBody<'_>>,
+        refreshed: &AtomicBool,
+        read: fn(Answer) -> Result<T, CleverReachError>,
+    ) -> Result<T, CleverReachError> {
         let build = |token: &Secret| {
             let mut req = self
                 .inner
@@ -252,8 +273,14 @@ impl<S: TokenStore> CleverReachClient<S> {
             if !query.is_empty() {
                 req = req.query(query);
             }
-            if let Some(body) = body {
-                req = req.json(body);
+            match body {
+                Some(JsonBody::Value(body)) => req = req.json(body),
+                Some(JsonBody::Text(text)) => {
+                    req = req
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(text.clone());
+                }
+                None => {}
             }
             req
         };
@@ -267,7 +294,7 @@ impl<S: TokenStore> CleverReachClient<S> {
             let token = self.renew_after_refusal(&token).await?;
             answer = self.send_raw(build(&token)).await?;
         }
-        check(answer)
+        read(answer)
     }
 
     /// An API request with retries for what may be retried. Only for idempotent requests.
@@ -285,7 +312,8 @@ impl<S: TokenStore> CleverReachClient<S> {
         .await
     }
 
-    /// [`Self::call`] and decode the answer.
+    /// [`Self::call`] and decode the answer (an array straight from the answer's text, with
+    /// no JSON tree in between).
     pub(super) async fn call_as<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -293,7 +321,24 @@ impl<S: TokenStore> CleverReachClient<S> {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<T, CleverReachError> {
-        decode(self.call(method, url, query, body).await?)
+        self.call_read(method, url, query, body.map(JsonBody::Value), check_as::<T>)
+            .await
+    }
+
+    /// An API request with retries (only for idempotent requests) whose answer `read` reads.
+    pub(super) async fn call_read<T>(
+        &self,
+        method: Method,
+        url: Url,
+        query: &[(&str, String)],
+        body: Option<JsonBody<'_>>,
+        read: fn(Answer) -> Result<T, CleverReachError>,
+    ) -> Result<T, CleverReachError> {
+        let refreshed = AtomicBool::new(false);
+        with_retries(&self.inner.config.retry, |_| {
+            self.send_once_with(&method, &url, query, body, &refreshed, read)
+        })
+        .await
     }
 
     // ---- tokens -----------------------------------------------------------------------
@@ -776,6 +821,43 @@ fn check(answer: Answer) -> Result<Value, CleverReachError> {
             None => (None, excerpt(&answer.body)),
         };
         Err(classify(status, code, message, answer.retry_after))
+    }
+}
+
+/// A request body: a JSON tree, or JSON text serialized straight from typed rows (an upsert
+/// batch, without a tree of 250 receivers in between).
+#[derive(Clone, Copy)]
+pub(super) enum JsonBody<'a> {
+    Value(&'a Value),
+    Text(&'a bytes::Bytes),
+}
+
+/// A successful array answer read straight into `T` (`Ok(Ok(rows))`), with no JSON tree in
+/// between (an error body is an object, so an array is never one); anything else, or an
+/// array that does not decode, as [`check`] reads it (`Ok(Err(value))` or its error).
+pub(super) fn check_array<T: DeserializeOwned>(
+    answer: Answer,
+) -> Result<Result<T, Value>, CleverReachError> {
+    let is_array = answer
+        .body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'[');
+    if answer.status.is_success()
+        && is_array
+        && let Ok(rows) = serde_json::from_slice::<T>(&answer.body)
+    {
+        return Ok(Ok(rows));
+    }
+    check(answer).map(Err)
+}
+
+/// [`check`] and [`decode`], without the JSON tree for an array (see [`check_array`]): a page
+/// of receivers is read straight into its rows; anything else fails as it would otherwise.
+fn check_as<T: DeserializeOwned>(answer: Answer) -> Result<T, CleverReachError> {
+    match check_array(answer)? {
+        Ok(rows) => Ok(rows),
+        Err(value) => decode(value),
     }
 }
 

@@ -2,13 +2,15 @@
 //! receiver's state, removals, address changes, paged reads, the runtime filter, bounces,
 //! the blacklist.
 
-use super::client::{CleverReachClient, decode, now_unix};
+use super::client::{CleverReachClient, JsonBody, check_array, decode, now_unix};
 use super::config::{
     DELETE_BATCH, MAX_BOUNCE_PAGE_SIZE, MAX_PAGE_SIZE, MAX_UPSERT_BATCH, attribute,
 };
 use super::error::CleverReachError;
 use super::tokens::TokenStore;
-use super::wire::{UpsertRow, WireBlacklistEntry, WireBounce, WireReceiver, WireWhoami};
+use super::wire::{
+    UpsertAnswerRow, UpsertRow, WireBlacklistEntry, WireBounce, WireReceiver, WireWhoami,
+};
 use crate::domain::blocklist::BlockSet;
 use crate::domain::email::Email;
 use crate::domain::receiver::{CurrentReceiver, PersonData, ReceiverData, ReceiverState};
@@ -241,11 +243,29 @@ impl<S: TokenStore> CleverReachClient<S> {
                 .iter()
                 .map(|r| upsert_row(r.data(), r.activate(), now, source))
                 .collect();
-            let body = serde_json::to_value(&rows).map_err(|e| CleverReachError::InvalidInput {
-                message: e.to_string(),
-            })?;
-            match self.call(Method::POST, url.clone(), &[], Some(&body)).await {
-                Ok(answer) => {
+            // Straight to JSON text: no tree of the batch in between.
+            let body = serde_json::to_vec(&rows)
+                .map(bytes::Bytes::from)
+                .map_err(|e| CleverReachError::InvalidInput {
+                    message: e.to_string(),
+                })?;
+            drop(rows);
+            let answer = self
+                .call_read(
+                    Method::POST,
+                    url.clone(),
+                    &[],
+                    Some(JsonBody::Text(&body)),
+                    check_array::<Vec<UpsertAnswerRow>>,
+                )
+                .await;
+            match answer {
+                Ok(Ok(rows)) => {
+                    report.calls += 1;
+                    tally_rows(&mut report, batch, rows)?;
+                    start = end;
+                }
+                Ok(Err(answer)) => {
                     report.calls += 1;
                     tally(&mut report, batch, answer)?;
                     start = end;
@@ -621,6 +641,47 @@ fn tally<R: ReceiverWrite>(
     Ok(())
 }
 
+/// [`tally`] for an answer read straight into its rows (the same counts and reasons).
+fn tally_rows<R: ReceiverWrite>(
+    report: &mut UpsertReport,
+    batch: &[R],
+    rows: Vec<UpsertAnswerRow>,
+) -> Result<(), CleverReachError> {
+    if rows.len() != batch.len() {
+        return Err(CleverReachError::Decode {
+            message: format!(
+                "an upsert of {} rows answered an array of {}",
+                batch.len(),
+                rows.len()
+            ),
+        });
+    }
+    for (write, row) in batch.iter().zip(rows) {
+        let reject = |reason: String| rejected(&write.data().email, &reason);
+        match row {
+            UpsertAnswerRow::Refused(reason) => report.rejected.push(reject(reason)),
+            UpsertAnswerRow::Object { status, email } => match status {
+                Some(status) if status.contains("insert") => report.inserted += 1,
+                Some(status)
+                    if status.contains("update")
+                        || status.contains("upsert")
+                        || status.contains("success") =>
+                {
+                    report.updated += 1
+                }
+                Some(status) => report.rejected.push(reject(status)),
+                // upsertplus-style full receiver objects
+                None if email => report.updated += 1,
+                None => report.rejected.push(reject("unexpected answer row".into())),
+            },
+            UpsertAnswerRow::Other(shape) => report
+                .rejected
+                .push(reject(format!("unexpected answer row: {shape}"))),
+        }
+    }
+    Ok(())
+}
+
 /// A short description of a JSON value for error texts (never its content: it may hold
 /// personal data).
 fn shape(value: &Value) -> String {
@@ -738,5 +799,43 @@ mod tests {
     #[test]
     fn an_invalid_address_is_not_a_receiver() {
         assert!(current_receiver(&wire(json!({"email": "no address"}))).is_none());
+    }
+
+    #[test]
+    fn an_upsert_answer_read_straight_into_rows_counts_as_its_json_tree_does() {
+        let batch: Vec<(ReceiverData, bool)> = (0..8)
+            .map(|i| {
+                let data = ReceiverData {
+                    email: Email::parse(&format!("r{i}@example.com")).unwrap(),
+                    person: PersonData::default(),
+                    crm: CrmRef::new(PersonEntity::Contact, format!("id-{i}")),
+                };
+                (data, i % 2 == 0)
+            })
+            .collect();
+        let answer = json!([
+            {"status": "insert success", "id": "1"},
+            {"status": "update success", "id": 2},
+            "invalid address 'r2@example.com';",
+            {"email": "r3@example.com", "id": 4},
+            {"status": 7, "email": "r4@example.com"},
+            {"status": "quota exceeded"},
+            {"id": 5},
+            [1, 2],
+        ]);
+        let text = answer.to_string();
+        let rows: Vec<UpsertAnswerRow> = serde_json::from_str(&text).unwrap();
+        let mut straight = UpsertReport::default();
+        tally_rows(&mut straight, &batch, rows).unwrap();
+        let mut through_tree = UpsertReport::default();
+        tally(&mut through_tree, &batch, answer).unwrap();
+        assert_eq!(straight, through_tree);
+        assert_eq!((straight.inserted, straight.updated), (1, 3));
+        assert_eq!(straight.rejected.len(), 4);
+
+        let short: Vec<UpsertAnswerRow> = serde_json::from_str(r#"["x"]"#).unwrap();
+        let straight = tally_rows(&mut UpsertReport::default(), &batch, short).unwrap_err();
+        let through_tree = tally(&mut UpsertReport::default(), &batch, json!(["x"])).unwrap_err();
+        assert_eq!(straight.to_string(), through_tree.to_string());
     }
 }
