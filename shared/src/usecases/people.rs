@@ -12,11 +12,12 @@ use super::reconcile::{ReconcileReport, reconcile_members};
 use crate::domain::change::{ChangeEvent, CrmMessage};
 use crate::domain::email::Email;
 use crate::domain::receiver::CurrentReceiver;
-use crate::domain::recipient::{CrmRef, PersonEntity, RecipientKind};
+use crate::domain::recipient::{CrmRef, PersonEntity, Recipient, RecipientKind};
 use crate::domain::settings::Settings;
 use crate::domain::source::{GroupId, SourceKind, SourceRecord};
 use crate::ports::crm::{MemberKey, PeopleFound, PeopleQuery, SourceDirectory};
 use crate::ports::newsletter::{FilterRequest, FilterRule};
+use futures::{StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Who a scoped reconcile is about.
@@ -171,7 +172,8 @@ pub async fn reconcile_people(
         }
     }
 
-    let mut result = PeopleSync::default();
+    // The groups' records, those whose groups are worked out here.
+    let mut work = Vec::new();
     for (kind, id) in sources {
         let record = match only {
             Some((list, _)) if list.source.id == id => list.clone(),
@@ -192,26 +194,78 @@ pub async fn reconcile_people(
         if !(source.sync_enabled && source.active) || record.checklist_problem.is_some() {
             continue;
         }
-        let members = recipients
+        work.push((kind, id, record, group));
+    }
+    let members_of = |kind: SourceKind, id: &str| -> Vec<&Recipient> {
+        recipients
             .iter()
             .filter(|(key, _)| {
                 memberships
                     .get(*key)
-                    .is_some_and(|s| s.contains(&(kind, id.clone())))
+                    .is_some_and(|s| s.contains(&(kind, id.to_string())))
             })
-            .map(|(_, r)| r);
-        let current = held.get(&group).cloned().unwrap_or_default();
-        let report = reconcile_members(conn, settings, &record, &group, current, members).await?;
-        // CleverReach moves an address in every group at once: what the other groups hold
-        // has changed, so read it again before planning them.
-        let moved = report.summary.email_changed > 0;
-        result.groups.insert(group, report);
-        if moved {
-            held = receivers_holding(conn, &scope.emails, &persons).await?;
+            .map(|(_, r)| r)
+            .collect()
+    };
+
+    let mut result = PeopleSync::default();
+    if !address_may_move(&recipients, &held) {
+        // Nothing moves an address across groups: the groups are independent, and their
+        // writes go out side by side (at most `writes_in_flight` at once).
+        let held = &held;
+        let reports: Vec<(GroupId, ReconcileReport)> =
+            futures::stream::iter(work.iter().map(|(kind, id, record, group)| {
+                let members = members_of(*kind, id);
+                async move {
+                    let current = held.get(group).cloned().unwrap_or_default();
+                    reconcile_members(conn, settings, record, group, current, members.into_iter())
+                        .await
+                        .map(|report| (group.clone(), report))
+                }
+            }))
+            .buffer_unordered(conn.writes_in_flight.max(1))
+            .try_collect()
+            .await?;
+        result.groups.extend(reports);
+    } else {
+        for (kind, id, record, group) in &work {
+            let current = held.get(group).cloned().unwrap_or_default();
+            let members = members_of(*kind, id);
+            let report =
+                reconcile_members(conn, settings, record, group, current, members.into_iter())
+                    .await?;
+            // CleverReach moves an address in every group at once: what the other groups
+            // hold has changed, so read it again before planning them.
+            let moved = report.summary.email_changed > 0;
+            result.groups.insert(group.clone(), report);
+            if moved {
+                held = receivers_holding(conn, &scope.emails, &persons).await?;
+            }
         }
     }
     strip_deleted(conn, &scope.deleted, &held).await?;
     Ok(result)
+}
+
+/// Whether a group's plan may move an address (`change_email`, account-wide in CleverReach):
+/// some receiver carries one of these people's CRM records under an address that is not the
+/// record's current one. Only then must the groups be worked one after another.
+fn address_may_move(
+    recipients: &BTreeMap<MemberKey, Recipient>,
+    held: &BTreeMap<GroupId, Vec<CurrentReceiver>>,
+) -> bool {
+    held.values().flatten().any(|receiver| {
+        receiver.crm.as_ref().is_some_and(|crm| {
+            recipients.values().any(|r| {
+                r.person == *crm
+                    && r.email
+                        .as_deref()
+                        .and_then(|e| Email::parse(e).ok())
+                        .as_ref()
+                        != Some(&receiver.email)
+            })
+        })
+    })
 }
 
 /// Data minimisation: the opted-out receivers of records deleted in the CRM keep only their
