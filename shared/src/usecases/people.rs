@@ -213,16 +213,17 @@ pub async fn reconcile_people(
         // Nothing moves an address across groups: the groups are independent, and their
         // writes go out side by side (at most `writes_in_flight` at once).
         let held = &held;
-        let reports: Vec<(GroupId, ReconcileReport)> =
-            futures::stream::iter(work.iter().map(|(kind, id, record, group)| {
-                let members = members_of(*kind, id);
-                async move {
-                    let current = held.get(group).cloned().unwrap_or_default();
-                    reconcile_members(conn, settings, record, group, current, members.into_iter())
-                        .await
-                        .map(|report| (group.clone(), report))
-                }
-            }))
+        let mut jobs = Vec::with_capacity(work.len());
+        for (kind, id, record, group) in &work {
+            let members = members_of(*kind, id);
+            jobs.push(async move {
+                let current = held.get(group).cloned().unwrap_or_default();
+                reconcile_members(conn, settings, record, group, current, members.into_iter())
+                    .await
+                    .map(|report| (group.clone(), report))
+            });
+        }
+        let reports: Vec<(GroupId, ReconcileReport)> = futures::stream::iter(jobs)
             .buffer_unordered(conn.writes_in_flight.max(1))
             .try_collect()
             .await?;
