@@ -268,6 +268,16 @@ async fn main() -> Result<(), String> {
         operations as f64 / n,
         cr as f64 / n
     );
+    let by_kind: Vec<String> = dv
+        .requests
+        .iter()
+        .map(|(key, n)| format!("{key} {n}"))
+        .collect();
+    println!(
+        "Dataverse operations by kind ($batch parts included, the benchmark's {} writes too): {}",
+        writes.load(Ordering::SeqCst),
+        by_kind.join(", ")
+    );
     println!("wall time {:.1} s", started.elapsed().as_secs_f64());
     if pending.is_empty() {
         Ok(())

@@ -105,26 +105,32 @@ impl PeopleDirectory for DataverseCrm {
             "contains(emailaddress1,{})",
             filter::string_literal(&wanted)
         );
-        let mut found = Vec::new();
-        for (kind, set, key) in [
+        let tables = [
             (RecipientKind::Contact, "contacts", "contactid"),
             (RecipientKind::Lead, "leads", "leadid"),
-        ] {
-            let rows = self
-                .all_rows(
+        ];
+        // Both tables in one round trip.
+        let reads: Vec<Read> = tables
+            .iter()
+            .map(|(_, set, key)| {
+                Read::query(
                     set,
-                    &Query::new()
-                        .select([key, "emailaddress1"])
+                    Query::new()
+                        .select([*key, "emailaddress1"])
                         .filter(filter.clone()),
                 )
-                .await?;
+            })
+            .collect();
+        let rows = self.client.read_together(&reads).await?;
+        let mut found = Vec::new();
+        for ((kind, _, key), rows) in tables.iter().zip(rows) {
             found.extend(
                 rows.iter()
                     .filter(|r| {
                         text(r, "emailaddress1").is_some_and(|e| e.to_lowercase() == wanted)
                     })
                     .filter_map(|r| id(r, key))
-                    .map(|i| (kind, i)),
+                    .map(|i| (*kind, i)),
             );
         }
         Ok(found)
