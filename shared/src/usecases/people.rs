@@ -297,11 +297,14 @@ async fn strip_deleted(
     Ok(())
 }
 
-/// Rounds that widen the scope: the people named, then those found through them (a shared
-/// address, an account whose primary contact they are): addresses lead to records, records'
-/// current addresses lead to more records. A last round reads the static lists of records
-/// the second found, so every record read has its memberships.
-const WIDENING_ROUNDS: usize = 2;
+/// Rounds that widen the scope. Each round reads what the one before found out: records named
+/// → their addresses → the records holding those addresses → the accounts whose primary
+/// contact those are. A record read in one round only has its own accounts looked for in the
+/// next, so it takes three rounds to reach an account through a shared address when the event
+/// named no address. A last round reads the static lists of what the third found, so every
+/// record read has its memberships. Rounds with nothing new to read are not made: the common
+/// case is one.
+const WIDENING_ROUNDS: usize = 3;
 
 /// Adds every record that shares an address with the scope, and the accounts whose primary
 /// contact is in it; reads them all, with their static lists and lead links. With

@@ -150,3 +150,41 @@ async fn forty_members_added_to_a_list_are_read_in_a_few_rounds_not_one_read_per
         "a list's own members need no other source"
     );
 }
+
+#[tokio::test]
+async fn an_account_found_through_a_contact_sharing_the_changed_contacts_address_keeps_its_receiver()
+ {
+    // Anna (c1) and the primary contact of an account (c2) share an address; the account is on
+    // an account list. Anna's change names only her record: her address is read, c2 is found
+    // through it, and the account through c2 — a record two steps away, whose receiver must
+    // not be taken for a stranger's and removed.
+    let w = World::new();
+    let c2 = Some(("c2", crate::domain::recipient::PersonEntity::Contact));
+    w.source(
+        list("la", "Accounts")
+            .shape(RecipientKind::Account, false)
+            .group("7"),
+    )
+    .group(
+        "7",
+        "Accounts",
+        vec![receiver(
+            "anna@example.com",
+            crate::domain::receiver::ReceiverState::Active,
+            c2,
+        )],
+    )
+    .contact(person("c1", "anna@example.com"), &[])
+    .account("a1", person("c2", "anna@example.com"), &["la"]);
+
+    on_people_change(
+        &w.conn,
+        &Settings::default(),
+        RecipientKind::Contact,
+        &[ticked_yes("c1")],
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(w.active("7"), ["anna@example.com"]);
+}
