@@ -50,8 +50,8 @@ check-domain: ## prove the domain compiles without HTTP or AWS crates
 bench: ## benchmarks (release build): the reconcile planner
 	$(CARGO) bench -p shared --bench planner $(CARGO_FLAGS)
 
-bench-first-sync: ## benchmark (release build): first sync of static lists of 10k/50k/100k contacts against the sandbox (a few minutes)
-	CARGO="$(CARGO)" CARGO_FLAGS="$(CARGO_FLAGS)" tests/bench/first-sync.sh
+bench-first-sync: ## benchmark (release build): first sync of static lists of 10k/50k/100k contacts against the sandbox (a few minutes); ARGS="100000 --latency-ms 300 --timeout-s 120" for one size at real latency
+	CARGO="$(CARGO)" CARGO_FLAGS="$(CARGO_FLAGS)" tests/bench/first-sync.sh $(ARGS)
 
 bench-resync: ## benchmark (release build): full resync of a campaign of 100k recipients across two overlapping lists, from an empty group and from one in step with drift
 	CARGO="$(CARGO)" CARGO_FLAGS="$(CARGO_FLAGS)" tests/bench/resync.sh $(ARGS)

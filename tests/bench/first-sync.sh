@@ -8,7 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CARGO=${CARGO:-cargo}
-sizes=("$@")
+# Numbers are list sizes; everything from the first flag on goes to each run (e.g.
+# `100000 --latency-ms 300 --timeout-s 120`).
+sizes=()
+while [ $# -gt 0 ] && [[ $1 != --* ]]; do
+  sizes+=("$1")
+  shift
+done
 if [ ${#sizes[@]} -eq 0 ]; then
   sizes=(10000 50000 100000)
 fi
@@ -16,7 +22,7 @@ status=0
 for n in "${sizes[@]}"; do
   echo "== $n contacts"
   # shellcheck disable=SC2086 # CARGO_FLAGS holds several flags or none
-  $CARGO run --release -q -p sandbox --bin bench-first-sync ${CARGO_FLAGS:-} -- --contacts "$n" || status=1
+  $CARGO run --release -q -p sandbox --bin bench-first-sync ${CARGO_FLAGS:-} -- --contacts "$n" "$@" || status=1
   echo
 done
 exit $status

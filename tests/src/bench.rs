@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use url::Url;
 
+pub mod lambda;
+
 // ---- memory -------------------------------------------------------------------------------
 
 /// The system allocator, counting live heap bytes and their peak (RSS alone mixes in the

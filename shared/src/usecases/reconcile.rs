@@ -156,6 +156,7 @@ pub async fn reconcile_group(
     carried: Option<&Continuation>,
 ) -> Result<ReconcileReport, SyncError> {
     let (mut planner, active_before) = index_group(conn, group, planner_options(conn)).await?;
+    info!(group_id = %group.as_str(), active_before, pass = carried.map_or(1, |c| c.pass), "group indexed");
     planner = planner.with_block_set(conn.blocklist.blocked().await?);
     let mut report = ReconcileReport {
         full: true,

@@ -1,10 +1,17 @@
 //! Benchmark: the first sync of a static marketing list of N contacts (default 100,000) against
 //! the sandbox. Counts Dataverse and CleverReach calls against the minimal count, and measures
-//! wall time and the worker's peak memory. The simulators run in a child process, so this
-//! process's memory is the worker's alone.
+//! wall time and the worker's peak memory. The simulators run in a child process and the
+//! worker in others, so the memory measured is the worker's alone.
 //!
 //! `cargo run --release -p sandbox --bin bench-first-sync -- [--contacts N] [--web-api-seeding]
-//! [--sandbox PATH]`
+//! [--latency-ms L] [--dataverse-latency-ms L] [--cleverreach-latency-ms L] [--timeout-s T]
+//! [--max-receives R] [--sandbox PATH]`
+//!
+//! The worker runs as a Lambda would run it (`sandbox::bench::lambda`): each invocation in a
+//! fresh process of this binary, so the peak RSS is the worker's alone; with `--timeout-s` its
+//! deadline is T seconds after its start and it is killed at T, its message delivered again up
+//! to `--max-receives` times (default 5); continuations are followed. With `--latency-ms` both
+//! simulators answer every request after the seeding that late, as real APIs do (0.3–2 s).
 //!
 //! Without `--sandbox`, the child is this binary in `--serve-simulators` mode (it prints the
 //! sandbox binary's JSON line and stops when its stdin closes, so it never outlives the bench).
@@ -17,10 +24,12 @@
 //! `AddListMembersList` of 1000 members) instead, which takes minutes per 100,000.
 
 use reqwest::Method;
+use sandbox::bench::lambda::{
+    self, BATCH_SIZE, LAMBDA_USAGE, LambdaArgs, WORKER_FLAG, run_invocations,
+};
 use sandbox::bench::{
-    Control, Counting, DataverseCalls, Row, Simulators, cleverreach_client, cpu_seconds,
-    dataverse_client, heap_now, heap_peak, mb, print_call_table, reset_peaks, row, rss, run,
-    serve_simulators,
+    Control, Counting, DataverseCalls, Row, Simulators, dataverse_client, init_tracing, mb,
+    print_call_table, row, run, serve_simulators,
 };
 use sandbox::dataverse::seeding::{contact_email, contact_id, first_name};
 use sandbox::dataverse::{ADMIN_USER_ID, DataverseSimConfig, ORGANIZATION_ID};
@@ -28,12 +37,9 @@ use sandbox::harness::checklist;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::adapters::dataverse::client::{BatchRequest, DataverseClient, MAX_BATCH_REQUESTS};
-use shared::adapters::dataverse::crm::DataverseCrm;
 use shared::adapters::dataverse::schema;
 use shared::domain::change::{AttrValue, ChangeEvent, CrmMessage};
-use shared::domain::routing::{QueueFamily, message_group};
-use shared::handlers::sync_worker::{InboundMessage, WorkerDeps, handle_messages};
-use shared::usecases::Connector;
+use shared::domain::routing::QueueFamily;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -48,16 +54,21 @@ static ALLOCATOR: Counting = Counting;
 struct Args {
     contacts: usize,
     web_api_seeding: bool,
+    lambda: LambdaArgs,
     sandbox: Option<String>,
 }
 
-const USAGE: &str =
-    "usage: bench-first-sync [--contacts N] [--web-api-seeding] [--sandbox PATH-TO-SANDBOX-BINARY]";
+fn usage() -> String {
+    format!(
+        "usage: bench-first-sync [--contacts N] [--web-api-seeding] {LAMBDA_USAGE} [--sandbox PATH-TO-SANDBOX-BINARY]"
+    )
+}
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut parsed = Args {
         contacts: 100_000,
         web_api_seeding: false,
+        lambda: LambdaArgs::default(),
         sandbox: None,
     };
     while let Some(arg) = args.next() {
@@ -73,8 +84,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             }
             "--web-api-seeding" => parsed.web_api_seeding = true,
             "--sandbox" => parsed.sandbox = Some(args.next().ok_or("--sandbox needs a path")?),
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+            "-h" | "--help" => return Err(usage()),
+            other if parsed.lambda.parse(other, &mut args)? => {}
+            other => return Err(format!("unknown argument {other:?}\n{}", usage())),
         }
     }
     Ok(parsed)
@@ -215,8 +227,9 @@ fn dataverse_rows(calls: &DataverseCalls, contacts: usize) -> Vec<Row> {
 }
 
 /// CleverReach calls by kind, with the minimal model: one token, the group created, the
-/// attributes listed and each missing one created, one (empty) receivers page, the blacklist
-/// (the rule needs it), ceil(N/250) upserts.
+/// global attributes listed and each missing one created, the group's own attribute
+/// (`crm_company`) listed and created, one (empty) receivers page, the blacklist and the
+/// bounces (the rule needs both), ceil(N/250) upserts.
 fn cleverreach_rows(
     calls: &BTreeMap<String, u64>,
     contacts: usize,
@@ -243,7 +256,12 @@ fn cleverreach_rows(
         "group_delete",
         "group_stats",
     ]);
-    let attributes = sum(&["attributes_list", "attribute_create"]);
+    let attributes = sum(&[
+        "attributes_list",
+        "attribute_create",
+        "group_attributes_list",
+        "group_attribute_create",
+    ]);
     let reads = sum(&[
         "receivers_list",
         "receiver_get",
@@ -262,12 +280,12 @@ fn cleverreach_rows(
         ),
         row("group calls (create)", groups, 1),
         row(
-            "attribute calls (list + create missing)",
+            "attributes (global and group's: list + create)",
             attributes,
-            1 + missing_attributes as u64,
+            1 + missing_attributes as u64 + 2,
         ),
         row("receiver reads (group's receivers)", reads, 1),
-        row("blacklist / bounces", opt_outs, 1),
+        row("blacklist / bounces", opt_outs, 2),
         row("other", other, 0),
     ]
 }
@@ -334,7 +352,6 @@ fn sync_turned_on(list_id: &str) -> ChangeEvent {
     }
 }
 
-const BATCH_SIZE: usize = 250;
 const RSS_TARGET: u64 = 128 * 1024 * 1024;
 const CALL_RATIO_TARGET: f64 = 1.1;
 
@@ -375,37 +392,16 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
 
     let missing_attributes = control.missing_attributes().await?;
 
+    args.lambda.apply_latency(&control).await?;
     let dataverse_before = control.dataverse_stats().await?;
     control.reset_cleverreach_stats().await?;
-    let rss_seeding = rss();
-    let peaks_reset = reset_peaks();
-    let rss_start = rss();
-    let heap_start = heap_now();
 
-    // The worker, built as a function's `main` builds it.
-    let dv = &endpoints.dataverse;
-    let crm = DataverseCrm::new(dataverse_client(dv, &dv.connector)?);
-    let newsletter = cleverreach_client(&endpoints.cleverreach, BATCH_SIZE)?;
-    newsletter
-        .connect_client_credentials()
-        .await
-        .map_err(|e| format!("CleverReach token: {e}"))?;
-    let worker = WorkerDeps::new(QueueFamily::MarketingList, Connector::new(crm, newsletter));
-
+    // The worker, built as a function's `main` builds it, in fresh processes (cold Lambdas).
     let event = sync_turned_on(&seeded.list_id);
-    let message = InboundMessage {
-        message_id: event.operation_id.clone(),
-        body: serde_json::to_string(&event).map_err(|e| e.to_string())?,
-        group: Some(message_group(&event)),
-    };
-    let cpu_before = cpu_seconds();
-    let started = Instant::now();
-    let failed = handle_messages(&worker, vec![message]).await;
-    let wall = started.elapsed();
-    let cpu = cpu_seconds() - cpu_before;
-    let rss_end = rss();
-    let heap_peak = heap_peak();
-    drop(worker);
+    let invocations =
+        run_invocations(&sims.line, QueueFamily::MarketingList, &event, &args.lambda)?;
+    let measured = invocations.overall();
+    let dv = &endpoints.dataverse;
 
     let dataverse_calls = control.dataverse_stats().await?.since(&dataverse_before);
     let cleverreach_calls = control.cleverreach_stats().await?;
@@ -428,7 +424,7 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
     let cr_rows = cleverreach_rows(&cleverreach_calls, n, BATCH_SIZE, missing_attributes);
     println!();
     let mut ok = print_call_table(
-        44,
+        56,
         &[
             ("Dataverse", dv_rows.as_slice()),
             ("CleverReach", cr_rows.as_slice()),
@@ -441,63 +437,54 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
         dataverse_calls.tokens, dataverse_calls.throttled
     );
     for (key, count) in &dataverse_calls.requests {
-        println!("  {key:<42} {count:>8}");
+        println!("  {key:<54} {count:>8}");
     }
     println!("CleverReach calls by endpoint:");
     for (key, count) in &cleverreach_calls {
-        println!("  {key:<42} {count:>8}");
+        println!("  {key:<54} {count:>8}");
     }
     println!();
     println!(
-        "{:<44} {:>10.2} s",
-        "wall time (worker handler)",
-        wall.as_secs_f64()
+        "{:<56} {:>10.2} s",
+        "wall time (worker handlers, all invocations)", measured.wall_s
+    );
+    ok &= invocations.report(56, args.lambda.timeout, args.lambda.max_receives);
+    println!(
+        "{:<56} {:>10.2} s  (the worker processes; the simulators run in another){}",
+        "CPU time (user + system)",
+        measured.cpu_s,
+        measured
+            .cgroup
+            .as_deref()
+            .map(|c| format!(" (in cgroup {c})"))
+            .unwrap_or_default()
     );
     println!(
-        "{:<44} {:>10.2} s  (this process: the worker; the simulators run in another)",
-        "CPU time (user + system)", cpu
-    );
-    println!(
-        "{:<44} {:>10.0} contacts/s",
+        "{:<56} {:>10.0} contacts/s",
         "throughput",
-        n as f64 / wall.as_secs_f64().max(1e-9)
+        n as f64 / measured.wall_s.max(1e-9)
     );
-    let rss_verdict = if !peaks_reset {
-        ok = false;
-        "UNKNOWN: the high-water mark could not be reset after seeding"
-    } else if rss_end.peak <= RSS_TARGET {
+    let rss_verdict = if measured.rss_peak <= RSS_TARGET {
         "ok"
     } else {
         ok = false;
         "OVER TARGET"
     };
     println!(
-        "{:<44} {:>12}  (target ≤ {}: {rss_verdict})",
+        "{:<56} {:>12}  (target ≤ {}: {rss_verdict}; VmRSS of the fresh process before the message {})",
         "peak RSS of the worker process (VmHWM)",
-        mb(rss_end.peak),
-        mb(RSS_TARGET)
+        mb(measured.rss_peak),
+        mb(RSS_TARGET),
+        mb(measured.rss_before),
     );
     println!(
-        "{:<44} {:>12}  (VmHWM {} after the reset, {} while seeding)",
-        "  RSS before the sync (VmRSS)",
-        mb(rss_start.now),
-        mb(rss_start.peak),
-        mb(rss_seeding.peak)
-    );
-    println!(
-        "{:<44} {:>12}",
-        "  RSS after the sync (VmRSS)",
-        mb(rss_end.now)
-    );
-    println!(
-        "{:<44} {:>12}  (live heap before the sync {})",
+        "{:<56} {:>12}",
         "peak heap during the sync",
-        mb(heap_peak as u64),
-        mb(heap_start as u64)
+        mb(measured.heap_peak)
     );
     println!();
 
-    if !failed.is_empty() {
+    if measured.failed {
         ok = false;
         println!("FAILED: the worker left the message on the queue");
     }
@@ -525,6 +512,16 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
 
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some(WORKER_FLAG) {
+        init_tracing();
+        return match lambda::worker_process() {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("worker: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if args.peek().map(String::as_str) == Some("--serve-simulators") {
         return serve_simulators();
     }

@@ -32,31 +32,24 @@
 //! targets are met (calls ≤ 1.1 × minimal per API, peak RSS ≤ 128 MB), 1 otherwise.
 
 use reqwest::Method;
+use sandbox::bench::lambda::{self, BATCH_SIZE, LambdaArgs, WORKER_FLAG, run_invocations};
 use sandbox::bench::{
-    Control, Counting, DataverseCalls, Endpoints, Row, Simulators, cleverreach_client, cpu_seconds,
-    dataverse_client, heap_peak, init_tracing, join_cgroup_from_env, mb, print_call_table,
-    reset_heap_peak, row, rss, run, serve_simulators,
+    Control, Counting, DataverseCalls, Endpoints, Row, Simulators, cleverreach_client,
+    dataverse_client, init_tracing, mb, print_call_table, row, run, serve_simulators,
 };
 use sandbox::dataverse::seeding::{contact_email, contact_id, first_name};
 use sandbox::harness::checklist;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::adapters::dataverse::client::{BatchRequest, DataverseClient, MAX_BATCH_REQUESTS};
-use shared::adapters::dataverse::crm::DataverseCrm;
 use shared::adapters::dataverse::schema;
-use shared::adapters::memory::InMemoryChangeQueue;
-use shared::deadline::{self, Budget};
 use shared::domain::change::ChangeEvent;
 use shared::domain::email::Email;
 use shared::domain::planner::ReceiverUpsert;
 use shared::domain::receiver::{PersonData, ReceiverData};
 use shared::domain::recipient::{CrmRef, PersonEntity};
-use shared::domain::routing::{QueueFamily, message_group};
-use shared::handlers::sync_worker::{InboundMessage, WorkerDeps, handle_messages};
-use shared::usecases::Connector;
+use shared::domain::routing::QueueFamily;
 use std::collections::{BTreeMap, HashSet};
-use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 // ---- memory -------------------------------------------------------------------------------
@@ -71,11 +64,7 @@ struct Args {
     recipients: usize,
     overlap: usize,
     drift: usize,
-    dataverse_latency_ms: u64,
-    cleverreach_latency_ms: u64,
-    /// The emulated Lambda timeout of one invocation.
-    timeout: Option<Duration>,
-    max_receives: u32,
+    lambda: LambdaArgs,
     web_api_seeding: bool,
     sandbox: Option<String>,
 }
@@ -95,10 +84,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         recipients: 100_000,
         overlap: 20_000,
         drift: 500,
-        dataverse_latency_ms: 0,
-        cleverreach_latency_ms: 0,
-        timeout: None,
-        max_receives: 5,
+        lambda: LambdaArgs::default(),
         web_api_seeding: false,
         sandbox: None,
     };
@@ -107,29 +93,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--recipients" => parsed.recipients = number("--recipients", args.next())?,
             "--overlap" => parsed.overlap = number("--overlap", args.next())?,
             "--drift" => parsed.drift = number("--drift", args.next())?,
-            "--latency-ms" => {
-                let ms = number("--latency-ms", args.next())? as u64;
-                parsed.dataverse_latency_ms = ms;
-                parsed.cleverreach_latency_ms = ms;
-            }
-            "--dataverse-latency-ms" => {
-                parsed.dataverse_latency_ms = number("--dataverse-latency-ms", args.next())? as u64
-            }
-            "--cleverreach-latency-ms" => {
-                parsed.cleverreach_latency_ms =
-                    number("--cleverreach-latency-ms", args.next())? as u64
-            }
-            "--timeout-s" => {
-                parsed.timeout = Some(Duration::from_secs(
-                    number("--timeout-s", args.next())? as u64
-                ))
-            }
-            "--max-receives" => {
-                parsed.max_receives = number("--max-receives", args.next())?.max(1) as u32
-            }
             "--web-api-seeding" => parsed.web_api_seeding = true,
             "--sandbox" => parsed.sandbox = Some(args.next().ok_or("--sandbox needs a path")?),
             "-h" | "--help" => return Err(USAGE.into()),
+            other if parsed.lambda.parse(other, &mut args)? => {}
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
@@ -522,7 +489,6 @@ async fn verify_group(
 
 // ---- the runs ---------------------------------------------------------------------------------
 
-const BATCH_SIZE: usize = 250;
 const RSS_TARGET: u64 = 128 * 1024 * 1024;
 const CALL_RATIO_TARGET: f64 = 1.1;
 
@@ -536,8 +502,7 @@ struct Setup<'a> {
     n: usize,
     overlap: usize,
     missing_attributes: usize,
-    timeout: Option<Duration>,
-    max_receives: u32,
+    lambda: &'a LambdaArgs,
 }
 
 /// One resync: a `Resync` message handled by fresh workers (cold Lambdas), one invocation
@@ -556,8 +521,7 @@ async fn run_once(
         n,
         overlap,
         missing_attributes,
-        timeout,
-        max_receives,
+        lambda,
     } = *setup;
     println!("== {label}");
     let dataverse_before = control.dataverse_stats().await?;
@@ -569,7 +533,7 @@ async fn run_once(
         &run_id,
         chrono::Utc::now().timestamp_millis(),
     );
-    let invocations = run_invocations(setup.line, &first, timeout, max_receives)?;
+    let invocations = run_invocations(setup.line, QueueFamily::Campaign, &first, lambda)?;
     let measured = invocations.overall();
     let dv = &endpoints.dataverse;
 
@@ -611,35 +575,7 @@ async fn run_once(
         "{:<56} {:>10.2} s",
         "wall time (worker handlers, all invocations)", measured.wall_s
     );
-    println!(
-        "{:<56} {:>12}  (killed by the timeout: {}, redelivered: {}, continuations: {})",
-        "invocations",
-        invocations.runs.len(),
-        invocations.killed(),
-        invocations.redelivered,
-        invocations.continuations
-    );
-    println!(
-        "{:<56} {:>10.2} s{}",
-        "longest invocation",
-        invocations.longest_s(),
-        timeout.map_or(String::new(), |t| format!(
-            "  (timeout {} s: {})",
-            t.as_secs(),
-            if invocations.killed() == 0 {
-                "none killed"
-            } else {
-                "KILLED"
-            }
-        ))
-    );
-    if invocations.dead_lettered {
-        ok = false;
-        println!("FAILED: the message was dead-lettered after {max_receives} receives");
-    }
-    if invocations.killed() > 0 {
-        ok = false;
-    }
+    ok &= invocations.report(56, lambda.timeout, lambda.max_receives);
     println!(
         "{:<56} {:>10.2} s{}",
         "CPU time of the worker (user + system)",
@@ -693,212 +629,6 @@ async fn run_once(
     println!("{label}: {}", if ok { "PASS" } else { "FAIL" });
     println!();
     Ok(ok)
-}
-
-/// What a worker process measured.
-#[derive(Debug, Default, serde::Serialize, Deserialize)]
-struct Measured {
-    wall_s: f64,
-    rss_before: u64,
-    rss_peak: u64,
-    heap_peak: u64,
-    /// CPU seconds (user + system) of the worker process while it handled the message.
-    cpu_s: f64,
-    /// The cgroup the worker ran in (`BENCH_WORKER_CGROUP`), if any.
-    cgroup: Option<String>,
-    /// The worker left the message on the queue.
-    failed: bool,
-    /// The message the worker queued to continue its reconcile (its time ran short).
-    continuation: Option<String>,
-    /// Killed at the emulated timeout (nothing reported).
-    #[serde(default)]
-    killed: bool,
-}
-
-/// The invocations one message (and its continuations) took.
-#[derive(Default)]
-struct Invocations {
-    runs: Vec<Measured>,
-    redelivered: usize,
-    continuations: usize,
-    dead_lettered: bool,
-}
-
-impl Invocations {
-    fn killed(&self) -> usize {
-        self.runs.iter().filter(|r| r.killed).count()
-    }
-
-    fn longest_s(&self) -> f64 {
-        self.runs.iter().map(|r| r.wall_s).fold(0.0, f64::max)
-    }
-
-    /// All invocations as one: wall times added, memory the highest of any.
-    fn overall(&self) -> Measured {
-        Measured {
-            wall_s: self.runs.iter().map(|r| r.wall_s).sum(),
-            rss_before: self.runs.iter().map(|r| r.rss_before).max().unwrap_or(0),
-            rss_peak: self.runs.iter().map(|r| r.rss_peak).max().unwrap_or(0),
-            heap_peak: self.runs.iter().map(|r| r.heap_peak).max().unwrap_or(0),
-            cpu_s: self.runs.iter().map(|r| r.cpu_s).sum(),
-            cgroup: self.runs.iter().find_map(|r| r.cgroup.clone()),
-            failed: self.dead_lettered || self.runs.last().is_none_or(|r| r.failed || r.killed),
-            continuation: None,
-            killed: self.killed() > 0,
-        }
-    }
-}
-
-/// Delivers `first` to fresh worker processes as SQS and Lambda would: a continuation the
-/// worker queued is the next message; a message left on the queue (or whose worker was killed
-/// at the timeout) is delivered again, up to `max_receives` times.
-fn run_invocations(
-    line: &str,
-    first: &ChangeEvent,
-    timeout: Option<Duration>,
-    max_receives: u32,
-) -> Result<Invocations, String> {
-    let mut message = serde_json::to_string(first).map_err(|e| e.to_string())?;
-    let mut receives = 0;
-    let mut done = Invocations::default();
-    loop {
-        receives += 1;
-        let run = run_worker_process(line, &message, timeout)?;
-        let again = run.failed || run.killed;
-        let next = run.continuation.clone();
-        done.runs.push(run);
-        if again {
-            if receives >= max_receives {
-                done.dead_lettered = true;
-                return Ok(done);
-            }
-            done.redelivered += 1;
-            continue;
-        }
-        match next {
-            Some(next) => {
-                done.continuations += 1;
-                message = next;
-                receives = 0;
-            }
-            None => return Ok(done),
-        }
-    }
-}
-
-/// Runs one worker in a fresh process of this binary and reads what it measured; with a
-/// timeout, kills it there as Lambda would (then it reports nothing).
-fn run_worker_process(
-    line: &str,
-    message: &str,
-    timeout: Option<Duration>,
-) -> Result<Measured, String> {
-    let me = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
-    let mut command = Command::new(me);
-    command
-        .arg("--worker")
-        .env("BENCH_SIMULATORS", line)
-        .env("BENCH_MESSAGE", message)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    if let Some(t) = timeout {
-        command.env("BENCH_TIMEOUT_MS", t.as_millis().to_string());
-    }
-    let started = Instant::now();
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("starting the worker: {e}"))?;
-    if let Some(t) = timeout {
-        loop {
-            if child.try_wait().map_err(|e| e.to_string())?.is_some() {
-                break;
-            }
-            if started.elapsed() >= t {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Ok(Measured {
-                    wall_s: started.elapsed().as_secs_f64(),
-                    killed: true,
-                    ..Measured::default()
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let output = child
-        .wait_with_output()
-        .map_err(|e| format!("the worker: {e}"))?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(text.trim()).map_err(|e| {
-        format!(
-            "the worker did not report ({e}; exit {}): {text:?}",
-            output.status
-        )
-    })
-}
-
-/// Worker mode: the message in `BENCH_MESSAGE`, handled by the campaign worker built as the
-/// function's `main` builds it, within the invocation's deadline when `BENCH_TIMEOUT_MS` says
-/// there is one (counted from the process start, as Lambda counts from the invocation);
-/// prints what it measured as one JSON line.
-fn worker_process() -> Result<(), String> {
-    let started_process = tokio::time::Instant::now();
-    let line = std::env::var("BENCH_SIMULATORS").map_err(|_| "BENCH_SIMULATORS is not set")?;
-    let body = std::env::var("BENCH_MESSAGE").map_err(|_| "BENCH_MESSAGE is not set")?;
-    let timeout = std::env::var("BENCH_TIMEOUT_MS")
-        .ok()
-        .and_then(|t| t.parse::<u64>().ok())
-        .map(Duration::from_millis);
-    let endpoints: Endpoints = serde_json::from_str(&line).map_err(|e| e.to_string())?;
-    let event: ChangeEvent = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-    let cgroup = join_cgroup_from_env()?;
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    let measured = runtime.block_on(async {
-        let budget = timeout.map(|t| Budget::until(started_process + t));
-        let dv = &endpoints.dataverse;
-        let crm = DataverseCrm::new(dataverse_client(dv, &dv.connector)?);
-        let newsletter = cleverreach_client(&endpoints.cleverreach, BATCH_SIZE)?;
-        newsletter
-            .connect_client_credentials()
-            .await
-            .map_err(|e| format!("CleverReach token: {e}"))?;
-        // The worker's own queue, for the continuation it may queue.
-        let own_queue = Arc::new(InMemoryChangeQueue::new());
-        let worker = WorkerDeps::new(QueueFamily::Campaign, Connector::new(crm, newsletter))
-            .with_follow_up(own_queue.clone());
-        let message = InboundMessage {
-            message_id: event.operation_id.clone(),
-            body,
-            group: Some(message_group(&event)),
-        };
-        let rss_before = rss().now;
-        reset_heap_peak();
-        let cpu_before = cpu_seconds();
-        let started = Instant::now();
-        let failed = deadline::within(budget, handle_messages(&worker, vec![message])).await;
-        let wall = started.elapsed();
-        let continuation = match own_queue.pending().into_iter().next() {
-            Some(queued) => Some(serde_json::to_string(&queued.event).map_err(|e| e.to_string())?),
-            None => None,
-        };
-        Ok::<Measured, String>(Measured {
-            wall_s: wall.as_secs_f64(),
-            rss_before,
-            rss_peak: rss().peak,
-            heap_peak: heap_peak() as u64,
-            cpu_s: cpu_seconds() - cpu_before,
-            cgroup: cgroup.clone(),
-            failed: !failed.is_empty(),
-            continuation,
-            killed: false,
-        })
-    })?;
-    println!(
-        "{}",
-        serde_json::to_string(&measured).map_err(|e| e.to_string())?
-    );
-    Ok(())
 }
 
 /// Drift behind the connector's back, through CleverReach's API (as a CleverReach user or an
@@ -1026,32 +756,9 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
         n,
         overlap: args.overlap,
         missing_attributes,
-        timeout: args.timeout,
-        max_receives: args.max_receives,
+        lambda: &args.lambda,
     };
-    if args.dataverse_latency_ms > 0 || args.cleverreach_latency_ms > 0 {
-        for (base, ms) in [
-            (&control.dataverse, args.dataverse_latency_ms),
-            (&control.cleverreach, args.cleverreach_latency_ms),
-        ] {
-            control
-                .put(
-                    base,
-                    "_sim/faults",
-                    &json!({ "rate": 0.0, "latency_ms": ms }),
-                )
-                .await?;
-        }
-        println!(
-            "from here every request is answered after {} ms (Dataverse) and {} ms (CleverReach){}",
-            args.dataverse_latency_ms,
-            args.cleverreach_latency_ms,
-            args.timeout.map_or(String::new(), |t| format!(
-                "; Lambda timeout {} s",
-                t.as_secs()
-            ))
-        );
-    }
+    args.lambda.apply_latency(&control).await?;
     let mut ok = run_once(&setup, "run 1: from no group", None, &HashSet::new()).await?;
 
     let admin = dataverse_client(&endpoints.dataverse, &endpoints.dataverse.admin)?;
@@ -1091,9 +798,9 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
 
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1).peekable();
-    if args.peek().map(String::as_str) == Some("--worker") {
+    if args.peek().map(String::as_str) == Some(WORKER_FLAG) {
         init_tracing();
-        return match worker_process() {
+        return match lambda::worker_process() {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("worker: {e}");

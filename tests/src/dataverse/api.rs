@@ -846,21 +846,27 @@ pub fn related(
         "campaignactivityitem" => Some("itemobjecttypecode"),
         _ => None,
     };
-    let type_of = |row: &Row, attr: &str, of: &str| -> Option<String> {
+    // Borrowed, not copied: a list of 600,000 members is 1.2 million of these a page.
+    fn type_of<'r>(
+        row: &'r Row,
+        attr: &str,
+        of: &'static str,
+        type_column: Option<&str>,
+    ) -> Option<&'r str> {
         match row.get(attr) {
-            Some(Val::Ref(t, _)) => Some(t.to_string()),
+            Some(Val::Ref(t, _)) => Some(*t),
             Some(Val::Guid(_)) => match type_column {
-                Some(tc) => row.get(tc).and_then(|v| v.as_str()).map(str::to_string),
-                None => Some(of.to_string()),
+                Some(tc) => row.get(tc).and_then(|v| v.as_str()),
+                None => Some(of),
             },
             _ => None,
         }
-    };
+    }
     let mut ids = HashSet::new();
     for (_, row) in store.table_rows(rel.intersect) {
         if row.get(own_attr).and_then(|v| v.guid()) != Some(id)
-            || type_of(row, own_attr, table.logical).as_deref() != Some(table.logical)
-            || type_of(row, other_attr, other).as_deref() != Some(other)
+            || type_of(row, own_attr, table.logical, type_column) != Some(table.logical)
+            || type_of(row, other_attr, other, type_column) != Some(other)
         {
             continue;
         }
@@ -933,7 +939,6 @@ fn read_collection(
         .map(|(id, r)| (query::sort_key(&order, id, r), r))
         .collect();
     let total = rows.len();
-    rows.sort_by(|a, b| query::cmp_keys(&order, &a.0, &b.0));
 
     let cursor = match req.param("$skiptoken") {
         None => None,
@@ -954,7 +959,13 @@ fn read_collection(
         (None, None) => (ctx.max_page, true),
     };
     let more = rows.len() > size;
-    rows.truncate(size);
+    // Only the page is sorted: the rows after it are left unordered (a page of 5,000 of a
+    // table of a million is read in a few milliseconds, not a sort of the million).
+    if more {
+        rows.select_nth_unstable_by(size, |a, b| query::cmp_keys(&order, &a.0, &b.0));
+        rows.truncate(size);
+    }
+    rows.sort_by(|a, b| query::cmp_keys(&order, &a.0, &b.0));
     let page = cursor.as_ref().map(|c| c.page + 1).unwrap_or(1);
 
     let mut body = Map::new();

@@ -240,6 +240,49 @@ mod cleverreach {
         assert_eq!(inactive.next_page().await.unwrap(), None);
     }
 
+    /// After a full first page the group's count says how many pages there are, and they are
+    /// read several at a time: every receiver still comes once, in order, and no page is read
+    /// twice or past the one that ends the group.
+    #[tokio::test]
+    async fn a_group_of_many_pages_is_read_ahead_with_every_receiver_once() {
+        let (sim, client) = setup().await;
+        for (count, expected_sizes) in [(23, vec![5, 5, 5, 5, 3]), (20, vec![5, 5, 5, 5])] {
+            let group = client.create_group("Big", false, "").await.unwrap();
+            let rows: Vec<(ReceiverData, bool)> = (0..count)
+                .map(|i| (person(&format!("r{i:02}@example.com"), "R"), true))
+                .collect();
+            client.upsert_receivers(&group.id, &rows).await.unwrap();
+            sim.reset_stats();
+            let mut pages = client.receivers(
+                &group.id,
+                ReceiverFilter {
+                    state: ListState::All,
+                    page_size: 5,
+                },
+            );
+            let mut sizes = Vec::new();
+            let mut all = Vec::new();
+            while let Some(page) = pages.next_page().await.unwrap() {
+                sizes.push(page.len());
+                all.extend(page.into_iter().map(|r| r.email.as_str().to_string()));
+            }
+            assert_eq!(sizes, expected_sizes, "{count} receivers");
+            let mut expected: Vec<String> =
+                (0..count).map(|i| format!("r{i:02}@example.com")).collect();
+            expected.sort();
+            let mut read = all.clone();
+            read.sort();
+            assert_eq!(read, expected, "every receiver once");
+            // The pages up to the short (or empty) one, and the count once.
+            assert_eq!(
+                sim.stats().calls(Endpoint::ReceiversList),
+                count as u64 / 5 + 1,
+                "{count} receivers"
+            );
+            assert_eq!(sim.stats().calls(Endpoint::GroupStats), 1);
+        }
+    }
+
     #[tokio::test]
     async fn a_single_receiver_is_found_or_reported_missing() {
         let (sim, client) = setup().await;

@@ -51,5 +51,6 @@ mod e2e_resync;
 mod e2e_retroactive;
 mod e2e_sqs;
 mod e2e_sweep;
+mod e2e_thousand_members;
 mod e2e_worker_batch;
 mod installer;

@@ -65,7 +65,7 @@ pub struct StoredTokens {
 /// and only if that copy is still the stored one. Many workers refresh concurrently in
 /// different Lambda instances; a blind write could put a dead or stale pair over a fresh one.
 #[async_trait]
-pub trait TokenStore: Send + Sync {
+pub trait TokenStore: Send + Sync + 'static {
     /// The stored tokens and which copy they are.
     async fn load_versioned(&self) -> Result<StoredTokens, TokenStoreError>;
 
