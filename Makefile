@@ -11,7 +11,7 @@ PY_TOOLS := 'cfn-lint==1.58.0' 'aws-sam-translator==1.115.0' 'cargo-lambda==1.9.
 CONFORMANCE_REQUIREMENTS := tests/conformance/requirements.txt
 CONFORMANCE_PYTHON = $(abspath $(VENV))/bin/python
 
-.PHONY: help demo up resync test lint fmt check-domain bench bench-first-sync bench-resync bench-consent bench-retroactive sandbox clean build lint-infra tools conformance-tools conformance receiver-state-sync lead-sync
+.PHONY: help demo up resync test lint fmt check-domain bench bench-first-sync bench-resync bench-consent bench-person-change bench-retroactive sandbox clean build lint-infra tools conformance-tools conformance receiver-state-sync lead-sync
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -58,6 +58,9 @@ bench-resync: ## benchmark (release build): full resync of a campaign of 100k re
 
 bench-consent: ## benchmark (release build): 100 unsubscribes through the event hooks to the CRM, simulators answering after 300 ms (p50/p99, calls per event)
 	$(CARGO) run --release -p sandbox --bin bench-consent $(CARGO_FLAGS) -- --events 100 --latency-ms 300 --every-ms 500 --workers 5
+
+bench-person-change: ## benchmark (release build): 100 contact changes through the Web API to CleverReach, simulators answering after 100 ms (p50/p99, Dataverse and CleverReach requests per change)
+	$(CARGO) run --release -p sandbox --bin bench-person-change $(CARGO_FLAGS) -- --changes 100 --latency-ms 100 --every-ms 250 --workers 5
 
 bench-retroactive: ## benchmark (release build): retroactive sync of 100,000 contacts, sandbox answering after 50 ms ($$batch count, longest invocation, peak RSS, wall time)
 	$(CARGO) run --release -p sandbox --bin bench-retroactive $(CARGO_FLAGS) -- --contacts 100000 --latency-ms 50

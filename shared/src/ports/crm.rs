@@ -13,7 +13,7 @@ use crate::domain::settings::{LoadedSettings, SettingsError};
 use crate::domain::source::{GroupId, ListShape, SourceKind, SourceRecord};
 use crate::error::Retryable;
 use async_trait::async_trait;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 /// Why the CRM could not be read or written, classified for the caller. The texts are the
@@ -155,6 +155,69 @@ pub trait MemberReader: Send + Sync {
 /// A CRM record as a member: its table and lower-case id.
 pub type MemberKey = (RecipientKind, String);
 
+/// The sources a person's change can reach (docs/architecture.md §10.2), read once per scoped
+/// reconcile (a worker batch): every active source with sync on, the campaigns and activities
+/// each list feeds, and the dynamic lists in use.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceDirectory {
+    /// Every active source whose sync flag is on, as [`SourceStore::source`] reads it.
+    pub synced: BTreeMap<(SourceKind, String), SourceRecord>,
+    /// Marketing list → the active campaigns and campaign activities with sync on it is
+    /// linked to.
+    pub linked: BTreeMap<String, BTreeSet<(SourceKind, String)>>,
+    /// The active dynamic lists whose members the connector may need: synced, or linked to a
+    /// synced campaign or activity.
+    pub dynamic_lists: Vec<(String, ListShape)>,
+}
+
+impl SourceDirectory {
+    /// The synced sources whose group is this one.
+    pub fn sources_with_group<'a>(
+        &'a self,
+        group: &'a GroupId,
+    ) -> impl Iterator<Item = &'a (SourceKind, String)> + 'a {
+        self.synced
+            .iter()
+            .filter(move |(_, r)| r.source.group_id.as_ref() == Some(group))
+            .map(|(key, _)| key)
+    }
+}
+
+/// One round of a scoped reconcile's reads (docs/architecture.md §10.2): everything it asks is
+/// read together, in one round trip where the CRM allows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeopleQuery {
+    /// Records to read by id.
+    pub records: BTreeSet<MemberKey>,
+    /// Addresses whose contacts and leads are wanted (read whole, trimmed and in any case).
+    pub emails: BTreeSet<Email>,
+    /// Contacts whose accounts (where they are the primary contact) are wanted, read whole.
+    pub primary_contacts: BTreeSet<String>,
+    /// Records whose static marketing lists are wanted.
+    pub lists_of: BTreeSet<MemberKey>,
+}
+
+impl PeopleQuery {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+            && self.emails.is_empty()
+            && self.primary_contacts.is_empty()
+            && self.lists_of.is_empty()
+    }
+}
+
+/// What one round of reads found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PeopleFound {
+    /// Every record read: asked for by id, found by address, or an account of a primary
+    /// contact asked for. Records that are gone are absent.
+    pub recipients: BTreeMap<MemberKey, Recipient>,
+    /// The static lists of each record asked for in `lists_of` (empty when none).
+    pub static_lists: BTreeMap<MemberKey, BTreeSet<String>>,
+    /// The campaign and campaign activity each lead read is linked to.
+    pub lead_links: BTreeMap<String, Vec<(SourceKind, String)>>,
+}
+
 /// What a scoped (people) reconcile looks up: records by address, accounts and contacts that
 /// belong together, and which sources a record is a member of.
 #[async_trait]
@@ -181,6 +244,26 @@ pub trait PeopleDirectory: Send + Sync {
     ) -> Result<bool, CrmError>;
     /// The campaign and campaign activity a lead is linked to.
     async fn lead_links(&self, lead_id: &str) -> Result<Vec<(SourceKind, String)>, CrmError>;
+    /// The sources in use, read together (one round trip where the CRM allows).
+    async fn sources_in_use(&self) -> Result<SourceDirectory, CrmError>;
+    /// One round of a scoped reconcile's reads, together (one round trip where the CRM
+    /// allows).
+    async fn people(&self, query: &PeopleQuery) -> Result<PeopleFound, CrmError>;
+    /// The sources in use and one round of people, together: the first round of a scoped
+    /// reconcile costs one round trip, not two.
+    async fn sources_and_people(
+        &self,
+        query: &PeopleQuery,
+    ) -> Result<(SourceDirectory, PeopleFound), CrmError> {
+        Ok((self.sources_in_use().await?, self.people(query).await?))
+    }
+    /// Which of these records each dynamic list's query selects, as (list id, record); all
+    /// lists and records at once (one round trip where the CRM allows).
+    async fn dynamic_members(
+        &self,
+        lists: &[(String, ListShape)],
+        records: &BTreeSet<MemberKey>,
+    ) -> Result<BTreeSet<(String, MemberKey)>, CrmError>;
 }
 
 /// A contact or lead as the back-flow reads it.

@@ -2,8 +2,9 @@
 //! deleted, or members were added to or removed from a list. Only their receivers are worked
 //! out, in every group they belong to or were in (docs/architecture.md §3), never the whole group.
 //!
-//! Steps: widen the scope (every CRM record that shares an address with the people, accounts
-//! whose primary contact they are) → read them → find the sources each belongs to → find the
+//! Steps: read the sources in use and widen the scope (every CRM record that shares an address
+//! with the people, accounts whose primary contact they are), reading them with their static
+//! lists → find the sources each belongs to (dynamic lists for all of them at once) → find the
 //! groups that hold their addresses now → plan and write per group.
 
 use super::connector::{Connector, SyncError};
@@ -14,8 +15,9 @@ use crate::domain::receiver::CurrentReceiver;
 use crate::domain::recipient::{CrmRef, PersonEntity, Recipient, RecipientKind};
 use crate::domain::settings::Settings;
 use crate::domain::source::{GroupId, SourceKind, SourceRecord};
-use crate::ports::crm::MemberKey;
+use crate::ports::crm::{MemberKey, PeopleFound, PeopleQuery, SourceDirectory};
 use crate::ports::newsletter::{FilterRequest, FilterRule};
+use futures::{StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Who a scoped reconcile is about.
@@ -133,17 +135,23 @@ pub async fn on_list_members_change(
 }
 
 /// The scoped reconcile. With `only`, just that source's group is worked out.
+///
+/// The CRM is read in a few round trips, whatever the number of people (docs/architecture.md
+/// §10.2): the sources in use together with the people, their accounts and their static lists
+/// (one round); people found only through a shared address or an account (one more round, the
+/// uncommon case); then every dynamic list in use for all of them (one round).
 pub async fn reconcile_people(
     conn: &Connector,
     settings: &Settings,
     mut scope: PeopleScope,
     only: Option<(&SourceRecord, &GroupId)>,
 ) -> Result<PeopleSync, SyncError> {
-    let recipients = widen_and_read(conn, &mut scope).await?;
+    let (directory, people) = widen_and_read(conn, &mut scope, only.is_none()).await?;
     let memberships = match only {
-        Some((list, _)) => memberships_in_one_list(conn, list, &recipients).await?,
-        None => memberships_everywhere(conn, &recipients).await?,
+        Some((list, _)) => memberships_in_one_list(conn, list, &people).await?,
+        None => memberships_everywhere(conn, &directory, &people).await?,
     };
+    let recipients = people.recipients;
     let persons: BTreeSet<String> = recipients
         .values()
         .map(|r| r.person.id.clone())
@@ -160,19 +168,20 @@ pub async fn reconcile_people(
         sources.insert((list.source.kind, list.source.id.clone()));
     } else {
         for group in held.keys() {
-            for source in conn.sources.sources_with_group(group.as_str()).await? {
-                sources.insert(source);
-            }
+            sources.extend(directory.sources_with_group(group).cloned());
         }
     }
 
-    let mut result = PeopleSync::default();
+    // The groups' records, those whose groups are worked out here.
+    let mut work = Vec::new();
     for (kind, id) in sources {
         let record = match only {
             Some((list, _)) if list.source.id == id => list.clone(),
             Some(_) => continue,
-            None => match conn.sources.source(kind, &id).await? {
-                Some(record) => record,
+            // Only active sources with sync on are in the directory: the others keep their
+            // (kept) group untouched.
+            None => match directory.synced.get(&(kind, id.clone())) {
+                Some(record) => record.clone(),
                 None => continue,
             },
         };
@@ -185,26 +194,79 @@ pub async fn reconcile_people(
         if !(source.sync_enabled && source.active) || record.checklist_problem.is_some() {
             continue;
         }
-        let members = recipients
+        work.push((kind, id, record, group));
+    }
+    let members_of = |kind: SourceKind, id: &str| -> Vec<&Recipient> {
+        recipients
             .iter()
             .filter(|(key, _)| {
                 memberships
                     .get(*key)
-                    .is_some_and(|s| s.contains(&(kind, id.clone())))
+                    .is_some_and(|s| s.contains(&(kind, id.to_string())))
             })
-            .map(|(_, r)| r);
-        let current = held.get(&group).cloned().unwrap_or_default();
-        let report = reconcile_members(conn, settings, &record, &group, current, members).await?;
-        // CleverReach moves an address in every group at once: what the other groups hold
-        // has changed, so read it again before planning them.
-        let moved = report.summary.email_changed > 0;
-        result.groups.insert(group, report);
-        if moved {
-            held = receivers_holding(conn, &scope.emails, &persons).await?;
+            .map(|(_, r)| r)
+            .collect()
+    };
+
+    let mut result = PeopleSync::default();
+    if !address_may_move(&recipients, &held) {
+        // Nothing moves an address across groups: the groups are independent, and their
+        // writes go out side by side (at most `writes_in_flight` at once).
+        let held = &held;
+        let mut jobs = Vec::with_capacity(work.len());
+        for (kind, id, record, group) in &work {
+            let members = members_of(*kind, id);
+            jobs.push(async move {
+                let current = held.get(group).cloned().unwrap_or_default();
+                reconcile_members(conn, settings, record, group, current, members.into_iter())
+                    .await
+                    .map(|report| (group.clone(), report))
+            });
+        }
+        let reports: Vec<(GroupId, ReconcileReport)> = futures::stream::iter(jobs)
+            .buffer_unordered(conn.writes_in_flight.max(1))
+            .try_collect()
+            .await?;
+        result.groups.extend(reports);
+    } else {
+        for (kind, id, record, group) in &work {
+            let current = held.get(group).cloned().unwrap_or_default();
+            let members = members_of(*kind, id);
+            let report =
+                reconcile_members(conn, settings, record, group, current, members.into_iter())
+                    .await?;
+            // CleverReach moves an address in every group at once: what the other groups
+            // hold has changed, so read it again before planning them.
+            let moved = report.summary.email_changed > 0;
+            result.groups.insert(group.clone(), report);
+            if moved {
+                held = receivers_holding(conn, &scope.emails, &persons).await?;
+            }
         }
     }
     strip_deleted(conn, &scope.deleted, &held).await?;
     Ok(result)
+}
+
+/// Whether a group's plan may move an address (`change_email`, account-wide in CleverReach):
+/// some receiver carries one of these people's CRM records under an address that is not the
+/// record's current one. Only then must the groups be worked one after another.
+fn address_may_move(
+    recipients: &BTreeMap<MemberKey, Recipient>,
+    held: &BTreeMap<GroupId, Vec<CurrentReceiver>>,
+) -> bool {
+    held.values().flatten().any(|receiver| {
+        receiver.crm.as_ref().is_some_and(|crm| {
+            recipients.values().any(|r| {
+                r.person == *crm
+                    && r.email
+                        .as_deref()
+                        .and_then(|e| Email::parse(e).ok())
+                        .as_ref()
+                        != Some(&receiver.email)
+            })
+        })
+    })
 }
 
 /// Data minimisation: the opted-out receivers of records deleted in the CRM keep only their
@@ -235,124 +297,177 @@ async fn strip_deleted(
     Ok(())
 }
 
+/// Rounds that widen the scope. Each round reads what the one before found out: records named
+/// → their addresses → the records holding those addresses → the accounts whose primary
+/// contact those are. A record read in one round only has its own accounts looked for in the
+/// next, so it takes three rounds to reach an account through a shared address when the event
+/// named no address. A last round reads the static lists of what the third found, so every
+/// record read has its memberships. Rounds with nothing new to read are not made: the common
+/// case is one.
+const WIDENING_ROUNDS: usize = 3;
+
 /// Adds every record that shares an address with the scope, and the accounts whose primary
-/// contact is in it; reads them all.
+/// contact is in it; reads them all, with their static lists and lead links. With
+/// `with_sources`, the sources in use come in the first round's round trip.
 async fn widen_and_read(
     conn: &Connector,
     scope: &mut PeopleScope,
-) -> Result<BTreeMap<MemberKey, Recipient>, SyncError> {
-    let mut recipients = BTreeMap::new();
-    let mut searched_emails = BTreeSet::new();
-    let mut searched_contacts = BTreeSet::new();
-    // Two rounds: addresses lead to records, records' current addresses lead to more records.
-    for _ in 0..2 {
-        for email in scope.emails.clone() {
-            if searched_emails.insert(email.clone()) {
-                for key in conn.people.people_with_email(email.as_str()).await? {
-                    scope.records.insert(key);
-                }
+    with_sources: bool,
+) -> Result<(SourceDirectory, PeopleFound), SyncError> {
+    let mut people = PeopleFound::default();
+    let mut asked = PeopleQuery::default();
+    let mut directory = SourceDirectory::default();
+    for round in 0..=WIDENING_ROUNDS {
+        let query = next_round(scope, &people, &asked, round < WIDENING_ROUNDS);
+        let found = if round == 0 && with_sources {
+            let (sources, found) = conn.people.sources_and_people(&query).await?;
+            directory = sources;
+            found
+        } else if query.is_empty() {
+            break;
+        } else {
+            conn.people.people(&query).await?
+        };
+        asked.records.extend(query.records);
+        asked.emails.extend(query.emails);
+        asked.primary_contacts.extend(query.primary_contacts);
+        asked.lists_of.extend(query.lists_of);
+        for (key, recipient) in found.recipients {
+            if let Some(email) = recipient
+                .email
+                .as_deref()
+                .and_then(|e| Email::parse(e).ok())
+            {
+                scope.emails.insert(email);
             }
+            scope.records.insert(key.clone());
+            people.recipients.insert(key, recipient);
         }
-        let contacts: Vec<String> = scope
-            .records
-            .iter()
-            .filter(|(k, _)| *k == RecipientKind::Contact)
-            .map(|(_, id)| id.clone())
-            .collect();
-        for contact in contacts {
-            if searched_contacts.insert(contact.clone()) {
-                for account in conn.people.accounts_of_primary_contact(&contact).await? {
-                    scope.records.insert((RecipientKind::Account, account));
-                }
-            }
-        }
-        for key in scope.records.clone() {
-            if recipients.contains_key(&key) {
-                continue;
-            }
-            if let Some(recipient) = conn.people.recipient(key.0, &key.1).await? {
-                if let Some(email) = recipient
-                    .email
-                    .as_deref()
-                    .and_then(|e| Email::parse(e).ok())
-                {
-                    scope.emails.insert(email);
-                }
-                recipients.insert(key, recipient);
-            }
-        }
+        people.static_lists.extend(found.static_lists);
+        people.lead_links.extend(found.lead_links);
     }
-    Ok(recipients)
+    Ok((directory, people))
 }
 
+/// What the next round must read: the static lists of every record named or read whose lists
+/// were not asked for yet, and when widening, records named but not read yet, addresses not
+/// searched yet and contacts whose accounts were not looked for yet.
+fn next_round(
+    scope: &PeopleScope,
+    people: &PeopleFound,
+    asked: &PeopleQuery,
+    widen: bool,
+) -> PeopleQuery {
+    let everyone: BTreeSet<&MemberKey> = scope
+        .records
+        .iter()
+        .chain(people.recipients.keys())
+        .collect();
+    let lists_of = everyone
+        .iter()
+        .filter(|k| !asked.lists_of.contains(**k))
+        .map(|k| (*k).clone())
+        .collect();
+    if !widen {
+        return PeopleQuery {
+            lists_of,
+            ..PeopleQuery::default()
+        };
+    }
+    PeopleQuery {
+        records: scope
+            .records
+            .iter()
+            .filter(|k| !people.recipients.contains_key(*k) && !asked.records.contains(*k))
+            .cloned()
+            .collect(),
+        emails: scope.emails.difference(&asked.emails).cloned().collect(),
+        primary_contacts: everyone
+            .iter()
+            .filter(|(kind, _)| *kind == RecipientKind::Contact)
+            .map(|(_, id)| id.clone())
+            .filter(|id| !asked.primary_contacts.contains(id))
+            .collect(),
+        lists_of,
+    }
+}
+
+/// For the records of one list's member type, whether they are members of that list.
 async fn memberships_in_one_list(
     conn: &Connector,
     list: &SourceRecord,
-    recipients: &BTreeMap<MemberKey, Recipient>,
+    people: &PeopleFound,
 ) -> Result<BTreeMap<MemberKey, BTreeSet<(SourceKind, String)>>, SyncError> {
     let mut memberships = BTreeMap::new();
     let Some(shape) = &list.list else {
         return Ok(memberships);
     };
     let me = (SourceKind::MarketingList, list.source.id.clone());
-    for key in recipients.keys() {
-        if key.0 != shape.member_kind {
-            continue;
-        }
-        let member = if shape.dynamic {
-            conn.people.dynamic_list_contains(shape, &key.1).await?
-        } else {
-            conn.people
-                .static_lists_of(&key.1)
-                .await?
-                .contains(&list.source.id)
-        };
-        if member {
-            memberships.insert(key.clone(), BTreeSet::from([me.clone()]));
-        }
+    let candidates: BTreeSet<MemberKey> = people
+        .recipients
+        .keys()
+        .filter(|key| key.0 == shape.member_kind)
+        .cloned()
+        .collect();
+    let members: BTreeSet<MemberKey> = if shape.dynamic {
+        conn.people
+            .dynamic_members(&[(list.source.id.clone(), shape.clone())], &candidates)
+            .await?
+            .into_iter()
+            .map(|(_, key)| key)
+            .collect()
+    } else {
+        candidates
+            .into_iter()
+            .filter(|key| {
+                people
+                    .static_lists
+                    .get(key)
+                    .is_some_and(|lists| lists.contains(&list.source.id))
+            })
+            .collect()
+    };
+    for key in members {
+        memberships.insert(key, BTreeSet::from([me.clone()]));
     }
     Ok(memberships)
 }
 
-/// For each record, the sources it is a member of (docs/architecture.md §2 rule 6).
+/// For each record, the sources it is a member of (docs/architecture.md §2 rule 6): its static
+/// lists and the dynamic lists in use that select it, the campaigns and activities those lists
+/// are linked to, and for a lead the campaign and activity it is linked to.
 async fn memberships_everywhere(
     conn: &Connector,
-    recipients: &BTreeMap<MemberKey, Recipient>,
+    directory: &SourceDirectory,
+    people: &PeopleFound,
 ) -> Result<BTreeMap<MemberKey, BTreeSet<(SourceKind, String)>>, SyncError> {
-    let dynamic: Vec<(String, crate::domain::source::ListShape)> = if recipients.is_empty() {
-        Vec::new()
+    let keys: BTreeSet<MemberKey> = people.recipients.keys().cloned().collect();
+    let dynamic = if keys.is_empty() || directory.dynamic_lists.is_empty() {
+        BTreeSet::new()
     } else {
-        conn.people.dynamic_lists_in_use().await?
-    };
-    let mut linked: BTreeMap<String, Vec<(SourceKind, String)>> = BTreeMap::new();
-    let mut memberships = BTreeMap::new();
-    for key in recipients.keys() {
-        let mut lists: BTreeSet<String> = conn
-            .people
-            .static_lists_of(&key.1)
+        conn.people
+            .dynamic_members(&directory.dynamic_lists, &keys)
             .await?
-            .into_iter()
-            .collect();
-        for (list_id, shape) in &dynamic {
-            if shape.member_kind == key.0
-                && conn.people.dynamic_list_contains(shape, &key.1).await?
-            {
-                lists.insert(list_id.clone());
-            }
-        }
+    };
+    let mut memberships = BTreeMap::new();
+    for key in keys {
+        let mut lists: BTreeSet<String> =
+            people.static_lists.get(&key).cloned().unwrap_or_default();
+        lists.extend(
+            dynamic
+                .iter()
+                .filter(|(_, k)| *k == key)
+                .map(|(list, _)| list.clone()),
+        );
         let mut sources = BTreeSet::new();
         for list in lists {
-            if !linked.contains_key(&list) {
-                let via = conn.sources.sources_linking_list(&list).await?;
-                linked.insert(list.clone(), via);
-            }
-            sources.extend(linked.get(&list).into_iter().flatten().cloned());
+            sources.extend(directory.linked.get(&list).into_iter().flatten().cloned());
             sources.insert((SourceKind::MarketingList, list));
         }
         if key.0 == RecipientKind::Lead {
-            sources.extend(conn.people.lead_links(&key.1).await?);
+            sources.extend(people.lead_links.get(&key.1).into_iter().flatten().cloned());
         }
-        memberships.insert(key.clone(), sources);
+        memberships.insert(key, sources);
     }
     Ok(memberships)
 }

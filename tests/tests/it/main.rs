@@ -40,6 +40,7 @@ mod e2e_campaigns;
 mod e2e_deletion;
 mod e2e_hooks;
 mod e2e_lead_sync;
+mod e2e_lean_reads;
 mod e2e_marketing_list;
 mod e2e_metrics;
 mod e2e_opt_outs;

@@ -37,6 +37,7 @@ mod error;
 mod fetchxml;
 pub mod filter;
 mod query;
+mod together;
 mod token;
 
 pub use batch::{BatchPartResult, BatchRequest, MAX_BATCH_REQUESTS};
@@ -46,6 +47,7 @@ pub use error::{DataverseApiError, DataverseError};
 use error::json_reason;
 pub use fetchxml::FetchPages;
 pub use query::{Pages, Query};
+pub use together::Read;
 
 use crate::adapters::http::{RetryPolicy, with_retries};
 use crate::domain::recipient::RecipientKind;

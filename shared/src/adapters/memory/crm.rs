@@ -8,9 +8,10 @@ use crate::domain::settings::{LoadedSettings, Settings};
 use crate::domain::source::{GroupId, ListShape, SourceKind, SourceRecord};
 use crate::ports::crm::{
     ChecklistWrite, CrmError, CursorStore, ManagedSource, MemberKey, MemberPages, MemberReader,
-    NewLead, PeopleDirectory, PersonRecord, PersonStore, ReceiverStateLog, ReceiverStateRow,
-    RetroactiveColumns, RetroactiveStore, RetroactiveUpdate, RowVersion, SettingsSource,
-    SignupStore, SourceStatus, SourceStore, StoredChecklist, WriteResult,
+    NewLead, PeopleDirectory, PeopleFound, PeopleQuery, PersonRecord, PersonStore,
+    ReceiverStateLog, ReceiverStateRow, RetroactiveColumns, RetroactiveStore, RetroactiveUpdate,
+    RowVersion, SettingsSource, SignupStore, SourceDirectory, SourceStatus, SourceStore,
+    StoredChecklist, WriteResult,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -60,6 +61,12 @@ pub struct CrmState {
     pub failing: BTreeMap<CrmPort, usize>,
     /// Read requests made, per port.
     pub reads: BTreeMap<CrmPort, usize>,
+    /// Reads of the sources in use (`sources_in_use`, `sources_and_people`).
+    pub directory_reads: usize,
+    /// Rounds of people reads (`people`, `sources_and_people`), each one round trip.
+    pub people_rounds: usize,
+    /// Dynamic-list membership reads (`dynamic_members`), each one round trip.
+    pub dynamic_rounds: usize,
     /// Row versions of people (bumped by every checklist write).
     pub versions: BTreeMap<MemberKey, u64>,
     /// Someone else saves these checklists right before the connector's next conditional
@@ -464,6 +471,140 @@ impl PeopleDirectory for InMemoryCrm {
     async fn lead_links(&self, lead_id: &str) -> Result<Vec<(SourceKind, String)>, CrmError> {
         let st = self.call(CrmPort::People)?;
         Ok(st.lead_links.get(lead_id).cloned().unwrap_or_default())
+    }
+
+    async fn sources_in_use(&self) -> Result<SourceDirectory, CrmError> {
+        let mut st = self.call(CrmPort::People)?;
+        st.directory_reads += 1;
+        Ok(st.directory())
+    }
+
+    async fn people(&self, query: &PeopleQuery) -> Result<PeopleFound, CrmError> {
+        let mut st = self.call(CrmPort::People)?;
+        st.people_rounds += 1;
+        Ok(st.people(query))
+    }
+
+    async fn sources_and_people(
+        &self,
+        query: &PeopleQuery,
+    ) -> Result<(SourceDirectory, PeopleFound), CrmError> {
+        let mut st = self.call(CrmPort::People)?;
+        st.directory_reads += 1;
+        st.people_rounds += 1;
+        Ok((st.directory(), st.people(query)))
+    }
+
+    async fn dynamic_members(
+        &self,
+        lists: &[(String, ListShape)],
+        records: &BTreeSet<MemberKey>,
+    ) -> Result<BTreeSet<(String, MemberKey)>, CrmError> {
+        let mut st = self.call(CrmPort::People)?;
+        st.dynamic_rounds += 1;
+        let mut found = BTreeSet::new();
+        for (list, shape) in lists {
+            // The fake's dynamic lists keep what their query selects as members; the query
+            // text names the list.
+            let selected = st
+                .list_members
+                .get(shape.query.as_deref().unwrap_or_default());
+            for key in records {
+                if key.0 == shape.member_kind && selected.is_some_and(|m| m.contains(key)) {
+                    found.insert((list.clone(), key.clone()));
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl CrmState {
+    /// The sources in use, as the Dataverse adapter reads them.
+    fn directory(&self) -> SourceDirectory {
+        let synced: BTreeMap<(SourceKind, String), SourceRecord> = self
+            .sources
+            .iter()
+            .filter(|(_, r)| r.source.sync_enabled && r.source.active)
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect();
+        let mut linked: BTreeMap<String, BTreeSet<(SourceKind, String)>> = BTreeMap::new();
+        for (source, lists) in &self.linked_lists {
+            if synced.contains_key(source) {
+                for list in lists {
+                    linked
+                        .entry(list.clone())
+                        .or_default()
+                        .insert(source.clone());
+                }
+            }
+        }
+        let dynamic_lists = self
+            .sources
+            .values()
+            .filter(|r| r.source.active)
+            .filter(|r| (r.source.sync_enabled) || linked.contains_key(&r.source.id))
+            .filter_map(|r| Some((r.source.id.clone(), r.list.clone()?)))
+            .filter(|(_, shape)| shape.dynamic)
+            .collect();
+        SourceDirectory {
+            synced,
+            linked,
+            dynamic_lists,
+        }
+    }
+
+    /// One round of people reads.
+    fn people(&self, query: &PeopleQuery) -> PeopleFound {
+        let mut found = PeopleFound::default();
+        for key in &query.records {
+            if let Some(r) = self.recipients.get(key) {
+                found.recipients.insert(key.clone(), r.clone());
+            }
+        }
+        for (key, r) in &self.recipients {
+            let by_email = key.0 != RecipientKind::Account
+                && r.email
+                    .as_deref()
+                    .and_then(|e| Email::parse(e).ok())
+                    .is_some_and(|e| query.emails.contains(&e));
+            if by_email {
+                found.recipients.insert(key.clone(), r.clone());
+            }
+        }
+        for (account, contact) in &self.primary_contacts {
+            let key = (RecipientKind::Account, account.clone());
+            if query.primary_contacts.contains(contact)
+                && let Some(r) = self.recipients.get(&key)
+            {
+                found.recipients.insert(key, r.clone());
+            }
+        }
+        for key in &query.lists_of {
+            let lists = self
+                .list_members
+                .iter()
+                .filter(|(list, members)| {
+                    let dynamic = self
+                        .sources
+                        .get(&(SourceKind::MarketingList, (*list).clone()))
+                        .and_then(|l| l.list.as_ref())
+                        .is_some_and(|shape| shape.dynamic);
+                    !dynamic && members.iter().any(|(_, id)| *id == key.1)
+                })
+                .map(|(list, _)| list.clone())
+                .collect();
+            found.static_lists.insert(key.clone(), lists);
+        }
+        for (kind, id) in found.recipients.keys() {
+            if *kind == RecipientKind::Lead {
+                found.lead_links.insert(
+                    id.clone(),
+                    self.lead_links.get(id).cloned().unwrap_or_default(),
+                );
+            }
+        }
+        found
     }
 }
 

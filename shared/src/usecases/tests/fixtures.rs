@@ -68,6 +68,25 @@ impl World {
         self
     }
 
+    /// An account whose primary contact is this contact (a contact in its own right too),
+    /// member of these lists.
+    pub fn account(&self, id: &str, primary: PersonBuilder, lists: &[&str]) -> &World {
+        let contact = primary.id.clone();
+        self.crm
+            .add_recipient(primary.clone().recipient(RecipientKind::Contact), &contact);
+        self.crm
+            .add_recipient(primary.recipient(RecipientKind::Account), id);
+        self.crm
+            .state()
+            .primary_contacts
+            .insert(id.to_string(), contact);
+        for list in lists {
+            self.crm
+                .add_list_member_of(list, RecipientKind::Account, id);
+        }
+        self
+    }
+
     /// A group in CleverReach with these receivers.
     pub fn group(&self, id: &str, name: &str, receivers: Vec<CurrentReceiver>) -> &World {
         {
@@ -229,6 +248,7 @@ impl SourceBuilder {
 }
 
 /// A person (contact or lead): active, type 0 yes.
+#[derive(Clone)]
 pub struct PersonBuilder {
     pub id: String,
     pub email: Option<String>,

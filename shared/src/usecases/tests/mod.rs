@@ -9,6 +9,7 @@ mod backflow;
 mod brake;
 mod deadline;
 mod hooks;
+mod lean_reads;
 mod people_change;
 mod port_failures;
 mod source_change;

@@ -20,8 +20,8 @@ use std::marker::PhantomData;
 /// Above this URL length the GET goes inside a `$batch` body instead (docs/architecture.md §11).
 const MAX_GET_URL: usize = 32 * 1024;
 /// A URL inside a `$batch` may be up to 64 KB (docs/architecture.md §11).
-const MAX_BATCH_URL: usize = 65_536;
-const INCLUDE_ALL_ANNOTATIONS: &str = "odata.include-annotations=\"*\"";
+pub(crate) const MAX_BATCH_URL: usize = 65_536;
+pub(crate) const INCLUDE_ALL_ANNOTATIONS: &str = "odata.include-annotations=\"*\"";
 
 #[derive(Deserialize)]
 struct FetchPageBody<T> {
@@ -364,9 +364,9 @@ impl EntityContent {
         writer: &mut Writer<Vec<u8>>,
         key: &str,
         attributes: &[&str],
-        only_record: Option<&str>,
+        only_records: Option<&[String]>,
     ) -> Result<(), String> {
-        if let Some(id) = only_record {
+        if let Some(ids) = only_records {
             // A second <filter> under the entity is ANDed with the query's own.
             let mut filter = BytesStart::new("filter");
             filter.push_attribute(("type", "and"));
@@ -375,11 +375,32 @@ impl EntityContent {
                 .map_err(xml_error)?;
             let mut condition = BytesStart::new("condition");
             condition.push_attribute(("attribute", key));
-            condition.push_attribute(("operator", "eq"));
-            condition.push_attribute(("value", id));
-            writer
-                .write_event(Event::Empty(condition))
-                .map_err(xml_error)?;
+            if let [id] = ids {
+                condition.push_attribute(("operator", "eq"));
+                condition.push_attribute(("value", id.as_str()));
+                writer
+                    .write_event(Event::Empty(condition))
+                    .map_err(xml_error)?;
+            } else {
+                condition.push_attribute(("operator", "in"));
+                writer
+                    .write_event(Event::Start(condition))
+                    .map_err(xml_error)?;
+                for id in ids {
+                    writer
+                        .write_event(Event::Start(BytesStart::new("value")))
+                        .map_err(xml_error)?;
+                    writer
+                        .write_event(Event::Text(quick_xml::events::BytesText::new(id)))
+                        .map_err(xml_error)?;
+                    writer
+                        .write_event(Event::End(BytesEnd::new("value")))
+                        .map_err(xml_error)?;
+                }
+                writer
+                    .write_event(Event::End(BytesEnd::new("condition")))
+                    .map_err(xml_error)?;
+            }
             writer
                 .write_event(Event::End(BytesEnd::new("filter")))
                 .map_err(xml_error)?;
@@ -429,7 +450,28 @@ pub(crate) fn prepare_membership_check(
     record_id: &str,
 ) -> Result<String, DataverseError> {
     let id = filter::guid(record_id)?;
-    prepare(xml, entity, key, &[], Some(&id)).map_err(invalid_fetch)
+    prepare(xml, entity, key, &[], Some(std::slice::from_ref(&id))).map_err(invalid_fetch)
+}
+
+/// Like [`prepare_membership_check`] for several records at once (an `in` condition on the
+/// primary key): which of them does the dynamic list hold?
+pub(crate) fn prepare_membership_check_of(
+    xml: &str,
+    entity: &str,
+    key: &str,
+    record_ids: &[String],
+) -> Result<String, DataverseError> {
+    let ids = record_ids
+        .iter()
+        .map(|id| filter::guid(id))
+        .collect::<Result<Vec<_>, _>>()?;
+    if ids.is_empty() {
+        return Err(DataverseError::invalid(
+            "FetchXML",
+            "a membership check needs at least one record",
+        ));
+    }
+    prepare(xml, entity, key, &[], Some(&ids)).map_err(invalid_fetch)
 }
 
 fn prepare(
@@ -437,7 +479,7 @@ fn prepare(
     entity: &str,
     key: &str,
     attributes: &[&str],
-    only_record: Option<&str>,
+    only_records: Option<&[String]>,
 ) -> Result<String, String> {
     let mut reader = Reader::from_str(xml);
     let mut writer = Writer::new(Vec::with_capacity(xml.len() + 256));
@@ -487,7 +529,7 @@ fn prepare(
                         &mut writer,
                         key,
                         attributes,
-                        only_record,
+                        only_records,
                     )?;
                     writer
                         .write_event(Event::End(BytesEnd::new("entity")))
@@ -508,7 +550,7 @@ fn prepare(
                 if depth == 1
                     && let Some(content) = content.take()
                 {
-                    content.write_missing(&mut writer, key, attributes, only_record)?;
+                    content.write_missing(&mut writer, key, attributes, only_records)?;
                 }
                 writer.write_event(Event::End(element)).map_err(xml_error)?;
             }

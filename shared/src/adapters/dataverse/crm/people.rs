@@ -5,14 +5,18 @@ use super::rows::{
     self, account_recipient, contact_recipient, flag, id, lead_recipient, list_shape, state_active,
     text,
 };
+use super::sources::{source_columns, source_record};
 use super::{DataverseCrm, IDS_PER_FETCH, schema};
-use crate::adapters::dataverse::client::{FetchPages, Query, filter};
+use crate::adapters::dataverse::client::{FetchPages, Query, Read, filter};
+use crate::domain::email::Email;
 use crate::domain::recipient::{Recipient, RecipientKind};
 use crate::domain::source::{ListShape, SourceKind};
-use crate::ports::crm::{CrmError, MemberKey, PeopleDirectory};
+use crate::ports::crm::{
+    CrmError, MemberKey, PeopleDirectory, PeopleFound, PeopleQuery, SourceDirectory,
+};
 use async_trait::async_trait;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 impl DataverseCrm {
     /// Contacts by id (with the parent account's name), one request per 400 ids.
@@ -101,26 +105,32 @@ impl PeopleDirectory for DataverseCrm {
             "contains(emailaddress1,{})",
             filter::string_literal(&wanted)
         );
-        let mut found = Vec::new();
-        for (kind, set, key) in [
+        let tables = [
             (RecipientKind::Contact, "contacts", "contactid"),
             (RecipientKind::Lead, "leads", "leadid"),
-        ] {
-            let rows = self
-                .all_rows(
+        ];
+        // Both tables in one round trip.
+        let reads: Vec<Read> = tables
+            .iter()
+            .map(|(_, set, key)| {
+                Read::query(
                     set,
-                    &Query::new()
-                        .select([key, "emailaddress1"])
+                    Query::new()
+                        .select([*key, "emailaddress1"])
                         .filter(filter.clone()),
                 )
-                .await?;
+            })
+            .collect();
+        let rows = self.client.read_together(&reads).await?;
+        let mut found = Vec::new();
+        for ((kind, _, key), rows) in tables.iter().zip(rows) {
             found.extend(
                 rows.iter()
                     .filter(|r| {
                         text(r, "emailaddress1").is_some_and(|e| e.to_lowercase() == wanted)
                     })
                     .filter_map(|r| id(r, key))
-                    .map(|i| (kind, i)),
+                    .map(|i| (*kind, i)),
             );
         }
         Ok(found)
@@ -230,6 +240,79 @@ impl PeopleDirectory for DataverseCrm {
             .await?)
     }
 
+    /// The sources in use, in one `$batch`.
+    async fn sources_in_use(&self) -> Result<SourceDirectory, CrmError> {
+        let rows = self.client.read_together(&directory_reads()).await?;
+        Ok(directory_from(&rows))
+    }
+
+    /// One round of people reads, in one `$batch`.
+    async fn people(&self, query: &PeopleQuery) -> Result<PeopleFound, CrmError> {
+        let reads = Self::people_reads(query)?;
+        let plain: Vec<Read> = reads.iter().map(|(_, r)| r.clone()).collect();
+        let rows = self.client.read_together(&plain).await?;
+        self.people_from(query, &reads, rows).await
+    }
+
+    /// The sources in use and one round of people, in one `$batch`.
+    async fn sources_and_people(
+        &self,
+        query: &PeopleQuery,
+    ) -> Result<(SourceDirectory, PeopleFound), CrmError> {
+        let directory = directory_reads();
+        let reads = Self::people_reads(query)?;
+        let all: Vec<Read> = directory
+            .iter()
+            .cloned()
+            .chain(reads.iter().map(|(_, r)| r.clone()))
+            .collect();
+        let mut rows = self.client.read_together(&all).await?;
+        let people_rows = rows.split_off(directory.len().min(rows.len()));
+        let sources = directory_from(&rows);
+        Ok((sources, self.people_from(query, &reads, people_rows).await?))
+    }
+
+    /// Every dynamic list's query restricted to the records of its member type, in one
+    /// `$batch` (up to 400 ids a query).
+    async fn dynamic_members(
+        &self,
+        lists: &[(String, ListShape)],
+        records: &BTreeSet<MemberKey>,
+    ) -> Result<BTreeSet<(String, MemberKey)>, CrmError> {
+        let mut reads = Vec::new();
+        let mut of = Vec::new();
+        for (list, shape) in lists {
+            let Some(query) = &shape.query else {
+                continue;
+            };
+            let ids: Vec<String> = records
+                .iter()
+                .filter(|(k, _)| *k == shape.member_kind)
+                .map(|(_, id)| id.clone())
+                .collect();
+            for chunk in ids.chunks(IDS_PER_FETCH) {
+                reads.push(
+                    self.client
+                        .dynamic_list_selects(query, shape.member_kind, chunk)?,
+                );
+                of.push((list.clone(), shape.member_kind));
+            }
+        }
+        let mut found = BTreeSet::new();
+        if reads.is_empty() {
+            return Ok(found);
+        }
+        let rows = self.client.read_together(&reads).await?;
+        for ((list, kind), rows) in of.iter().zip(rows) {
+            for row in rows {
+                if let Some(record) = id(&row, key_column(*kind)) {
+                    found.insert((list.clone(), (*kind, record)));
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// The campaign and campaign activity a lead is linked to.
     async fn lead_links(&self, lead_id: &str) -> Result<Vec<(SourceKind, String)>, CrmError> {
         let lookups = [
@@ -253,5 +336,362 @@ impl PeopleDirectory for DataverseCrm {
             .zip(&columns)
             .filter_map(|((kind, _), column)| id(&row, column).map(|i| (*kind, i)))
             .collect())
+    }
+}
+
+/// Ids per OData `or` filter of a `$batch` part (each `contactid eq <guid>` is about 50
+/// characters, percent-encoded about 70: 100 keep a part's URL near 7 KB).
+const IDS_PER_FILTER: usize = 100;
+/// Addresses per `contains` filter of a `$batch` part.
+const EMAILS_PER_FILTER: usize = 50;
+
+/// `(column eq <guid> or column eq <guid> …)`; only valid GUIDs go into the filter.
+fn any_of(column: &str, ids: &[String]) -> Result<String, CrmError> {
+    let terms = ids
+        .iter()
+        .map(|id| Ok(format!("{column} eq {}", filter::guid_literal(id)?)))
+        .collect::<Result<Vec<_>, CrmError>>()?;
+    Ok(format!("({})", terms.join(" or ")))
+}
+
+/// The lead's lookups that link it to a campaign and a campaign activity.
+fn lead_link_columns() -> [(SourceKind, String); 2] {
+    [
+        (
+            SourceKind::Campaign,
+            format!("_{}_value", schema::LEAD_CAMPAIGN),
+        ),
+        (
+            SourceKind::CampaignActivity,
+            format!("_{}_value", schema::LEAD_CAMPAIGN_ACTIVITY),
+        ),
+    ]
+}
+
+fn lead_links_of(row: &Value) -> Vec<(SourceKind, String)> {
+    lead_link_columns()
+        .iter()
+        .filter_map(|(kind, column)| id(row, column).map(|i| (*kind, i)))
+        .collect()
+}
+
+fn key_column(kind: RecipientKind) -> &'static str {
+    match kind {
+        RecipientKind::Contact => "contactid",
+        RecipientKind::Lead => "leadid",
+        RecipientKind::Account => "accountid",
+    }
+}
+
+/// What each read of a people round is, to read its rows back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeopleRead {
+    ById(RecipientKind),
+    ByEmail(RecipientKind),
+    AccountsOfPrimaryContacts,
+    StaticLists,
+}
+
+/// The reads of the sources in use.
+fn directory_reads() -> Vec<Read> {
+    let synced = format!("statecode eq 0 and {} eq true", schema::SYNC_FLAG);
+    let list = SourceKind::MarketingList;
+    let mut reads = vec![Read::query(
+        list.entity_set(),
+        Query::new()
+            .select(source_columns(list))
+            // Synced lists, and every active dynamic list (those linked to a synced campaign or
+            // activity are in use too).
+            .filter(format!(
+                "statecode eq 0 and ({} eq true or type eq true)",
+                schema::SYNC_FLAG
+            )),
+    )];
+    for kind in [SourceKind::Campaign, SourceKind::CampaignActivity] {
+        reads.push(Read::query(
+            kind.entity_set(),
+            Query::new()
+                .select(source_columns(kind))
+                .filter(synced.clone()),
+        ));
+    }
+    // The links of synced campaigns and activities (the join keeps those of other sources out).
+    for (item, kind, source_key, list_column) in [
+        (
+            "campaignitem",
+            SourceKind::Campaign,
+            "campaignid",
+            "entityid",
+        ),
+        (
+            "campaignactivityitem",
+            SourceKind::CampaignActivity,
+            "campaignactivityid",
+            "itemid",
+        ),
+    ] {
+        let (source, source_pk) = (kind.logical_name(), kind.primary_key());
+        reads.push(Read::fetch_xml(
+            &format!("{item}s"),
+            format!(
+                "<fetch><entity name=\"{item}\"><attribute name=\"{source_key}\"/>\
+                 <attribute name=\"{list_column}\"/>\
+                 <link-entity name=\"{source}\" from=\"{source_pk}\" to=\"{source_key}\" link-type=\"inner\">\
+                 <filter><condition attribute=\"statecode\" operator=\"eq\" value=\"0\"/>\
+                 <condition attribute=\"{}\" operator=\"eq\" value=\"1\"/></filter>\
+                 </link-entity></entity></fetch>",
+                schema::SYNC_FLAG
+            ),
+        ));
+    }
+    reads
+}
+
+/// The sources in use from the rows of [`directory_reads`].
+fn directory_from(rows: &[Vec<Value>]) -> SourceDirectory {
+    let mut directory = SourceDirectory::default();
+    let mut dynamic = Vec::new();
+    let kinds = [
+        SourceKind::MarketingList,
+        SourceKind::Campaign,
+        SourceKind::CampaignActivity,
+    ];
+    for (kind, rows) in kinds.iter().zip(rows) {
+        for row in rows {
+            let Some(source_id) = id(row, kind.primary_key()) else {
+                continue;
+            };
+            let record = match source_record(*kind, &source_id, row) {
+                Ok(record) => record,
+                Err(e) => {
+                    // A list whose member type cannot be read has no members to find; its own
+                    // sync reports the problem.
+                    tracing::warn!(list_id = %source_id, error = %e, "source left out of the sources in use");
+                    continue;
+                }
+            };
+            if let Some(shape) = record.list.as_ref().filter(|s| s.dynamic) {
+                dynamic.push((source_id.clone(), shape.clone()));
+            }
+            if record.source.sync_enabled && record.source.active {
+                directory.synced.insert((*kind, source_id), record);
+            }
+        }
+    }
+    for ((kind, source_key, list_column), rows) in [
+        (SourceKind::Campaign, "_campaignid_value", "entityid"),
+        (
+            SourceKind::CampaignActivity,
+            "_campaignactivityid_value",
+            "itemid",
+        ),
+    ]
+    .iter()
+    .zip(rows.iter().skip(3))
+    {
+        for row in rows {
+            if let (Some(source), Some(list)) = (id(row, source_key), id(row, list_column))
+                && directory.synced.contains_key(&(*kind, source.clone()))
+            {
+                directory
+                    .linked
+                    .entry(list)
+                    .or_default()
+                    .insert((*kind, source));
+            }
+        }
+    }
+    directory.dynamic_lists = dynamic
+        .into_iter()
+        .filter(|(list, _)| {
+            directory
+                .synced
+                .contains_key(&(SourceKind::MarketingList, list.clone()))
+                || directory.linked.contains_key(list)
+        })
+        .collect();
+    directory
+}
+
+impl DataverseCrm {
+    /// The reads of one people round, each with what it is.
+    fn people_reads(query: &PeopleQuery) -> Result<Vec<(PeopleRead, Read)>, CrmError> {
+        let mut reads = Vec::new();
+        let lead_columns: Vec<String> = schema::LEAD_COLUMNS
+            .iter()
+            .map(|c| c.to_string())
+            .chain(lead_link_columns().into_iter().map(|(_, c)| c))
+            .collect();
+        let select = |kind: RecipientKind| -> Query {
+            match kind {
+                RecipientKind::Contact => Query::new()
+                    .select(schema::CONTACT_COLUMNS)
+                    .annotations(schema::LOOKUP_ANNOTATIONS),
+                RecipientKind::Lead => Query::new().select(lead_columns.clone()),
+                RecipientKind::Account => Query::new().select(schema::ACCOUNT_COLUMNS),
+            }
+        };
+        let set = |kind: RecipientKind| match kind {
+            RecipientKind::Contact => "contacts",
+            RecipientKind::Lead => "leads",
+            RecipientKind::Account => "accounts",
+        };
+        for kind in [
+            RecipientKind::Contact,
+            RecipientKind::Lead,
+            RecipientKind::Account,
+        ] {
+            let ids: Vec<String> = query
+                .records
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, id)| id.clone())
+                .collect();
+            for chunk in ids.chunks(IDS_PER_FILTER) {
+                let filter = any_of(key_column(kind), chunk)?;
+                reads.push((
+                    PeopleRead::ById(kind),
+                    Read::query(set(kind), select(kind).filter(filter)),
+                ));
+            }
+        }
+        // Dataverse compares case-insensitively but does not trim: `contains`, and the exact
+        // match (trimmed, any case) is made on the rows.
+        let emails: Vec<String> = query
+            .emails
+            .iter()
+            .map(|e| e.as_str().to_string())
+            .collect();
+        for chunk in emails.chunks(EMAILS_PER_FILTER) {
+            let terms: Vec<String> = chunk
+                .iter()
+                .map(|e| format!("contains(emailaddress1,{})", filter::string_literal(e)))
+                .collect();
+            let filter = format!("({})", terms.join(" or "));
+            for kind in [RecipientKind::Contact, RecipientKind::Lead] {
+                reads.push((
+                    PeopleRead::ByEmail(kind),
+                    Read::query(set(kind), select(kind).filter(filter.clone())),
+                ));
+            }
+        }
+        let contacts: Vec<String> = query.primary_contacts.iter().cloned().collect();
+        for chunk in contacts.chunks(IDS_PER_FILTER) {
+            reads.push((
+                PeopleRead::AccountsOfPrimaryContacts,
+                Read::query(
+                    "accounts",
+                    select(RecipientKind::Account)
+                        .filter(any_of("_primarycontactid_value", chunk)?),
+                ),
+            ));
+        }
+        let members: Vec<String> = query
+            .lists_of
+            .iter()
+            .map(|(_, id)| id.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for chunk in members.chunks(IDS_PER_FILTER) {
+            reads.push((
+                PeopleRead::StaticLists,
+                Read::query(
+                    "listmembers",
+                    Query::new()
+                        .select(["_listid_value", "_entityid_value"])
+                        .filter(any_of("_entityid_value", chunk)?),
+                ),
+            ));
+        }
+        Ok(reads)
+    }
+
+    /// One people round's rows as what was found. An account's primary contact that was not
+    /// read in the round is read now (one more request, for accounts only).
+    async fn people_from(
+        &self,
+        query: &PeopleQuery,
+        reads: &[(PeopleRead, Read)],
+        rows: Vec<Vec<Value>>,
+    ) -> Result<PeopleFound, CrmError> {
+        let mut found = PeopleFound::default();
+        let mut contact_rows: HashMap<String, Value> = HashMap::new();
+        let mut accounts: Vec<Value> = Vec::new();
+        for ((what, _), rows) in reads.iter().zip(rows) {
+            for row in rows {
+                match what {
+                    PeopleRead::ById(kind) | PeopleRead::ByEmail(kind) => {
+                        let Some(record) = id(&row, key_column(*kind)) else {
+                            continue;
+                        };
+                        if let PeopleRead::ByEmail(_) = what {
+                            let matches = text(&row, "emailaddress1")
+                                .and_then(|e| Email::parse(&e).ok())
+                                .is_some_and(|e| query.emails.contains(&e));
+                            if !matches {
+                                continue;
+                            }
+                        }
+                        match kind {
+                            RecipientKind::Account => accounts.push(row),
+                            RecipientKind::Contact => {
+                                if let Some(r) = contact_recipient(&row) {
+                                    found.recipients.insert((*kind, record.clone()), r);
+                                }
+                                contact_rows.insert(record, row);
+                            }
+                            RecipientKind::Lead => {
+                                if let Some(r) = lead_recipient(&row) {
+                                    found.lead_links.insert(record.clone(), lead_links_of(&row));
+                                    found.recipients.insert((*kind, record), r);
+                                }
+                            }
+                        }
+                    }
+                    PeopleRead::AccountsOfPrimaryContacts => accounts.push(row),
+                    PeopleRead::StaticLists => {
+                        if let (Some(list), Some(member)) =
+                            (id(&row, "_listid_value"), id(&row, "_entityid_value"))
+                        {
+                            for key in query.lists_of.iter().filter(|(_, i)| *i == member) {
+                                found
+                                    .static_lists
+                                    .entry(key.clone())
+                                    .or_default()
+                                    .insert(list.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for key in &query.lists_of {
+            found.static_lists.entry(key.clone()).or_default();
+        }
+        let missing: Vec<String> = accounts
+            .iter()
+            .filter_map(|a| id(a, "_primarycontactid_value"))
+            .filter(|pc| !contact_rows.contains_key(pc))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !missing.is_empty() {
+            contact_rows.extend(self.contacts_by_id(&missing).await?);
+        }
+        for account in &accounts {
+            let Some(account_id) = id(account, "accountid") else {
+                continue;
+            };
+            let pc = id(account, "_primarycontactid_value");
+            if let Some(r) =
+                account_recipient(account, pc.as_ref().and_then(|pc| contact_rows.get(pc)))
+            {
+                found
+                    .recipients
+                    .insert((RecipientKind::Account, account_id), r);
+            }
+        }
+        Ok(found)
     }
 }

@@ -80,21 +80,7 @@ impl DataverseCrm {
 #[async_trait]
 impl SourceStore for DataverseCrm {
     async fn source(&self, kind: SourceKind, id: &str) -> Result<Option<SourceRecord>, CrmError> {
-        let mut select = vec![
-            kind.primary_key(),
-            kind.name_attribute(),
-            schema::STATECODE,
-            schema::SYNC_FLAG,
-            schema::CHECKLIST,
-            schema::GROUP_ID,
-            schema::RESYNC,
-            schema::CONFIRM_REMOVALS,
-        ];
-        match kind {
-            SourceKind::MarketingList => select.extend(["type", "createdfromcode", "query"]),
-            SourceKind::CampaignActivity => select.push("description"),
-            SourceKind::Campaign => {}
-        }
+        let select = source_columns(kind);
         let Some(row) = self
             .client
             .retrieve::<Value>(kind.entity_set(), id, &select)
@@ -102,36 +88,7 @@ impl SourceStore for DataverseCrm {
         else {
             return Ok(None);
         };
-        let (checklist, checklist_problem) = match Checklist::parse(checklist_text(&row)) {
-            Ok(c) => (c, None),
-            Err(e) => (Checklist::default(), Some(e.to_string())),
-        };
-        let list = match kind {
-            SourceKind::MarketingList => {
-                Some(list_shape(&row).map_err(|problem| CrmError::Invalid {
-                    what: format!("marketing list {id}"),
-                    problem,
-                })?)
-            }
-            _ => None,
-        };
-        let source = Source {
-            kind,
-            id: id.to_ascii_lowercase(),
-            name: text(&row, kind.name_attribute()).unwrap_or_default(),
-            checklist,
-            sync_enabled: flag(&row, schema::SYNC_FLAG),
-            active: state_active(&row),
-            group_id: GroupId::from_stored(row.get(schema::GROUP_ID).and_then(Value::as_str)),
-            description: text(&row, "description"),
-        };
-        Ok(Some(SourceRecord {
-            source,
-            list,
-            checklist_problem,
-            resync_requested: flag(&row, schema::RESYNC),
-            removals_confirmed: flag(&row, schema::CONFIRM_REMOVALS),
-        }))
+        source_record(kind, id, &row).map(Some)
     }
 
     /// Inactive ones included: the worker turns their flag off, as a missed deactivation event
@@ -293,4 +250,62 @@ impl SourceStore for DataverseCrm {
         }
         self.update_source(kind, id, columns).await
     }
+}
+
+/// The columns a source is read with.
+pub(super) fn source_columns(kind: SourceKind) -> Vec<&'static str> {
+    let mut select = vec![
+        kind.primary_key(),
+        kind.name_attribute(),
+        schema::STATECODE,
+        schema::SYNC_FLAG,
+        schema::CHECKLIST,
+        schema::GROUP_ID,
+        schema::RESYNC,
+        schema::CONFIRM_REMOVALS,
+    ];
+    match kind {
+        SourceKind::MarketingList => select.extend(["type", "createdfromcode", "query"]),
+        SourceKind::CampaignActivity => select.push("description"),
+        SourceKind::Campaign => {}
+    }
+    select
+}
+
+/// A source's row (read with [`source_columns`]) as a source record.
+pub(super) fn source_record(
+    kind: SourceKind,
+    id: &str,
+    row: &Value,
+) -> Result<SourceRecord, CrmError> {
+    let (checklist, checklist_problem) = match Checklist::parse(checklist_text(row)) {
+        Ok(c) => (c, None),
+        Err(e) => (Checklist::default(), Some(e.to_string())),
+    };
+    let list = match kind {
+        SourceKind::MarketingList => {
+            Some(list_shape(row).map_err(|problem| CrmError::Invalid {
+                what: format!("marketing list {id}"),
+                problem,
+            })?)
+        }
+        _ => None,
+    };
+    let source = Source {
+        kind,
+        id: id.to_ascii_lowercase(),
+        name: text(row, kind.name_attribute()).unwrap_or_default(),
+        checklist,
+        sync_enabled: flag(row, schema::SYNC_FLAG),
+        active: state_active(row),
+        group_id: GroupId::from_stored(row.get(schema::GROUP_ID).and_then(Value::as_str)),
+        description: text(row, "description"),
+    };
+    Ok(SourceRecord {
+        source,
+        list,
+        checklist_problem,
+        resync_requested: flag(row, schema::RESYNC),
+        removals_confirmed: flag(row, schema::CONFIRM_REMOVALS),
+    })
 }
