@@ -293,6 +293,19 @@ fn run_worker_process(
     })
 }
 
+/// Worker mode as a benchmark binary's `main` runs it: tracing on, one message handled, its
+/// exit status.
+pub fn worker_main() -> std::process::ExitCode {
+    super::init_tracing();
+    match worker_process() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("worker: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Worker mode: the message in `BENCH_MESSAGE`, handled by the worker of `BENCH_FAMILY` built
 /// as the function's `main` builds it, within the invocation's deadline when
 /// `BENCH_TIMEOUT_MS` says there is one (counted from the process start, as Lambda counts from

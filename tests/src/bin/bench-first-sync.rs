@@ -28,8 +28,8 @@ use sandbox::bench::lambda::{
     self, BATCH_SIZE, LAMBDA_USAGE, LambdaArgs, WORKER_FLAG, run_invocations,
 };
 use sandbox::bench::{
-    Control, Counting, DataverseCalls, Row, Simulators, dataverse_client, init_tracing, mb,
-    print_call_table, row, run, serve_simulators,
+    Control, Counting, DataverseCalls, Row, Simulators, dataverse_client, mb, print_call_table,
+    row, run, serve_simulators,
 };
 use sandbox::dataverse::seeding::{contact_email, contact_id, first_name};
 use sandbox::dataverse::{ADMIN_USER_ID, DataverseSimConfig, ORGANIZATION_ID};
@@ -513,14 +513,7 @@ async fn bench(args: Args, sims: &Simulators) -> Result<bool, String> {
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some(WORKER_FLAG) {
-        init_tracing();
-        return match lambda::worker_process() {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("worker: {e}");
-                std::process::ExitCode::FAILURE
-            }
-        };
+        return lambda::worker_main();
     }
     if args.peek().map(String::as_str) == Some("--serve-simulators") {
         return serve_simulators();
