@@ -88,6 +88,7 @@ pub struct Harness {
     pub events: Option<EventsSide>,
     /// Batches worked at once per queue (each by its own "instance" of the worker).
     workers_per_queue: usize,
+    invocation_time: Option<std::time::Duration>,
 }
 
 /// The event hooks' side: the `cleverreach-events` endpoint on a local port, its queue, the
@@ -167,6 +168,9 @@ pub struct HarnessOptions {
     /// at a time). Messages of one message group never run in two batches at once, as SQS FIFO
     /// guarantees.
     pub workers_per_queue: usize,
+    /// Each worker batch runs as an invocation with this much time (its deadline and margins
+    /// as in Lambda, `shared::deadline`); none: no time limit.
+    pub invocation_time: Option<std::time::Duration>,
 }
 
 async fn intake_route(
@@ -419,6 +423,7 @@ impl Harness {
             intake,
             events,
             workers_per_queue: options.workers_per_queue.max(1),
+            invocation_time: options.invocation_time,
         })
     }
 
@@ -493,7 +498,11 @@ impl Harness {
                             group: Some(shared::domain::routing::message_group(&c.event)),
                         })
                         .collect();
-                    let failed = handle_messages(worker, messages).await;
+                    let budget = self.invocation_time.map(|time| {
+                        shared::deadline::Budget::until(tokio::time::Instant::now() + time)
+                    });
+                    let failed =
+                        shared::deadline::within(budget, handle_messages(worker, messages)).await;
                     (worker.family, batch, failed)
                 }))
                 .await;

@@ -213,9 +213,13 @@ struct DryMembers {
 }
 
 impl MemberReader for DryMembers {
-    fn members(&self, source: &SourceRecord) -> Box<dyn MemberPages + '_> {
+    fn members_from(
+        &self,
+        source: &SourceRecord,
+        resume: Option<&str>,
+    ) -> Box<dyn MemberPages + '_> {
         Box::new(KeptPages {
-            inner: self.inner.members(source),
+            inner: self.inner.members_from(source, resume),
             run: self.run.clone(),
         })
     }
@@ -237,6 +241,9 @@ impl MemberPages for KeptPages<'_> {
     }
     fn requests(&self) -> u32 {
         self.inner.requests()
+    }
+    fn resume_point(&self, taken: usize) -> Option<String> {
+        self.inner.resume_point(taken)
     }
 }
 

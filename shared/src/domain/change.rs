@@ -193,9 +193,12 @@ pub struct ChangeEvent {
 }
 
 /// A full reconcile continued in a message of its own (docs/architecture.md §4 "Deadlines").
-/// Each pass re-reads the group and the members (the removals at the end need every member
-/// seen, and a message cannot carry 100,000 ids); what earlier passes wrote is then in step and
-/// costs no write. Their counts are carried so that the final status adds up as one pass's.
+/// A pass resumes the members' read where the pass before stopped (`resume`), so that no
+/// member is read twice while the receivers are written. Removals need every member seen in
+/// one pass, and a message cannot carry 1,000,000 addresses: when the group held active
+/// receivers at the start, one more pass from the first member (`final_check`) compares them
+/// all once more, writes nothing that is in step and decides the removals. A group that held
+/// none needs no such pass: every receiver in it was written for a member.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Continuation {
     /// The pass this message starts (the first continuation is pass 2).
@@ -206,6 +209,25 @@ pub struct Continuation {
     pub added: usize,
     pub updated: usize,
     pub email_changed: usize,
+    /// What else the passes so far counted, so that the final status adds up as one pass's.
+    #[serde(default)]
+    pub unchanged: usize,
+    #[serde(default)]
+    pub opted_out: usize,
+    #[serde(default)]
+    pub skipped: BTreeMap<String, usize>,
+    #[serde(default)]
+    pub rejected: usize,
+    /// Where the members' read goes on (the member reader's own words); none: at the first
+    /// member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
+    /// Active receivers the group held when the first pass read it.
+    #[serde(default)]
+    pub active_at_start: usize,
+    /// This pass compares every member once more to decide the removals.
+    #[serde(default)]
+    pub final_check: bool,
 }
 
 impl ChangeEvent {

@@ -506,7 +506,18 @@ impl ReconcilePlanner {
         ops
     }
 
-    pub fn finish(mut self) -> (Vec<GroupOp>, PlanSummary) {
+    pub fn finish(self) -> (Vec<GroupOp>, PlanSummary) {
+        self.finish_with(true)
+    }
+
+    /// Like [`ReconcilePlanner::finish`] for a pass that saw only some of the members: the
+    /// receivers no candidate wanted may be wanted by a member it did not see, so they are
+    /// neither removed nor counted; removals that candidates decided (opt-outs) stay.
+    pub fn finish_seen(self) -> (Vec<GroupOp>, PlanSummary) {
+        self.finish_with(false)
+    }
+
+    fn finish_with(mut self, remove_unseen: bool) -> (Vec<GroupOp>, PlanSummary) {
         let mut ops = Vec::new();
         if !self.pending.is_empty() {
             let batch = std::mem::take(&mut self.pending);
@@ -521,7 +532,7 @@ impl ReconcilePlanner {
         } = self;
         let mut removals = Vec::new();
         for (position, receiver) in group.receivers.iter().enumerate() {
-            if receiver.fate != Fate::Unseen {
+            if receiver.fate != Fate::Unseen || !remove_unseen {
                 continue;
             }
             if receiver.state.is_opted_out() {

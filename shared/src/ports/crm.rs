@@ -145,11 +145,26 @@ pub trait MemberPages: Send {
     async fn next_page(&mut self) -> Result<Option<Vec<Recipient>>, CrmError>;
     /// CRM requests made so far.
     fn requests(&self) -> u32;
+    /// Where a later read goes on after the first `taken` members of the last page (for
+    /// [`MemberReader::members_from`]); `None` when this reader cannot resume.
+    fn resume_point(&self, _taken: usize) -> Option<String> {
+        None
+    }
 }
 
 /// The members of a source as recipients (rule 6 of the membership rule).
 pub trait MemberReader: Send + Sync {
-    fn members(&self, source: &SourceRecord) -> Box<dyn MemberPages + '_>;
+    /// From the first member.
+    fn members(&self, source: &SourceRecord) -> Box<dyn MemberPages + '_> {
+        self.members_from(source, None)
+    }
+    /// From a point a [`MemberPages::resume_point`] gave (or the first member). A point this
+    /// reader cannot use fails the first page with [`CrmError::Invalid`].
+    fn members_from(
+        &self,
+        source: &SourceRecord,
+        resume: Option<&str>,
+    ) -> Box<dyn MemberPages + '_>;
 }
 
 /// A CRM record as a member: its table and lower-case id.

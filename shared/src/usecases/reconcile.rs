@@ -44,9 +44,17 @@ pub struct ReconcileReport {
     pub active_before: usize,
     /// The brake held the planned removals back (nothing was removed); why, in words.
     pub held: Option<Held>,
-    /// The invocation's time ran short before every member was seen: how many this pass
-    /// compared. Nothing was removed; the reconcile continues in a message of its own.
+    /// The reconcile continues in a message of its own: the invocation's time ran short, or
+    /// this pass saw only the members after where the one before stopped. How many members
+    /// the passes so far compared. Nothing unseen was removed.
     pub unfinished: Option<usize>,
+    /// Members this pass compared.
+    pub compared: usize,
+    /// Where the next pass goes on reading members; `None`: from the first member.
+    pub resume: Option<String>,
+    /// Every member was compared and written, over several passes, but the group held
+    /// active receivers at the start: one more pass from the first member decides removals.
+    pub final_check_due: bool,
     /// Which pass of a reconcile continued across invocations this was (1 = the first).
     pub pass: u32,
 }
@@ -55,6 +63,14 @@ impl ReconcileReport {
     /// The status line administrators see on the source.
     pub fn status_line(&self) -> String {
         if let Some(compared) = self.unfinished {
+            if self.final_check_due {
+                return format!(
+                    "{} members compared and written (pass {}), continuing: a last pass \
+                     compares them all to remove those who left",
+                    thousands(compared),
+                    self.pass.max(1)
+                );
+            }
             return format!(
                 "{} members compared so far (pass {}), continuing",
                 thousands(compared),
@@ -144,10 +160,14 @@ fn planner_options(conn: &Connector) -> PlannerOptions {
 /// Full reconcile: streams every member of the source through the planner and executes its
 /// batches as they come (flat memory whatever the list size).
 ///
-/// Within an invocation's budget (`crate::deadline`) it stops between writes when the time
+/// Within an invocation's budget (`crate::deadline`) it stops between members when the time
 /// runs short: what it decided is written, nothing is removed, and the report says how far it
-/// got (`unfinished`); the caller continues it in a new message. `carried` are the counts of
-/// the passes before, added to the final pass's so that its status reads as one pass's.
+/// got (`unfinished`) and where the next pass goes on (`resume`); the caller continues it in a
+/// new message. A pass that resumed sees only the members after that point: it removes no one
+/// unseen, and asks for a last pass from the first member when the group held active receivers
+/// at the start (`final_check_due`). `carried` are the counts of the passes before, added to
+/// this pass's so that the final status reads as one pass's (docs/architecture.md §4
+/// "Deadlines").
 pub async fn reconcile_group(
     conn: &Connector,
     settings: &Settings,
@@ -155,27 +175,30 @@ pub async fn reconcile_group(
     group: &GroupId,
     carried: Option<&Continuation>,
 ) -> Result<ReconcileReport, SyncError> {
+    let pass = carried.map_or(1, |c| c.pass);
+    let resume = carried.and_then(|c| c.resume.as_deref());
     let (mut planner, active_before) = index_group(conn, group, planner_options(conn)).await?;
-    info!(group_id = %group.as_str(), active_before, pass = carried.map_or(1, |c| c.pass), "group indexed");
+    info!(group_id = %group.as_str(), active_before, pass, resumed = resume.is_some(), "group indexed");
     planner = planner.with_block_set(conn.blocklist.blocked().await?);
     let mut report = ReconcileReport {
         full: true,
         active_before,
-        pass: carried.map_or(1, |c| c.pass),
+        pass,
         ..ReconcileReport::default()
     };
-    let mut members = conn.members.members(record);
+    let mut members = conn.members.members_from(record, resume);
     let mut writes = Writes::new(conn, group);
     let mut compared = 0;
-    let mut stopped = false;
+    // Members of the last page taken before the time ran short.
+    let mut stopped_after: Option<usize> = None;
     'pages: loop {
         // The next page is read while the upserts of the last ones are under way.
         let Some(page) = writes.meanwhile(members.next_page(), &mut report).await? else {
             break;
         };
-        for recipient in page {
+        for (taken, recipient) in page.into_iter().enumerate() {
             if crate::deadline::must_stop() {
-                stopped = true;
+                stopped_after = Some(taken);
                 break 'pages;
             }
             compared += 1;
@@ -205,14 +228,39 @@ pub async fn reconcile_group(
     }
     writes.finish(&mut report).await?;
     report.member_requests = members.requests();
-    if stopped {
+    report.compared = compared;
+    // Members compared by this pass and the resumed passes before it (a pass from the first
+    // member counts them all itself).
+    let so_far = compared + resume.and(carried).map_or(0, |c| c.compared);
+    if let Some(taken) = stopped_after {
         // Write what was decided (the batch being filled), remove nothing: removals need
         // every member seen.
         let ops = planner.flush();
         execute(conn, group, ops, &mut report, &|_| None).await?;
         report.summary = planner.summary().clone();
-        report.unfinished = Some(compared);
-        info!(group_id = %group.as_str(), compared, pass = report.pass, "time running short: reconcile stops here and continues");
+        report.resume = members.resume_point(taken);
+        report.unfinished = Some(if report.resume.is_some() {
+            so_far
+        } else {
+            compared
+        });
+        info!(group_id = %group.as_str(), compared, pass, "time running short: reconcile stops here and continues");
+        return Ok(report);
+    }
+    if let Some(before) = carried.filter(|_| resume.is_some()) {
+        // This pass saw the members after where the one before stopped: the receivers no
+        // one here wanted may be wanted by a member before it.
+        let (ops, mut summary) = planner.finish_seen();
+        execute(conn, group, ops, &mut report, &|_| None).await?;
+        add_carried(&mut summary, &mut report, before);
+        report.summary = summary;
+        if before.active_at_start > 0 {
+            report.final_check_due = true;
+            report.unfinished = Some(so_far);
+            info!(group_id = %group.as_str(), compared = so_far, pass, "every member written; a last pass decides removals");
+        } else {
+            info!(group_id = %group.as_str(), status = %report.status_line(), "group reconciled");
+        }
         return Ok(report);
     }
     let (mut ops, mut summary) = planner.finish();
@@ -235,6 +283,32 @@ pub async fn reconcile_group(
     info!(group_id = %group.as_str(), status = %report.status_line(), "group reconciled");
     Ok(report)
 }
+
+/// Adds the counts of the resumed passes before to this one's: each saw other members.
+fn add_carried(summary: &mut PlanSummary, report: &mut ReconcileReport, before: &Continuation) {
+    summary.added += before.added;
+    summary.updated += before.updated;
+    summary.email_changed += before.email_changed;
+    summary.unchanged += before.unchanged;
+    // Opted out, in whichever way: the status line shows their sum.
+    summary.kept_opted_out += before.opted_out;
+    report.rejected += before.rejected;
+    for (reason, n) in &before.skipped {
+        if let Some(label) = SKIP_LABELS.iter().find(|l| **l == reason.as_str()) {
+            *report.skipped.entry(label).or_default() += n;
+        }
+    }
+}
+
+/// Every label [`skip_label`] gives, so that counts carried in a message find theirs.
+const SKIP_LABELS: [&str; 6] = [
+    "type not transferred",
+    "inactive",
+    "no e-mail",
+    "invalid e-mail",
+    "no bulk e-mail",
+    "no matching newsletter type",
+];
 
 /// Scoped reconcile: only these members against only the receivers given (what the group
 /// holds of the people in scope).

@@ -331,9 +331,10 @@ async fn sync_existing_source(
 /// 120 s timeout, one pass writes at least 15,000 receivers, so 1,000,000 fit).
 pub const MAX_PASSES: u32 = 100;
 
-/// Queues the message that continues a full reconcile whose invocation ran out of time: on the
-/// source's own queue, in the record's message group, behind this one. A pass that got no
-/// further than the one before, or too many passes, fail instead: continuing would never end.
+/// Queues the message that continues a full reconcile whose invocation ran out of time (or
+/// whose last pass must compare every member once more): on the source's own queue, in the
+/// record's message group, behind this one. A pass that compared no member, a last pass that
+/// could not compare them all, or too many passes fail instead: continuing would never end.
 async fn continue_later(
     conn: &Connector,
     record: &SourceRecord,
@@ -342,12 +343,19 @@ async fn continue_later(
     compared: usize,
 ) -> Result<(), SyncError> {
     let before = event.continuation.clone().unwrap_or_default();
-    if compared <= before.compared || report.pass >= MAX_PASSES {
+    if before.final_check && !report.final_check_due {
+        return Err(SyncError::Config(format!(
+            "every member was written, but comparing all {} of them in one invocation, which \
+             removals need, did not fit in its time limit (pass {}, {} compared): nobody was \
+             removed; raise the worker function's timeout",
+            before.compared, report.pass, report.compared
+        )));
+    }
+    if report.compared == 0 || report.pass >= MAX_PASSES {
         return Err(SyncError::Config(format!(
             "the full reconcile stopped at its time limit in pass {} after {compared} members \
-             without getting further than the pass before ({} members): raise the worker \
-             function's timeout",
-            report.pass, before.compared
+             without getting further than the pass before: raise the worker function's timeout",
+            report.pass
         )));
     }
     let Some(queue) = conn.follow_up.as_deref() else {
@@ -357,14 +365,7 @@ async fn continue_later(
                 .into(),
         ));
     };
-    let s = &report.summary;
-    let carried = Continuation {
-        pass: report.pass.max(1) + 1,
-        compared,
-        added: before.added + s.added,
-        updated: before.updated + s.updated,
-        email_changed: before.email_changed + s.email_changed,
-    };
+    let carried = carried_counts(&before, report, compared);
     let next = event.continued(carried, (conn.now)() * 1000);
     queue
         .enqueue(QueueFamily::for_source(record.source.kind), &next)
@@ -374,6 +375,48 @@ async fn continue_later(
         compared, "reconcile continues in a new message"
     );
     Ok(())
+}
+
+/// What the next pass needs to know of this one and those before.
+fn carried_counts(
+    before: &Continuation,
+    report: &ReconcileReport,
+    compared: usize,
+) -> Continuation {
+    let s = &report.summary;
+    let active_at_start = if report.pass <= 1 {
+        report.active_before
+    } else {
+        before.active_at_start
+    };
+    let mut next = Continuation {
+        pass: report.pass.max(1) + 1,
+        compared,
+        added: before.added + s.added,
+        updated: before.updated + s.updated,
+        email_changed: before.email_changed + s.email_changed,
+        active_at_start,
+        ..Continuation::default()
+    };
+    if report.final_check_due {
+        // The counts are this pass's and those before it already (see `reconcile_group`); the
+        // last pass counts everything but the writes itself.
+        next.added = s.added;
+        next.updated = s.updated;
+        next.email_changed = s.email_changed;
+        next.final_check = true;
+    } else if report.resume.is_some() {
+        // The next pass sees other members: everything adds up.
+        next.resume = report.resume.clone();
+        next.unchanged = before.unchanged + s.unchanged;
+        next.opted_out = before.opted_out + s.kept_opted_out + s.skipped_blocked + s.opted_out;
+        next.rejected = before.rejected + report.rejected;
+        next.skipped = before.skipped.clone();
+        for (reason, n) in &report.skipped {
+            *next.skipped.entry((*reason).to_string()).or_default() += n;
+        }
+    }
+    next
 }
 
 /// Makes sure the source has its group, named and described as the source says. Returns the

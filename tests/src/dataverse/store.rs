@@ -285,7 +285,22 @@ pub struct Store {
     tables: HashMap<&'static str, BTreeMap<Uuid, Row>>,
     version: i64,
     catalog: Catalog,
+    /// Bumped by every change to a table (and by `clear`/`rollback` for all), so that what is
+    /// derived from a table can be kept until the table changes.
+    generations: HashMap<&'static str, u64>,
+    epoch: u64,
+    /// The related ids of one row through one N:N relationship, sorted, as of a generation of
+    /// the intersect table: a list of 600,000 members is paged 120 times without a change in
+    /// between, and each page would otherwise scan every intersect row again.
+    related: std::sync::Mutex<HashMap<RelatedKey, (Generation, RelatedIds)>>,
 }
+
+/// (relationship, row id, the row's table).
+pub type RelatedKey = (&'static str, Uuid, &'static str);
+/// Sorted ids, shared by the pages that use them.
+pub type RelatedIds = std::sync::Arc<Vec<Uuid>>;
+/// (epoch, the table's generation).
+pub type Generation = (u64, u64);
 
 impl Store {
     pub fn new() -> Self {
@@ -293,7 +308,47 @@ impl Store {
             tables: HashMap::new(),
             version: 1_000_000,
             catalog: Catalog::plain(&[]),
+            generations: HashMap::new(),
+            epoch: 0,
+            related: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Where a table is in its history of changes.
+    pub fn generation(&self, logical: &str) -> Generation {
+        (
+            self.epoch,
+            self.generations.get(logical).copied().unwrap_or(0),
+        )
+    }
+
+    fn changed(&mut self, table: &'static str) {
+        *self.generations.entry(table).or_default() += 1;
+    }
+
+    /// The cached sorted related ids for `key`, computed by `compute` when the intersect table
+    /// changed since they were.
+    pub fn related_ids(
+        &self,
+        key: RelatedKey,
+        intersect: &str,
+        compute: impl FnOnce() -> Vec<Uuid>,
+    ) -> std::sync::Arc<Vec<Uuid>> {
+        let now = self.generation(intersect);
+        let mut cache = self.related.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, ids)) = cache.get(&key)
+            && *at == now
+        {
+            return ids.clone();
+        }
+        let mut ids = compute();
+        ids.sort_unstable();
+        ids.dedup();
+        let ids = std::sync::Arc::new(ids);
+        // A few lists at a time are paged; drop what is stale rather than grow.
+        cache.retain(|_, (at, _)| *at == now);
+        cache.insert(key, (now, ids.clone()));
+        ids
     }
 
     /// The org's schema: the standard tables and what was installed.
@@ -330,6 +385,7 @@ impl Store {
 
     /// Stores a row and returns how to undo it.
     pub fn put(&mut self, table: &'static str, id: Uuid, row: Row) -> Undo {
+        self.changed(table);
         let previous = self.tables.entry(table).or_default().insert(id, row);
         Undo {
             table,
@@ -340,6 +396,7 @@ impl Store {
 
     /// Removes a row; returns it and how to undo the removal.
     pub fn remove(&mut self, table: &'static str, id: &Uuid) -> Option<(Row, Undo)> {
+        self.changed(table);
         let row = self.tables.get_mut(table)?.remove(id)?;
         Some((
             row.clone(),
@@ -353,6 +410,7 @@ impl Store {
 
     /// Undoes changes, the newest first.
     pub fn rollback(&mut self, undo: Vec<Undo>) {
+        self.epoch += 1;
         for u in undo.into_iter().rev() {
             let rows = self.tables.entry(u.table).or_default();
             match u.previous {
@@ -368,6 +426,7 @@ impl Store {
 
     /// Removes every row of every table.
     pub fn clear(&mut self) {
+        self.epoch += 1;
         self.tables.clear();
     }
 

@@ -37,6 +37,7 @@ mod dataverse_sim_metadata;
 mod dataverse_sim_webhooks;
 mod e2e_brake;
 mod e2e_campaigns;
+mod e2e_continued_reconcile;
 mod e2e_deletion;
 mod e2e_hooks;
 mod e2e_lead_sync;

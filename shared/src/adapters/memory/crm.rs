@@ -340,9 +340,11 @@ impl SourceStore for InMemoryCrm {
     }
 }
 
-/// The members, one page of all of them (paging is the Dataverse adapter's business).
+/// The members, one page of all of them from where the read starts (paging is the Dataverse
+/// adapter's business); a resume point is the position in that order.
 struct FakePages {
     page: Option<Vec<Recipient>>,
+    start: usize,
     requests: u32,
     failure: Option<CrmError>,
 }
@@ -360,18 +362,43 @@ impl MemberPages for FakePages {
     fn requests(&self) -> u32 {
         self.requests
     }
+
+    fn resume_point(&self, taken: usize) -> Option<String> {
+        Some((self.start + taken).to_string())
+    }
 }
 
 impl MemberReader for InMemoryCrm {
-    fn members(&self, source: &SourceRecord) -> Box<dyn MemberPages + '_> {
-        match self.call(CrmPort::Members) {
-            Ok(st) => Box::new(FakePages {
-                page: Some(st.members_of(source)),
+    fn members_from(
+        &self,
+        source: &SourceRecord,
+        resume: Option<&str>,
+    ) -> Box<dyn MemberPages + '_> {
+        let start = match resume.map(str::parse::<usize>) {
+            None => Ok(0),
+            Some(Ok(n)) => Ok(n),
+            Some(Err(_)) => Err(CrmError::Invalid {
+                what: "the members' resume point".into(),
+                problem: "not a position".into(),
+            }),
+        };
+        let members = start.and_then(|start| {
+            let st = self.call(CrmPort::Members)?;
+            Ok((
+                start,
+                st.members_of(source).into_iter().skip(start).collect(),
+            ))
+        });
+        match members {
+            Ok((start, page)) => Box::new(FakePages {
+                page: Some(page),
+                start,
                 requests: 0,
                 failure: None,
             }),
             Err(e) => Box::new(FakePages {
                 page: None,
+                start: 0,
                 requests: 0,
                 failure: Some(e),
             }),

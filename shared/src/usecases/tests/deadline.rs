@@ -190,3 +190,112 @@ async fn upserts_go_out_a_few_at_a_time_and_never_more() {
     assert_eq!(timed(4).await, Duration::from_secs(2), "four at a time");
     assert_eq!(timed(8).await, Duration::from_secs(1), "all eight at once");
 }
+
+/// A synced list of 1,000 contacts whose group holds each of them with other data (every one
+/// needs an update) and 300 receivers who are no longer members.
+fn drifted_list_with_strangers() -> World {
+    let w = big_list(1_000)
+        // The brake would hold these removals anyway; here only the passes may.
+        .setting("cleverreach:safety:maxremovalpercent", "100")
+        .setting("cleverreach:safety:maxremovals", "1000000");
+    let receivers: Vec<_> = (0..1_000)
+        .map(|i| format!("p{i}@example.com"))
+        .chain((0..300).map(|i| format!("gone{i}@example.com")))
+        .map(|email| receiver(&email, crate::domain::receiver::ReceiverState::Active, None))
+        .collect();
+    w.group("9", "Customers", receivers);
+    w
+}
+
+fn strangers(w: &World) -> usize {
+    w.active("9")
+        .iter()
+        .filter(|e| e.starts_with("gone"))
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_pass_removes_no_one_and_a_last_pass_from_the_first_member_removes_those_who_left()
+ {
+    let w = drifted_list_with_strangers();
+    let queue = Arc::new(InMemoryChangeQueue::new());
+    let conn = connector(&w).with_follow_up(queue.clone());
+    let resync = event("list", CrmMessage::Resync, "l1").build();
+    let take = |queue: &InMemoryChangeQueue| {
+        let next = queue.pending()[0].event.clone();
+        queue.take(crate::domain::routing::QueueFamily::MarketingList, 10);
+        next
+    };
+
+    // Pass 1 updates 750 members and stops.
+    sync(&conn, &resync, Some(budget(1.5))).await.unwrap();
+    let pass2 = take(&queue);
+    let carried = pass2.continuation.clone().expect("a continuation");
+    assert!(carried.resume.is_some(), "pass 2 goes on after member 750");
+    assert_eq!(carried.active_at_start, 1_300);
+
+    // Pass 2 reads only the last 250: it must not take the 750 it did not see, nor the
+    // strangers, for receivers no one wants.
+    sync(&conn, &pass2, None).await.unwrap();
+    assert_eq!(
+        w.active("9").len(),
+        1_300,
+        "nobody removed by a pass that saw a part"
+    );
+    assert_eq!(
+        status(&w),
+        Some(SourceStatus::InProgress {
+            status: "1,000 members compared and written (pass 2), continuing: a last pass \
+                     compares them all to remove those who left"
+                .into()
+        })
+    );
+    let pass3 = take(&queue);
+    let carried = pass3.continuation.clone().expect("the last pass");
+    assert!(
+        carried.final_check && carried.resume.is_none(),
+        "{carried:?}"
+    );
+
+    // Pass 3 compares every member: in step, nothing to write; the strangers go.
+    sync(&conn, &pass3, None).await.unwrap();
+    assert_eq!(strangers(&w), 0);
+    assert_eq!(w.active("9").len(), 1_000);
+    assert!(queue.pending().is_empty(), "done: no further message");
+    let one_pass = drifted_list_with_strangers();
+    sync(&connector(&one_pass), &resync, None).await.unwrap();
+    let Some(SourceStatus::Synced { status: single, .. }) = status(&one_pass) else {
+        panic!("the single pass wrote its status");
+    };
+    assert!(
+        single.contains("1000 updated") && single.contains("300 removed"),
+        "{single}"
+    );
+    assert!(
+        matches!(status(&w), Some(SourceStatus::Synced { status, .. }) if status == single),
+        "{:?} vs {single}",
+        status(&w)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_last_pass_that_cannot_compare_every_member_in_time_removes_no_one_and_says_why() {
+    let w = drifted_list_with_strangers();
+    let queue = Arc::new(InMemoryChangeQueue::new());
+    let conn = connector(&w).with_follow_up(queue.clone());
+    let resync = event("list", CrmMessage::Resync, "l1").build();
+    sync(&conn, &resync, Some(budget(1.5))).await.unwrap();
+    let pass2 = queue.pending()[0].event.clone();
+    queue.take(crate::domain::routing::QueueFamily::MarketingList, 10);
+    sync(&conn, &pass2, None).await.unwrap();
+    let pass3 = queue.pending()[0].event.clone();
+    queue.take(crate::domain::routing::QueueFamily::MarketingList, 10);
+
+    let err = sync(&conn, &pass3, Some(budget(0.0))).await.unwrap_err();
+
+    assert!(matches!(err, SyncError::Config(_)), "{err}");
+    assert!(err.to_string().contains("removals"), "{err}");
+    assert!(err.to_string().contains("timeout"), "{err}");
+    assert_eq!(strangers(&w), 300, "nobody removed");
+    assert!(queue.pending().is_empty(), "no endless continuation");
+}

@@ -43,6 +43,8 @@ pub struct FetchPages<T> {
     page: u32,
     paging_cookie: Option<String>,
     done: bool,
+    /// The page number and cookie of the page last read, to read it again when resuming.
+    last: Option<(u32, Option<String>)>,
     pending_error: Option<DataverseError>,
     requests: u32,
     row: PhantomData<fn() -> T>,
@@ -69,6 +71,7 @@ impl<T: DeserializeOwned> FetchPages<T> {
             page: 1,
             paging_cookie: None,
             done: false,
+            last: None,
             pending_error,
             requests: 0,
             row: PhantomData,
@@ -102,6 +105,7 @@ impl<T: DeserializeOwned> FetchPages<T> {
         let query = format!("fetchXml={}", encode_query_value(&xml));
         self.requests += 1;
         let body: FetchPageBody<T> = self.send(&query).await?;
+        self.last = Some((self.page, self.paging_cookie.clone()));
         let more = body.more_records == Some(true);
         if more && self.paged {
             if body.value.is_empty() {
@@ -134,6 +138,18 @@ impl<T: DeserializeOwned> FetchPages<T> {
     /// How many page requests were made so far (retries of one page count once).
     pub fn requests(&self) -> u32 {
         self.requests
+    }
+
+    /// The page number and paging cookie of the page last read.
+    pub fn last_page(&self) -> Option<(u32, Option<String>)> {
+        self.last.clone()
+    }
+
+    /// Reads on from a page [`FetchPages::last_page`] gave (that page comes next).
+    pub fn resume_at(&mut self, page: u32, cookie: Option<String>) {
+        self.page = page.max(1);
+        self.paging_cookie = cookie;
+        self.done = false;
     }
 
     async fn send(&self, query: &str) -> Result<FetchPageBody<T>, DataverseError> {

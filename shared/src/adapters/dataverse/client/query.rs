@@ -105,6 +105,8 @@ struct PageBody<T> {
 pub struct Pages<T> {
     client: DataverseClient,
     next: Option<ApiRequest>,
+    /// The URL of the page last read, to read it again when resuming.
+    last: Option<String>,
     /// The `Prefer` header of the first request, sent again with every `@odata.nextLink`.
     prefer: Option<String>,
     pending_error: Option<DataverseError>,
@@ -131,6 +133,7 @@ impl<T: DeserializeOwned> Pages<T> {
         Pages {
             client,
             next,
+            last: None,
             prefer,
             pending_error,
             requests: 0,
@@ -157,6 +160,7 @@ impl<T: DeserializeOwned> Pages<T> {
                 }
             })
             .await?;
+        self.last = Some(request.url.to_string());
         self.next = match page.next_link {
             Some(link) => Some(
                 self.client
@@ -170,6 +174,18 @@ impl<T: DeserializeOwned> Pages<T> {
     /// How many page requests were made so far (retries of one page count once).
     pub fn requests(&self) -> u32 {
         self.requests
+    }
+
+    /// The URL of the page last read (the query itself, or an `@odata.nextLink`).
+    pub fn last_page(&self) -> Option<String> {
+        self.last.clone()
+    }
+
+    /// Reads on from a URL [`Pages::last_page`] gave (that page comes next), with this query's
+    /// preferences. The URL must lie inside the Web API, as a next link must.
+    pub fn resume_at(&mut self, link: &str) -> Result<(), DataverseError> {
+        self.next = Some(self.client.request_for_link(link, self.prefer.as_deref())?);
+        Ok(())
     }
 }
 

@@ -16,7 +16,22 @@ use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 
 impl MemberReader for DataverseCrm {
-    fn members(&self, source: &SourceRecord) -> Box<dyn MemberPages + '_> {
+    fn members_from(
+        &self,
+        source: &SourceRecord,
+        resume: Option<&str>,
+    ) -> Box<dyn MemberPages + '_> {
+        let (resume, invalid) = match resume.map(serde_json::from_str::<Position>) {
+            None => (None, None),
+            Some(Ok(position)) => (Some(position), None),
+            Some(Err(e)) => (
+                None,
+                Some(CrmError::Invalid {
+                    what: "the members' resume point of the continued reconcile".into(),
+                    problem: e.to_string(),
+                }),
+            ),
+        };
         let mut segments = VecDeque::new();
         let mut linked_lists = None;
         match source.source.kind {
@@ -49,6 +64,11 @@ impl MemberReader for DataverseCrm {
             linked_lists,
             segments,
             current: None,
+            done: Vec::new(),
+            resume,
+            skip: 0,
+            last_skipped: 0,
+            invalid,
             requests: 0,
         })
     }
@@ -57,6 +77,43 @@ impl MemberReader for DataverseCrm {
 enum Segment {
     List { id: String, shape: ListShape },
     LinkedLeads { lookup: &'static str, id: String },
+}
+
+impl Segment {
+    /// Names the segment in a resume point.
+    fn key(&self) -> String {
+        match self {
+            Segment::List { id, .. } => format!("list:{id}"),
+            Segment::LinkedLeads { .. } => "leads".to_string(),
+        }
+    }
+}
+
+/// Where a read of a source's members goes on (docs/architecture.md §4 "Deadlines"): the
+/// segments read to the end, and in the one under way the page last read (to be read again)
+/// and how many of its members were taken. Pages are keyed by the last row of the page before
+/// (Dataverse's paging cookies), so reading one again gives the same rows unless members were
+/// added to it meanwhile; those come with their own events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Position {
+    done: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    at: Option<At>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct At {
+    segment: String,
+    /// An OData page's URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    link: Option<String>,
+    /// A FetchXML page's number and paging cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    page: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cookie: Option<String>,
+    /// Members of that page already taken.
+    skip: usize,
 }
 
 enum Cursor {
@@ -71,7 +128,17 @@ pub struct MemberStream<'a> {
     /// Campaign or activity: the lists linked to it are read first, then their members.
     linked_lists: Option<(&'static str, &'static str)>,
     segments: VecDeque<Segment>,
-    current: Option<Cursor>,
+    /// The segment under way (its key) and its cursor.
+    current: Option<(String, Cursor)>,
+    /// Keys of the segments read to the end.
+    done: Vec<String>,
+    /// Where to start, until the segments are known.
+    resume: Option<Position>,
+    /// Members of the next page that an earlier pass took already.
+    skip: usize,
+    /// How many of the last page's members were left out that way.
+    last_skipped: usize,
+    invalid: Option<CrmError>,
     requests: u32,
 }
 
@@ -161,30 +228,104 @@ impl MemberStream<'_> {
         }
     }
 
+    /// Drops the segments a resume point says are done and opens the one under way there.
+    fn apply_resume(&mut self, position: Position) -> Result<(), CrmError> {
+        self.segments.retain(|s| !position.done.contains(&s.key()));
+        self.done = position.done;
+        let Some(at) = position.at else {
+            return Ok(());
+        };
+        let Some(index) = self.segments.iter().position(|s| s.key() == at.segment) else {
+            // The list is no longer linked: nothing of it to read.
+            return Ok(());
+        };
+        let Some(segment) = self.segments.remove(index) else {
+            return Ok(());
+        };
+        let mut cursor = self.open(segment);
+        match (&mut cursor, at.link, at.page) {
+            (Cursor::Odata(pages, _), Some(link), _) => pages.resume_at(&link)?,
+            (Cursor::Fetch(pages, _), _, Some(page)) => pages.resume_at(page, at.cookie),
+            _ => {
+                return Err(CrmError::Invalid {
+                    what: "the members' resume point of the continued reconcile".into(),
+                    problem: "its page does not fit the segment's kind of query".into(),
+                });
+            }
+        }
+        self.skip = at.skip;
+        self.current = Some((at.segment, cursor));
+        Ok(())
+    }
+
     async fn next(&mut self) -> Result<Option<Vec<Recipient>>, CrmError> {
+        if let Some(e) = self.invalid.take() {
+            return Err(e);
+        }
         if let Some((set, navigation)) = self.linked_lists {
             self.read_linked_lists(set, navigation).await?;
             self.linked_lists = None;
+        }
+        if let Some(position) = self.resume.take() {
+            self.apply_resume(position)?;
         }
         loop {
             if self.current.is_none() {
                 let Some(segment) = self.segments.pop_front() else {
                     return Ok(None);
                 };
-                self.current = Some(self.open(segment));
+                self.current = Some((segment.key(), self.open(segment)));
             }
             let page = match self.current.as_mut() {
-                Some(Cursor::Odata(pages, kind)) => pages.next_page().await?.map(|p| (p, *kind)),
-                Some(Cursor::Fetch(pages, kind)) => pages.next_page().await?.map(|p| (p, *kind)),
+                Some((_, Cursor::Odata(pages, kind))) => {
+                    pages.next_page().await?.map(|p| (p, *kind))
+                }
+                Some((_, Cursor::Fetch(pages, kind))) => {
+                    pages.next_page().await?.map(|p| (p, *kind))
+                }
                 None => None,
             };
             let Some((rows, kind)) = page else {
-                self.current = None;
+                if let Some((key, _)) = self.current.take() {
+                    self.done.push(key);
+                }
                 continue;
             };
             self.requests += 1;
-            return Ok(Some(self.recipients(rows, kind).await?));
+            let mut recipients = self.recipients(rows, kind).await?;
+            // Taken by the pass before; the page was read again to go on after them.
+            self.last_skipped = std::mem::take(&mut self.skip).min(recipients.len());
+            recipients.drain(..self.last_skipped);
+            return Ok(Some(recipients));
         }
+    }
+
+    /// Where to go on after `taken` members of the last page.
+    fn position(&self, taken: usize) -> Option<String> {
+        let at = match &self.current {
+            None => None,
+            Some((segment, cursor)) => {
+                let (link, page, cookie) = match cursor {
+                    Cursor::Odata(pages, _) => (Some(pages.last_page()?), None, None),
+                    Cursor::Fetch(pages, _) => {
+                        let (page, cookie) = pages.last_page()?;
+                        (None, Some(page), cookie)
+                    }
+                };
+                Some(At {
+                    segment: segment.clone(),
+                    link,
+                    page,
+                    cookie,
+                    skip: taken + self.last_skipped,
+                })
+            }
+        };
+        serde_json::to_string(&Position {
+            done: self.done.clone(),
+            at,
+        })
+        .ok()
     }
 
     async fn recipients(
@@ -226,5 +367,9 @@ impl MemberPages for MemberStream<'_> {
     /// Dataverse requests made so far (pages of members, linked lists, primary contacts).
     fn requests(&self) -> u32 {
         self.requests
+    }
+
+    fn resume_point(&self, taken: usize) -> Option<String> {
+        self.position(taken)
     }
 }
