@@ -252,6 +252,12 @@ pub async fn reconcile_group(
         // one here wanted may be wanted by a member before it.
         let (ops, mut summary) = planner.finish_seen();
         execute(conn, group, ops, &mut report, &|_| None).await?;
+        if before.active_at_start == 0 {
+            // No receiver was active when the reconcile began: one in step now was written by
+            // an earlier pass for the same person from another list, a duplicate.
+            summary.merged += summary.unchanged;
+            summary.unchanged = 0;
+        }
         add_carried(&mut summary, &mut report, before);
         report.summary = summary;
         if before.active_at_start > 0 {
@@ -606,4 +612,37 @@ async fn change_email(
         .await?;
     report.rejected += done.rejected.len();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::recipient::RecipientKind;
+
+    #[test]
+    fn every_skip_reason_carried_to_a_later_pass_finds_its_label_again() {
+        let reasons = [
+            SkipReason::EntityNotTransferred(RecipientKind::Lead),
+            SkipReason::Inactive,
+            SkipReason::MissingEmail,
+            SkipReason::InvalidEmail,
+            SkipReason::DoNotBulkEmail,
+            SkipReason::NoMatchingNewsletterType,
+        ];
+        let carried = Continuation {
+            skipped: reasons
+                .iter()
+                .map(|r| (skip_label(r).to_string(), 2))
+                .collect(),
+            ..Continuation::default()
+        };
+        let (mut summary, mut report) = (PlanSummary::default(), ReconcileReport::default());
+        add_carried(&mut summary, &mut report, &carried);
+        assert_eq!(
+            report.skipped.values().sum::<usize>(),
+            12,
+            "{:?}",
+            report.skipped
+        );
+    }
 }

@@ -408,7 +408,11 @@ fn carried_counts(
     } else if report.resume.is_some() {
         // The next pass sees other members: everything adds up.
         next.resume = report.resume.clone();
-        next.unchanged = before.unchanged + s.unchanged;
+        // In step after a first pass that found no active receiver: written by an earlier
+        // pass (a person in two lists), so not "unchanged" (see `reconcile_group`).
+        if active_at_start > 0 {
+            next.unchanged = before.unchanged + s.unchanged;
+        }
         next.opted_out = before.opted_out + s.kept_opted_out + s.skipped_blocked + s.opted_out;
         next.rejected = before.rejected + report.rejected;
         next.skipped = before.skipped.clone();
