@@ -117,6 +117,8 @@ pub(crate) struct Group {
     pub last_changed: i64,
     /// Keyed by pool id, so listing order is the order receivers entered the account.
     pub members: BTreeMap<u64, Membership>,
+    /// Bumped whenever a receiver enters or leaves the group (page positions move then).
+    pub members_version: u64,
 }
 
 /// A receiver's account-wide ("pool") record: its address and global attribute values.
@@ -200,6 +202,17 @@ pub(crate) struct SimState {
     pub corruptions: HashMap<(u64, u64), Value>,
     pub tokens: Tokens,
     pub stats: CallStats,
+    /// Where the pages of a group's unfiltered listing start, so that page 150 of a group of
+    /// a million is not found by stepping over 750,000 receivers (see [`SimState::page_of`]).
+    page_starts: std::sync::Mutex<HashMap<u64, PageStarts>>,
+}
+
+/// The first pool id of pages 0, 1, 2, … of a group's listing as of a members version.
+#[derive(Debug, Default)]
+struct PageStarts {
+    version: u64,
+    pagesize: usize,
+    starts: Vec<u64>,
 }
 
 /// CleverReach keys receivers by address, whatever the case.
@@ -289,6 +302,52 @@ impl SimState {
             corruptions: HashMap::new(),
             tokens: Tokens::default(),
             stats: CallStats::default(),
+            page_starts: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pool ids of page `page` of the group's whole listing (pool order), found from the
+    /// nearest page start already known.
+    pub fn page_of(&self, group: &Group, page: usize, pagesize: usize) -> Vec<u64> {
+        if pagesize == 0 {
+            return Vec::new();
+        }
+        let mut cache = self.page_starts.lock().unwrap_or_else(|p| p.into_inner());
+        let known = cache.entry(group.id).or_default();
+        if known.version != group.members_version || known.pagesize != pagesize {
+            *known = PageStarts {
+                version: group.members_version,
+                pagesize,
+                starts: Vec::new(),
+            };
+        }
+        if known.starts.is_empty() {
+            match group.members.keys().next() {
+                Some(first) => known.starts.push(*first),
+                None => return Vec::new(),
+            }
+        }
+        loop {
+            let from = page.min(known.starts.len() - 1);
+            let mut keys = group
+                .members
+                .range(known.starts[from]..)
+                .map(|(pid, _)| *pid);
+            if from == page {
+                let rows: Vec<u64> = keys.by_ref().take(pagesize).collect();
+                if rows.len() == pagesize
+                    && known.starts.len() == page + 1
+                    && let Some(next) = keys.next()
+                {
+                    known.starts.push(next);
+                }
+                return rows;
+            }
+            // Step over the last page known to learn where the next one starts.
+            match keys.nth(pagesize) {
+                Some(next) => known.starts.push(next),
+                None => return Vec::new(),
+            }
         }
     }
 
@@ -416,6 +475,7 @@ impl SimState {
                 last_mailing: 0,
                 last_changed: now,
                 members: BTreeMap::new(),
+                members_version: 0,
             },
         );
         Ok(id)
@@ -810,6 +870,7 @@ impl SimState {
                 events.push("receiver.subscribed");
             }
             group.members.insert(pool_id, member);
+            group.members_version += 1;
             RowOutcome::Inserted(pool_id)
         };
         if attempted {
@@ -857,7 +918,9 @@ impl SimState {
         let (gid, pid) = self.member(group_id, receiver)?;
         let now = self.now();
         if let Some(group) = self.groups.get_mut(&gid) {
-            group.members.remove(&pid);
+            if group.members.remove(&pid).is_some() {
+                group.members_version += 1;
+            }
             group.last_changed = now;
         }
         self.hooks

@@ -437,6 +437,63 @@ mod cleverreach {
     }
 
     #[tokio::test]
+    async fn pages_read_out_of_order_and_after_a_change_hold_exactly_the_rows_of_their_place() {
+        let api = Api::with(CleverReachSimConfig {
+            max_page_size: 50,
+            ..CleverReachSimConfig::default()
+        })
+        .await;
+        let gid = api.group("List").await;
+        let rows: Vec<Value> = (0..23)
+            .map(|i| json!({"email": format!("p{i:02}@example.com")}))
+            .collect();
+        api.upsert(&gid, Value::Array(rows)).await;
+        let page = |n: usize| {
+            let api = &api;
+            let gid = gid.clone();
+            async move {
+                api.ok(
+                    Method::GET,
+                    &format!("v3/groups.json/{gid}/receivers?page={n}&pagesize=5&type=all"),
+                    None,
+                )
+                .await
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["email"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+            }
+        };
+        let expect = |from: usize, to: usize, skip: Option<usize>| -> Vec<String> {
+            (0..23)
+                .filter(|i| Some(*i) != skip)
+                .map(|i| format!("p{i:02}@example.com"))
+                .skip(from)
+                .take(to - from)
+                .collect()
+        };
+        // Read ahead, out of order: each page is its place's rows.
+        for n in [3, 0, 4, 1, 2, 6, 5] {
+            assert_eq!(page(n).await, expect(n * 5, n * 5 + 5, None), "page {n}");
+        }
+        // A receiver leaves: the pages after it move up by one.
+        api.ok(
+            Method::DELETE,
+            &format!("v3/groups.json/{gid}/receivers/p07@example.com"),
+            None,
+        )
+        .await;
+        for n in [2, 1, 4] {
+            assert_eq!(
+                page(n).await,
+                expect(n * 5, n * 5 + 5, Some(7)),
+                "page {n} after"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn receivers_are_paged_from_zero_in_a_stable_order() {
         let api = Api::with(CleverReachSimConfig {
             max_page_size: 50,
