@@ -14,6 +14,7 @@ use crate::ports::crm::{CrmError, MemberPages, MemberReader};
 use async_trait::async_trait;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
+use tracing::Instrument;
 
 impl MemberReader for DataverseCrm {
     fn members_from(
@@ -126,74 +127,157 @@ enum Cursor {
     Fetch(FetchPages<Value>, RecipientKind),
 }
 
-/// One segment under way.
+/// Where a page is: an OData page's URL, or a FetchXML page's number and paging cookie.
+#[derive(Debug, Clone)]
+enum Place {
+    Link(String),
+    Fetch(u32, Option<String>),
+}
+
+impl Place {
+    fn of(cursor: &Cursor) -> Option<Place> {
+        match cursor {
+            Cursor::Odata(pages, _) => pages.last_page().map(Place::Link),
+            Cursor::Fetch(pages, _) => pages
+                .last_page()
+                .map(|(page, cookie)| Place::Fetch(page, cookie)),
+        }
+    }
+
+    fn at(&self, segment: &str, skip: usize) -> At {
+        let (link, page, cookie) = match self {
+            Place::Link(link) => (Some(link.clone()), None, None),
+            Place::Fetch(page, cookie) => (None, Some(*page), cookie.clone()),
+        };
+        At {
+            segment: segment.to_string(),
+            link,
+            page,
+            cookie,
+            skip,
+        }
+    }
+}
+
+/// A page read: its members (those an earlier pass took left out), how many were left out,
+/// and the requests it took; `None` after the last page.
+type PageRead = Result<Option<(Vec<Recipient>, usize, u32)>, CrmError>;
+
+/// One segment under way. Its next page is read in a task of its own while the page before
+/// is worked, so that reading never waits for the planner nor one segment for another.
 struct Open {
     key: String,
-    cursor: Cursor,
+    /// At home while no read is under way.
+    cursor: Option<Cursor>,
+    reading: Option<tokio::task::JoinHandle<(Cursor, PageRead)>>,
     /// The page read and not handed out yet.
     ready: Option<Vec<Recipient>>,
     /// Its last page was the last.
     exhausted: bool,
     /// Members to leave out of the next page read (taken by an earlier pass).
     skip: usize,
-    /// Of the last page read: members left out that way, and members kept.
+    /// The page last read, the members left out of it and those kept; before any read, where
+    /// a resume point said to go on.
+    place: Option<Place>,
     skipped: usize,
     len: usize,
     requests: u32,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if let Some(reading) = self.reading.take() {
+            reading.abort();
+        }
+    }
 }
 
 impl Open {
     fn new(key: String, cursor: Cursor) -> Open {
         Open {
             key,
-            cursor,
+            cursor: Some(cursor),
+            reading: None,
             ready: None,
             exhausted: false,
             skip: 0,
+            place: None,
             skipped: 0,
             len: 0,
             requests: 0,
         }
     }
 
-    /// Reads the segment's next page into `ready` (or marks it exhausted).
-    async fn read(&mut self, crm: &DataverseCrm) -> Result<(), CrmError> {
-        let page = match &mut self.cursor {
-            Cursor::Odata(pages, kind) => pages.next_page().await?.map(|p| (p, *kind)),
-            Cursor::Fetch(pages, kind) => pages.next_page().await?.map(|p| (p, *kind)),
+    /// Starts reading the next page, unless one is read, under way or there is none.
+    fn start(&mut self, crm: &DataverseCrm) {
+        if self.reading.is_some() || self.ready.is_some() || self.exhausted {
+            return;
+        }
+        let Some(mut cursor) = self.cursor.take() else {
+            return;
         };
-        let Some((rows, kind)) = page else {
-            self.exhausted = true;
+        let (crm, skip) = (crm.clone(), self.skip);
+        self.reading = Some(tokio::spawn(
+            async move {
+                let read = read_page(&crm, &mut cursor, skip).await;
+                (cursor, read)
+            }
+            .instrument(tracing::Span::current()),
+        ));
+    }
+
+    /// Waits for the read under way, if any, and takes its page in.
+    async fn land(&mut self) -> Result<(), CrmError> {
+        let Some(reading) = self.reading.take() else {
             return Ok(());
         };
-        self.requests += 1;
-        let (mut recipients, extra) = recipients(crm, rows, kind).await?;
-        self.requests += extra;
-        // Taken by the pass before; the page was read again to go on after them.
-        self.skipped = std::mem::take(&mut self.skip).min(recipients.len());
-        recipients.drain(..self.skipped);
-        self.len = recipients.len();
-        self.ready = Some(recipients);
+        let (cursor, read) = reading.await.map_err(|e| CrmError::Unavailable {
+            message: format!("reading a page of members was stopped: {e}"),
+            retry_after: None,
+        })?;
+        let place = Place::of(&cursor);
+        self.cursor = Some(cursor);
+        match read? {
+            Some((members, skipped, requests)) => {
+                self.place = place;
+                self.requests += requests;
+                self.skip = 0;
+                self.skipped = skipped;
+                self.len = members.len();
+                self.ready = Some(members);
+            }
+            None => self.exhausted = true,
+        }
         Ok(())
     }
 
-    /// Where this segment goes on when `taken` members of its last page were handed out.
-    fn at(&self, taken: usize) -> Option<At> {
-        let (link, page, cookie) = match &self.cursor {
-            Cursor::Odata(pages, _) => (Some(pages.last_page()?), None, None),
-            Cursor::Fetch(pages, _) => {
-                let (page, cookie) = pages.last_page()?;
-                (None, Some(page), cookie)
-            }
-        };
-        Some(At {
-            segment: self.key.clone(),
-            link,
-            page,
-            cookie,
-            skip: self.skipped + taken,
-        })
+    /// Where this segment goes on, `handed_out` members of its last page having been handed
+    /// out; `None` for a segment not read yet (it starts from its first page again).
+    fn at(&self, handed_out: usize) -> Option<At> {
+        if self.len == 0 && self.skipped == 0 && self.ready.is_none() && self.skip > 0 {
+            // Resumed, not read yet: the resume point it came with.
+            return self.place.as_ref().map(|p| p.at(&self.key, self.skip));
+        }
+        self.place
+            .as_ref()
+            .map(|p| p.at(&self.key, self.skipped + handed_out))
     }
+}
+
+/// Reads a segment's next page as recipients, leaving out the first `skip`.
+async fn read_page(crm: &DataverseCrm, cursor: &mut Cursor, skip: usize) -> PageRead {
+    let page = match cursor {
+        Cursor::Odata(pages, kind) => pages.next_page().await?.map(|p| (p, *kind)),
+        Cursor::Fetch(pages, kind) => pages.next_page().await?.map(|p| (p, *kind)),
+    };
+    let Some((rows, kind)) = page else {
+        return Ok(None);
+    };
+    let (mut members, extra) = recipients(crm, rows, kind).await?;
+    // Taken by the pass before; the page was read again to go on after them.
+    let skipped = skip.min(members.len());
+    members.drain(..skipped);
+    Ok(Some((members, skipped, 1 + extra)))
 }
 
 /// The members of a source, page by page, the segments' pages taken in turn. A failed page
@@ -318,9 +402,11 @@ impl MemberStream<'_> {
                 continue;
             };
             let mut cursor = self.open(segment);
-            match (&mut cursor, at.link, at.page) {
-                (Cursor::Odata(pages, _), Some(link), _) => pages.resume_at(&link)?,
-                (Cursor::Fetch(pages, _), _, Some(page)) => pages.resume_at(page, at.cookie),
+            match (&mut cursor, &at.link, at.page) {
+                (Cursor::Odata(pages, _), Some(link), _) => pages.resume_at(link)?,
+                (Cursor::Fetch(pages, _), _, Some(page)) => {
+                    pages.resume_at(page, at.cookie.clone())
+                }
                 _ => {
                     return Err(CrmError::Invalid {
                         what: "the members' resume point of the continued reconcile".into(),
@@ -330,6 +416,11 @@ impl MemberStream<'_> {
             }
             let mut open = Open::new(at.segment, cursor);
             open.skip = at.skip;
+            open.place = match (at.link, at.page) {
+                (Some(link), _) => Some(Place::Link(link)),
+                (None, Some(page)) => Some(Place::Fetch(page, at.cookie)),
+                (None, None) => None,
+            };
             self.open.push(open);
         }
         Ok(())
@@ -358,41 +449,30 @@ impl MemberStream<'_> {
             if self.open.is_empty() {
                 return Ok(None);
             }
-            // Every segment without a page waiting reads its next one, side by side.
-            let crm = self.crm;
-            let reads = self
-                .open
-                .iter_mut()
-                .filter(|o| o.ready.is_none() && !o.exhausted)
-                .map(|o| o.read(crm));
-            let results = futures::future::join_all(reads).await;
-            // Segments read to the end leave; their keys go into the resume point.
-            let mut index = 0;
-            while index < self.open.len() {
-                if self.open[index].exhausted && self.open[index].ready.is_none() {
-                    let gone = self.open.remove(index);
-                    self.requests += gone.requests;
-                    if self.last.as_deref() == Some(gone.key.as_str()) {
-                        self.last = None;
-                    }
-                    self.done.push(gone.key);
-                    if self.turn > index {
-                        self.turn -= 1;
-                    }
-                } else {
-                    index += 1;
-                }
+            // Every segment without a page at hand reads its next one, side by side.
+            for open in &mut self.open {
+                open.start(self.crm);
             }
-            results.into_iter().collect::<Result<Vec<()>, CrmError>>()?;
             // Pages are handed out in turn, so the order does not depend on which answered
             // first (the planner keeps the first of two records sharing an address).
-            for step in 0..self.open.len() {
-                let index = (self.turn + step) % self.open.len();
-                if let Some(page) = self.open[index].ready.take() {
-                    self.turn = (index + 1) % self.open.len();
-                    self.last = Some(self.open[index].key.clone());
-                    return Ok(Some(page));
+            let index = self.turn % self.open.len();
+            self.open[index].land().await?;
+            if self.open[index].exhausted {
+                // Read to the end: its key goes into the resume point.
+                let gone = self.open.remove(index);
+                self.requests += gone.requests;
+                if self.last.as_deref() == Some(gone.key.as_str()) {
+                    self.last = None;
                 }
+                self.done.push(gone.key.clone());
+                continue;
+            }
+            if let Some(page) = self.open[index].ready.take() {
+                self.turn = index + 1;
+                self.last = Some(self.open[index].key.clone());
+                // Its next page is read while this one is worked.
+                self.open[index].start(self.crm);
+                return Ok(Some(page));
             }
         }
     }
@@ -409,7 +489,9 @@ impl MemberStream<'_> {
             } else {
                 open.len
             };
-            at.push(open.at(handed_out)?);
+            if let Some(place) = open.at(handed_out) {
+                at.push(place);
+            }
         }
         serde_json::to_string(&Position {
             done: self.done.clone(),
