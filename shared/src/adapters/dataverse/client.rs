@@ -439,12 +439,12 @@ impl DataverseClient {
     // ----- list membership -------------------------------------------------------------------
 
     /// Members of a static marketing list (`lists(<id>)/listcontact_association`, …), paged.
-    pub fn static_list_members(
+    pub fn static_list_members<T: DeserializeOwned>(
         &self,
         list_id: &str,
         member_kind: RecipientKind,
         query: &Query,
-    ) -> Pages<Value> {
+    ) -> Pages<T> {
         let (_, _, navigation) = member_table(member_kind);
         self.related("lists", list_id, navigation, query)
     }
@@ -470,12 +470,12 @@ impl DataverseClient {
     /// Members of a dynamic marketing list: runs the list's `query` FetchXML against the member
     /// table, paged with cookies. The primary key, the `attributes` asked for and an `<order>`
     /// on the primary key (for stable paging) are added when the query lacks them.
-    pub fn dynamic_list_members(
+    pub fn dynamic_list_members<T: DeserializeOwned>(
         &self,
         fetch_xml_query: &str,
         member_kind: RecipientKind,
         attributes: &[&str],
-    ) -> FetchPages<Value> {
+    ) -> FetchPages<T> {
         let (set, key, _) = member_table(member_kind);
         match fetchxml::prepare_member_query(
             fetch_xml_query,

@@ -123,8 +123,31 @@ struct At {
 }
 
 enum Cursor {
-    Odata(Pages<Value>, RecipientKind),
-    Fetch(FetchPages<Value>, RecipientKind),
+    Odata(Pages<MemberRow>, RecipientKind),
+    Fetch(FetchPages<MemberRow>, RecipientKind),
+}
+
+/// A member row, taken in as it is read: a contact or a lead becomes its recipient at once, so
+/// a page of 5,000 is never held as 5,000 JSON trees (a few pages are read ahead; memory must
+/// stay flat, docs/architecture.md §4.1). Other rows (accounts, which need their primary
+/// contacts) stay as read.
+enum MemberRow {
+    Contact(Option<Recipient>),
+    Lead(Option<Recipient>),
+    Row(Value),
+}
+
+impl<'de> serde::Deserialize<'de> for MemberRow {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let row = Value::deserialize(deserializer)?;
+        Ok(if row.get("contactid").is_some() {
+            MemberRow::Contact(contact_recipient(&row))
+        } else if row.get("leadid").is_some() {
+            MemberRow::Lead(lead_recipient(&row))
+        } else {
+            MemberRow::Row(row)
+        })
+    }
 }
 
 /// Where a page is: an OData page's URL, or a FetchXML page's number and paging cookie.
@@ -505,13 +528,38 @@ impl MemberStream<'_> {
 /// contacts are read in one request per page).
 async fn recipients(
     crm: &DataverseCrm,
-    rows: Vec<Value>,
+    rows: Vec<MemberRow>,
     kind: RecipientKind,
 ) -> Result<(Vec<Recipient>, u32), CrmError> {
     Ok(match kind {
-        RecipientKind::Contact => (rows.iter().filter_map(contact_recipient).collect(), 0),
-        RecipientKind::Lead => (rows.iter().filter_map(lead_recipient).collect(), 0),
+        RecipientKind::Contact => (
+            rows.into_iter()
+                .filter_map(|row| match row {
+                    MemberRow::Contact(recipient) => recipient,
+                    MemberRow::Row(row) => contact_recipient(&row),
+                    MemberRow::Lead(_) => None,
+                })
+                .collect(),
+            0,
+        ),
+        RecipientKind::Lead => (
+            rows.into_iter()
+                .filter_map(|row| match row {
+                    MemberRow::Lead(recipient) => recipient,
+                    MemberRow::Row(row) => lead_recipient(&row),
+                    MemberRow::Contact(_) => None,
+                })
+                .collect(),
+            0,
+        ),
         RecipientKind::Account => {
+            let rows: Vec<Value> = rows
+                .into_iter()
+                .filter_map(|row| match row {
+                    MemberRow::Row(row) => Some(row),
+                    _ => None,
+                })
+                .collect();
             let ids: Vec<String> = rows
                 .iter()
                 .filter_map(|r| id(r, "_primarycontactid_value"))
