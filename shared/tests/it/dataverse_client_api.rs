@@ -601,7 +601,7 @@ mod dataverse {
         .await;
         let client = client(&server);
         let list = "18717E9C-643F-ED11-9DB0-002248225E95";
-        let mut pages = client.static_list_members(
+        let mut pages = client.static_list_members::<serde_json::Value>(
             list,
             RecipientKind::Lead,
             &shared::adapters::dataverse::client::Query::new().select(["leadid", "emailaddress1"]),
@@ -686,8 +686,11 @@ mod dataverse {
         let server = Server::start(with_tokens(3600, fetch_page_handler)).await;
         let client = client(&server);
         let list_query = "<fetch version=\"1.0\" output-format=\"xml-platform\" mapping=\"logical\" distinct=\"false\"><entity name=\"contact\"><attribute name=\"fullname\" /><filter type=\"and\"><condition attribute=\"address1_city\" operator=\"eq\" value=\"Köln\" /></filter></entity></fetch>";
-        let mut pages =
-            client.dynamic_list_members(list_query, RecipientKind::Contact, &["emailaddress1"]);
+        let mut pages = client.dynamic_list_members::<serde_json::Value>(
+            list_query,
+            RecipientKind::Contact,
+            &["emailaddress1"],
+        );
         let mut count = 0;
         while let Some(page) = pages.next_page().await.unwrap() {
             count += page.len();
