@@ -412,13 +412,31 @@ pub fn dataverse_client(
     dv: &DataverseEndpoints,
     credentials: &Credentials,
 ) -> Result<DataverseClient, String> {
-    DataverseClient::new(DataverseConfig::new(
-        url(&dv.api_url)?,
-        url(&dv.token_url)?,
-        credentials.client_id.clone(),
-        Secret::new(credentials.client_secret.clone()),
-        dv.scope.clone(),
-    ))
+    // Dataverse's own limit per user: the seeding and the checks are not a deployed function.
+    dataverse_client_with(dv, credentials, 52)
+}
+
+/// Dataverse requests the template lets a source worker have under way
+/// (`DATAVERSE_CONCURRENT_REQUESTS` of the three source functions): the benchmarks' workers
+/// run with it, as deployed.
+pub const SOURCE_WORKER_DATAVERSE_REQUESTS: usize = 2;
+
+/// The same with at most `requests` requests under way.
+pub fn dataverse_client_with(
+    dv: &DataverseEndpoints,
+    credentials: &Credentials,
+    requests: usize,
+) -> Result<DataverseClient, String> {
+    DataverseClient::new(DataverseConfig {
+        max_concurrent_requests: requests,
+        ..DataverseConfig::new(
+            url(&dv.api_url)?,
+            url(&dv.token_url)?,
+            credentials.client_id.clone(),
+            Secret::new(credentials.client_secret.clone()),
+            dv.scope.clone(),
+        )
+    })
     .map_err(|e| e.to_string())
 }
 

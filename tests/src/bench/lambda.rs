@@ -6,8 +6,8 @@
 //! Lambda would. Also the simulators' latency switch the benchmarks turn on after seeding.
 
 use super::{
-    Control, Endpoints, cleverreach_client, cpu_seconds, dataverse_client, heap_peak,
-    join_cgroup_from_env, reset_heap_peak, rss,
+    Control, Endpoints, SOURCE_WORKER_DATAVERSE_REQUESTS, cleverreach_client, cpu_seconds,
+    dataverse_client_with, heap_peak, join_cgroup_from_env, reset_heap_peak, rss,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -330,7 +330,12 @@ pub fn worker_process() -> Result<(), String> {
     let measured = runtime.block_on(async {
         let budget = timeout.map(|t| Budget::until(started_process + t));
         let dv = &endpoints.dataverse;
-        let crm = DataverseCrm::new(dataverse_client(dv, &dv.connector)?);
+        // As deployed: the source workers' DATAVERSE_CONCURRENT_REQUESTS (infra/template.yaml).
+        let crm = DataverseCrm::new(dataverse_client_with(
+            dv,
+            &dv.connector,
+            SOURCE_WORKER_DATAVERSE_REQUESTS,
+        )?);
         let newsletter = cleverreach_client(&endpoints.cleverreach, BATCH_SIZE)?;
         newsletter
             .connect_client_credentials()

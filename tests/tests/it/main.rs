@@ -54,4 +54,5 @@ mod e2e_sqs;
 mod e2e_sweep;
 mod e2e_thousand_members;
 mod e2e_worker_batch;
+mod infra_concurrency;
 mod installer;

@@ -10,6 +10,7 @@
 
 mod backflow;
 mod members;
+pub use members::SEGMENTS_IN_FLIGHT;
 mod people;
 mod retroactive;
 mod rows;
